@@ -1,0 +1,1 @@
+"""What the server conforms to: R4 definitions, validation and the CapabilityStatement."""
