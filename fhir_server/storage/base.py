@@ -9,7 +9,10 @@ changing signatures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, AsyncContextManager, Literal, Protocol
+
+from fhir_server import jsonutil
 
 if TYPE_CHECKING:
     from search.query import SearchQuery
@@ -23,7 +26,10 @@ class Context:
 
 @dataclass(frozen=True)
 class StoredResource:
-    """One version of a resource. `resource` already carries id and meta; it is
+    """One version of a resource.
+
+    `body` is its JSON exactly as stored (id and meta filled in), so a read can
+    be answered without parsing; `resource` parses it on first use. Both are
     None for the version that records a delete."""
 
     resource_type: str
@@ -31,8 +37,12 @@ class StoredResource:
     version: int
     last_updated: str  # FHIR instant in UTC, e.g. 2026-12-04T16:40:00.123456+00:00
     deleted: bool
-    resource: dict[str, Any] | None
+    body: bytes | None
     method: Literal["POST", "PUT", "DELETE"] = "PUT"
+
+    @cached_property
+    def resource(self) -> dict[str, Any] | None:
+        return None if self.body is None else jsonutil.loads(self.body)
 
 
 WriteOutcome = Literal["created", "updated", "unchanged", "deleted", "not-found"]
