@@ -1,0 +1,496 @@
+"""The embedded store: resources, their history, their search index and raw feed
+inputs in one SQLite file.
+
+SQLite runs in WAL mode. A write transaction is `BEGIN IMMEDIATE ... COMMIT` on
+one writer connection, so a resource, its history row and its index rows are
+written together or not at all. With the default `synchronous=NORMAL` a
+committed transaction survives the server process being killed (the WAL is in
+the operating system's hands once COMMIT returns); `synchronous="FULL"` also
+survives power loss at the price of an fsync per commit.
+
+Calls are made directly on the event loop thread: statements take microseconds,
+and one writer at a time is all SQLite allows anyway. An asyncio lock keeps
+transactions of concurrent requests apart; plain reads use a second connection
+and never wait for writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fhir_server import jsonutil
+from fhir_server.errors import FHIRError, conflict, precondition_failed
+from fhir_server.storage import sqlite_index
+from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
+
+if TYPE_CHECKING:
+    from search.query import SearchQuery
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS resources (
+        rid INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        body BLOB,
+        UNIQUE (tenant, type, id))""",
+    """CREATE TABLE IF NOT EXISTS versions (
+        vid INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        body BLOB,
+        UNIQUE (tenant, type, id, version))""",
+    "CREATE INDEX IF NOT EXISTS versions_by_time ON versions (tenant, last_updated)",
+    "CREATE INDEX IF NOT EXISTS versions_by_type_time ON versions (tenant, type, last_updated)",
+    """CREATE TABLE IF NOT EXISTS inputs (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        content BLOB NOT NULL,
+        content_hash TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        result BLOB)""",
+    "CREATE INDEX IF NOT EXISTS inputs_by_hash ON inputs (tenant, feed, content_hash, status)",
+    "CREATE INDEX IF NOT EXISTS inputs_by_status ON inputs (tenant, status, id)",
+)
+
+# meta elements the server owns; they never make two versions differ
+_SERVER_META = ("versionId", "lastUpdated")
+
+_VERSION_COLUMNS = "type, id, version, last_updated, deleted, method, body"
+
+
+def content_hash(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+def _version_row(row: tuple[Any, ...]) -> StoredResource:
+    rtype, rid, version, last_updated, deleted, method, body = row
+    return StoredResource(rtype, rid, version, last_updated, bool(deleted), body, method)
+
+
+def _input_row(row: tuple[Any, ...]) -> RawInput:
+    iid, feed, received_at, content, digest, status, reason, result = row
+    return RawInput(
+        iid,
+        feed,
+        received_at,
+        content,
+        digest,
+        status,
+        reason,
+        jsonutil.loads(result) if result else None,
+    )
+
+
+def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        return resource
+    kept = {k: v for k, v in meta.items() if k not in _SERVER_META}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if kept:
+        out["meta"] = kept
+    return out
+
+
+class _Clock:
+    """Hands out strictly increasing UTC instants, so versions written one after
+    the other never share a lastUpdated and `_since` cuts cleanly between them."""
+
+    def __init__(self) -> None:
+        self._last = datetime.min.replace(tzinfo=timezone.utc)
+
+    def advance_past(self, instant: str | None) -> None:
+        if instant:
+            self._last = max(self._last, datetime.fromisoformat(instant))
+
+    def now(self) -> str:
+        now = datetime.now(timezone.utc)
+        if now <= self._last:
+            now = self._last + timedelta(microseconds=1)
+        self._last = now
+        return now.isoformat(timespec="microseconds")
+
+
+class SQLiteTransaction:
+    """The Transaction protocol on the writer connection, inside BEGIN IMMEDIATE."""
+
+    def __init__(self, store: SQLiteStore, ctx: Context) -> None:
+        self._store = store
+        self._conn = store._writer
+        self._ctx = ctx
+
+    def _current(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
+        return self._conn.execute(
+            "SELECT rid, version, last_updated, deleted, body FROM resources "
+            "WHERE tenant=? AND type=? AND id=?",
+            (self._ctx.tenant, resource_type, resource_id),
+        ).fetchone()
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        return self._store._read(self._conn, self._ctx, resource_type, resource_id)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return self._store._search(self._conn, self._ctx, query)
+
+    def _write(
+        self,
+        resource: dict[str, Any],
+        rid: int | None,
+        version: int,
+        method: Literal["POST", "PUT"],
+    ) -> StoredResource:
+        resource_type, resource_id = resource["resourceType"], resource["id"]
+        now = self._store._clock.now()
+        meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}
+        stored = {"resourceType": resource_type, "id": resource_id, "meta": meta, **resource}
+        stored["meta"] = meta
+        body = jsonutil.dumps(stored)
+        tenant = self._ctx.tenant
+        if rid is None:
+            cursor = self._conn.execute(
+                "INSERT INTO resources (tenant, type, id, version, last_updated, deleted, body) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (tenant, resource_type, resource_id, version, now, body),
+            )
+            rid = cursor.lastrowid
+            assert rid is not None
+        else:
+            self._conn.execute(
+                "UPDATE resources SET version=?, last_updated=?, deleted=0, body=? WHERE rid=?",
+                (version, now, body, rid),
+            )
+        self._conn.execute(
+            f"INSERT INTO versions (tenant, {_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+            (tenant, resource_type, resource_id, version, now, method, body),
+        )
+        sqlite_index.replace_index(self._conn, rid, resource_type, stored)
+        return StoredResource(resource_type, resource_id, version, now, False, body, method)
+
+    async def create(
+        self, resource: dict[str, Any], resource_id: str | None = None
+    ) -> WriteResult:
+        resource_id = resource_id or str(uuid.uuid4())
+        if self._current(resource["resourceType"], resource_id) is not None:
+            raise conflict(f"{resource['resourceType']}/{resource_id} already exists")
+        stored = self._write({**resource, "id": resource_id}, None, 1, "POST")
+        return WriteResult(stored, "created")
+
+    async def update(self, resource: dict[str, Any], if_match: int | None = None) -> WriteResult:
+        resource_type, resource_id = resource["resourceType"], resource["id"]
+        current = self._current(resource_type, resource_id)
+        if current is None:
+            if if_match is not None:
+                raise precondition_failed(
+                    f"If-Match names version {if_match} of {resource_type}/{resource_id}, "
+                    "which does not exist"
+                )
+            return WriteResult(self._write(resource, None, 1, "PUT"), "created")
+        rid, version, last_updated, deleted, body = current
+        if if_match is not None and if_match != version:
+            raise precondition_failed(
+                f"{resource_type}/{resource_id} is at version {version}, not {if_match}"
+            )
+        if deleted:
+            return WriteResult(self._write(resource, rid, version + 1, "PUT"), "created")
+        if _without_server_meta(jsonutil.loads(body)) == _without_server_meta(resource):
+            unchanged = StoredResource(
+                resource_type, resource_id, version, last_updated, False, body, "PUT"
+            )
+            return WriteResult(unchanged, "unchanged")
+        return WriteResult(self._write(resource, rid, version + 1, "PUT"), "updated")
+
+    async def delete(
+        self, resource_type: str, resource_id: str, if_match: int | None = None
+    ) -> WriteResult:
+        current = self._current(resource_type, resource_id)
+        if current is None:
+            return WriteResult(None, "not-found")
+        rid, version, last_updated, deleted, _ = current
+        if if_match is not None and if_match != version:
+            raise precondition_failed(
+                f"{resource_type}/{resource_id} is at version {version}, not {if_match}"
+            )
+        if deleted:
+            marker = StoredResource(
+                resource_type, resource_id, version, last_updated, True, None, "DELETE"
+            )
+            return WriteResult(marker, "unchanged")
+        now = self._store._clock.now()
+        version += 1
+        self._conn.execute(
+            "UPDATE resources SET version=?, last_updated=?, deleted=1, body=NULL WHERE rid=?",
+            (version, now, rid),
+        )
+        self._conn.execute(
+            f"INSERT INTO versions (tenant, {_VERSION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, 1, 'DELETE', NULL)",
+            (self._ctx.tenant, resource_type, resource_id, version, now),
+        )
+        sqlite_index.clear_index(self._conn, rid)
+        marker = StoredResource(resource_type, resource_id, version, now, True, None, "DELETE")
+        return WriteResult(marker, "deleted")
+
+    async def record_input(
+        self,
+        feed: str,
+        content: bytes,
+        status: Literal["stored", "rejected"],
+        reason: str | None = None,
+        result: dict[str, Any] | None = None,
+        input_id: int | None = None,
+    ) -> int:
+        result_json = jsonutil.dumps(result) if result is not None else None
+        if input_id is not None:
+            cursor = self._conn.execute(
+                "UPDATE inputs SET status=?, reason=?, result=? WHERE id=? AND tenant=?",
+                (status, reason, result_json, input_id, self._ctx.tenant),
+            )
+            if cursor.rowcount == 0:
+                raise FHIRError.simple(404, "not-found", f"input {input_id} is not known")
+            return input_id
+        cursor = self._conn.execute(
+            "INSERT INTO inputs (tenant, feed, received_at, content, content_hash, status, "
+            "reason, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._ctx.tenant,
+                feed,
+                datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                content,
+                content_hash(content),
+                status,
+                reason,
+                result_json,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+
+class SQLiteStore:
+    """The ResourceStore protocol on one SQLite file."""
+
+    def __init__(self, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self._clock = _Clock()
+
+    @classmethod
+    async def open(cls, path: str | Path, *, synchronous: str = "NORMAL") -> SQLiteStore:
+        if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(path, synchronous.upper())
+        (user_version,) = writer.execute("PRAGMA user_version").fetchone()
+        if user_version > SCHEMA_VERSION:
+            writer.close()
+            raise RuntimeError(
+                f"{path} was written by a newer fhir-fusion (schema {user_version}); "
+                f"this one reads schema {SCHEMA_VERSION}"
+            )
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in (*_SCHEMA, *sqlite_index.SCHEMA):
+                writer.execute(statement)
+            writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            writer.execute("COMMIT")
+        except BaseException:
+            writer.execute("ROLLBACK")
+            writer.close()
+            raise
+        store = cls(writer, _connect(path, synchronous.upper()))
+        (latest,) = writer.execute("SELECT max(last_updated) FROM versions").fetchone()
+        store._clock.advance_past(latest)
+        return store
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._reader.close()
+            self._writer.close()
+
+    @asynccontextmanager
+    async def transaction(self, ctx: Context) -> AsyncIterator[SQLiteTransaction]:
+        async with self._lock:
+            # Another process (an offline `ingest` beside the server) may have written
+            # later instants; never hand out one that sorts before them.
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                (latest,) = self._writer.execute(
+                    "SELECT max(last_updated) FROM versions"
+                ).fetchone()
+                self._clock.advance_past(latest)
+                yield SQLiteTransaction(self, ctx)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            else:
+                self._writer.execute("COMMIT")
+
+    # -- reads ---------------------------------------------------------------
+
+    def _read(
+        self, conn: sqlite3.Connection, ctx: Context, resource_type: str, resource_id: str
+    ) -> StoredResource | None:
+        row = conn.execute(
+            "SELECT version, last_updated, deleted, body FROM resources "
+            "WHERE tenant=? AND type=? AND id=?",
+            (ctx.tenant, resource_type, resource_id),
+        ).fetchone()
+        if row is None:
+            return None
+        version, last_updated, deleted, body = row
+        method = "DELETE" if deleted else ("POST" if version == 1 else "PUT")
+        return StoredResource(
+            resource_type, resource_id, version, last_updated, bool(deleted), body, method
+        )
+
+    def _search(self, conn: sqlite3.Connection, ctx: Context, query: SearchQuery) -> SearchPage:
+        rids, total = sqlite_index.search_rids(conn, ctx.tenant, query)
+        if not rids:
+            return SearchPage([], total)
+        placeholders = ",".join("?" * len(rids))
+        rows = conn.execute(
+            f"SELECT rid, type, id, version, last_updated, body FROM resources "
+            f"WHERE rid IN ({placeholders})",
+            rids,
+        ).fetchall()
+        by_rid = {
+            row[0]: StoredResource(
+                row[1], row[2], row[3], row[4], False, row[5], "POST" if row[3] == 1 else "PUT"
+            )
+            for row in rows
+        }
+        return SearchPage([by_rid[rid] for rid in rids if rid in by_rid], total)
+
+    async def read(
+        self, ctx: Context, resource_type: str, resource_id: str
+    ) -> StoredResource | None:
+        return self._read(self._reader, ctx, resource_type, resource_id)
+
+    async def vread(
+        self, ctx: Context, resource_type: str, resource_id: str, version: int
+    ) -> StoredResource | None:
+        row = self._reader.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions "
+            "WHERE tenant=? AND type=? AND id=? AND version=?",
+            (ctx.tenant, resource_type, resource_id, version),
+        ).fetchone()
+        return None if row is None else _version_row(row)
+
+    async def history(
+        self,
+        ctx: Context,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        since: str | None = None,
+        count: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StoredResource], int]:
+        where = ["tenant=?"]
+        args: list[Any] = [ctx.tenant]
+        if resource_type is not None:
+            where.append("type=?")
+            args.append(resource_type)
+        if resource_id is not None:
+            where.append("id=?")
+            args.append(resource_id)
+        if since is not None:
+            where.append("last_updated>=?")
+            args.append(_utc_instant(since))
+        clause = " AND ".join(where)
+        (total,) = self._reader.execute(
+            f"SELECT count(*) FROM versions WHERE {clause}", args
+        ).fetchone()
+        rows = self._reader.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE {clause} "
+            "ORDER BY last_updated DESC, vid DESC LIMIT ? OFFSET ?",
+            [*args, count, offset],
+        ).fetchall()
+        return [_version_row(row) for row in rows], total
+
+    async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
+        return self._search(self._reader, ctx, query)
+
+    # -- raw feed inputs -----------------------------------------------------
+
+    _INPUT_COLUMNS = "id, feed, received_at, content, content_hash, status, reason, result"
+
+    async def find_input(self, ctx: Context, feed: str, content_hash: str) -> RawInput | None:
+        row = self._reader.execute(
+            f"SELECT {self._INPUT_COLUMNS} FROM inputs "
+            "WHERE tenant=? AND feed=? AND content_hash=? AND status='stored' LIMIT 1",
+            (ctx.tenant, feed, content_hash),
+        ).fetchone()
+        return None if row is None else _input_row(row)
+
+    async def get_input(self, ctx: Context, input_id: int) -> RawInput | None:
+        row = self._reader.execute(
+            f"SELECT {self._INPUT_COLUMNS} FROM inputs WHERE tenant=? AND id=?",
+            (ctx.tenant, input_id),
+        ).fetchone()
+        return None if row is None else _input_row(row)
+
+    async def list_inputs(
+        self, ctx: Context, feed: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[RawInput]:
+        where = ["tenant=?"]
+        args: list[Any] = [ctx.tenant]
+        if feed is not None:
+            where.append("feed=?")
+            args.append(feed)
+        if status is not None:
+            where.append("status=?")
+            args.append(status)
+        rows = self._reader.execute(
+            f"SELECT {self._INPUT_COLUMNS} FROM inputs WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [_input_row(row) for row in rows]
+
+
+def _utc_instant(value: str) -> str:
+    """A FHIR instant/dateTime as the store's fixed-width UTC text, for comparisons."""
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise FHIRError.simple(
+            400, "invalid", "_since must be a FHIR instant such as 2024-03-01T10:00:00Z",
+            "_since",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
