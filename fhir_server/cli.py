@@ -1,0 +1,386 @@
+"""The `fhir-fusion` command: serve, ingest files, inspect the dead-letter queue, write
+demo messages.
+
+`serve` runs the FHIR API (uvicorn) and the MLLP listener in one asyncio loop over one
+store, and closes the store on SIGINT/SIGTERM. Logs never carry patient data: uvicorn's
+access log is off because request URLs hold search values such as family names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import uvicorn
+
+from fhir_server import FHIR_VERSION, __version__, demo
+from fhir_server.config import (
+    SETTINGS,
+    ConfigError,
+    ServeConfig,
+    database_path,
+    resolve_serve_config,
+    resolve_setting,
+)
+from fhir_server.storage.base import Context
+
+if TYPE_CHECKING:
+    from adapters.pipeline import Pipeline
+    from fhir_server.storage.sqlite import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+CLI_CONTEXT = Context(caller="cli")
+MLLP_CONTEXT = Context(caller="mllp")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"fhir-fusion: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fhir-fusion",
+        description="FHIR R4 server that turns HL7v2 feeds into searchable FHIR resources.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(command=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the FHIR API and the MLLP listener")
+    for setting in SETTINGS:
+        help_text = f"{setting.help} (env {setting.env_var}, default {setting.default})"
+        if isinstance(setting.default, bool):
+            serve.add_argument(
+                setting.option,
+                dest=setting.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            serve.add_argument(
+                setting.option,
+                dest=setting.name,
+                type=_argparse_type(setting.parse),
+                default=None,
+                help=help_text,
+            )
+    serve.set_defaults(command="serve", run=_run_serve)
+
+    ingest = commands.add_parser("ingest", help="load feed files into the store, offline")
+    ingest.add_argument("feed", choices=["hl7v2"], help="kind of input")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files to load")
+    _add_data_dir(ingest)
+    ingest.set_defaults(command="ingest", run=_run_ingest)
+
+    deadletter = commands.add_parser("deadletter", help="inspect and retry rejected inputs")
+    actions = deadletter.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="rejected inputs: id, feed, received, reason")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+    show = actions.add_parser("show", help="one rejected input with its raw content")
+    retry = actions.add_parser("retry", help="process a rejected input again")
+    for action in (show, retry):
+        action.add_argument("input_id", type=int, metavar="ID")
+    for action in (listing, show, retry):
+        _add_data_dir(action)
+    deadletter.set_defaults(command="deadletter", run=_run_deadletter)
+
+    messages = commands.add_parser(
+        "demo-messages", help="write the generated HL7v2 demo messages to a file"
+    )
+    messages.add_argument("--count", type=_argparse_type(_positive), default=40)
+    messages.add_argument("--seed", type=int, default=demo.DEFAULT_SEED)
+    messages.add_argument("--out", type=Path, required=True, metavar="FILE")
+    messages.set_defaults(command="demo-messages", run=_run_demo_messages)
+    return parser
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the SQLite database (env FHIR_FUSION_DATA_DIR, "
+        "default fhir-fusion-data)",
+    )
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{value} is not a positive count")
+    return value
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- serve -------------------------------------------------------------------------
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    config = resolve_serve_config(vars(args))
+    _configure_logging(config.log_level)
+    return asyncio.run(serve(config))
+
+
+async def serve(config: ServeConfig) -> int:
+    """Run until SIGINT/SIGTERM; the exit status is 0 after a clean stop."""
+    from adapters.hl7v2.mllp import start_mllp_server
+    from adapters.pipeline import Pipeline
+    from fhir_server.app import create_app
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    store = await SQLiteStore.open(config.database_path)
+    mllp_server: asyncio.Server | None = None
+    demo_task: asyncio.Task[None] | None = None
+    try:
+        pipeline = Pipeline(store)
+        app = create_app(store)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_config=None,
+                access_log=False,
+                log_level=config.log_level,
+                lifespan="on",
+            )
+        )
+        if config.mllp_enabled:
+            try:
+                mllp_server = await start_mllp_server(
+                    pipeline, MLLP_CONTEXT, config.host, config.mllp_port
+                )
+            except OSError as exc:
+                print(
+                    f"fhir-fusion: cannot listen for MLLP on {config.host}:{config.mllp_port}: "
+                    f"{exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return 1
+        with _stop_on_signals(server):
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.02)
+            if not server.started:
+                return _exit_status(serving, config)
+            http_port = server.servers[0].sockets[0].getsockname()[1]
+            mllp_port = mllp_server.sockets[0].getsockname()[1] if mllp_server else 0
+            _print_banner(config, http_port, mllp_port)
+            if config.demo:
+                demo_task = asyncio.create_task(_feed_demo(config, mllp_port))
+            with contextlib.suppress(BaseException):
+                await serving
+            return _exit_status(serving, config)
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await demo_task
+        if mllp_server is not None:
+            mllp_server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(mllp_server.wait_closed(), 5)
+        await store.close()
+        log.info("store closed")
+
+
+def _exit_status(task: asyncio.Task[None], config: ServeConfig) -> int:
+    if not task.done() or task.cancelled():
+        return 1
+    exc = task.exception()
+    if isinstance(exc, SystemExit):
+        # uvicorn exits this way when it cannot bind; it has logged the reason.
+        print(
+            f"fhir-fusion: HTTP server on {config.host}:{config.port} did not start",
+            file=sys.stderr,
+        )
+        return int(exc.code or 1)
+    if exc is not None:
+        raise exc
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server without its own signal capture: uvicorn re-raises a caught SIGTERM
+    after shutting down, which would end the process before the store is closed.
+    `_stop_on_signals` handles the signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(server: uvicorn.Server) -> Generator[None, None, None]:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if server.should_exit:
+            server.force_exit = True  # a second Ctrl+C drops open connections
+        server.should_exit = True
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for sig in handled:
+        loop.add_signal_handler(sig, stop)
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _print_banner(config: ServeConfig, http_port: int, mllp_port: int) -> None:
+    base = f"http://{_url_host(config.host)}:{http_port}/fhir"
+    family = demo.demo_patients(1)[0].family
+    lines = [
+        f"fhir-fusion {__version__} (FHIR {FHIR_VERSION}) on {config.database_path.resolve()}",
+        f"  FHIR base       {base}",
+        f"  capabilities    {base}/metadata",
+        f"  try             {base}/Patient?family={quote(family)}",
+        f"                  {base}/Observation?code=http://loinc.org|2345-7",
+    ]
+    if mllp_port:
+        lines.append(f"  MLLP (HL7v2)    {_url_host(config.host).strip('[]')}:{mllp_port}")
+    else:
+        lines.append("  MLLP (HL7v2)    off")
+    lines.append("Press Ctrl+C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+async def _feed_demo(config: ServeConfig, mllp_port: int) -> None:
+    messages = demo.demo_messages(config.demo_count)
+    host = _url_host(config.host).strip("[]")
+    try:
+        summary = await demo.send_messages(host, mllp_port, [m.payload for m in messages])
+    except OSError as exc:
+        print(f"demo feed: could not reach {host}:{mllp_port}: {exc}", flush=True)
+        return
+    print(
+        f"demo feed: {summary.sent} HL7v2 messages sent over MLLP to {host}:{mllp_port}; "
+        f"{summary.accepted} acknowledged (AA), {summary.refused} refused (AE/AR), "
+        f"{summary.unanswered} unanswered",
+        flush=True,
+    )
+
+
+# --- offline commands ---------------------------------------------------------------
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(resolve_setting("data_dir", args.data_dir))
+
+
+async def _open(data_dir: Path) -> tuple[SQLiteStore, Pipeline]:
+    from adapters.pipeline import Pipeline
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    store = await SQLiteStore.open(database_path(data_dir))
+    return store, Pipeline(store)
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    _configure_logging("warning")
+    return asyncio.run(ingest(_data_dir(args), args.paths))
+
+
+async def ingest(data_dir: Path, paths: list[Path]) -> int:
+    from adapters.ingest import ingest_files
+
+    store, pipeline = await _open(data_dir)
+    try:
+        summary = await ingest_files(pipeline, CLI_CONTEXT, paths)
+    finally:
+        await store.close()
+    print(summary)
+    return 0
+
+
+def _run_deadletter(args: argparse.Namespace) -> int:
+    _configure_logging("warning")
+    return asyncio.run(deadletter(_data_dir(args), args.action, getattr(args, "input_id", None),
+                                  getattr(args, "limit", 100)))
+
+
+async def deadletter(data_dir: Path, action: str, input_id: int | None, limit: int) -> int:
+    store, pipeline = await _open(data_dir)
+    try:
+        if action == "list":
+            rejected = await store.list_inputs(CLI_CONTEXT, status="rejected", limit=limit)
+            if not rejected:
+                print("no rejected inputs")
+            for raw in rejected:
+                print(f"{raw.id}\t{raw.feed}\t{raw.received_at}\t{raw.reason or ''}")
+            return 0
+        assert input_id is not None  # argparse requires ID for show and retry
+        raw = await store.get_input(CLI_CONTEXT, input_id)
+        if raw is None:
+            print(f"fhir-fusion: no input with id {input_id}", file=sys.stderr)
+            return 1
+        if action == "show":
+            print(f"id: {raw.id}\nfeed: {raw.feed}\nreceived: {raw.received_at}")
+            print(f"status: {raw.status}\nreason: {raw.reason or ''}\n")
+            print(raw.content.decode("utf-8", errors="replace").replace("\r", "\n").rstrip())
+            return 0
+        outcome = await pipeline.retry(CLI_CONTEXT, input_id)
+        print(outcome)
+        return 0
+    finally:
+        await store.close()
+
+
+# --- demo messages --------------------------------------------------------------------
+
+
+def _run_demo_messages(args: argparse.Namespace) -> int:
+    messages = demo.demo_messages(args.count, args.seed)
+    demo.write_messages(args.out, messages)
+    print(f"wrote {len(messages)} HL7v2 messages to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Server settings: command line first, then FHIR_FUSION_* environment variables, then
+defaults.
+
+Each setting is declared once in SETTINGS with its environment variable, its parser
+and its default, so the CLI, the environment and the README stay in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FHIR_FUSION_"
+DATABASE_FILE = "fhir-fusion.sqlite3"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: int
+    mllp_port: int  # 0 turns the MLLP listener off
+    data_dir: Path
+    demo: bool
+    demo_count: int
+    log_level: str
+
+    @property
+    def database_path(self) -> Path:
+        return database_path(self.data_dir)
+
+    @property
+    def mllp_enabled(self) -> bool:
+        return self.mllp_port != 0
+
+
+def database_path(data_dir: Path) -> Path:
+    return data_dir / DATABASE_FILE
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _port(text: str) -> int:
+    port = _integer(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is outside 0-65535")
+    return port
+
+
+def _count(text: str) -> int:
+    count = _integer(text)
+    if count < 0:
+        raise ValueError(f"{count} is negative")
+    return count
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{text!r} is not one of 1/0, true/false, yes/no, on/off")
+
+
+def _log_level(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return lowered
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # ServeConfig field and argparse dest
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", str, "address the HTTP and MLLP listeners bind to"),
+    Setting("port", 8080, _port, "HTTP port of the FHIR API"),
+    Setting("mllp_port", 2575, _port, "MLLP port for HL7v2 feeds; 0 turns the listener off"),
+    Setting("data_dir", Path("fhir-fusion-data"), Path, "folder holding the SQLite database"),
+    Setting("demo", False, _flag, "send a generated HL7v2 demo feed to the MLLP listener"),
+    Setting("demo_count", 40, _count, "how many demo messages to send"),
+    Setting("log_level", "info", _log_level, "log level: " + ", ".join(LOG_LEVELS)),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def resolve_setting(name: str, given: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The value from the command line (`given`, None when absent), else from the
+    environment, else the default."""
+    setting = _BY_NAME[name]
+    if given is not None:
+        return given
+    environ = os.environ if environ is None else environ
+    raw = environ.get(setting.env_var)
+    if raw is None:
+        return setting.default
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {setting.env_var}: {exc}") from None
+
+
+def resolve_serve_config(
+    given: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ServeConfig:
+    values = {s.name: resolve_setting(s.name, given.get(s.name), environ) for s in SETTINGS}
+    config = ServeConfig(**values)
+    if config.demo and not config.mllp_enabled:
+        raise ConfigError(
+            "--demo sends its feed through the MLLP listener, which --mllp-port 0 "
+            f"(or {ENV_PREFIX}MLLP_PORT=0) turns off; give an MLLP port or drop --demo"
+        )
+    return config
