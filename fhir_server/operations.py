@@ -1,0 +1,236 @@
+"""The single-resource write operations, shared by the REST API and Bundle entries.
+
+Each function works inside a store `Transaction`, so a REST request and one entry
+of a transaction Bundle go through exactly the same code: validation, conditional
+matching (R4 http.html#cond-update, #ccreate, #cdelete), If-Match and the status
+that the interaction answers with.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
+
+from conformance.validation import validate
+from fhir_server.errors import FHIRError, gone, invalid, not_found
+from fhir_server.storage.base import Context, ResourceStore, SearchPage, StoredResource
+
+if TYPE_CHECKING:
+    from search.query import SearchQuery
+    from fhir_server.storage.base import Transaction
+
+# R4 datatypes.html#id
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+
+
+class Reader(Protocol):
+    """What conditional matching and Bundle GET entries need: a Transaction has it,
+    and `StoreReader` gives it to a store outside any transaction."""
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource | None: ...
+
+    async def search(self, query: SearchQuery) -> SearchPage: ...
+
+
+class StoreReader:
+    """Reads straight from the store (its read connection), outside a transaction."""
+
+    def __init__(self, store: ResourceStore, ctx: Context) -> None:
+        self._store = store
+        self._ctx = ctx
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        return await self._store.read(self._ctx, resource_type, resource_id)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._store.search(self._ctx, query)
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """What a write did: the HTTP status to answer, the version it leaves (the
+    delete marker after a delete, None when nothing existed) and a short note."""
+
+    status: int
+    stored: StoredResource | None
+    note: str
+
+
+def check_id(resource_id: str, where: str = "id") -> str:
+    if not ID_PATTERN.fullmatch(resource_id):
+        raise invalid(
+            "An id has 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'", where
+        )
+    return resource_id
+
+
+def parse_etag(value: str, where: str = "If-Match") -> int:
+    """The version number in an ETag such as W/"3" (the quotes and W/ are optional)."""
+    match = _ETAG.match(value)
+    if match is None:
+        raise invalid(f'{where} must be a version ETag such as W/"3"', where)
+    return int(match.group(1))
+
+
+def etag(stored: StoredResource) -> str:
+    return f'W/"{stored.version}"'
+
+
+def require_current(stored: StoredResource | None, resource_type: str, resource_id: str
+                    ) -> StoredResource:
+    """The readable current version, or the 404 / 410 (R4 http.html#read) a read answers."""
+    if stored is None:
+        raise not_found(resource_type, resource_id)
+    if stored.deleted:
+        raise gone(resource_type, resource_id)
+    return stored
+
+
+def parse_criteria(resource_type: str, criteria: str) -> list[tuple[str, str]]:
+    """Search parameters of a conditional operation, given either as a query string
+    ("identifier=sys|1") or a relative search URL ("Patient?identifier=sys|1")."""
+    text = criteria.strip()
+    if "?" in text:
+        prefix, text = text.split("?", 1)
+        if prefix not in ("", resource_type):
+            raise invalid(
+                f"Conditional criteria are for {prefix}, not {resource_type}", "criteria"
+            )
+    params = parse_qsl(text, keep_blank_values=True)
+    if not params:
+        # Without criteria a conditional operation would match every resource of the type.
+        raise invalid("A conditional operation needs search criteria", "criteria")
+    return params
+
+
+async def find_matches(
+    reader: Reader, resource_type: str, params: list[tuple[str, str]]
+) -> list[StoredResource]:
+    """The resources matching conditional criteria; at most two, which is enough to
+    tell none, one and several apart. Unknown parameters are errors (strict handling),
+    since silently ignoring one would widen the match."""
+    from search.query import parse_search
+
+    wanted = [(k, v) for k, v in params if k not in ("_count", "_offset", "_sort")]
+    query = parse_search(resource_type, [*wanted, ("_count", "2")], strict=True)
+    page = await reader.search(query)
+    return list(page.resources)
+
+
+def _too_many(what: str) -> FHIRError:
+    return FHIRError.simple(
+        412, "multiple-matches",
+        f"{what} matched more than one resource; the criteria are not selective enough",
+    )
+
+
+def _without_id(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "id"}
+
+
+async def create(
+    txn: Transaction,
+    resource: Any,
+    resource_type: str,
+    *,
+    if_none_exist: str | None = None,
+    resource_id: str | None = None,
+) -> OperationResult:
+    """POST [base]/[type]: the server assigns the id (`resource_id` if given, as a Bundle
+    does for urn:uuid entries), ignoring any id in the body."""
+    validate(resource, resource_type)
+    if if_none_exist:
+        matches = await find_matches(txn, resource_type, parse_criteria(resource_type, if_none_exist))
+        if len(matches) > 1:
+            raise _too_many("If-None-Exist")
+        if matches:
+            return OperationResult(200, matches[0], "An existing resource matched If-None-Exist")
+    result = await txn.create(_without_id(resource), resource_id)
+    return OperationResult(201, result.stored, "Created")
+
+
+async def update(
+    txn: Transaction,
+    resource: Any,
+    resource_type: str,
+    resource_id: str,
+    *,
+    if_match: int | None = None,
+) -> OperationResult:
+    """PUT [base]/[type]/[id]; creates the resource when the id is unknown (update as create)."""
+    check_id(resource_id)
+    validate(resource, resource_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise invalid("The resource needs an id equal to the one in the URL", f"{resource_type}.id")
+    if body_id != resource_id:
+        raise invalid(
+            f"The resource id {body_id} does not match {resource_id} in the URL",
+            f"{resource_type}.id",
+        )
+    result = await txn.update(resource, if_match)
+    if result.outcome == "created":
+        return OperationResult(201, result.stored, "Created")
+    if result.outcome == "unchanged":
+        return OperationResult(200, result.stored, "Unchanged: the content equals the current version")
+    return OperationResult(200, result.stored, "Updated")
+
+
+async def conditional_update(
+    txn: Transaction,
+    resource: Any,
+    resource_type: str,
+    criteria: str,
+    *,
+    if_match: int | None = None,
+) -> OperationResult:
+    """PUT [base]/[type]?criteria: no match creates, one match updates it, several are 412."""
+    validate(resource, resource_type)
+    matches = await find_matches(txn, resource_type, parse_criteria(resource_type, criteria))
+    if len(matches) > 1:
+        raise _too_many("The conditional update")
+    if not matches:
+        body_id = resource.get("id")
+        if body_id is None:
+            result = await txn.create(resource)
+            return OperationResult(201, result.stored, "Created")
+        return await update(txn, resource, resource_type, check_id(body_id, f"{resource_type}.id"),
+                            if_match=if_match)
+    match_id = matches[0].id
+    if resource.get("id", match_id) != match_id:
+        raise invalid(
+            f"The resource id does not match {resource_type}/{match_id} found by the criteria",
+            f"{resource_type}.id",
+        )
+    return await update(txn, {**resource, "id": match_id}, resource_type, match_id,
+                        if_match=if_match)
+
+
+async def delete(
+    txn: Transaction, resource_type: str, resource_id: str, *, if_match: int | None = None
+) -> OperationResult:
+    """DELETE [base]/[type]/[id]. Deleting an unknown or already deleted resource
+    succeeds and changes nothing (R4 http.html#delete allows 200/204 for both)."""
+    check_id(resource_id)
+    result = await txn.delete(resource_type, resource_id, if_match)
+    if result.outcome == "not-found":
+        return OperationResult(204, None, "Nothing to delete: the resource does not exist")
+    if result.outcome == "unchanged":
+        return OperationResult(204, result.stored, "The resource was already deleted")
+    return OperationResult(204, result.stored, "Deleted")
+
+
+async def conditional_delete(
+    txn: Transaction, resource_type: str, criteria: str, *, if_match: int | None = None
+) -> OperationResult:
+    """DELETE [base]/[type]?criteria: one match is deleted, none deletes nothing, several
+    are 412 (the server supports conditionalDelete "single")."""
+    matches = await find_matches(txn, resource_type, parse_criteria(resource_type, criteria))
+    if len(matches) > 1:
+        raise _too_many("The conditional delete")
+    if not matches:
+        return OperationResult(204, None, "Nothing to delete: no resource matched the criteria")
+    return await delete(txn, resource_type, matches[0].id, if_match=if_match)
