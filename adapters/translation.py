@@ -1,0 +1,45 @@
+"""What every feed translator returns to the pipeline, and how it says no.
+
+A translator is a function from the raw bytes of one input to a `Translation`: a FHIR
+transaction Bundle plus a description of where the input came from, used for the
+Provenance the pipeline adds. It raises `TranslationError` (or a subclass carrying
+feed-specific detail, such as `Hl7Error` for HL7v2) when the input cannot be taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input came from, for Provenance.entity and Provenance.agent.
+
+    `message_id` and `message_system` identify the input as its sender names it (for
+    HL7v2: MSH-10, scoped by the sending application); `sender` is the sending
+    application/facility as display text; `sender_ref` the fullUrl of the sender's
+    Organization or Device entry in the bundle, when there is one."""
+
+    kind: str  # e.g. "HL7v2 ORU^R01"
+    message_id: str = ""
+    message_system: str = ""
+    sender: str = ""
+    sender_ref: str | None = None
+    occurred: str | None = None  # FHIR dateTime the input was created by its sender
+
+
+@dataclass
+class Translation:
+    bundle: dict[str, Any]
+    source: Source
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class TranslationError(Exception):
+    """An input that cannot be translated. `str(error)` is the rejection reason kept with
+    the input; it names the bad element, never patient data."""
+
+
+Translator = Callable[[bytes], Translation]
