@@ -90,6 +90,14 @@ def search_parameters(resource_type: str) -> Mapping[str, SearchParamDef]:
 
 
 @cache
+def choice_elements() -> Mapping[str, frozenset[str]]:
+    """Choice element name (as in value[x]) -> the type suffixes it takes in JSON
+    (valueQuantity, valueString, ...), merged over every R4 resource and data type."""
+    raw = _load("choice_elements.json")["elements"]
+    return MappingProxyType({name: frozenset(types) for name, types in raw.items()})
+
+
+@cache
 def patient_compartment() -> Mapping[str, tuple[str, ...]]:
     """Resource type -> the search parameter codes that link it to a Patient
     (CompartmentDefinition/patient); types outside the compartment are absent."""

@@ -146,12 +146,29 @@ def build(r4: Path) -> dict[str, Any]:
         item["code"]: item["param"] for item in compartment["resource"] if item.get("param")
     }
 
+    # Choice elements (value[x], effective[x], ...) by element name, with the type suffixes
+    # they take in JSON (valueQuantity, effectiveDateTime), over all resources and types.
+    types_bundle = json.loads((r4 / "profiles-types.json").read_text("utf-8"))
+    choices: dict[str, set[str]] = {}
+    for bundle_ in (profiles, types_bundle):
+        for sd in (e["resource"] for e in bundle_["entry"]):
+            for element in sd.get("snapshot", {}).get("element", []):
+                path = element["path"]
+                if path.endswith("[x]"):
+                    name = path.rsplit(".", 1)[-1][:-3]
+                    suffixes = {t["code"][0].upper() + t["code"][1:] for t in element["type"]}
+                    choices.setdefault(name, set()).update(suffixes)
+
     source = {"package": PACKAGE, "version": VERSION, "fhirVersion": "4.0.1"}
     return {
         "resource_types.json": {"source": source, "resourceTypes": resource_types},
         "search_parameters.json": {
             "source": source,
             "parameters": {t: dict(sorted(p.items())) for t, p in sorted(by_type.items())},
+        },
+        "choice_elements.json": {
+            "source": source,
+            "elements": {name: sorted(types) for name, types in sorted(choices.items())},
         },
         "compartment_patient.json": {
             "source": source,

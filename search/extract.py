@@ -1,0 +1,205 @@
+"""Index rows of a resource: the values of its search parameters, ready for SQL.
+
+Each search parameter's FHIRPath expression selects elements (search.paths); the
+converter for the parameter's type turns them into rows (R4 search.html, per type):
+
+- token: (system, code) from Coding, CodeableConcept (each coding), Identifier
+  (system|value), ContactPoint (system|value), and code/boolean/string/uri primitives
+  (no system). CodeableConcept.text and Coding.display also go into string rows under
+  "<key>:text", for the :text modifier.
+- string: normalised text (search.values.normalize_text) with the exact original;
+  HumanName gives family, given, prefix, suffix and text; Address each of its parts.
+- reference: (target type, target id) from Reference.reference, canonical and uri.
+- date: [low, high] microsecond ranges from date, dateTime, instant, Period, Timing.
+
+_id and _lastUpdated are not extracted: they are columns of the resources table.
+Quantity, number, uri and composite parameters are not indexed yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
+from search.paths import Getter, compile_path, slow_getter
+from search.values import (
+    DATE_MAX,
+    DATE_MIN,
+    MAX_STRING,
+    date_range,
+    normalize_text,
+    split_reference,
+)
+
+INDEXED_TYPES = frozenset({"token", "string", "reference", "date"})
+COLUMN_PARAMETERS = frozenset({"_id", "_lastUpdated"})  # served by the resources table
+_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
+_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
+
+
+def index_key(resource_type: str, code: str) -> str:
+    """The `param` column value: "Observation.code"; Resource-level parameters (_tag,
+    _security, ...) are shared by all types and keyed by their code alone, so a search
+    across all types can use them."""
+    return code if code in COMMON_PARAMETERS else f"{resource_type}.{code}"
+
+
+@dataclass
+class IndexRows:
+    """The rows of one resource for each index table (without the rid)."""
+
+    tokens: set[tuple[str, str, str]] = field(default_factory=set)  # param, system, code
+    strings: set[tuple[str, str, str]] = field(default_factory=set)  # param, normalised, exact
+    references: set[tuple[str, str, str]] = field(default_factory=set)  # param, type, id
+    dates: set[tuple[str, int, int]] = field(default_factory=set)  # param, low, high
+
+
+def _add_string(rows: IndexRows, key: str, text: Any) -> None:
+    if type(text) is str and text:
+        text = text[:MAX_STRING]
+        rows.strings.add((key, normalize_text(text), text))
+
+
+def _system(value: dict[str, Any]) -> str:
+    system = value.get("system")
+    return system if type(system) is str else ""
+
+
+def _token(rows: IndexRows, key: str, value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        rows.tokens.add((key, "", value))
+    elif kind is bool:
+        rows.tokens.add((key, "", "true" if value else "false"))
+    elif kind is int:
+        rows.tokens.add((key, "", str(value)))
+    elif kind is dict:
+        if "coding" in value or ("text" in value and "value" not in value):
+            # CodeableConcept
+            for coding in value.get("coding", ()):
+                _token(rows, key, coding)
+            _add_string(rows, key + ":text", value.get("text"))
+        elif "value" in value:
+            # Identifier or ContactPoint: system|value
+            code = value["value"]
+            if type(code) is str:
+                rows.tokens.add((key, _system(value), code))
+        else:
+            # Coding
+            code = value.get("code")
+            if type(code) is str:
+                rows.tokens.add((key, _system(value), code))
+            _add_string(rows, key + ":text", value.get("display"))
+
+
+def _string(rows: IndexRows, key: str, value: Any) -> None:
+    if type(value) is str:
+        _add_string(rows, key, value)
+    elif type(value) is dict:
+        parts = _NAME_PARTS if ("family" in value or "given" in value) else _ADDRESS_PARTS
+        for part in parts:
+            item = value.get(part)
+            if type(item) is list:
+                for text in item:
+                    _add_string(rows, key, text)
+            else:
+                _add_string(rows, key, item)
+
+
+def _reference(rows: IndexRows, key: str, value: Any) -> None:
+    if type(value) is dict:
+        value = value.get("reference")
+    if type(value) is str:
+        target = split_reference(value)
+        if target is not None:
+            rows.references.add((key, target[0], target[1]))
+            if "|" in value:  # canonical with a version: also findable without it
+                bare = split_reference(value.split("|", 1)[0])
+                if bare is not None:
+                    rows.references.add((key, bare[0], bare[1]))
+
+
+def _date(rows: IndexRows, key: str, value: Any) -> None:
+    if type(value) is str:
+        found = date_range(value)
+        if found is not None:
+            rows.dates.add((key, found[0], found[1]))
+    elif type(value) is dict:
+        if "start" in value or "end" in value:
+            # Period: a missing end means ongoing (R4 datatypes.html#Period)
+            start = date_range(value["start"]) if type(value.get("start")) is str else None
+            end = date_range(value["end"]) if type(value.get("end")) is str else None
+            if start is not None or end is not None:
+                low = start[0] if start else DATE_MIN
+                high = end[1] if end else DATE_MAX
+                rows.dates.add((key, low, high))
+        else:
+            # Timing: its events and the bounds of its repeat
+            for event in value.get("event", ()):
+                _date(rows, key, event)
+            repeat = value.get("repeat")
+            if type(repeat) is dict and type(repeat.get("boundsPeriod")) is dict:
+                _date(rows, key, repeat["boundsPeriod"])
+
+
+_CONVERTERS: dict[str, Callable[[IndexRows, str, Any], None]] = {
+    "token": _token,
+    "string": _string,
+    "reference": _reference,
+    "date": _date,
+}
+
+Plan = tuple[tuple[str, Getter, Callable[[IndexRows, str, Any], None]], ...]
+
+
+def _plan(resource_type: str, fast: bool) -> Plan:
+    steps = []
+    for code, param in search_parameters(resource_type).items():
+        if param.type not in INDEXED_TYPES or code in COLUMN_PARAMETERS:
+            continue
+        getter = (
+            compile_path(param.expression, resource_type)[0]
+            if fast
+            else slow_getter(param.expression, resource_type)
+        )
+        steps.append((index_key(resource_type, code), getter, _CONVERTERS[param.type]))
+    return tuple(steps)
+
+
+@cache
+def _fast_plan(resource_type: str) -> Plan:
+    return _plan(resource_type, fast=True)
+
+
+@cache
+def _slow_plan(resource_type: str) -> Plan:
+    return _plan(resource_type, fast=False)
+
+
+def _run(plan: Plan, resource: dict[str, Any]) -> IndexRows:
+    rows = IndexRows()
+    for key, getter, convert in plan:
+        for value in getter(resource):
+            convert(rows, key, value)
+    return rows
+
+
+def extract(resource: dict[str, Any]) -> IndexRows:
+    """The index rows of `resource` for every indexed search parameter of its type.
+    A resource of an unknown type gives no rows."""
+    resource_type = resource.get("resourceType")
+    if resource_type not in RESOURCE_TYPES:
+        return IndexRows()
+    return _run(_fast_plan(resource_type), resource)
+
+
+def extract_with_fhirpathpy(resource: dict[str, Any]) -> IndexRows:
+    """Like `extract`, but every expression evaluated by fhirpathpy: the reference the
+    fast path is tested against, and the baseline of benchmarks/bench_extract.py."""
+    resource_type = resource.get("resourceType")
+    if resource_type not in RESOURCE_TYPES:
+        return IndexRows()
+    return _run(_slow_plan(resource_type), resource)
