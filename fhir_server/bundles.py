@@ -498,7 +498,7 @@ async def _get(
     resource: Any
     stored: StoredResource | None = None
     if segments[-1:] == ["_history"]:
-        count, offset = _history_paging(params)
+        count, offset = views.history_paging(params)
         resource_type = segments[0] if n >= 2 else None
         resource_id = segments[1] if n == 3 else None
         since = dict(params).get("_since")
@@ -540,20 +540,6 @@ def _version_number(text: str) -> int:
     if not text.isdigit() or len(text) > 18:
         raise FHIRError.simple(404, "not-found", "A version id is a positive whole number")
     return int(text)
-
-
-def _history_paging(params: list[tuple[str, str]]) -> tuple[int, int]:
-    values = dict(params)
-    return (_whole(values.get("_count"), 50, "_count", 1, 1000),
-            _whole(values.get("_offset"), 0, "_offset", 0, 10**9))
-
-
-def _whole(text: str | None, default: int, name: str, low: int, high: int) -> int:
-    if text is None or text == "":
-        return default
-    if not text.isdigit():
-        raise invalid(f"{name} must be a whole number", name)
-    return max(low, min(int(text), high))
 
 
 # -- batch -------------------------------------------------------------------------------

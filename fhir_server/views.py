@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_server.errors import invalid
 from fhir_server.storage.base import SearchPage, StoredResource
 
 if TYPE_CHECKING:
@@ -128,3 +129,20 @@ def history(
         "link": paging_links(url, params, count, offset, total, len(versions)),
         "entry": [history_entry(base_url, stored, raw=raw) for stored in versions],
     }
+
+
+def history_paging(params: Sequence[tuple[str, str]]) -> tuple[int, int]:
+    """_count (default 50, at most 1000) and _offset of a history request."""
+    values = dict(params)
+    return (
+        _whole(values.get("_count"), 50, "_count", 1, 1000),
+        _whole(values.get("_offset"), 0, "_offset", 0, 10**9),
+    )
+
+
+def _whole(text: str | None, default: int, name: str, low: int, high: int) -> int:
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or len(text) > 12:
+        raise invalid(f"{name} must be a whole number", name)
+    return max(low, min(int(text), high))

@@ -1,0 +1,111 @@
+"""The server's CapabilityStatement (R4 capabilitystatement.html), built from what
+the code really does: the interactions come from the REST route table, the search
+parameters from what the search layer indexes. Nothing here is listed by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+
+from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
+from fhir_server import FHIR_VERSION, __version__
+
+# R4 valueset-type-restful-interaction / system-restful-interaction, in the spec's order
+_TYPE_ORDER = ("read", "vread", "update", "patch", "delete", "history-instance",
+               "history-type", "create", "search-type")
+_SYSTEM_ORDER = ("transaction", "batch", "search-system", "history-system")
+
+
+@dataclass(frozen=True)
+class RestSupport:
+    """What the REST layer implements, as the route table declares it."""
+
+    type_interactions: frozenset[str]
+    system_interactions: frozenset[str]
+    conditional_create: bool
+    conditional_update: bool
+    conditional_delete: bool  # "single": several matches are refused with 412
+
+
+def _searchable_types() -> frozenset[str]:
+    """The search parameter types the search layer can answer."""
+    try:
+        from search.query import SUPPORTED_TYPES  # type: ignore[attr-defined]
+
+        return frozenset(SUPPORTED_TYPES)
+    except ImportError:
+        from search.extract import INDEXED_TYPES
+
+        return INDEXED_TYPES
+
+
+def _column_parameters() -> frozenset[str]:
+    """Parameters answered from table columns rather than the index (_id, _lastUpdated)."""
+    try:
+        from search.extract import COLUMN_PARAMETERS
+
+        return COLUMN_PARAMETERS
+    except ImportError:
+        return frozenset()
+
+
+@cache
+def search_params(resource_type: str) -> tuple[dict[str, str], ...]:
+    """CapabilityStatement.rest.resource.searchParam: the parameters of the type whose
+    kind the search layer supports, common ones (_id, _lastUpdated, ...) first."""
+    kinds = _searchable_types()
+    columns = _column_parameters()
+    out: list[dict[str, str]] = []
+    for code, definition in sorted(
+        search_parameters(resource_type).items(),
+        key=lambda item: (item[0] not in COMMON_PARAMETERS, item[0]),
+    ):
+        if definition.type in kinds or code in columns:
+            out.append({"name": code, "definition": definition.url, "type": definition.type})
+    return tuple(out)
+
+
+def _ordered(codes: Iterable[str], order: tuple[str, ...]) -> list[dict[str, str]]:
+    present = set(codes)
+    return [{"code": code} for code in order if code in present]
+
+
+def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
+    interactions = _ordered(support.type_interactions, _TYPE_ORDER)
+    resources = []
+    for resource_type in sorted(RESOURCE_TYPES):
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "interaction": interactions,
+            "versioning": "versioned-update",
+            "readHistory": "vread" in support.type_interactions,
+            "updateCreate": "update" in support.type_interactions,
+            "conditionalCreate": support.conditional_create,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": support.conditional_update,
+            "conditionalDelete": "single" if support.conditional_delete else "not-supported",
+        }
+        params = search_params(resource_type)
+        if params and "search-type" in support.type_interactions:
+            entry["searchParam"] = list(params)
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "kind": "instance",
+        "software": {"name": "fhir-fusion", "version": __version__},
+        "implementation": {"description": "fhir-fusion FHIR R4 server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": _ordered(support.system_interactions, _SYSTEM_ORDER),
+            }
+        ],
+    }

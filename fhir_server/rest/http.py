@@ -1,0 +1,141 @@
+"""HTTP details of the FHIR REST API: content negotiation, request bodies, the
+Prefer header and the headers of a resource response (R4 http.html)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from email.utils import format_datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server import jsonutil
+from fhir_server.errors import FHIRError, Issue, operation_outcome
+from fhir_server.storage.base import StoredResource
+
+logger = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+JSON_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+_JSON_FORMATS = JSON_MEDIA_TYPES | {"json"}
+_ACCEPT_ANY = frozenset({"*/*", "application/*"})
+_FORM = "application/x-www-form-urlencoded"
+
+
+def json_response(
+    content: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(content=content, status_code=status, headers=headers, media_type=FHIR_JSON)
+
+
+def outcome_response(exc: FHIRError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(jsonutil.dumps(exc.outcome()), exc.status, headers)
+
+
+def information(note: str) -> dict[str, Any]:
+    return operation_outcome([Issue("informational", note, severity="information")])
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def check_format(request: Request) -> None:
+    """JSON is the only format: `_format` and Content-Type naming another are 415, an
+    Accept header that rules JSON out is 406 (R4 http.html#mime-type)."""
+    if b"_format" in request.scope["query_string"]:
+        requested = request.query_params.get("_format")
+        if requested is not None and _media_type(requested) not in _JSON_FORMATS:
+            raise FHIRError.simple(
+                415, "not-supported", "This server speaks JSON only (_format=json)", "_format"
+            )
+    accept = request.headers.get("accept")
+    if accept:
+        types = {_media_type(part) for part in accept.split(",")}
+        if not types & (JSON_MEDIA_TYPES | _ACCEPT_ANY) and "" not in types:
+            raise FHIRError.simple(
+                406, "not-supported",
+                "This server answers in application/fhir+json only; the Accept header excludes it",
+            )
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed as JSON, decimals kept exactly (jsonutil.loads)."""
+    content_type = request.headers.get("content-type")
+    if content_type and _media_type(content_type) not in JSON_MEDIA_TYPES:
+        raise FHIRError.simple(
+            415, "not-supported",
+            "Send resources as application/fhir+json; this server does not read "
+            f"{_media_type(content_type)[:60]}",
+        )
+    body = await request.body()
+    if not body.strip():
+        raise FHIRError.simple(400, "structure", "The request body is empty")
+    try:
+        return jsonutil.loads(body)
+    except UnicodeDecodeError:
+        raise FHIRError.simple(400, "structure", "The request body is not UTF-8") from None
+    except RecursionError:
+        raise FHIRError.simple(400, "structure", "The JSON body is nested too deeply") from None
+    except ValueError as exc:
+        # JSONDecodeError's message says where, never what: the content is not echoed.
+        where = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if hasattr(exc, "msg") else ""
+        raise FHIRError.simple(400, "structure", f"The body is not valid JSON{where}") from None
+
+
+async def form_params(request: Request) -> list[tuple[str, str]]:
+    """The parameters of POST [type]/_search: form body plus URL query (R4 search.html)."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+    content_type = request.headers.get("content-type")
+    body = await request.body()
+    if body:
+        if content_type is None or _media_type(content_type) != _FORM:
+            raise FHIRError.simple(
+                415, "not-supported", f"POST _search takes a body of type {_FORM}"
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FHIRError.simple(400, "structure", "The form body is not UTF-8") from None
+        params.extend(parse_qsl(text, keep_blank_values=True))
+    return params
+
+
+def prefer(request: Request) -> dict[str, str]:
+    """The Prefer header's preferences, e.g. {"return": "minimal", "handling": "strict"}."""
+    out: dict[str, str] = {}
+    for header in request.headers.getlist("prefer"):
+        for part in header.split(","):
+            key, _, value = part.strip().partition("=")
+            if key:
+                out[key.strip().lower()] = value.strip().strip('"')
+    return out
+
+
+def return_preference(request: Request, default: str = "representation") -> str:
+    value = prefer(request).get("return", default)
+    return value if value in ("minimal", "representation", "OperationOutcome") else default
+
+
+@lru_cache(maxsize=4096)
+def http_date(instant: str) -> str:
+    """Last-Modified: the FHIR instant as an HTTP date (RFC 9110 IMF-fixdate)."""
+    return format_datetime(datetime.fromisoformat(instant), usegmt=True)
+
+
+def version_headers(stored: StoredResource) -> dict[str, str]:
+    return {"ETag": f'W/"{stored.version}"', "Last-Modified": http_date(stored.last_updated)}
+
+
+def base_url(request: Request, base_path: str) -> str:
+    """The server base as the client addressed it, e.g. http://127.0.0.1:8080/fhir."""
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else "localhost"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{base_path}"

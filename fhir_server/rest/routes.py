@@ -1,0 +1,100 @@
+"""The route table: each URL pattern and method, the handler that serves it and the
+FHIR interaction it implements. The CapabilityStatement is derived from this table,
+so it lists exactly what the server routes."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhir_server.errors import FHIRError
+from fhir_server.rest import http
+from fhir_server.rest.handlers import Handlers
+
+logger = logging.getLogger(__name__)
+
+Level = Literal["instance", "type", "system"]
+
+
+@dataclass(frozen=True)
+class Interaction:
+    method: str
+    path: str  # below the base path
+    handler: str  # attribute of Handlers
+    codes: tuple[str, ...]  # R4 restful-interaction codes; () for non-interactions
+    level: Level
+    conditional: bool = False
+
+
+# Order matters: literal segments (metadata, _history, _search) before {type}/{id}.
+INTERACTIONS: tuple[Interaction, ...] = (
+    Interaction("GET", "/metadata", "metadata", (), "system"),
+    Interaction("GET", "/_history", "history_system", ("history-system",), "system"),
+    Interaction("POST", "", "bundle", ("transaction", "batch"), "system"),
+    Interaction("GET", "", "search_system", ("search-system",), "system"),
+    Interaction("GET", "/{type}/_history", "history_type", ("history-type",), "type"),
+    Interaction("POST", "/{type}/_search", "search_type_post", ("search-type",), "type"),
+    Interaction("GET", "/{type}/_search", "search_type", ("search-type",), "type"),
+    Interaction("GET", "/{type}/{id}/_history/{vid}", "vread", ("vread",), "instance"),
+    Interaction("GET", "/{type}/{id}/_history", "history_instance", ("history-instance",),
+                "instance"),
+    Interaction("GET", "/{type}", "search_type", ("search-type",), "type"),
+    Interaction("POST", "/{type}", "create", ("create",), "type", conditional=True),
+    Interaction("PUT", "/{type}", "conditional_update", ("update",), "type", conditional=True),
+    Interaction("DELETE", "/{type}", "conditional_delete", ("delete",), "type",
+                conditional=True),
+    Interaction("GET", "/{type}/{id}", "read", ("read",), "instance"),
+    Interaction("PUT", "/{type}/{id}", "update", ("update",), "instance"),
+    Interaction("DELETE", "/{type}/{id}", "delete", ("delete",), "instance"),
+)
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame: enough to find a bug, with no data in it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+def internal_error() -> Response:
+    return http.outcome_response(
+        FHIRError.simple(500, "exception", "Internal server error; the request was not completed")
+    )
+
+
+def _endpoint(
+    handler: Callable[[Request], Awaitable[Response]], label: str
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            http.check_format(request)
+            return await handler(request)
+        except FHIRError as exc:
+            return http.outcome_response(exc)
+        except Exception as exc:
+            # The message may quote request content, so only the type and place are logged.
+            logger.error("Unhandled %s at %s serving %s", type(exc).__name__, _where(exc), label)
+            return internal_error()
+
+    return endpoint
+
+
+def build_routes(handlers: Handlers, base_path: str) -> list[Route]:
+    return [
+        Route(
+            base_path + item.path,
+            _endpoint(getattr(handlers, item.handler), f"{item.method} {item.path or '/'}"),
+            methods=[item.method],
+            include_in_schema=False,
+        )
+        for item in INTERACTIONS
+    ]

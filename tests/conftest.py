@@ -1,0 +1,37 @@
+"""Shared fixtures: a fresh SQLite store per test and an HTTP client on the FHIR app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fhir_server.app import create_app
+from fhir_server.storage.sqlite import SQLiteStore
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A store on a new SQLite file in the test's own directory."""
+    opened = await SQLiteStore.open(tmp_path / "fhir.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def client(store: SQLiteStore) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in process; URLs are relative to [base]."""
+    transport = httpx.ASGITransport(app=create_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://fhir.test/fhir/") as c:
+        yield c
