@@ -46,6 +46,10 @@ def patient(pid: Segment, sender: str, options: dt.Hl7Options) -> tuple[JSON, JS
         raise Hl7Error("PID-3 patient identifier list is empty", REQUIRED_FIELD_MISSING,
                        pid.loc(3))
     key = match_identifier(idents)
+    # PID-2 (external id, v2.3/2.4) and PID-4 (alternate id) are kept, never matched on.
+    for extra in (*identifiers(pid, 2, sender), *identifiers(pid, 4, sender)):
+        if extra not in idents:
+            idents.append(extra)
     ssn = pid.get(19)
     if ssn:
         ssn_ident = {"system": "http://hl7.org/fhir/sid/us-ssn", "value": ssn}

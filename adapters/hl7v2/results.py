@@ -162,6 +162,9 @@ def _value(obx: Segment, unit: JSON | None, options: dt.Hl7Options) -> JSON | No
         if len(digits) >= 4 and digits[:4].isdigit():
             seconds = digits[4:6] if digits[4:6].isdigit() else "00"
             return {"valueTime": f"{digits[:2]}:{digits[2:4]}:{seconds}"}
+    if kind == "RP":  # reference pointer: the pointer itself (component 1)
+        pointer = component(first, 1)
+        return {"valueString": pointer} if pointer else None
     text = " ".join(c[0] for c in first if c and c[0])
     return {"valueString": text} if text else None
 

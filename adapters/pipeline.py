@@ -1,0 +1,202 @@
+"""The one write path every feed goes through.
+
+receive -> keep the raw input -> translate to a transaction Bundle -> validate ->
+store with its search index -> record Provenance -> acknowledge.
+
+The raw input is committed in the same database transaction as the resources made
+from it (`process_bundle(..., before_commit=...)`), so an acknowledged input is never
+lost and a stored resource always has its input. An input that cannot be translated or
+stored is kept as "rejected" with the reason, in a transaction of its own; nothing is
+dropped. The same bytes twice are found by their SHA-256 and answered "duplicate" with
+the first result, creating nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from adapters.translation import Translation, TranslationError, Translator
+from fhir_server.bundles import process_bundle
+from fhir_server.errors import FHIRError
+from fhir_server.storage.base import Context, RawInput, ResourceStore, Transaction
+
+log = logging.getLogger(__name__)
+
+INPUT_HASH_SYSTEM = "urn:fhir-fusion:input:sha256"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+
+Status = Literal["stored", "duplicate", "rejected"]
+
+
+@dataclass
+class IngestResult:
+    """What became of one input. `error` is the translation or storage error of a
+    rejected input (an `Hl7Error` carries what an HL7 ACK needs)."""
+
+    status: Status
+    input_id: int | None
+    feed: str
+    reason: str | None = None
+    result: dict[str, Any] | None = None
+    error: Exception | None = field(default=None, repr=False)
+    response: dict[str, Any] | None = field(default=None, repr=False)  # transaction-response
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "rejected"
+
+    def __str__(self) -> str:
+        text = f"input {self.input_id} ({self.feed}): {self.status}"
+        if self.reason:
+            text += f": {self.reason}"
+        elif self.result and "resources" in self.result:
+            text += f", {len(self.result['resources'])} resources"
+        return text
+
+
+def _hl7v2_translator() -> Translator:
+    from adapters.hl7v2.translate import translate_bytes
+
+    return translate_bytes
+
+
+# Feeds known by name; a translator is loaded the first time its feed is used.
+DEFAULT_TRANSLATORS: dict[str, Callable[[], Translator]] = {"hl7v2": _hl7v2_translator}
+
+
+class Pipeline:
+    def __init__(self, store: ResourceStore,
+                 translators: dict[str, Translator] | None = None) -> None:
+        self.store = store
+        self._translators: dict[str, Translator] = dict(translators or {})
+        # Identical inputs arriving at once are processed one after the other, so the
+        # second sees the first as a duplicate instead of racing it.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def register(self, feed: str, translator: Translator) -> None:
+        self._translators[feed] = translator
+
+    def translator(self, feed: str) -> Translator:
+        found = self._translators.get(feed)
+        if found is None:
+            factory = DEFAULT_TRANSLATORS.get(feed)
+            if factory is None:
+                known = ", ".join(sorted({*self._translators, *DEFAULT_TRANSLATORS}))
+                raise ValueError(f"no translator for feed {feed!r} (known: {known})")
+            found = self._translators[feed] = factory()
+        return found
+
+    async def ingest(self, ctx: Context, feed: str, raw: bytes) -> IngestResult:
+        translator = self.translator(feed)
+        digest = hashlib.sha256(raw).hexdigest()
+        lock = self._locks.setdefault(digest, asyncio.Lock())
+        try:
+            async with lock:
+                earlier = await self.store.find_input(ctx, feed, digest)
+                if earlier is not None:
+                    return IngestResult("duplicate", earlier.id, feed, result=earlier.result)
+                return await self._process(ctx, feed, raw, digest, translator, None)
+        finally:
+            if not lock.locked() and self._locks.get(digest) is lock:
+                del self._locks[digest]
+
+    async def retry(self, ctx: Context, input_id: int) -> IngestResult:
+        """Process a kept input again (after a fix to the translator or to the data it
+        refers to). An input already stored is answered as a duplicate."""
+        raw = await self.store.get_input(ctx, input_id)
+        if raw is None:
+            raise LookupError(f"input {input_id} is not known")
+        if raw.status == "stored":
+            return IngestResult("duplicate", raw.id, raw.feed, result=raw.result)
+        translator = self.translator(raw.feed)
+        digest = hashlib.sha256(raw.content).hexdigest()
+        return await self._process(ctx, raw.feed, raw.content, digest, translator, raw.id)
+
+    async def rejected(self, ctx: Context, feed: str | None = None,
+                       limit: int = 100) -> list[RawInput]:
+        return await self.store.list_inputs(ctx, feed=feed, status="rejected", limit=limit)
+
+    async def _process(self, ctx: Context, feed: str, raw: bytes, digest: str,
+                       translator: Translator, input_id: int | None) -> IngestResult:
+        try:
+            translation = translator(raw)
+        except TranslationError as exc:
+            return await self._reject(ctx, feed, raw, str(exc), exc, input_id)
+        except Exception as exc:  # a translator bug must not lose the input
+            log.exception("translator for feed %s failed", feed)
+            reason = f"internal error in the {feed} translator ({type(exc).__name__})"
+            return await self._reject(ctx, feed, raw, reason, exc, input_id)
+
+        bundle = translation.bundle
+        bundle["entry"].append(_provenance(translation, digest))
+        summary: dict[str, Any] = {
+            "details": translation.details,
+            "resources": [{"fullUrl": e["fullUrl"], "type": e["resource"]["resourceType"]}
+                          for e in bundle["entry"]],
+        }
+        kept: list[int] = []
+
+        async def keep_input(txn: Transaction) -> None:
+            kept.append(await txn.record_input(feed, raw, "stored", result=summary,
+                                               input_id=input_id))
+
+        try:
+            response = await process_bundle(self.store, ctx, bundle, before_commit=keep_input)
+        except FHIRError as exc:
+            return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id)
+        return IngestResult("stored", kept[0], feed, result=summary, response=response)
+
+    async def _reject(self, ctx: Context, feed: str, raw: bytes, reason: str,
+                      error: Exception, input_id: int | None) -> IngestResult:
+        async with self.store.transaction(ctx) as txn:
+            kept = await txn.record_input(feed, raw, "rejected", reason=reason,
+                                          input_id=input_id)
+        log.info("input %s on feed %s rejected: %s", kept, feed, reason)
+        return IngestResult("rejected", kept, feed, reason=reason, error=error)
+
+
+def _fhir_reason(exc: FHIRError) -> str:
+    """The FHIRError text with where it happened; diagnostics never echo input values."""
+    parts = []
+    for issue in exc.issues:
+        where = f" at {', '.join(issue.expression)}" if issue.expression else ""
+        parts.append(f"{issue.diagnostics}{where}")
+    return f"FHIR {exc.status}: " + "; ".join(parts) if parts else f"FHIR {exc.status}"
+
+
+def _provenance(translation: Translation, digest: str) -> dict[str, Any]:
+    source = translation.source
+    targets = [{"reference": e["fullUrl"]} for e in translation.bundle["entry"]]
+    entities: list[dict[str, Any]] = []
+    if source.message_id:
+        entities.append({"role": "source", "what": {
+            "identifier": {"system": source.message_system, "value": source.message_id},
+            "display": f"{source.kind} message {source.message_id}"}})
+    entities.append({"role": "source", "what": {
+        "identifier": {"system": INPUT_HASH_SYSTEM, "value": digest},
+        "display": "raw input as received (inbox)"}})
+    who: dict[str, Any] = {"display": source.sender or "unknown sender"}
+    if source.sender_ref:
+        who["reference"] = source.sender_ref
+    provenance: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "target": targets,
+        "recorded": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "activity": {"coding": [{"system": DATA_OPERATION, "code": "UPDATE",
+                                 "display": "revise"}]},
+        "agent": [{"type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author",
+                                        "display": "Author"}]}, "who": who}],
+        "entity": entities,
+    }
+    if source.occurred:
+        provenance["occurredDateTime"] = source.occurred
+    return {"fullUrl": "urn:uuid:" + digest[:8] + "-" + digest[8:12] + "-5" + digest[13:16]
+            + "-8" + digest[17:20] + "-" + digest[20:32],
+            "resource": provenance, "request": {"method": "POST", "url": "Provenance"}}
