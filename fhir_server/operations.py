@@ -116,6 +116,9 @@ async def find_matches(
 
     wanted = [(k, v) for k, v in params if k not in ("_count", "_offset", "_sort")]
     query = parse_search(resource_type, [*wanted, ("_count", "2")], strict=True)
+    if not query.clauses:
+        # e.g. "identifier=" (an empty value is ignored by search): it would match everything
+        raise invalid("The conditional criteria select no resource in particular", "criteria")
     page = await reader.search(query)
     return list(page.resources)
 

@@ -59,7 +59,7 @@ def paging_links(
 
     links = [_link("self", url, page(offset))]
     more = offset + shown < total if total is not None else shown >= count > 0
-    if more:
+    if more and count > 0:
         links.append(_link("next", url, page(offset + count)))
     if offset > 0:
         links.append(_link("previous", url, page(max(offset - count, 0))))
