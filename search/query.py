@@ -1,0 +1,371 @@
+"""Parsing of FHIR search parameters into a `SearchQuery` (R4 search.html).
+
+A repeated parameter is an AND, a comma inside one value an OR (search.html#combining);
+`\\,` `\\|` `\\$` and `\\\\` escape those characters (search.html#escaping).
+
+Supported now: token (code, system|code, |code, system|; :not, :text), string
+(starts-with on the normalised text; :exact, :contains), reference (Type/id, id,
+absolute URL, :Type), date (prefixes eq ne gt lt ge le sa eb), `_id`, `_lastUpdated`,
+`:missing` on all of these, and `_count`, `_offset`, `_sort` (one key), `_total`.
+Other parameter types, chains and unsupported modifiers give 400 "not supported yet".
+Unknown parameters are ignored and listed in `SearchQuery.ignored`, unless the client
+asked for strict handling (`Prefer: handling=strict`), which makes them a 400.
+
+Error messages name the parameter but never repeat its value: search values are often
+patient data (names, identifiers, birth dates).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Union
+
+from conformance.definitions import (
+    RESOURCE_TYPES,
+    SearchParamDef,
+    common_parameters,
+    search_parameters,
+)
+from fhir_server.errors import FHIRError, Issue
+from search.extract import index_key
+from search.values import date_range, normalize_text, split_reference
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 1000
+SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date"})
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+SORTABLE_TYPES = frozenset({"token", "string", "date"})
+TOTAL_MODES = ("none", "estimate", "accurate")
+
+# Handled by the REST layer (content negotiation), not a filter.
+_TRANSPARENT = frozenset({"_format", "_pretty"})
+# Known FHIR parameters this server does not apply yet: ignored (and reported), or a
+# 400 under strict handling.
+_NOT_APPLIED = frozenset(
+    {
+        "_include", "_revinclude", "_summary", "_elements", "_contained", "_containedType",
+        "_list", "_text", "_content", "_query", "_filter", "_type", "_score",
+    }
+)  # fmt: skip
+_MODIFIERS = {
+    "token": frozenset({"missing", "not", "text"}),
+    "string": frozenset({"missing", "exact", "contains"}),
+    "reference": frozenset({"missing"}),  # plus a resource type, e.g. subject:Patient
+    "date": frozenset({"missing"}),
+}
+_KNOWN_MODIFIERS = frozenset(
+    {"missing", "exact", "contains", "text", "not", "above", "below", "in", "not-in",
+     "of-type", "identifier", "type", "iterate"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TokenTerm:
+    raw: str
+    system: str | None  # None: any system; "": no system (|code)
+    code: str | None  # None: any code (system|)
+
+
+@dataclass(frozen=True)
+class StringTerm:
+    raw: str
+    text: str  # unescaped, as given (for :exact)
+    normalized: str
+
+
+@dataclass(frozen=True)
+class ReferenceTerm:
+    raw: str
+    target_type: str | None  # None: any type
+    target_id: str  # the id, or the whole URL for an absolute reference
+
+
+@dataclass(frozen=True)
+class DateTerm:
+    raw: str
+    prefix: str
+    low: int  # microseconds since 1970-01-01T00:00:00Z, inclusive
+    high: int  # inclusive
+
+
+Term = Union[TokenTerm, StringTerm, ReferenceTerm, DateTerm]
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One parameter occurrence: its terms are ORed; the clauses of a query are ANDed.
+
+    `key` is the index key (search.extract.index_key) or, for `_id` and `_lastUpdated`,
+    the code itself (they are columns of the resources table). `missing` is set, and
+    `terms` empty, for `:missing=true|false`.
+    """
+
+    code: str
+    param_type: str
+    key: str
+    modifier: str | None
+    terms: tuple[Term, ...]
+    missing: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.code}:{self.modifier}" if self.modifier else self.code
+
+
+@dataclass(frozen=True)
+class SortKey:
+    code: str
+    key: str
+    param_type: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    resource_type: str | None
+    clauses: tuple[Clause, ...] = ()
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    sort: SortKey | None = None
+    total: str = "accurate"  # none | estimate | accurate
+    ignored: tuple[tuple[str, str], ...] = ()  # unknown or not applied, as received
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """What was understood, as (name, value) pairs, for the self and next links."""
+        params: list[tuple[str, str]] = []
+        for clause in self.clauses:
+            if clause.missing is not None:
+                params.append((clause.name, "true" if clause.missing else "false"))
+            else:
+                params.append((clause.name, ",".join(term.raw for term in clause.terms)))
+        if self.sort is not None:
+            params.append(("_sort", ("-" if self.sort.descending else "") + self.sort.code))
+        params.append(("_count", str(self.count)))
+        if self.offset:
+            params.append(("_offset", str(self.offset)))
+        if self.total != "accurate":
+            params.append(("_total", self.total))
+        return params
+
+    def at_offset(self, offset: int) -> SearchQuery:
+        """The same search at another page offset (for next/previous links)."""
+        return replace(self, offset=max(offset, 0))
+
+
+def _error(name: str, diagnostics: str, code: str = "invalid") -> FHIRError:
+    return FHIRError(400, [Issue(code, diagnostics, expression=(name,))])
+
+
+def _not_supported(name: str, diagnostics: str) -> FHIRError:
+    return _error(name, diagnostics, code="not-supported")
+
+
+def split_escaped(value: str, separator: str) -> list[str]:
+    """Split on `separator` where it is not escaped by a backslash; pieces stay escaped."""
+    pieces: list[str] = []
+    current: list[str] = []
+    chars = iter(value)
+    for ch in chars:
+        if ch == "\\":
+            current.append(ch)
+            current.append(next(chars, ""))
+        elif ch == separator:
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    pieces.append("".join(current))
+    return pieces
+
+
+_ESCAPE = re.compile(r"\\([,|$\\])")
+
+
+def unescape(value: str) -> str:
+    return _ESCAPE.sub(r"\1", value)
+
+
+def _token_term(name: str, raw: str) -> TokenTerm:
+    parts = split_escaped(raw, "|")
+    if len(parts) == 1:
+        return TokenTerm(raw, None, unescape(parts[0]))
+    if len(parts) == 2 and (parts[0] or parts[1]):
+        return TokenTerm(raw, unescape(parts[0]), unescape(parts[1]) or None)
+    raise _error(name, f"Search parameter '{name}' needs [system]|[code] or code")
+
+
+def _reference_term(
+    name: str, param: SearchParamDef, raw: str, type_modifier: str | None
+) -> ReferenceTerm:
+    value = unescape(raw)
+    if "://" in value or value.startswith("urn:"):
+        target = split_reference(value)
+        return ReferenceTerm(raw, None, target[1] if target else value)
+    if "/" in value:
+        target = split_reference(value)
+        if target is None:
+            raise _error(name, f"Search parameter '{name}' needs Type/id, an id or a URL")
+        if type_modifier and target[0] != type_modifier:
+            raise _error(name, f"Search parameter '{name}' has a reference of another type")
+        if param.targets and target[0] not in param.targets:
+            raise _error(name, f"{target[0]} is not a target type of search parameter '{name}'")
+        return ReferenceTerm(raw, target[0], target[1])
+    return ReferenceTerm(raw, type_modifier, value)
+
+
+def _date_term(name: str, raw: str) -> DateTerm:
+    value = unescape(raw)
+    prefix = "eq"
+    if len(value) > 2 and value[:2].isalpha():
+        prefix, value = value[:2], value[2:]
+        if prefix == "ap":
+            raise _not_supported(name, f"Date prefix 'ap' is not supported yet ('{name}')")
+        if prefix not in DATE_PREFIXES:
+            raise _error(name, f"Search parameter '{name}' has an unknown date prefix")
+    # A '+' in a time zone that arrived unencoded in a URL reads as a space.
+    found = date_range(value.replace(" ", "+"))
+    if found is None:
+        raise _error(name, f"Search parameter '{name}' needs a FHIR date, e.g. 2024-03-01")
+    return DateTerm(raw, prefix, found[0], found[1])
+
+
+def _terms(
+    name: str, param: SearchParamDef, modifier: str | None, value: str
+) -> tuple[Term, ...]:
+    terms: list[Term] = []
+    for raw in split_escaped(value, ","):
+        if not raw:
+            raise _error(name, f"Search parameter '{name}' has an empty value in its list")
+        if param.type == "token" and modifier != "text":
+            terms.append(_token_term(name, raw))
+        elif param.type in ("string", "token"):
+            text = unescape(raw)
+            terms.append(StringTerm(raw, text, normalize_text(text)))
+        elif param.type == "reference":
+            terms.append(_reference_term(name, param, raw, modifier))
+        else:
+            terms.append(_date_term(name, raw))
+    return tuple(terms)
+
+
+def _check_modifier(name: str, param: SearchParamDef, modifier: str) -> None:
+    if modifier in _MODIFIERS[param.type]:
+        return
+    if param.type == "reference" and modifier in RESOURCE_TYPES:
+        if param.targets and modifier not in param.targets:
+            raise _error(name, f"{modifier} is not a target type of search parameter '{name}'")
+        return
+    if modifier in _KNOWN_MODIFIERS:
+        raise _not_supported(
+            name, f"Modifier ':{modifier}' on {param.type} parameter '{name}' is not supported yet"
+        )
+    raise _error(name, f"Unknown modifier ':{modifier}' on search parameter '{name}'")
+
+
+def _clause(resource_type: str | None, name: str, param: SearchParamDef, value: str) -> Clause:
+    code, _, modifier_text = name.partition(":")
+    modifier = modifier_text or None
+    if param.type not in SUPPORTED_TYPES:
+        raise _not_supported(
+            name, f"Search parameter '{code}' of type {param.type} is not supported yet"
+        )
+    key = code if code in ("_id", "_lastUpdated") else index_key(resource_type or "", code)
+    if modifier is not None:
+        _check_modifier(name, param, modifier)
+        if code in ("_id", "_lastUpdated") and modifier != "missing":
+            raise _not_supported(name, f"Modifier ':{modifier}' on '{code}' is not supported yet")
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise _error(name, f"Search parameter '{name}' takes true or false")
+        return Clause(code, param.type, key, modifier, (), missing=value == "true")
+    return Clause(code, param.type, key, modifier, _terms(name, param, modifier, value))
+
+
+def _int(name: str, value: str, low: int) -> int:
+    if not value.isdigit() or int(value) < low:
+        raise _error(name, f"'{name}' needs a whole number of at least {low}")
+    return int(value)
+
+
+def _sort_key(
+    resource_type: str | None, params: dict[str, SearchParamDef], value: str
+) -> SortKey:
+    if "," in value:
+        raise _not_supported("_sort", "Sorting on more than one key is not supported yet")
+    descending = value.startswith("-")
+    code = value[1:] if descending else value
+    param = params.get(code)
+    if param is None:
+        raise _error("_sort", f"Cannot sort on unknown search parameter '{code}'")
+    if code not in ("_id", "_lastUpdated") and param.type not in SORTABLE_TYPES:
+        raise _not_supported(
+            "_sort", f"Sorting on {param.type} parameter '{code}' is not supported yet"
+        )
+    key = code if code in ("_id", "_lastUpdated") else index_key(resource_type or "", code)
+    return SortKey(code, key, param.type, descending)
+
+
+def parse_search(
+    resource_type: str | None, params: list[tuple[str, str]], strict: bool = False
+) -> SearchQuery:
+    """Parse URL query parameters (decoded, in order) of a search on `resource_type`
+    (None: a search across all types, where only the common parameters apply).
+
+    Raises FHIRError 400 naming the parameter for bad or unsupported input, and for
+    unknown parameters when `strict`.
+    """
+    if resource_type is None:
+        known: dict[str, SearchParamDef] = dict(common_parameters())
+    elif resource_type in RESOURCE_TYPES:
+        known = dict(search_parameters(resource_type))
+    else:
+        raise FHIRError(400, [Issue("not-supported", "Unknown resource type")])
+
+    clauses: list[Clause] = []
+    ignored: list[tuple[str, str]] = []
+    settings: dict[str, str] = {}
+    for name, value in params:
+        if name in ("_count", "_offset", "_sort", "_total"):
+            if name in settings:
+                raise _error(name, f"'{name}' is given more than once")
+            settings[name] = value
+            continue
+        if name in _TRANSPARENT:
+            continue
+        code = name.partition(":")[0]
+        chain_root = code.partition(".")[0]
+        if code == "_has" or name.startswith("_has:"):
+            raise _not_supported("_has", "Reverse chaining (_has) is not supported yet")
+        if "." in code and chain_root in known and known[chain_root].type == "reference":
+            raise _not_supported(name, f"Chained search ('{name}') is not supported yet")
+        if "." in name.partition(":")[2] and known.get(code, None) is not None:
+            raise _not_supported(name, f"Chained search ('{name}') is not supported yet")
+        param = known.get(code)
+        if param is None:
+            if strict:
+                detail = "is not applied by this server" if code in _NOT_APPLIED else "is unknown"
+                raise _error(name, f"Search parameter '{name}' {detail}")
+            ignored.append((name, value))
+            continue
+        if value == "":
+            continue  # an empty parameter is ignored (search.html#errors)
+        clauses.append(_clause(resource_type, name, param, value))
+
+    count = DEFAULT_COUNT
+    if "_count" in settings:
+        count = min(_int("_count", settings["_count"], 0), MAX_COUNT)
+    offset = _int("_offset", settings["_offset"], 0) if "_offset" in settings else 0
+    sort = _sort_key(resource_type, known, settings["_sort"]) if settings.get("_sort") else None
+    total = settings.get("_total", "accurate")
+    if total not in TOTAL_MODES:
+        raise _error("_total", "'_total' takes none, estimate or accurate")
+    return SearchQuery(
+        resource_type=resource_type,
+        clauses=tuple(clauses),
+        count=count,
+        offset=offset,
+        sort=sort,
+        total=total,
+        ignored=tuple(ignored),
+    )
