@@ -461,7 +461,7 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
                 txn, resource_type, entry.segments[1], if_match=entry.if_match
             )
     else:
-        raise FHIRError.simple(400, "not-supported", "PATCH is not supported yet")
+        raise FHIRError.simple(400, "not-supported", "PATCH is not supported yet", "request.method")
     return _write_response(result, base_url, prefer)
 
 

@@ -73,6 +73,8 @@ async def json_body(request: Request) -> Any:
             f"{_media_type(content_type)[:60]}",
         )
     body = await request.body()
+    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which RFC 8259 lets us ignore
+        body = body[3:]
     if not body.strip():
         raise FHIRError.simple(400, "structure", "The request body is empty")
     try:
