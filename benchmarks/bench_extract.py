@@ -33,7 +33,11 @@ OBSERVATION: dict[str, Any] = {
     ],
     "code": {
         "coding": [
-            {"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin [Mass/volume] in Blood"}
+            {
+                "system": "http://loinc.org",
+                "code": "718-7",
+                "display": "Hemoglobin [Mass/volume] in Blood",
+            }
         ],
         "text": "Hemoglobin",
     },
@@ -58,7 +62,9 @@ OBSERVATION: dict[str, Any] = {
             ]
         }
     ],
-    "referenceRange": [{"low": {"value": 12.0, "unit": "g/dL"}, "high": {"value": 16.0, "unit": "g/dL"}}],
+    "referenceRange": [
+        {"low": {"value": 12.0, "unit": "g/dL"}, "high": {"value": 16.0, "unit": "g/dL"}}
+    ],
     "specimen": {"reference": "Specimen/spec-9"},
 }
 
@@ -68,13 +74,17 @@ PATIENT: dict[str, Any] = {
     "meta": {"lastUpdated": "2026-12-04T16:40:00.123456+00:00", "versionId": "3"},
     "identifier": [
         {
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+            "type": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+            },
             "system": "urn:oid:2.16.840.1.113883.19.5",
             "value": "MRN-0012345",
         }
     ],
     "active": True,
-    "name": [{"use": "official", "family": "Dupré", "given": ["Anaïs", "Marie"], "prefix": ["Mme"]}],
+    "name": [
+        {"use": "official", "family": "Dupré", "given": ["Anaïs", "Marie"], "prefix": ["Mme"]}
+    ],
     "telecom": [
         {"system": "phone", "value": "+33 1 23 45 67 89", "use": "home"},
         {"system": "email", "value": "anais.dupre@example.org"},

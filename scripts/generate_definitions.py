@@ -137,7 +137,8 @@ def build(r4: Path) -> dict[str, Any]:
         for base in resource["base"]:
             if base in ("Resource", "DomainResource"):
                 if resource["code"] in COMMON_CODES:
-                    by_type["Resource"][resource["code"]] = param_entry(resource, "Resource", resource_types)
+                    common = param_entry(resource, "Resource", resource_types)
+                    by_type["Resource"][resource["code"]] = common
                 continue
             if base not in resource_types:
                 continue
@@ -171,7 +172,9 @@ def build(r4: Path) -> dict[str, Any]:
         "resource_types.json": {"source": source, "resourceTypes": resource_types},
         "search_parameters.json": {
             "source": source,
-            "parameters": {t: dict(sorted(p.items())) for t, p in sorted(by_type.items())},
+            "parameters": {
+                name: dict(sorted(params.items())) for name, params in sorted(by_type.items())
+            },
         },
         "choice_elements.json": {
             "source": source,
