@@ -75,7 +75,9 @@ PATIENT: dict[str, Any] = {
     "identifier": [
         {
             "type": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                ]
             },
             "system": "urn:oid:2.16.840.1.113883.19.5",
             "value": "MRN-0012345",
