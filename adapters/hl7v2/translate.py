@@ -7,6 +7,7 @@ where it deliberately differs from other converters, is in docs/hl7v2-mapping.md
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -43,6 +44,16 @@ _VERSIONS = {"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"
 def translate_bytes(raw: bytes, options: dt.Hl7Options | None = None) -> Translation:
     """The pipeline's entry point for the "hl7v2" feed."""
     return translate(parse(raw), options or dt.Hl7Options())
+
+
+def translator(options: dt.Hl7Options) -> Callable[[bytes], Translation]:
+    """A translator for `Pipeline` with other options, e.g. the strict structure check:
+    `Pipeline(store, {"hl7v2": translator(Hl7Options(check_structure=True))})`."""
+
+    def translate_with_options(raw: bytes) -> Translation:
+        return translate(parse(raw), options)
+
+    return translate_with_options
 
 
 def check_header(msg: Message) -> None:
