@@ -186,3 +186,31 @@ async def test_no_client_input_reaches_the_500_handler(
         if response.status_code >= 400:
             assert response.json()["resourceType"] == "OperationOutcome"
     assert not [r for r in caplog.records if "Unhandled" in r.getMessage()]
+
+
+async def test_an_internal_failure_is_a_500_outcome_without_details(
+    store: object, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken_read(*args: object) -> None:
+        raise RuntimeError("Chalmers 1974-12-25")  # as if a message quoted patient data
+
+    monkeypatch.setattr(store, "read", broken_read)
+    caplog.set_level(logging.ERROR)
+
+    response = await client.get("Patient/example")
+
+    assert response.status_code == 500
+    found = issue(response)
+    assert found["code"] == "exception"
+    assert "Chalmers" not in response.text
+    assert "Traceback" not in response.text
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError" in logged
+    assert "Chalmers" not in logged
+
+
+async def test_405_names_the_allowed_methods(client: httpx.AsyncClient) -> None:
+    response = await client.patch("metadata")
+    assert response.status_code == 405
+    assert "GET" in response.headers["allow"]
