@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -33,7 +33,7 @@ class RestSupport:
 def _searchable_types() -> frozenset[str]:
     """The search parameter types the search layer can answer."""
     try:
-        from search.query import SUPPORTED_TYPES  # type: ignore[attr-defined]
+        from search.query import SUPPORTED_TYPES
 
         return frozenset(SUPPORTED_TYPES)
     except ImportError:
@@ -95,7 +95,7 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": datetime.now(timezone.utc).date().isoformat(),
+        "date": datetime.now(UTC).date().isoformat(),
         "kind": "instance",
         "software": {"name": "fhir-fusion", "version": __version__},
         "implementation": {"description": "fhir-fusion FHIR R4 server", "url": base_url},

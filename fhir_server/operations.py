@@ -18,8 +18,8 @@ from fhir_server.errors import FHIRError, gone, invalid, not_found
 from fhir_server.storage.base import Context, ResourceStore, SearchPage, StoredResource
 
 if TYPE_CHECKING:
-    from search.query import SearchQuery
     from fhir_server.storage.base import Transaction
+    from search.query import SearchQuery
 
 # R4 datatypes.html#id
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -146,7 +146,8 @@ async def create(
     does for urn:uuid entries), ignoring any id in the body."""
     validate(resource, resource_type)
     if if_none_exist:
-        matches = await find_matches(txn, resource_type, parse_criteria(resource_type, if_none_exist))
+        params = parse_criteria(resource_type, if_none_exist)
+        matches = await find_matches(txn, resource_type, params)
         if len(matches) > 1:
             raise _too_many("If-None-Exist")
         if matches:
@@ -178,7 +179,7 @@ async def update(
     if result.outcome == "created":
         return OperationResult(201, result.stored, "Created")
     if result.outcome == "unchanged":
-        return OperationResult(200, result.stored, "Unchanged: the content equals the current version")
+        return OperationResult(200, result.stored, "Unchanged: same content as the current version")
     return OperationResult(200, result.stored, "Updated")
 
 

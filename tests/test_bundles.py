@@ -382,7 +382,8 @@ async def test_sample_with_a_bad_entry_fails_as_transaction_and_partly_as_batch(
 
 
 async def test_transaction_over_http(client: httpx.AsyncClient) -> None:
-    body = bundle("transaction", post(mrn_patient("9"), PATIENT_URN), post(observation(PATIENT_URN)))
+    body = bundle("transaction", post(mrn_patient("9"), PATIENT_URN),
+                  post(observation(PATIENT_URN)))
     response = await client.post(BASE, content=jsonutil.dumps(body), headers=JSON)
     assert response.status_code == 200
     body = response.json()

@@ -68,7 +68,8 @@ async def test_search_params_are_only_the_supported_kinds(capability: dict[str, 
     assert params["identifier"]["type"] == "token"
     assert params["birthdate"]["type"] == "date"
     assert params["general-practitioner"]["type"] == "reference"
-    assert params["birthdate"]["definition"] == "http://hl7.org/fhir/SearchParameter/individual-birthdate"
+    birthdate = "http://hl7.org/fhir/SearchParameter/individual-birthdate"
+    assert params["birthdate"]["definition"] == birthdate
     assert {"_id", "_lastUpdated"} <= set(params)
 
     observation = {p["name"] for p in resource_entry(capability, "Observation")["searchParam"]}

@@ -217,7 +217,9 @@ async def test_instance_history_lists_versions_newest_first_with_the_delete(
     assert bundle["type"] == "history"
     assert bundle["total"] == 3
     requests = [(e["request"]["method"], e["request"]["url"]) for e in bundle["entry"]]
-    assert requests == [("DELETE", f"Patient/{pid}"), ("PUT", f"Patient/{pid}"), ("POST", "Patient")]
+    assert requests == [
+        ("DELETE", f"Patient/{pid}"), ("PUT", f"Patient/{pid}"), ("POST", "Patient")
+    ]
     statuses = [e["response"]["status"] for e in bundle["entry"]]
     assert statuses == ["204 No Content", "200 OK", "201 Created"]
     assert "resource" not in bundle["entry"][0]

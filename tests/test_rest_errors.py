@@ -7,7 +7,6 @@ import random
 
 import httpx
 import pytest
-
 from rest_examples import patient
 
 pytestmark = pytest.mark.anyio

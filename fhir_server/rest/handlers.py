@@ -81,7 +81,8 @@ class Handlers:
                 headers["Location"] = f"{self._base(request)}/{views.location(stored)}"
         if preference == "OperationOutcome":
             status = 200 if result.status == 204 else result.status
-            return http.json_response(jsonutil.dumps(http.information(result.note)), status, headers)
+            outcome = jsonutil.dumps(http.information(result.note))
+            return http.json_response(outcome, status, headers)
         if result.status == 204 or preference == "minimal" or stored is None or stored.deleted:
             return Response(status_code=result.status, headers=headers)
         assert stored.body is not None

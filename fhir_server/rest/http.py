@@ -3,6 +3,7 @@ Prefer header and the headers of a resource response (R4 http.html)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from email.utils import format_datetime
@@ -85,7 +86,9 @@ async def json_body(request: Request) -> Any:
         raise FHIRError.simple(400, "structure", "The JSON body is nested too deeply") from None
     except ValueError as exc:
         # JSONDecodeError's message says where, never what: the content is not echoed.
-        where = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if hasattr(exc, "msg") else ""
+        where = ""
+        if isinstance(exc, json.JSONDecodeError):
+            where = f": {exc.msg} at line {exc.lineno} column {exc.colno}"
         raise FHIRError.simple(400, "structure", f"The body is not valid JSON{where}") from None
 
 
