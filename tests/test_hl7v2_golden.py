@@ -125,7 +125,8 @@ def test_observations_match(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in PAIRS if "ADT" not in n])
 def test_reports_match(name: str) -> None:
     theirs, ours = load(name)
-    ours_ = [(r["code"]["coding"][0]["code"], r["status"]) for r in of_type(ours, "DiagnosticReport")]
+    ours_ = [(r["code"]["coding"][0]["code"], r["status"])
+             for r in of_type(ours, "DiagnosticReport")]
     theirs_ = [(r["code"]["coding"][0]["code"], r["status"])
                for r in of_type(theirs, "DiagnosticReport")]
     if name == "fhirconverter_ORU-R01-01":
@@ -142,3 +143,93 @@ def test_a40_merge_differs_by_design() -> None:
     links = [r["link"][0]["type"] for r in (e["resource"] for e in ours.bundle["entry"])
              if r["resourceType"] == "Patient"]
     assert links == ["replaces", "replaced-by"]  # ... we as Patient.link on both patients
+
+
+# -- Google's Whistle test: its expected output for a message given as parsed JSON ------
+
+# Segment and group order of ORU_R01 (v2.3/2.5 chapter 7), for walking Google's JSON.
+RANK = {"MSH": 0, "SFT": 1, "PATIENT_RESULT": 2, "PATIENT": 3, "PID": 4, "PD1": 5, "NK1": 7,
+        "VISIT": 8, "PV1": 9, "PV2": 10, "ORDER_OBSERVATION": 11, "COMMON_ORDER": 12, "ORC": 13,
+        "OBR": 14, "TIMING_QTY": 16, "CTD": 17, "OBSERVATION": 18, "OBX": 19, "SPECIMEN": 21,
+        "SPM": 22, "DSC": 30}
+
+
+def _field(value: Any, sep: str) -> str:
+    """A field (or component, with sep "&") from Google's JSON: text, a list of
+    repetitions, or a dict of numbered parts."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "~".join(_field(x, "^") for x in value)
+    last = max(int(k) for k in value)
+    return sep.join(_field(value.get(str(i)), "&") for i in range(1, last + 1))
+
+
+def _segments(node: Any, parent: str) -> list[str]:
+    """Google's schematized JSON (fields by number, groups by name) back to segments."""
+    if isinstance(node, list):
+        return [seg for item in node for seg in _segments(item, parent)]
+    if "0" in node:
+        name = node["0"]
+        last = max(int(k) for k in node)
+        first = 2 if name == "MSH" else 1  # MSH-1 is the separator itself
+        return [name + "|" + "|".join(_field(node.get(str(i)), "^")
+                                      for i in range(first, last + 1))]
+
+    def rank(key: str) -> int:
+        if key == "NTE":  # notes follow what they annotate
+            return {"OBSERVATION": 20, "ORDER_OBSERVATION": 15}.get(parent, 6)
+        return RANK.get(key, 50)
+
+    keys = sorted((k for k in node if node[k] is not None), key=rank)
+    return [seg for key in keys for seg in _segments(node[key], key)]
+
+
+def test_google_oru_from_its_parsed_input() -> None:
+    """google_oru_r01.parsed-input.json is Google's parsed form of an ORU^R01 v2.3; it is
+    turned back into HL7 text, translated, and compared with google's expected output.
+    Differences by design: PV1-2 "OUTPATIENT" is not in table 0004, which Google writes as
+    v2-0004 "U" and we as v3 NullFlavor UNK; Google adds an observation category
+    "laboratory" we do not infer; a PV1 without visit number gives no Encounter here."""
+    parsed = json.loads((SAMPLES / "fhir" / "google_oru_r01.parsed-input.json").read_text())
+    text = "\r".join(_segments(parsed["ORU_R01"], "ORU_R01")) + "\r"
+    ours = [e["resource"] for e in translate_bytes(text.encode()).bundle["entry"]]
+    theirs = json.loads((SAMPLES / "fhir" / "google_oru_r01.expected-output.json").read_text())
+
+    (their_patient,) = of_type(theirs, "Patient")
+    (our_patient,) = of_type(ours, "Patient")
+    assert ({i["value"] for i in our_patient["identifier"]}
+            == {i["value"] for i in their_patient["identifier"]} == {"1325463202", "3789692603"})
+    assert our_patient["name"][0]["family"] == "Bradley"
+    assert our_patient["name"][0]["given"] == ["Angela", "Bridget"]
+    assert our_patient["birthDate"] == their_patient["birthDate"] == "1977-04-20"
+    assert (our_patient["extension"][0]["valueDateTime"]
+            == their_patient["_birthDate"]["extension"][0]["valueDateTime"])
+    assert our_patient["gender"] == their_patient["gender"] == "female"
+    assert our_patient["address"][0]["city"] == their_patient["address"][0]["city"]
+    assert our_patient["address"][0]["postalCode"] == their_patient["address"][0]["postalCode"]
+
+    (their_obs,) = of_type(theirs, "Observation")
+    (our_obs,) = of_type(ours, "Observation")
+    for key in ("valueString", "effectiveDateTime", "note", "status"):
+        assert our_obs[key] == their_obs[key], key
+    assert our_obs["code"]["coding"][0]["code"] == "APELV"
+    assert their_obs["code"]["coding"][0]["code"] == "APELV"
+
+    (their_report,) = of_type(theirs, "DiagnosticReport")
+    (our_report,) = of_type(ours, "DiagnosticReport")
+    assert our_report["code"]["coding"][0]["code"] == their_report["code"]["coding"][0]["code"]
+    assert our_report["effectiveDateTime"] == their_report["effectiveDateTime"]
+    assert instant(our_report["issued"]) == instant(their_report["issued"])
+    def kinds(report: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(i["type"]["coding"][0]["code"], i["value"]) for i in report["identifier"]]
+
+    assert kinds(our_report) == kinds(their_report) == [("PLAC", "1909829541"),
+                                                         ("FILL", "3496264291")]
+
+    # PV1 without a visit number (PV1-19): Google makes an Encounter per message, we make
+    # none, since a lab result cannot find that visit again and each would be a new one.
+    assert len(of_type(theirs, "Encounter")) == 1
+    assert of_type(ours, "Encounter") == []

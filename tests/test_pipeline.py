@@ -184,7 +184,8 @@ def test_unsupported_message_is_kept_as_rejected_and_can_be_retried(db: Path) ->
             before = await versions(store)
             result = await pipeline.ingest(CTX, "hl7v2", sample("hapi_omd_o03.hl7"))
             assert result.status == "rejected"
-            assert result.reason == "MSH-9.1: Message type OMD is not supported (ADT and ORU^R01 are)"
+            assert result.reason == (
+                "MSH-9.1: Message type OMD is not supported (ADT and ORU^R01 are)")
             assert await versions(store) == before  # nothing of it was stored
             (dead,) = await pipeline.rejected(CTX)
             assert dead.id == result.input_id and dead.content == sample("hapi_omd_o03.hl7")

@@ -52,7 +52,8 @@ def dtm(value: str, loc: Location, options: Hl7Options, *, date_only: bool = Fal
     if not value:
         return None
     m = _DTM.fullmatch(value)
-    if not m or (m["mo"] and not 1 <= int(m["mo"]) <= 12) or (m["d"] and not 1 <= int(m["d"]) <= 31):
+    bad_month = m is not None and m["mo"] is not None and not 1 <= int(m["mo"]) <= 12
+    if not m or bad_month or (m["d"] and not 1 <= int(m["d"]) <= 31):
         raise Hl7Error("Value is not a valid HL7 date/time (DTM)", DATA_TYPE_ERROR, loc)
     year, month, day = m["y"], m["mo"], m["d"]
     if not month:
