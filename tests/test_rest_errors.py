@@ -210,6 +210,7 @@ async def test_an_internal_failure_is_a_500_outcome_without_details(
 
 
 async def test_405_names_the_allowed_methods(client: httpx.AsyncClient) -> None:
-    response = await client.patch("metadata")
+    response = await client.patch("Patient/example")
     assert response.status_code == 405
-    assert "GET" in response.headers["allow"]
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert allowed == {"GET", "HEAD", "PUT", "DELETE"}

@@ -89,12 +89,26 @@ def _endpoint(
 
 
 def build_routes(handlers: Handlers, base_path: str) -> list[Route]:
-    return [
-        Route(
-            base_path + item.path,
-            _endpoint(getattr(handlers, item.handler), f"{item.method} {item.path or '/'}"),
-            methods=[item.method],
-            include_in_schema=False,
+    """One route per path, dispatching on the method, so that a 405 lists every
+    method the path allows (Allow header)."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for item in INTERACTIONS:
+        label = f"{item.method} {item.path or '/'}"
+        by_path.setdefault(item.path, {})[item.method] = _endpoint(
+            getattr(handlers, item.handler), label
         )
-        for item in INTERACTIONS
+    return [
+        Route(base_path + path, _dispatch(methods), methods=list(methods),
+              include_in_schema=False)
+        for path, methods in by_path.items()
     ]
+
+
+def _dispatch(
+    methods: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await methods[method](request)
+
+    return endpoint
