@@ -1,0 +1,155 @@
+"""OBX value types, reference ranges and structural errors, on small hand-made messages.
+
+The values follow HL7 v2.5 chapter 2A (SN, CWE, DTM) and chapter 7 (OBX)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from adapters.hl7v2.errors import Hl7Error
+from adapters.hl7v2.translate import translate_bytes
+
+HEAD = ("MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240301101530+0100||ORU^R01|M{n}|P|{v}\r"
+        "PID|1||P1^^^HOSP^MR||Roe^Ann||19700101|F\r"
+        "OBR|1|PL1|FL1^LAB|24323-8^Comprehensive metabolic panel^LN|||20240301090000+0100"
+        "||||||||||||||20240301100000+0100|||F\r")
+
+
+def observation(obx: str, version: str = "2.5.1") -> dict[str, Any]:
+    text = HEAD.format(n=1, v=version) + obx + "\r"
+    bundle = translate_bytes(text.encode()).bundle
+    (obs,) = [e["resource"] for e in bundle["entry"]
+              if e["resource"]["resourceType"] == "Observation"]
+    return obs
+
+
+@pytest.mark.parametrize(
+    ("obx", "key", "expected"),
+    [
+        pytest.param("OBX|1|NM|2345-7^Glucose^LN||1.50|mg/dL^^UCUM|||||F", "valueQuantity",
+                     {"value": Decimal("1.50"), "unit": "mg/dL",
+                      "system": "http://unitsofmeasure.org", "code": "mg/dL"}, id="NM-UCUM"),
+        pytest.param("OBX|1|NM|2345-7^Glucose^LN||98|mg/dL|||||F", "valueQuantity",
+                     {"value": Decimal("98"), "unit": "mg/dL",
+                      "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+                     id="NM-plain-UCUM-unit"),
+        pytest.param("OBX|1|NM|2345-7^Glucose^LN||98|MG/DL|||||F", "valueQuantity",
+                     {"value": Decimal("98"), "unit": "MG/DL"}, id="NM-not-UCUM"),
+        pytest.param("OBX|1|SN|2345-7^Glucose^LN||>^300|mg/dL|||||F", "valueQuantity",
+                     {"value": Decimal("300"), "unit": "mg/dL", "comparator": ">",
+                      "system": "http://unitsofmeasure.org", "code": "mg/dL"}, id="SN-comparator"),
+        pytest.param("OBX|1|SN|5778-6^Color^LN||^1^:^128||||||F", "valueRatio",
+                     {"numerator": {"value": Decimal("1")},
+                      "denominator": {"value": Decimal("128")}},
+                     id="SN-ratio"),
+        pytest.param("OBX|1|SN|2345-7^Glucose^LN||^10^-^20|mg/dL|||||F", "valueRange",
+                     {"low": {"value": Decimal("10"), "unit": "mg/dL",
+                              "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+                      "high": {"value": Decimal("20"), "unit": "mg/dL",
+                               "system": "http://unitsofmeasure.org", "code": "mg/dL"}},
+                     id="SN-range"),
+        pytest.param("OBX|1|ST|8251-1^Service comment^LN||see note||||||F", "valueString",
+                     "see note", id="ST"),
+        pytest.param("OBX|1|FT|8251-1^Comment^LN||line 1\\.br\\line 2 \\T\\ more||||||F",
+                     "valueString", "line 1\nline 2 & more", id="FT-escapes"),
+        pytest.param("OBX|1|TX|8251-1^Comment^LN||first~second||||||F", "valueString",
+                     "first\nsecond", id="TX-repetitions"),
+        pytest.param("OBX|1|CWE|882-1^ABO+Rh group^LN||278149003^Blood group A Rh(D) positive^SCT"
+                     "||||||F", "valueCodeableConcept",
+                     {"coding": [{"system": "http://snomed.info/sct", "code": "278149003",
+                                  "display": "Blood group A Rh(D) positive"}]}, id="CWE"),
+        pytest.param("OBX|1|DT|11778-8^Delivery date^LN||20240615||||||F", "valueDateTime",
+                     "2024-06-15", id="DT"),
+        pytest.param("OBX|1|TS|11778-8^Delivery date^LN||202406151230-0400||||||F",
+                     "valueDateTime", "2024-06-15T12:30:00-04:00", id="TS"),
+        pytest.param("OBX|1|TM|11778-8^Time^LN||1230||||||F", "valueTime", "12:30:00", id="TM"),
+    ],
+)
+def test_value_by_type(obx: str, key: str, expected: Any) -> None:
+    obs = observation(obx)
+    assert obs[key] == expected
+    assert [k for k in obs if k.startswith("value")] == [key]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3.5-5.0", {"low": {"value": Decimal("3.5")}, "high": {"value": Decimal("5.0")},
+                     "text": "3.5-5.0"}),
+        ("<5", {"high": {"value": Decimal("5")}, "text": "<5"}),
+        (">10", {"low": {"value": Decimal("10")}, "text": ">10"}),
+        ("negative", {"text": "negative"}),
+    ],
+)
+def test_reference_range(text: str, expected: dict[str, Any]) -> None:
+    obs = observation(f"OBX|1|NM|2345-7^Glucose^LN||4|xyz|{text}||||F")
+    expected = {k: ({**v, "unit": "xyz"} if isinstance(v, dict) else v)
+                for k, v in expected.items()}
+    assert obs["referenceRange"] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("flag", "status", "code", "obs_status"),
+    [("H", "F", "H", "final"), ("LL", "C", "LL", "corrected"), ("A", "P", "A", "preliminary"),
+     ("<", "X", "<", "cancelled"), ("N", "D", "N", "entered-in-error")],
+)
+def test_interpretation_and_status_tables(flag: str, status: str, code: str,
+                                          obs_status: str) -> None:
+    obs = observation(f"OBX|1|NM|2345-7^Glucose^LN||4|mg/dL||{flag}|||{status}")
+    assert obs["interpretation"][0]["coding"][0]["code"] == code
+    assert obs["status"] == obs_status
+
+
+def test_effective_defaults_to_obr7_and_keeps_obx14() -> None:
+    assert observation("OBX|1|NM|2345-7^Glucose^LN||4|mg/dL|||||F")["effectiveDateTime"] == (
+        "2024-03-01T09:00:00+01:00")
+    obs = observation("OBX|1|NM|2345-7^Glucose^LN||4|mg/dL|||||F|||20240301093000+0100")
+    assert obs["effectiveDateTime"] == "2024-03-01T09:30:00+01:00"
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.6", "2.7", "2.8"])
+def test_supported_versions(version: str) -> None:
+    assert observation("OBX|1|NM|2345-7^Glucose^LN||4|mg/dL|||||F", version)["status"] == "final"
+
+
+@pytest.mark.parametrize(
+    ("message", "ack", "code", "where", "words"),
+    [
+        ("MSH|^~\\&|A|B|C|D|2024||ORU^R01|M1|P|2.5\rPID|1||1^^^H\r", "AE", "100", "OBR",
+         "Required segment OBR is missing"),
+        ("MSH|^~\\&|A|B|C|D|2024||ORU^R01|M1|P|2.5\rPID|1||1^^^H\rOBR|1||F1|X^Y^LN\r", "AE",
+         "100", "OBX", "Required segment OBX is missing"),
+        ("MSH|^~\\&|A|B|C|D|2024||ORU^R01|M1|P|2.5\rOBR|1||F1|X^Y^LN\rOBX|1|NM|A^B^LN||1\r",
+         "AE", "100", "OBR", "OBR comes before any PID segment"),
+        ("MSH|^~\\&|A|B|C|D|2024|||M1|P|2.5\rPID|1||1^^^H\r", "AE", "101", "MSH-9.1",
+         "MSH-9 message type is empty"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT|M1|P|2.5\rPID|1||1^^^H\r", "AE", "101", "MSH-9.2",
+         "trigger event is empty"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A17|M1|P|2.5\rPID|1||1^^^H\r", "AR", "201", "MSH-9.2",
+         "ADT event A17 is not supported"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A01|M1|P|2.9\rPID|1||1^^^H\r", "AR", "203", "MSH-12",
+         "HL7 version 2.9 is not supported"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A01||P|2.5\rPID|1||1^^^H\r", "AE", "101", "MSH-10",
+         "control id is empty"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A01|M1|P|2.5\rPID|1||^^^H||Doe^J\r", "AE", "101", "PID-3",
+         "PID-3 patient identifier list is empty"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A40|M1|P|2.5\rPID|1||1^^^H\r", "AE", "100", "MRG",
+         "Required segment MRG is missing"),
+        ("MSH|^~\\&|A|B|C|D|2024||ORU^R01|M1|P|2.5\rPID|1||1^^^H\rOBR|1||F1\r"
+         "OBX|1|NM|A^B^LN||1\r", "AE", "101", "OBR-4", "OBR-4 universal service identifier"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A01|M1|P|2.5\rPID|1||1^^^H||Doe^J||19991399\r", "AE",
+         "102", "PID-7", "not a valid HL7 date"),
+        ("MSH|^~\\&|A|B|C|D|2024||ADT^A01|M1|P|2.5\rPID|1||1^^^H\rpv1|1|I\r", "AE", "100", "#3",
+         "Segment 3 has no valid segment id"),
+    ],
+)
+def test_structural_errors(message: str, ack: str, code: str, where: str, words: str) -> None:
+    with pytest.raises(Hl7Error, match=words) as info:
+        translate_bytes(message.encode())
+    error = info.value
+    assert (error.ack_code, error.code) == (ack, code)
+    assert str(error.location).startswith(where)
+    assert "Doe" not in str(error)
