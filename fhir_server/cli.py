@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -42,6 +43,10 @@ CLI_CONTEXT = Context(caller="cli")
 MLLP_CONTEXT = Context(caller="mllp")
 
 
+class CommandError(Exception):
+    """A command cannot go on; the message says why, for the operator."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fhir-fusion: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"fhir-fusion: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,9 +170,8 @@ async def serve(config: ServeConfig) -> int:
     from adapters.hl7v2.mllp import start_mllp_server
     from adapters.pipeline import Pipeline
     from fhir_server.app import create_app
-    from fhir_server.storage.sqlite import SQLiteStore
 
-    store = await SQLiteStore.open(config.database_path)
+    store = await _open_store(config.data_dir)
     mllp_server: asyncio.Server | None = None
     demo_task: asyncio.Task[None] | None = None
     try:
@@ -314,11 +321,20 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(resolve_setting("data_dir", args.data_dir))
 
 
-async def _open(data_dir: Path) -> tuple[SQLiteStore, Pipeline]:
-    from adapters.pipeline import Pipeline
+async def _open_store(data_dir: Path) -> SQLiteStore:
     from fhir_server.storage.sqlite import SQLiteStore
 
-    store = await SQLiteStore.open(database_path(data_dir))
+    path = database_path(data_dir)
+    try:
+        return await SQLiteStore.open(path)
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        raise CommandError(f"cannot open the database {path}: {exc}") from None
+
+
+async def _open(data_dir: Path) -> tuple[SQLiteStore, Pipeline]:
+    from adapters.pipeline import Pipeline
+
+    store = await _open_store(data_dir)
     return store, Pipeline(store)
 
 
@@ -328,6 +344,8 @@ def _run_ingest(args: argparse.Namespace) -> int:
 
 
 async def ingest(data_dir: Path, paths: list[Path]) -> int:
+    """Exit status 0 when every file could be read, whatever became of its messages
+    (rejected ones are kept in the dead-letter queue); 1 when a file could not be read."""
     from adapters.ingest import ingest_files
 
     store, pipeline = await _open(data_dir)
@@ -336,40 +354,63 @@ async def ingest(data_dir: Path, paths: list[Path]) -> int:
     finally:
         await store.close()
     print(summary)
-    return 0
+    return 1 if summary.unreadable else 0
 
 
 def _run_deadletter(args: argparse.Namespace) -> int:
     _configure_logging("warning")
-    return asyncio.run(deadletter(_data_dir(args), args.action, getattr(args, "input_id", None),
-                                  getattr(args, "limit", 100)))
+    data_dir = _data_dir(args)
+    if args.action == "list":
+        return asyncio.run(deadletter_list(data_dir, args.limit))
+    if args.action == "show":
+        return asyncio.run(deadletter_show(data_dir, args.input_id))
+    return asyncio.run(deadletter_retry(data_dir, args.input_id))
 
 
-async def deadletter(data_dir: Path, action: str, input_id: int | None, limit: int) -> int:
-    store, pipeline = await _open(data_dir)
+async def deadletter_list(data_dir: Path, limit: int) -> int:
+    store = await _open_store(data_dir)
     try:
-        if action == "list":
-            rejected = await store.list_inputs(CLI_CONTEXT, status="rejected", limit=limit)
-            if not rejected:
-                print("no rejected inputs")
-            for raw in rejected:
-                print(f"{raw.id}\t{raw.feed}\t{raw.received_at}\t{raw.reason or ''}")
-            return 0
-        assert input_id is not None  # argparse requires ID for show and retry
-        raw = await store.get_input(CLI_CONTEXT, input_id)
-        if raw is None:
-            print(f"fhir-fusion: no input with id {input_id}", file=sys.stderr)
-            return 1
-        if action == "show":
-            print(f"id: {raw.id}\nfeed: {raw.feed}\nreceived: {raw.received_at}")
-            print(f"status: {raw.status}\nreason: {raw.reason or ''}\n")
-            print(raw.content.decode("utf-8", errors="replace").replace("\r", "\n").rstrip())
-            return 0
-        outcome = await pipeline.retry(CLI_CONTEXT, input_id)
-        print(outcome)
-        return 0
+        rejected = await store.list_inputs(CLI_CONTEXT, status="rejected", limit=limit)
     finally:
         await store.close()
+    if not rejected:
+        print("no rejected inputs")
+        return 0
+    print("id\tfeed\treceived\treason")
+    for raw in rejected:
+        print(f"{raw.id}\t{raw.feed}\t{raw.received_at}\t{raw.reason or ''}")
+    return 0
+
+
+async def deadletter_show(data_dir: Path, input_id: int) -> int:
+    """The input as received. It holds patient data: this prints it only because the
+    operator asked for this one input on their own machine."""
+    store = await _open_store(data_dir)
+    try:
+        raw = await store.get_input(CLI_CONTEXT, input_id)
+    finally:
+        await store.close()
+    if raw is None:
+        raise CommandError(f"no input with id {input_id}")
+    print(f"id: {raw.id}\nfeed: {raw.feed}\nreceived: {raw.received_at}")
+    print(f"status: {raw.status}\nreason: {raw.reason or ''}\n")
+    print(raw.content.decode("utf-8", errors="replace").replace("\r", "\n").rstrip())
+    return 0
+
+
+async def deadletter_retry(data_dir: Path, input_id: int) -> int:
+    """Exit status 0 when the input is now stored (or already was), 1 when it is still
+    rejected."""
+    store, pipeline = await _open(data_dir)
+    try:
+        try:
+            outcome = await pipeline.retry(CLI_CONTEXT, input_id)
+        except LookupError:
+            raise CommandError(f"no input with id {input_id}") from None
+    finally:
+        await store.close()
+    print(outcome)
+    return 0 if outcome.ok else 1
 
 
 # --- demo messages --------------------------------------------------------------------

@@ -4,6 +4,7 @@ dead-letter commands, each run as a real subprocess on a temporary data folder."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,91 @@ def test_demo_messages_command_writes_the_generated_feed(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"wrote 6 HL7v2 messages to {out}"
     assert out.read_bytes().count(b"MSH|^~\\&|") == 6
+
+
+def _counts(summary_line: str) -> tuple[int, int, int]:
+    match = re.search(r"(\d+) stored, (\d+) duplicate, (\d+) rejected", summary_line)
+    assert match, summary_line
+    stored, duplicate, rejected = (int(g) for g in match.groups())
+    return stored, duplicate, rejected
+
+
+INGESTED = [
+    SAMPLES / "fhirconverter_ADT04-251.hl7",  # ADT^A04 v2.3: stored
+    SAMPLES / "fhirconverter_LAB-ORU-1.hl7",  # ORU^R01 v2.5 with a UTF-8 BOM: stored
+    SAMPLES / "hapi_omd_o03.hl7",  # OMD^O03 diet order: not a supported message type
+]
+
+
+def test_ingest_counts_stored_duplicate_and_rejected_messages(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = _cli("ingest", "hl7v2", *map(str, INGESTED), "--data-dir", str(data))
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith("3 files, 3 messages: ")
+    assert _counts(lines[0]) == (2, 0, 1)
+    rejection = next(line for line in lines if "rejected: " in line and "hapi_omd" in line)
+    assert "OMD" in rejection
+    # the reason names the problem, not the patient (PID-5 of that sample is DUMAS^VICTOR HUGO)
+    assert "DUMAS" not in first.stdout + first.stderr
+    assert (data / "fhir-fusion.sqlite3").is_file()
+
+    again = _cli("ingest", "hl7v2", str(INGESTED[0]), "--data-dir", str(data))
+    assert again.returncode == 0, again.stderr
+    assert _counts(again.stdout.splitlines()[0]) == (0, 1, 0)
+
+
+def test_ingest_reads_the_data_dir_from_the_environment(tmp_path: Path) -> None:
+    data = tmp_path / "from-env"
+    done = _cli("ingest", "hl7v2", str(INGESTED[0]), env={"FHIR_FUSION_DATA_DIR": str(data)})
+    assert done.returncode == 0, done.stderr
+    assert _counts(done.stdout) == (1, 0, 0)
+    assert (data / "fhir-fusion.sqlite3").is_file()
+
+
+def test_ingest_exits_1_when_a_file_cannot_be_read(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.hl7"
+    done = _cli("ingest", "hl7v2", str(INGESTED[0]), str(missing), "--data-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert _counts(done.stdout) == (1, 0, 0)
+    assert f"unreadable: {missing}" in done.stdout
+
+
+def test_deadletter_list_show_and_retry_a_rejected_sample(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    empty = _cli("deadletter", "list", "--data-dir", data)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == "no rejected inputs"
+
+    assert _cli("ingest", "hl7v2", *map(str, INGESTED), "--data-dir", data).returncode == 0
+    listing = _cli("deadletter", "list", "--data-dir", data)
+    assert listing.returncode == 0, listing.stderr
+    header, *rows = listing.stdout.splitlines()
+    assert header == "id\tfeed\treceived\treason"
+    assert len(rows) == 1
+    input_id, feed, received, reason = rows[0].split("\t")
+    assert feed == "hl7v2"
+    assert received.startswith("20")
+    assert "OMD" in reason
+    assert "DUMAS" not in listing.stdout
+
+    shown = _cli("deadletter", "show", input_id, "--data-dir", data)
+    assert shown.returncode == 0, shown.stderr
+    assert f"id: {input_id}\nfeed: hl7v2\n" in shown.stdout
+    assert f"reason: {reason}" in shown.stdout
+    # the raw message, on explicit request, segment per line
+    assert "MSH|^~\\&|DIETOOLS|1^DOMINION|JARA||20101027181706||OMD^O03^OMD_O03" in shown.stdout
+    assert "\nODS|P||CARACTERISTICA^DIABETICO|" in shown.stdout
+
+    retried = _cli("deadletter", "retry", input_id, "--data-dir", data)
+    assert retried.returncode == 1  # still not a supported message type
+    assert f"input {input_id} (hl7v2): rejected" in retried.stdout
+    after = _cli("deadletter", "list", "--data-dir", data).stdout.splitlines()
+    assert [row.split("\t")[0] for row in after[1:]] == [input_id]  # kept once, not twice
+
+
+def test_deadletter_unknown_id_is_a_clear_error(tmp_path: Path) -> None:
+    for action in ("show", "retry"):
+        done = _cli("deadletter", action, "4711", "--data-dir", str(tmp_path))
+        assert done.returncode == 1
+        assert done.stderr.strip() == "fhir-fusion: no input with id 4711"
