@@ -14,6 +14,7 @@ own, in entry order) and reports each entry's success or OperationOutcome.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from conformance.definitions import RESOURCE_TYPES
-from fhir_server import operations, views
+from fhir_server import jsonutil, operations, views
 from fhir_server.errors import FHIRError, Issue, invalid
 from fhir_server.operations import OperationResult, Reader, StoreReader
 from fhir_server.storage.base import Context, ResourceStore, StoredResource
@@ -461,8 +462,38 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
                 txn, resource_type, entry.segments[1], if_match=entry.if_match
             )
     else:
-        raise FHIRError.simple(400, "not-supported", "PATCH is not supported yet", "request.method")
+        if conditional:
+            raise FHIRError.simple(
+                400, "not-supported", "Conditional patch is not supported", "request.url"
+            )
+        result = await operations.patch(
+            txn, resource_type, entry.segments[1], _patch_document(entry.resource),
+            if_match=entry.if_match,
+        )
     return _write_response(result, base_url, prefer)
+
+
+def _patch_document(resource: dict[str, Any] | None) -> Any:
+    """The JSON Patch of a Bundle PATCH entry: a Binary with contentType
+    application/json-patch+json and the patch, base64 encoded, in data."""
+    if (
+        not isinstance(resource, dict)
+        or resource.get("resourceType") != "Binary"
+        or resource.get("contentType") != "application/json-patch+json"
+        or not isinstance(resource.get("data"), str)
+    ):
+        raise FHIRError.simple(
+            400, "not-supported",
+            "A PATCH entry needs a Binary with contentType application/json-patch+json",
+            "request.method",
+        )
+    try:
+        return jsonutil.loads(base64.b64decode(resource["data"], validate=True))
+    except (ValueError, RecursionError):
+        raise FHIRError.simple(
+            400, "structure", "The Binary data is not a base64-encoded JSON Patch",
+            "request.method",
+        ) from None
 
 
 def _write_response(result: OperationResult, base_url: str, prefer: str) -> dict[str, Any]:

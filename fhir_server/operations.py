@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from conformance.validation import validate
 from fhir_server.errors import FHIRError, gone, invalid, not_found
+from fhir_server.patch import apply_patch
 from fhir_server.storage.base import Context, ResourceStore, SearchPage, StoredResource
 
 if TYPE_CHECKING:
@@ -211,6 +212,34 @@ async def conditional_update(
         )
     return await update(txn, {**resource, "id": match_id}, resource_type, match_id,
                         if_match=if_match)
+
+
+async def patch(
+    txn: Transaction,
+    resource_type: str,
+    resource_id: str,
+    operations: Any,
+    *,
+    if_match: int | None = None,
+) -> OperationResult:
+    """PATCH [base]/[type]/[id] with a JSON Patch; the result is validated and stored as
+    an update of the version the patch was applied to."""
+    check_id(resource_id)
+    current = require_current(
+        await txn.read(resource_type, resource_id), resource_type, resource_id
+    )
+    if if_match is not None and if_match != current.version:
+        raise FHIRError.simple(
+            412, "conflict",
+            f"{resource_type}/{resource_id} is at version {current.version}, not {if_match}",
+        )
+    assert current.resource is not None
+    patched = apply_patch(current.resource, operations)
+    if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
+        raise FHIRError.simple(
+            422, "processing", "A patch cannot change the resourceType or the id"
+        )
+    return await update(txn, patched, resource_type, resource_id, if_match=current.version)
 
 
 async def delete(

@@ -46,8 +46,8 @@ async def test_every_r4_resource_type_is_listed(capability: dict[str, Any]) -> N
 async def test_type_interactions_and_flags(capability: dict[str, Any]) -> None:
     entry = resource_entry(capability, "Patient")
     assert [i["code"] for i in entry["interaction"]] == [
-        "read", "vread", "update", "delete", "history-instance", "history-type", "create",
-        "search-type",
+        "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+        "create", "search-type",
     ]
     assert entry["versioning"] == "versioned-update"
     assert entry["readHistory"] is True
@@ -91,6 +91,8 @@ async def test_each_listed_interaction_is_served(
         "read": ("GET", f"Patient/{pid}", None),
         "vread": ("GET", f"Patient/{pid}/_history/1", None),
         "update": ("PUT", f"Patient/{pid}", patient(id=pid, gender="female")),
+        "patch": ("PATCH", f"Patient/{pid}",
+                  [{"op": "replace", "path": "/gender", "value": "other"}]),
         "delete": ("DELETE", f"Patient/{pid}", None),
         "history-instance": ("GET", f"Patient/{pid}/_history", None),
         "history-type": ("GET", "Patient/_history", None),
@@ -108,5 +110,6 @@ async def test_each_listed_interaction_is_served(
     assert set(listed) == set(requests)
     for code in listed:
         method, url, body = requests[code]
-        response = await client.request(method, url, json=body)
+        headers = {"Content-Type": "application/json-patch+json"} if method == "PATCH" else {}
+        response = await client.request(method, url, json=body, headers=headers)
         assert response.status_code in (200, 201, 204), (code, response.text)

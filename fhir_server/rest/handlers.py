@@ -126,6 +126,15 @@ class Handlers:
             )
         return self._written(request, result)
 
+    async def patch(self, request: Request) -> Response:
+        resource_type, resource_id = _type(request), _id(request)
+        operations_ = await http.json_body(request, frozenset({http.JSON_PATCH}))
+        async with self.store.transaction(self.ctx) as txn:
+            result = await operations.patch(
+                txn, resource_type, resource_id, operations_, if_match=_if_match(request)
+            )
+        return self._written(request, result)
+
     async def delete(self, request: Request) -> Response:
         resource_type, resource_id = _type(request), _id(request)
         async with self.store.transaction(self.ctx) as txn:

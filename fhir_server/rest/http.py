@@ -24,6 +24,7 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 JSON_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _JSON_FORMATS = JSON_MEDIA_TYPES | {"json"}
 _ACCEPT_ANY = frozenset({"*/*", "application/*"})
+JSON_PATCH = "application/json-patch+json"
 _FORM = "application/x-www-form-urlencoded"
 
 
@@ -64,13 +65,13 @@ def check_format(request: Request) -> None:
             )
 
 
-async def json_body(request: Request) -> Any:
+async def json_body(request: Request, media_types: frozenset[str] = JSON_MEDIA_TYPES) -> Any:
     """The request body parsed as JSON, decimals kept exactly (jsonutil.loads)."""
     content_type = request.headers.get("content-type")
-    if content_type and _media_type(content_type) not in JSON_MEDIA_TYPES:
+    if content_type and _media_type(content_type) not in media_types:
         raise FHIRError.simple(
             415, "not-supported",
-            "Send resources as application/fhir+json; this server does not read "
+            f"Send {' or '.join(sorted(media_types))}; this server does not read "
             f"{_media_type(content_type)[:60]}",
         )
     body = await request.body()

@@ -52,6 +52,7 @@ INTERACTIONS: tuple[Interaction, ...] = (
                 conditional=True),
     Interaction("GET", "/{type}/{id}", "read", ("read",), "instance"),
     Interaction("PUT", "/{type}/{id}", "update", ("update",), "instance"),
+    Interaction("PATCH", "/{type}/{id}", "patch", ("patch",), "instance"),
     Interaction("DELETE", "/{type}/{id}", "delete", ("delete",), "instance"),
 )
 
