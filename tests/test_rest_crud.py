@@ -278,3 +278,44 @@ async def test_type_and_system_history(client: httpx.AsyncClient) -> None:
 async def test_history_of_unknown_instance_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get("Patient/nobody/_history")
     assert response.status_code == 404
+
+
+async def test_head_answers_headers_without_a_body(client: httpx.AsyncClient) -> None:
+    pid = await create_patient(client)
+    response = await client.head(f"Patient/{pid}")
+    assert response.status_code == 200
+    assert response.headers["etag"] == 'W/"1"'
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    ("preference", "status", "body"),
+    [
+        pytest.param(None, 200, "Patient", id="default-representation"),
+        pytest.param("return=minimal", 200, None, id="minimal"),
+        pytest.param("return=OperationOutcome", 200, "OperationOutcome", id="outcome"),
+    ],
+)
+async def test_prefer_on_update(
+    client: httpx.AsyncClient, preference: str | None, status: int, body: str | None
+) -> None:
+    pid = await create_patient(client)
+    headers = {"Prefer": preference} if preference else {}
+    response = await client.put(
+        f"Patient/{pid}", json=patient(id=pid, active=False), headers=headers
+    )
+    assert response.status_code == status
+    assert response.headers["etag"] == 'W/"2"'
+    if body is None:
+        assert response.content == b""
+    else:
+        assert response.json()["resourceType"] == body
+
+
+async def test_delete_with_prefer_outcome_is_200_with_an_outcome(
+    client: httpx.AsyncClient,
+) -> None:
+    pid = await create_patient(client)
+    response = await client.delete(f"Patient/{pid}", headers={"Prefer": "return=OperationOutcome"})
+    assert response.status_code == 200
+    assert response.json()["issue"][0]["severity"] == "information"

@@ -214,3 +214,10 @@ async def test_405_names_the_allowed_methods(client: httpx.AsyncClient) -> None:
     assert response.status_code == 405
     allowed = {m.strip() for m in response.headers["allow"].split(",")}
     assert allowed == {"GET", "HEAD", "PUT", "PATCH", "DELETE"}
+
+
+async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "Patient", content=b"{}", headers={**JSON, "Content-Length": str(65 * 2**20)}
+    )
+    assert response.status_code == 413

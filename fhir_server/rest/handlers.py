@@ -6,6 +6,7 @@ that runs Bundle entries. Reads answer with the stored bytes as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -65,7 +66,8 @@ class Handlers:
         self.base_path = base_path
         self.ctx = ctx or Context()
         self._capability: dict[str, bytes] = {}
-        self.capability_builder: Any = None  # set by the app: base_url -> dict
+        # set by the app: the CapabilityStatement for a base URL
+        self.capability_builder: Callable[[str], dict[str, Any]] | None = None
 
     def _base(self, request: Request) -> str:
         return http.base_url(request, self.base_path)
@@ -210,6 +212,7 @@ class Handlers:
         base = self._base(request)
         content = self._capability.get(base)
         if content is None:
+            assert self.capability_builder is not None
             content = jsonutil.dumps(self.capability_builder(base))
             if len(self._capability) < 16:  # one per Host the clients use
                 self._capability[base] = content

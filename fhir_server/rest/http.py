@@ -25,6 +25,7 @@ JSON_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "appl
 _JSON_FORMATS = JSON_MEDIA_TYPES | {"json"}
 _ACCEPT_ANY = frozenset({"*/*", "application/*"})
 JSON_PATCH = "application/json-patch+json"
+MAX_BODY_BYTES = 64 * 2**20  # a large transaction Bundle fits; a runaway upload does not
 _FORM = "application/x-www-form-urlencoded"
 
 
@@ -73,6 +74,11 @@ async def json_body(request: Request, media_types: frozenset[str] = JSON_MEDIA_T
             415, "not-supported",
             f"Send {' or '.join(sorted(media_types))}; this server does not read "
             f"{_media_type(content_type)[:60]}",
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise FHIRError.simple(
+            413, "too-costly", f"The body is larger than {MAX_BODY_BYTES // 2**20} MiB"
         )
     body = await request.body()
     if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which RFC 8259 lets us ignore
