@@ -210,13 +210,17 @@ async def test_two_conditional_creates_of_one_patient_make_one(store: SQLiteStor
         bundle("transaction",
                post(mrn_patient("777"), "urn:uuid:a", ifNoneExist=criteria),
                post(mrn_patient("777"), "urn:uuid:b", ifNoneExist=criteria),
-               post(observation("urn:uuid:b"))),
+               post(observation("urn:uuid:b")),
+               # a conditional reference to the Patient this Bundle creates
+               post(observation(f"Patient?identifier={MRN}|777"))),
     )
     assert [e["response"]["status"] for e in result["entry"]] == [
-        "201 Created", "200 OK", "201 Created"]
+        "201 Created", "200 OK", "201 Created", "201 Created"]
     assert await count(store, "Patient") == 1
-    obs = (await store.read(CTX, "Observation", new_id(result["entry"][2]))).resource
-    assert obs["subject"]["reference"] == f"Patient/{new_id(result['entry'][0])}"
+    patient_ref = f"Patient/{new_id(result['entry'][0])}"
+    for entry in result["entry"][2:]:
+        obs = (await store.read(CTX, "Observation", new_id(entry))).resource
+        assert obs["subject"]["reference"] == patient_ref
 
 
 async def test_conditional_references_resolve_by_search(store: SQLiteStore) -> None:
