@@ -9,6 +9,7 @@ import pytest
 from rest_examples import patient
 
 from conformance.definitions import RESOURCE_TYPES
+from conformance.validation import validation_issues
 
 pytestmark = pytest.mark.anyio
 
@@ -34,6 +35,7 @@ async def test_statement_header(capability: dict[str, Any]) -> None:
     assert capability["status"] == "active"
     assert capability["implementation"]["url"] == "http://fhir.test/fhir"
     assert capability["rest"][0]["mode"] == "server"
+    assert validation_issues(capability, "CapabilityStatement") == []
 
 
 async def test_every_r4_resource_type_is_listed(capability: dict[str, Any]) -> None:
