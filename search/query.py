@@ -18,6 +18,7 @@ patient data (names, identifiers, birth dates).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Union
 
@@ -163,6 +164,8 @@ def _not_supported(name: str, diagnostics: str) -> FHIRError:
 
 def split_escaped(value: str, separator: str) -> list[str]:
     """Split on `separator` where it is not escaped by a backslash; pieces stay escaped."""
+    if "\\" not in value:
+        return value.split(separator)
     pieces: list[str] = []
     current: list[str] = []
     chars = iter(value)
@@ -183,7 +186,7 @@ _ESCAPE = re.compile(r"\\([,|$\\])")
 
 
 def unescape(value: str) -> str:
-    return _ESCAPE.sub(r"\1", value)
+    return _ESCAPE.sub(r"\1", value) if "\\" in value else value
 
 
 def _token_term(name: str, raw: str) -> TokenTerm:
@@ -289,7 +292,7 @@ def _int(name: str, value: str, low: int) -> int:
 
 
 def _sort_key(
-    resource_type: str | None, params: dict[str, SearchParamDef], value: str
+    resource_type: str | None, params: Mapping[str, SearchParamDef], value: str
 ) -> SortKey:
     if "," in value:
         raise _not_supported("_sort", "Sorting on more than one key is not supported yet")
@@ -315,10 +318,11 @@ def parse_search(
     Raises FHIRError 400 naming the parameter for bad or unsupported input, and for
     unknown parameters when `strict`.
     """
+    known: Mapping[str, SearchParamDef]
     if resource_type is None:
-        known: dict[str, SearchParamDef] = dict(common_parameters())
+        known = common_parameters()
     elif resource_type in RESOURCE_TYPES:
-        known = dict(search_parameters(resource_type))
+        known = search_parameters(resource_type)
     else:
         raise FHIRError(400, [Issue("not-supported", "Unknown resource type")])
 
