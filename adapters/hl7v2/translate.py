@@ -261,7 +261,10 @@ def _sender_organization(msh: Segment, builder: BundleBuilder) -> str | None:
         ident = {"system": FACILITY_SYSTEM, "value": namespace or uid}
     org: JSON = {"resourceType": "Organization", "identifier": [ident],
                  "name": namespace or uid}
-    return builder.add(f"Organization|{ident['system']}|{ident['value']}", org, match=ident)
+    # Everything in it comes from its key, so an existing one never needs updating: a
+    # conditional create costs the store one search instead of a compare-and-update.
+    return builder.add(f"Organization|{ident['system']}|{ident['value']}", org, match=ident,
+                       create_only=True)
 
 
 def _message_header(msg: Message, org_url: str | None, focus: list[str],
