@@ -6,7 +6,8 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
 - token: (system, code) from Coding, CodeableConcept (each coding), Identifier
   (system|value), ContactPoint (system|value), and code/boolean/string/uri primitives
   (no system). CodeableConcept.text and Coding.display also go into string rows under
-  "<key>:text", for the :text modifier.
+  "<key>:text", for the :text modifier; an Identifier's type goes into token rows under
+  "<key>:of-type" as (type system, "<type code>|<value>"), for :of-type.
 - string: normalised text (search.values.normalize_text) with the exact original;
   HumanName gives family, given, prefix, suffix and text; Address each of its parts.
 - reference: (target type, target id) from Reference.reference, canonical and uri.
@@ -68,6 +69,16 @@ def _system(value: dict[str, Any]) -> str:
     return system if type(system) is str else ""
 
 
+def _identifier_of_type(
+    rows: IndexRows, key: str, identifier_type: dict[str, Any], value: str
+) -> None:
+    """Rows for :of-type (search.html#modifiers, R4 `identifier:of-type=system|code|value`):
+    system = the type coding's system, code = "<type code>|<identifier value>"."""
+    for coding in identifier_type.get("coding", ()):
+        if type(coding) is dict and type(coding.get("code")) is str:
+            rows.tokens.add((key + ":of-type", _system(coding), f"{coding['code']}|{value}"))
+
+
 def _token(rows: IndexRows, key: str, value: Any) -> None:
     kind = type(value)
     if kind is str:
@@ -87,6 +98,9 @@ def _token(rows: IndexRows, key: str, value: Any) -> None:
             code = value["value"]
             if type(code) is str:
                 rows.tokens.add((key, _system(value), code))
+                identifier_type = value.get("type")
+                if type(identifier_type) is dict:
+                    _identifier_of_type(rows, key, identifier_type, code)
         else:
             # Coding
             code = value.get("code")

@@ -3,7 +3,7 @@
 A repeated parameter is an AND, a comma inside one value an OR (search.html#combining);
 `\\,` `\\|` `\\$` and `\\\\` escape those characters (search.html#escaping).
 
-Supported now: token (code, system|code, |code, system|; :not, :text), string
+Supported now: token (code, system|code, |code, system|; :not, :text, :of-type), string
 (starts-with on the normalised text; :exact, :contains), reference (Type/id, id,
 absolute URL, :Type), date (prefixes eq ne gt lt ge le sa eb), `_id`, `_lastUpdated`,
 `:missing` on all of these, and `_count`, `_offset`, `_sort` (one key), `_total`.
@@ -50,7 +50,7 @@ _NOT_APPLIED = frozenset(
     }
 )  # fmt: skip
 _MODIFIERS = {
-    "token": frozenset({"missing", "not", "text"}),
+    "token": frozenset({"missing", "not", "text", "of-type"}),
     "string": frozenset({"missing", "exact", "contains"}),
     "reference": frozenset({"missing"}),  # plus a resource type, e.g. subject:Patient
     "date": frozenset({"missing"}),
@@ -198,6 +198,16 @@ def _token_term(name: str, raw: str) -> TokenTerm:
     raise _error(name, f"Search parameter '{name}' needs [system]|[code] or code")
 
 
+def _of_type_term(name: str, raw: str) -> TokenTerm:
+    """identifier:of-type=[type system]|[type code]|[value], matched against the
+    "<key>:of-type" rows (search.extract)."""
+    parts = split_escaped(raw, "|")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise _error(name, f"Search parameter '{name}' needs [type system]|[type code]|[value]")
+    system, code, value = (unescape(part) for part in parts)
+    return TokenTerm(raw, system, f"{code}|{value}")
+
+
 def _reference_term(
     name: str, param: SearchParamDef, raw: str, type_modifier: str | None
 ) -> ReferenceTerm:
@@ -240,7 +250,9 @@ def _terms(
     for raw in split_escaped(value, ","):
         if not raw:
             raise _error(name, f"Search parameter '{name}' has an empty value in its list")
-        if param.type == "token" and modifier != "text":
+        if param.type == "token" and modifier == "of-type":
+            terms.append(_of_type_term(name, raw))
+        elif param.type == "token" and modifier != "text":
             terms.append(_token_term(name, raw))
         elif param.type in ("string", "token"):
             text = unescape(raw)

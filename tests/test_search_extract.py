@@ -92,6 +92,9 @@ def test_lab_patient_rows() -> None:
     rows = extract(patient)
     mrn = ("Patient.identifier", "http://example.com/v2-to-fhir-converter/Identifier/1", "10006579")
     assert mrn in rows.tokens
+    v2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+    assert ("Patient.identifier:of-type", v2_0203, "MR|10006579") in rows.tokens
+    assert ("Patient.identifier:of-type", v2_0203, "SB|123121234") in rows.tokens
     assert ("Patient.gender", "", "male") in rows.tokens
     assert ("Patient.deceased", "", "false") in rows.tokens
     assert ("Patient.telecom", "", "8885551212") in rows.tokens

@@ -188,6 +188,10 @@ def test_strict_handling_rejects_unknown(
         pytest.param("Patient", [("birthdate", "1980,")], "birthdate", "empty", id="empty-or"),
         pytest.param("Observation", [("code", "a|b|c")], "code", "system", id="token-pipes"),
         pytest.param("Observation", [("code", "|")], "code", "system", id="token-bare-pipe"),
+        pytest.param(
+            "Patient", [("identifier:of-type", "urn:x|MR")], "identifier:of-type", "[type code]",
+            id="of-type-parts",
+        ),
         pytest.param("Observation", [("subject", "Foo/1")], "subject", "Type/id", id="bad-type"),
         pytest.param(
             "Observation", [("patient", "Group/1")], "patient", "not a target", id="not-target"

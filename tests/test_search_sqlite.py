@@ -25,6 +25,7 @@ RESOURCES_TABLE = """CREATE TABLE IF NOT EXISTS resources (
   UNIQUE (tenant, type, id))"""
 
 LOINC = "http://loinc.org"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 TAG = {"tag": [{"system": "urn:t", "code": "demo"}]}
 
 PATIENTS: list[dict[str, Any]] = [
@@ -32,7 +33,13 @@ PATIENTS: list[dict[str, Any]] = [
         "resourceType": "Patient",
         "id": "pat-a",
         "meta": TAG,
-        "identifier": [{"system": "urn:mrn", "value": "A1"}],
+        "identifier": [
+            {
+                "type": {"coding": [{"system": V2_0203, "code": "MR"}]},
+                "system": "urn:mrn",
+                "value": "A1",
+            }
+        ],
         "name": [{"family": "Müller", "given": ["Élodie"]}],
         "gender": "female",
         "birthDate": "1980-05-02",
@@ -259,6 +266,10 @@ def test_observation_search(
         pytest.param([("name", "mull,smi")], {"pat-a", "pat-c", "pat-d"}, id="string-or"),
         pytest.param([("identifier", "A1")], {"pat-a", "pat-c"}, id="identifier-value"),
         pytest.param([("identifier", "urn:mrn|A1")], {"pat-a"}, id="identifier-system"),
+        pytest.param(
+            [("identifier:of-type", f"{V2_0203}|MR|A1")], {"pat-a"}, id="identifier-of-type"
+        ),
+        pytest.param([("identifier:of-type", f"{V2_0203}|SB|A1")], set(), id="of-type-other"),
         pytest.param([("gender:missing", "true")], {"pat-d"}, id="missing-true"),
         pytest.param([("gender:missing", "false")], {"pat-a", "pat-b", "pat-c"}, id="missing-no"),
         pytest.param([("gender:not", "male")], {"pat-a", "pat-d"}, id="not-includes-missing"),
@@ -363,6 +374,7 @@ def test_param_ids_of_all_r4_keys_are_distinct() -> None:
         for code in search_parameters(resource_type):
             keys.add(index_key(resource_type, code))
             keys.add(index_key(resource_type, code) + ":text")
+            keys.add(index_key(resource_type, code) + ":of-type")
     ids = {sqlite_index.param_id(key) for key in keys}
     assert len(ids) == len(keys)
 

@@ -189,6 +189,8 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
         return ("NOT " if clause.missing else "") + exists, [param_id(key)]
     if clause.modifier == "text":  # token :text searches the codes' text and display
         table, key = "search_string", key + ":text"
+    elif clause.modifier == "of-type":
+        key += ":of-type"
     conditions: list[str] = []
     args: list[Any] = [param_id(key)]
     for term in clause.terms:
