@@ -1,8 +1,8 @@
 """Throughput and latency of the FHIR REST API over real HTTP.
 
 Starts `fhir-fusion serve` (uvicorn, 127.0.0.1, a free port, a temporary data
-directory, MLLP off) in a subprocess, then measures create, read and search with
-httpx: sequentially, and with a few concurrent clients. Prints a table of requests/s
+directory, MLLP off) in a subprocess, then measures create, read, search and a
+transaction Bundle (a Patient and three Observations) with httpx: sequentially, and with a few concurrent clients. Prints a table of requests/s
 and p50/p95 latency.
 
     .venv/bin/python benchmarks/bench_rest.py [--requests 500] [--clients 4]
@@ -34,6 +34,24 @@ PATIENT = {
     "gender": "male",
     "birthDate": "1974-12-25",
 }
+
+
+def transaction_bundle(n: int) -> dict[str, object]:
+    """A Patient and three Observations referring to it by urn:uuid, as a feed sends."""
+    urn = f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
+    patient = {**PATIENT, "identifier": [{"system": "urn:oid:2.16.840.1.113883.19.5",
+                                          "value": f"TXN-{n}"}]}
+    entries: list[dict[str, object]] = [
+        {"fullUrl": urn, "resource": patient, "request": {"method": "POST", "url": "Patient"}}
+    ]
+    for code, value in (("2345-7", 5.4), ("2951-2", 140), ("2823-3", 4.1)):
+        entries.append({"resource": {
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": urn},
+            "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org"},
+        }, "request": {"method": "POST", "url": "Observation"}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 def free_port() -> int:
@@ -94,7 +112,7 @@ async def measure(base: str, call: Call, requests: int, clients: int) -> tuple[f
                 began = time.perf_counter()
                 response = await call(client, n)
                 latencies.append((time.perf_counter() - began) * 1000)
-                if response.status_code >= 400:
+                if response.status_code >= 300:
                     raise RuntimeError(f"request failed with {response.status_code}")
 
     began = time.perf_counter()
@@ -127,8 +145,14 @@ async def run(base: str, requests: int, clients: int) -> list[tuple[str, int, fl
             "Patient", params={"identifier": f"urn:oid:2.16.840.1.113883.19.5|BENCH-{n % len(ids)}"}
         )
 
+    async def transaction(client: httpx.AsyncClient, n: int) -> httpx.Response:
+        base_url = str(client.base_url).rstrip("/")  # [base] itself, not [base]/
+        return await client.post(base_url, json=transaction_bundle(n), headers=headers)
+
     rows = []
-    for label, call in (("create", create), ("read", read), ("search", search)):
+    calls = (("create", create), ("read", read), ("search", search),
+             ("txn(1+3)", transaction))
+    for label, call in calls:
         for concurrency in (1, clients):
             seconds, latencies = await measure(base, call, requests, concurrency)
             rows.append((label, concurrency, len(latencies) / seconds,
