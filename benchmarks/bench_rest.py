@@ -2,8 +2,8 @@
 
 Starts `fhir-fusion serve` (uvicorn, 127.0.0.1, a free port, a temporary data
 directory, MLLP off) in a subprocess, then measures create, read, search and a
-transaction Bundle (a Patient and three Observations) with httpx: sequentially, and with a few concurrent clients. Prints a table of requests/s
-and p50/p95 latency.
+transaction Bundle (a Patient and three Observations) with httpx: sequentially, and
+with a few concurrent clients. Prints a table of requests/s and p50/p95 latency.
 
     .venv/bin/python benchmarks/bench_rest.py [--requests 500] [--clients 4]
 
