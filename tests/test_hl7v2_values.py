@@ -21,9 +21,10 @@ HEAD = ("MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240301101530+0100||ORU^R01|M{n}|P|{v}\r"
 def observation(obx: str, version: str = "2.5.1") -> dict[str, Any]:
     text = HEAD.format(n=1, v=version) + obx + "\r"
     bundle = translate_bytes(text.encode()).bundle
-    (obs,) = [e["resource"] for e in bundle["entry"]
-              if e["resource"]["resourceType"] == "Observation"]
-    return obs
+    found: list[dict[str, Any]] = [e["resource"] for e in bundle["entry"]
+                                   if e["resource"]["resourceType"] == "Observation"]
+    assert len(found) == 1
+    return found[0]
 
 
 @pytest.mark.parametrize(

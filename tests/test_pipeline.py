@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 
 def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def sample(name: str) -> bytes:
@@ -65,7 +65,7 @@ def test_oru_is_stored_with_provenance_and_its_raw_input(db: Path) -> None:
 
             observations = await stored(store, result, "Observation")
             assert len(observations) == 10
-            values = {o.resource["code"]["coding"][0]["code"]: o.resource.get("valueQuantity")
+            values = {o.resource["code"]["coding"][0]["code"]: o.resource.get("valueQuantity", {})
                       for o in observations if o.resource}
             assert str(values["11273-0"]["value"]) == "4.06"
             (patient,) = await stored(store, result, "Patient")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import hl7
 
@@ -230,9 +231,11 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _field(value: object, esc: str, delims: Delimiters) -> Field:
+def _field(value: Any, esc: str, delims: Delimiters) -> Field:
+    """A python-hl7 field (a str, or lists nested as deep as its separators go) as
+    repetitions -> components -> subcomponents, unescaped."""
     reps: Field = []
-    for rep in value if isinstance(value, list) else [value]:  # type: ignore[union-attr]
+    for rep in value if isinstance(value, list) else [value]:
         if isinstance(rep, str):
             reps.append([[unescape(rep, delims) if esc in rep else rep]])
             continue

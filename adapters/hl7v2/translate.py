@@ -182,8 +182,8 @@ def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
             focus.append(patient_url)
         elif name == "PV1" and patient_url is not None:
             found = encounter(seg, "", patient_url, builder, sender, options)
-            if found is not None and found[1] is not None:
-                enc, visit = found
+            enc, visit = found if found is not None else ({}, None)
+            if visit is not None:
                 encounter_url = builder.add(
                     f"Encounter|{visit['system']}|{visit['value']}", enc, match=visit,
                     create_only=True)
@@ -203,9 +203,10 @@ def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
                 report["encounter"] = {"reference": encounter_url}
             report["result"] = []
             report_ident = report_key(idents)
-            key = (f"DiagnosticReport|{report_ident['system']}|{report_ident['value']}"
-                   if report_ident else f"DiagnosticReport|{seg.occurrence}")
-            focus.append(builder.add(key, report, match=report_ident))
+            report_key_text = (
+                f"DiagnosticReport|{report_ident['system']}|{report_ident['value']}"
+                if report_ident else f"DiagnosticReport|{seg.occurrence}")
+            focus.append(builder.add(report_key_text, report, match=report_ident))
         elif name == "OBX" and report is not None:
             found_obx = True
             position += 1
@@ -222,8 +223,8 @@ def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
                 match = {"system": report_ident["system"],
                          "value": f"{report_ident['value']}-obx{set_id}"}
                 obs["identifier"] = [match]
-            key = f"Observation|{obr.occurrence if obr else 0}|{set_id}"
-            report["result"].append({"reference": builder.add(key, obs, match=match)})
+            obs_key = f"Observation|{obr.occurrence if obr else 0}|{set_id}"
+            report["result"].append({"reference": builder.add(obs_key, obs, match=match)})
         elif name == "NTE" and report is not None and report["result"]:
             _note(builder, report["result"][-1]["reference"], seg)
 
