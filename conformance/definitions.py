@@ -8,11 +8,12 @@ the official R4 definitions (CC0) and committed, so nothing is fetched at run ti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 

@@ -150,9 +150,7 @@ def build(r4: Path) -> dict[str, Any]:
         raise SystemExit(f"common search parameters missing from the package: {sorted(missing)}")
 
     compartment = json.loads((r4 / "compartmentdefinition-patient.json").read_text("utf-8"))
-    patient = {
-        item["code"]: item["param"] for item in compartment["resource"] if item.get("param")
-    }
+    patient = {item["code"]: item["param"] for item in compartment["resource"] if item.get("param")}
 
     # Choice elements (value[x], effective[x], ...) by element name, with the type suffixes
     # they take in JSON (valueQuantity, effectiveDateTime), over all resources and types.

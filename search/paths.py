@@ -263,11 +263,21 @@ def slow_getter(expression: str, resource_type: str) -> Getter:
         fhirpathpy_expression(expression, resource_type), model=models["r4"]
     )
 
+    warned = False
+
     def getter(resource: dict[str, Any]) -> list[Any]:
+        nonlocal warned
         try:
-            return list(compiled(resource))
-        except Exception:  # noqa: BLE001 - a broken expression must not stop ingest
-            logger.warning("FHIRPath evaluation failed for %s", expression, exc_info=True)
+            return list(compiled(resource, {}))
+        except Exception as error:  # noqa: BLE001 - a broken expression must not stop ingest
+            # Once per expression, and without the message: it may quote resource content.
+            if not warned:
+                warned = True
+                logger.warning(
+                    "FHIRPath evaluation of %s failed (%s); its values are not indexed",
+                    expression,
+                    type(error).__name__,
+                )
             return []
 
     return getter

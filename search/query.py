@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Union
 
 from conformance.definitions import (
     RESOURCE_TYPES,
@@ -90,7 +89,7 @@ class DateTerm:
     high: int  # inclusive
 
 
-Term = Union[TokenTerm, StringTerm, ReferenceTerm, DateTerm]
+Term = TokenTerm | StringTerm | ReferenceTerm | DateTerm
 
 
 @dataclass(frozen=True)
@@ -243,9 +242,7 @@ def _date_term(name: str, raw: str) -> DateTerm:
     return DateTerm(raw, prefix, found[0], found[1])
 
 
-def _terms(
-    name: str, param: SearchParamDef, modifier: str | None, value: str
-) -> tuple[Term, ...]:
+def _terms(name: str, param: SearchParamDef, modifier: str | None, value: str) -> tuple[Term, ...]:
     terms: list[Term] = []
     for raw in split_escaped(value, ","):
         if not raw:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from conformance.definitions import RESOURCE_TYPES
 
@@ -97,7 +97,7 @@ def date_range(text: str) -> tuple[int, int] | None:
         return None
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO_MIN = "0001-01-01T00:00:00.000000+00:00"
 _ISO_MAX = "9999-12-31T23:59:59.999999+00:00"
 

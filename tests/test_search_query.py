@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fhir_server.errors import FHIRError
@@ -17,12 +19,14 @@ from search.query import (
 from search.values import date_range
 
 
-def _error(resource_type: str | None, params: list[tuple[str, str]], strict: bool = False) -> dict:
+def _error(
+    resource_type: str | None, params: list[tuple[str, str]], strict: bool = False
+) -> dict[str, Any]:
     with pytest.raises(FHIRError) as caught:
         parse_search(resource_type, params, strict=strict)
     assert caught.value.status == 400
-    (issue,) = caught.value.outcome()["issue"]
-    return issue
+    (issue,) = caught.value.issues
+    return issue.to_json()
 
 
 def test_token_forms() -> None:
@@ -165,12 +169,18 @@ def test_strict_handling_rejects_unknown(
     [
         pytest.param("Observation", [("subject.name", "x")], "subject.name", "Chained", id="chain"),
         pytest.param(
-            "Observation", [("subject:Patient.name", "x")], "subject:Patient.name", "Chained",
+            "Observation",
+            [("subject:Patient.name", "x")],
+            "subject:Patient.name",
+            "Chained",
             id="typed-chain",
         ),
         pytest.param("Patient", [("_has:Observation:patient:code", "x")], "_has", "_has", id="has"),
         pytest.param(
-            "Observation", [("value-quantity", "5")], "value-quantity", "quantity is not supported",
+            "Observation",
+            [("value-quantity", "5")],
+            "value-quantity",
+            "quantity is not supported",
             id="quantity",
         ),
         pytest.param(
@@ -189,7 +199,10 @@ def test_strict_handling_rejects_unknown(
         pytest.param("Observation", [("code", "a|b|c")], "code", "system", id="token-pipes"),
         pytest.param("Observation", [("code", "|")], "code", "system", id="token-bare-pipe"),
         pytest.param(
-            "Patient", [("identifier:of-type", "urn:x|MR")], "identifier:of-type", "[type code]",
+            "Patient",
+            [("identifier:of-type", "urn:x|MR")],
+            "identifier:of-type",
+            "[type code]",
             id="of-type-parts",
         ),
         pytest.param("Observation", [("subject", "Foo/1")], "subject", "Type/id", id="bad-type"),
@@ -197,18 +210,27 @@ def test_strict_handling_rejects_unknown(
             "Observation", [("patient", "Group/1")], "patient", "not a target", id="not-target"
         ),
         pytest.param(
-            "Observation", [("subject:Medication", "1")], "subject:Medication", "not a target",
+            "Observation",
+            [("subject:Medication", "1")],
+            "subject:Medication",
+            "not a target",
             id="modifier-not-target",
         ),
         pytest.param(
-            "Patient", [("gender:missing", "maybe")], "gender:missing", "true or false",
+            "Patient",
+            [("gender:missing", "maybe")],
+            "gender:missing",
+            "true or false",
             id="missing",
         ),
         pytest.param("Patient", [("_count", "-1")], "_count", "whole number", id="count"),
         pytest.param("Patient", [("_count", "ten")], "_count", "whole number", id="count-text"),
         pytest.param("Patient", [("_offset", "-5")], "_offset", "whole number", id="offset"),
         pytest.param(
-            "Patient", [("_count", "1"), ("_count", "2")], "_count", "more than once",
+            "Patient",
+            [("_count", "1"), ("_count", "2")],
+            "_count",
+            "more than once",
             id="count-twice",
         ),
         pytest.param(

@@ -184,9 +184,7 @@ def _found(index: Index, resource_type: str | None, params: list[tuple[str, str]
         pytest.param([("code", "urn:local|")], {"obs-3"}, id="system-only"),
         pytest.param([("code", "|X1")], {"obs-5"}, id="no-system"),
         pytest.param([("code", "|718-7")], set(), id="no-system-none"),
-        pytest.param(
-            [("code:not", f"{LOINC}|718-7")], {"obs-2", "obs-3", "obs-5"}, id="not"
-        ),
+        pytest.param([("code:not", f"{LOINC}|718-7")], {"obs-2", "obs-3", "obs-5"}, id="not"),
         pytest.param([("code:text", "hemo")], {"obs-1", "obs-4"}, id="text-display"),
         pytest.param([("code:text", "hgb")], {"obs-3"}, id="text-text"),
         pytest.param([("status", "final,amended")], {"obs-1", "obs-2", "obs-4"}, id="or"),
@@ -237,9 +235,7 @@ def _found(index: Index, resource_type: str | None, params: list[tuple[str, str]
             [("_lastUpdated", "gt2026-02")], {"obs-3", "obs-4", "obs-5"}, id="lastupdated-gt"
         ),
         pytest.param([("_lastUpdated", "lt2026-02-01")], {"obs-1"}, id="lastupdated-lt"),
-        pytest.param(
-            [("_lastUpdated", "le2026-02-01")], {"obs-1", "obs-2"}, id="lastupdated-le"
-        ),
+        pytest.param([("_lastUpdated", "le2026-02-01")], {"obs-1", "obs-2"}, id="lastupdated-le"),
         pytest.param([("_id", "obs-2,obs-4")], {"obs-2", "obs-4"}, id="id"),
         pytest.param([("_id", "obs-2"), ("status", "final")], {"obs-2"}, id="id-and-token"),
         pytest.param([("_tag", "urn:t|demo")], {"obs-1"}, id="tag"),
