@@ -216,6 +216,13 @@ def _found(index: Index, resource_type: str | None, params: list[tuple[str, str]
             [("date", "ge2024-03-01")], {"obs-1", "obs-2", "obs-3", "obs-4"}, id="date-ge"
         ),
         pytest.param([("date", "le2024-03-01")], {"obs-1", "obs-2", "obs-3"}, id="date-le"),
+        # obs-2 (2024-02-28 to 2024-03-02) straddles the searched day's bounds
+        pytest.param(
+            [("date", "ge2024-03-02")], {"obs-2", "obs-3", "obs-4"}, id="date-ge-period-ends-in"
+        ),
+        pytest.param([("date", "gt2024-03-02")], {"obs-3", "obs-4"}, id="date-gt-period-ends-in"),
+        pytest.param([("date", "le2024-02-28")], {"obs-2", "obs-3"}, id="date-le-period-starts-in"),
+        pytest.param([("date", "lt2024-02-28")], {"obs-3"}, id="date-lt-period-starts-in"),
         pytest.param([("date", "sa2024-03-02")], {"obs-4"}, id="date-sa"),
         pytest.param([("date", "eb2024-03-05")], {"obs-1", "obs-2"}, id="date-eb"),
         # the ongoing obs-4 starts before the end of March: "lt" overlaps it

@@ -117,20 +117,26 @@ def _date_condition(
     prefix: str, low: str, high: str, q_low: Any, q_high: Any
 ) -> tuple[str, list[Any]]:
     """R4 search.html#prefix on ranges: [low, high] is the stored value's range,
-    [q_low, q_high] the range of the searched value (both inclusive)."""
-    if prefix == "eq":  # the search range fully contains the value's range
+    [q_low, q_high] the range of the searched value (both inclusive).
+
+    gt/lt: the value's range reaches beyond the end / before the start of the searched
+    range. ge/le: it overlaps [q_low, +inf) / (-inf, q_high], i.e. gt/lt or a common
+    instant with the searched range, so a Period that straddles the searched day counts.
+    For single instants every prefix reduces to the plain comparison.
+    """
+    if prefix == "eq":  # the searched range fully contains the value's range
         return f"({low} >= ? AND {high} <= ?)", [q_low, q_high]
     if prefix == "ne":
         return f"({low} < ? OR {high} > ?)", [q_low, q_high]
-    if prefix == "gt":  # the range above the search value overlaps the value's range
+    if prefix == "gt":
         return f"{high} > ?", [q_high]
     if prefix == "lt":
         return f"{low} < ?", [q_low]
-    if prefix == "ge":  # gt, or eq
-        return f"({high} > ? OR ({low} >= ? AND {high} <= ?))", [q_high, q_low, q_high]
+    if prefix == "ge":
+        return f"{high} >= ?", [q_low]
     if prefix == "le":
-        return f"({low} < ? OR ({low} >= ? AND {high} <= ?))", [q_low, q_low, q_high]
-    if prefix == "sa":  # starts after the end of the search range
+        return f"{low} <= ?", [q_high]
+    if prefix == "sa":  # starts after the end of the searched range
         return f"{low} > ?", [q_high]
     if prefix == "eb":  # ends before its start
         return f"{high} < ?", [q_low]
