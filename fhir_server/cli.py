@@ -171,7 +171,7 @@ async def serve(config: ServeConfig) -> int:
     from adapters.pipeline import Pipeline
     from fhir_server.app import create_app
 
-    store = await _open_store(config.data_dir)
+    store = await _open_store(config.data_dir, config.sqlite_synchronous)
     mllp_server: asyncio.Server | None = None
     demo_task: asyncio.Task[None] | None = None
     try:
@@ -321,12 +321,13 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(resolve_setting("data_dir", args.data_dir))
 
 
-async def _open_store(data_dir: Path) -> SQLiteStore:
+async def _open_store(data_dir: Path, synchronous: str | None = None) -> SQLiteStore:
     from fhir_server.storage.sqlite import SQLiteStore
 
     path = database_path(data_dir)
+    synchronous = synchronous or resolve_setting("sqlite_synchronous", None)
     try:
-        return await SQLiteStore.open(path)
+        return await SQLiteStore.open(path, synchronous=synchronous.upper())
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise CommandError(f"cannot open the database {path}: {exc}") from None
 

@@ -16,6 +16,7 @@ from typing import Any
 ENV_PREFIX = "FHIR_FUSION_"
 DATABASE_FILE = "fhir-fusion.sqlite3"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SYNCHRONOUS_MODES = ("normal", "full")
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,7 @@ class ServeConfig:
     demo: bool
     demo_count: int
     log_level: str
+    sqlite_synchronous: str
 
     @property
     def database_path(self) -> Path:
@@ -82,6 +84,13 @@ def _log_level(text: str) -> str:
     return lowered
 
 
+def _synchronous(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in SYNCHRONOUS_MODES:
+        raise ValueError(f"{text!r} is not one of {', '.join(SYNCHRONOUS_MODES)}")
+    return lowered
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # ServeConfig field and argparse dest
@@ -106,6 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("demo", False, _flag, "send a generated HL7v2 demo feed to the MLLP listener"),
     Setting("demo_count", 40, _count, "how many demo messages to send"),
     Setting("log_level", "info", _log_level, "log level: " + ", ".join(LOG_LEVELS)),
+    Setting(
+        "sqlite_synchronous",
+        "normal",
+        _synchronous,
+        "SQLite synchronous mode: normal keeps every acknowledged write when the process "
+        "is killed; full also through a power cut, at an fsync per commit",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -30,6 +30,7 @@ def test_defaults_when_neither_options_nor_environment_are_given() -> None:
     assert config.database_path == Path("fhir-fusion-data") / "fhir-fusion.sqlite3"
     assert config.demo is False
     assert config.log_level == "info"
+    assert config.sqlite_synchronous == "normal"
 
 
 def test_environment_overrides_defaults() -> None:
@@ -39,12 +40,14 @@ def test_environment_overrides_defaults() -> None:
         "FHIR_FUSION_MLLP_PORT": "0",
         "FHIR_FUSION_DATA_DIR": "/srv/fhir",
         "FHIR_FUSION_LOG_LEVEL": "WARNING",
+        "FHIR_FUSION_SQLITE_SYNCHRONOUS": "FULL",
     }
     config = _serve_config([], environ)
     assert (config.host, config.port, config.mllp_port) == ("0.0.0.0", 9090, 0)
     assert config.mllp_enabled is False
     assert config.data_dir == Path("/srv/fhir")
     assert config.log_level == "warning"
+    assert config.sqlite_synchronous == "full"
 
 
 def test_command_line_wins_over_environment() -> None:
@@ -63,6 +66,7 @@ def test_command_line_wins_over_environment() -> None:
         pytest.param("FHIR_FUSION_MLLP_PORT", "70000", "70000 is outside 0-65535", id="range"),
         pytest.param("FHIR_FUSION_DEMO", "maybe", "'maybe' is not one of", id="flag"),
         pytest.param("FHIR_FUSION_LOG_LEVEL", "loud", "'loud' is not one of", id="level"),
+        pytest.param("FHIR_FUSION_SQLITE_SYNCHRONOUS", "off", "'off' is not one of", id="sync"),
     ],
 )
 def test_bad_environment_values_are_refused_naming_the_variable(
