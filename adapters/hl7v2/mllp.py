@@ -33,18 +33,26 @@ def frame(message: bytes | str) -> bytes:
     return START + data + END
 
 
+HEAD_BYTES = 4096  # kept of an oversized frame, so its MSH can still be answered
+
+
+class Oversized(bytes):
+    """The first HEAD_BYTES of a frame that went past the size limit."""
+
+
 class FrameReader:
     """Splits a byte stream into MLLP frames."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._buffer = bytearray()
+        self._head = b""
         self._in_frame = False
         self._oversized = False  # inside a frame that went past max_bytes
 
-    def feed(self, data: bytes) -> list[bytes | None]:
-        """Frames completed by `data`; None stands for a frame that was too large."""
-        out: list[bytes | None] = []
+    def feed(self, data: bytes) -> list[bytes]:
+        """Frames completed by `data`; an `Oversized` stands for a frame that was too large."""
+        out: list[bytes] = []
         view = data
         while view:
             if not self._in_frame:
@@ -62,6 +70,7 @@ class FrameReader:
                 self._buffer += chunk
                 if len(self._buffer) > self.max_bytes:
                     self._oversized = True
+                    self._head = bytes(self._buffer[:HEAD_BYTES])
                     self._buffer.clear()
             if end < 0:
                 if not self._oversized:
@@ -70,7 +79,7 @@ class FrameReader:
                     if restart >= 0:
                         del self._buffer[:restart + 1]
                 return out
-            out.append(None if self._oversized else bytes(self._buffer))
+            out.append(Oversized(self._head) if self._oversized else bytes(self._buffer))
             self._in_frame = False
             self._buffer.clear()
             view = view[end + 1:]
@@ -121,12 +130,12 @@ async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.St
             pass
 
 
-async def _answer(pipeline: Pipeline, ctx: Context, message: bytes | None,
-                  max_bytes: int) -> str:
-    if message is None:
+async def _answer(pipeline: Pipeline, ctx: Context, message: bytes, max_bytes: int) -> str:
+    if isinstance(message, Oversized):
         error = Hl7Error(f"Message is larger than the {max_bytes} bytes this receiver takes",
                          APPLICATION_INTERNAL_ERROR, ack_code="AR")
-        return build_ack(b"", "AR", error)
+        head = bytes(message).split(b"\r", 1)[0].split(b"\n", 1)[0]
+        return build_ack(head + b"\r", "AR", error)
     try:
         result = await pipeline.ingest(ctx, FEED, message)
     except Exception as exc:
