@@ -20,7 +20,7 @@ import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DEFAULT_SEED = 2026
@@ -31,7 +31,7 @@ SENDING_APPLICATION = "FUSIONDEMO"
 SENDING_FACILITY = "DEMOHOSP"
 HL7_VERSION = "2.5.1"
 
-_START = datetime(2026, 11, 2, 7, 30, tzinfo=timezone.utc)
+_START = datetime(2026, 11, 2, 7, 30, tzinfo=UTC)
 
 # (family, given, administrative sex). Invented combinations; none is a real person.
 _NAMES: tuple[tuple[str, str, str], ...] = (
@@ -100,7 +100,9 @@ class Panel:
 
 
 BASIC_METABOLIC = Panel(
-    "24321-2", "Basic metabolic 2000 panel - Serum or Plasma", (GLUCOSE, SODIUM, POTASSIUM, CREATININE)
+    "24321-2",
+    "Basic metabolic 2000 panel - Serum or Plasma",
+    (GLUCOSE, SODIUM, POTASSIUM, CREATININE),
 )
 BLOOD_COUNT = Panel("58410-2", "CBC panel - Blood by Automated count", (HEMOGLOBIN,))
 
@@ -222,7 +224,7 @@ async def send_messages(
             summary.sent += 1
             try:
                 frame = await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), timeout)
-            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 summary.unanswered += len(payloads) - summary.sent + 1
                 break
             summary.ack_codes[ack_code(frame)] += 1
@@ -382,4 +384,3 @@ def _segment(name: str, fields: dict[int, str]) -> str:
 
 def _ts(when: datetime) -> str:
     return when.strftime("%Y%m%d%H%M%S") + "+0000"
-

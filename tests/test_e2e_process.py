@@ -147,8 +147,11 @@ def _search(proc: ServerProcess, resource_type: str, **params: str) -> list[dict
     bundle = response.json()
     assert bundle["resourceType"] == "Bundle"
     assert bundle["type"] == "searchset"
-    return [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get(
-        "mode", "match") == "match"]
+    return [
+        e["resource"]
+        for e in bundle.get("entry", [])
+        if e.get("search", {}).get("mode", "match") == "match"
+    ]
 
 
 def test_banner_prints_the_urls_to_try(server: ServerProcess) -> None:
