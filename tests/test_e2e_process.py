@@ -219,6 +219,24 @@ def test_mllp_messages_are_acknowledged_and_their_patients_found(server: ServerP
     assert glucose["valueQuantity"]["system"] == "http://unitsofmeasure.org"
 
 
+def test_server_logs_carry_no_patient_data(server: ServerProcess) -> None:
+    messages = demo.demo_messages(8)
+    good = _send(server, messages)
+    assert good.ack_codes == {"AA": 8}
+    patient = messages[0].patient
+    bad_date = messages[1].payload.replace(patient.birth_date.encode(), b"19481340")
+    refused = _send(server, [demo.DemoMessage("bad", "ORU^R01", patient, (), bad_date)])
+    assert refused.refused == 1, refused
+    server.stop()
+
+    log = server.stderr_path.read_text(encoding="utf-8")
+    assert "rejected: PID-7" in log  # the rejection is logged, by field and reason
+    for m in messages:
+        for value in (m.patient.family, m.patient.given, m.patient.mrn, m.patient.birth_date):
+            assert value not in log
+    assert "19481340" not in log
+
+
 def test_sigterm_and_sigint_stop_the_server_cleanly(tmp_path: Path) -> None:
     proc = ServerProcess(tmp_path / "data")
     try:
