@@ -26,7 +26,10 @@ class SearchParamDef:
     """One R4 SearchParameter as it applies to one resource type.
 
     `expression` holds only the part of the FHIRPath union that concerns that type;
-    `targets` lists the resource types a reference parameter may point to.
+    `targets` lists the resource types a reference parameter may point to. `system` is
+    set for token parameters on `code` elements whose required binding draws on one code
+    system (Patient.gender: http://hl7.org/fhir/administrative-gender), the system that
+    such codes implicitly carry (R4 search.html#token).
     """
 
     code: str
@@ -35,6 +38,7 @@ class SearchParamDef:
     targets: tuple[str, ...]
     url: str
     description: str
+    system: str | None = None
 
 
 @cache
@@ -61,6 +65,7 @@ def _param(code: str, raw: dict[str, Any]) -> SearchParamDef:
         targets=targets,
         url=raw["url"],
         description=raw["description"],
+        system=raw.get("system"),
     )
 
 

@@ -112,6 +112,78 @@ def param_entry(resource: dict[str, Any], base: str, all_types: list[str]) -> di
     return entry
 
 
+def element_index(*bundles: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every snapshot element of the given StructureDefinition bundles, by path."""
+    elements: dict[str, dict[str, Any]] = {}
+    for bundle in bundles:
+        for sd in (e["resource"] for e in bundle["entry"]):
+            if (
+                sd.get("resourceType") == "StructureDefinition"
+                and sd.get("version") == FHIR_VERSION
+            ):
+                for element in sd.get("snapshot", {}).get("element", []):
+                    elements.setdefault(element["path"], element)
+    return elements
+
+
+def find_element(elements: dict[str, dict[str, Any]], path: str) -> dict[str, Any] | None:
+    """The element at a dotted path, following data types (Patient.address.use is
+    Address.use) but not choice types or functions."""
+    parts = path.split(".")
+    current = parts[0]
+    element = None
+    for part in parts[1:]:
+        element = elements.get(f"{current}.{part}")
+        if element is None:
+            return None
+        types = element.get("type", [])
+        if len(types) != 1:
+            return None
+        code = types[0]["code"]
+        nested = f"{current}.{part}"
+        # BackboneElements continue under their own path, data types under the type name
+        current = nested if code in ("BackboneElement", "Element") else code
+    return element
+
+
+def implicit_system(
+    expression: str, elements: dict[str, dict[str, Any]], systems: dict[str, str]
+) -> str | None:
+    """The code system of a token parameter on `code` elements, implied by their
+    required binding to a value set drawn from one code system (search.html#token:
+    "the system is implied by the binding"); None when not all parts agree."""
+    found = set()
+    for part in split_union(expression):
+        if not re.fullmatch(r"[A-Z][A-Za-z]*(\.[a-z][A-Za-z]*)+", part):
+            return None
+        element = find_element(elements, part)
+        if element is None or [t["code"] for t in element.get("type", [])] != ["code"]:
+            return None
+        binding = element.get("binding", {})
+        if binding.get("strength") != "required":
+            return None
+        system = systems.get(binding.get("valueSet", "").split("|")[0])
+        if system is None:
+            return None
+        found.add(system)
+    return found.pop() if len(found) == 1 else None
+
+
+def value_set_systems(r4: Path) -> dict[str, str]:
+    """ValueSet url -> its one code system, for value sets that include a single
+    whole code system."""
+    bundle = json.loads((r4 / "valuesets.json").read_text("utf-8"))
+    systems: dict[str, str] = {}
+    for vs in (e["resource"] for e in bundle["entry"]):
+        if vs.get("resourceType") != "ValueSet":
+            continue
+        includes = vs.get("compose", {}).get("include", [])
+        sources = {i.get("system") for i in includes}
+        if len(sources) == 1 and None not in sources and not any("valueSet" in i for i in includes):
+            systems[vs["url"]] = sources.pop()
+    return systems
+
+
 def build(r4: Path) -> dict[str, Any]:
     profiles = json.loads((r4 / "profiles-resources.json").read_text("utf-8"))
     resource_types = sorted(
@@ -124,6 +196,10 @@ def build(r4: Path) -> dict[str, Any]:
         # the package also carries R4B's SubscriptionStatus (version 4.3.0)
         and sd.get("version") == FHIR_VERSION
     )
+
+    types_bundle = json.loads((r4 / "profiles-types.json").read_text("utf-8"))
+    elements = element_index(profiles, types_bundle)
+    systems = value_set_systems(r4)
 
     bundle = json.loads((r4 / "search-parameters.json").read_text("utf-8"))
     by_type: dict[str, dict[str, Any]] = {"Resource": {}}
@@ -143,6 +219,10 @@ def build(r4: Path) -> dict[str, Any]:
             if base not in resource_types:
                 continue
             entry = param_entry(resource, base, resource_types)
+            if entry["type"] == "token" and entry["expression"]:
+                system = implicit_system(entry["expression"], elements, systems)
+                if system is not None:
+                    entry["system"] = system
             if entry["expression"]:
                 by_type.setdefault(base, {})[resource["code"]] = entry
     missing = set(COMMON_CODES) - set(by_type["Resource"])
@@ -154,7 +234,6 @@ def build(r4: Path) -> dict[str, Any]:
 
     # Choice elements (value[x], effective[x], ...) by element name, with the type suffixes
     # they take in JSON (valueQuantity, effectiveDateTime), over all resources and types.
-    types_bundle = json.loads((r4 / "profiles-types.json").read_text("utf-8"))
     choices: dict[str, set[str]] = {}
     for bundle_ in (profiles, types_bundle):
         for sd in (e["resource"] for e in bundle_["entry"]):

@@ -5,8 +5,9 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
 
 - token: (system, code) from Coding, CodeableConcept (each coding), Identifier
   (system|value), ContactPoint (system|value), and code/boolean/string/uri primitives
-  (no system). CodeableConcept.text and Coding.display also go into string rows under
-  "<key>:text", for the :text modifier; an Identifier's type goes into token rows under
+  (no system, except codes whose binding implies one: SearchParamDef.system).
+  CodeableConcept.text and Coding.display also go into string rows under "<key>:text",
+  for the :text modifier; an Identifier's type goes into token rows under
   "<key>:of-type" as (type system, "<type code>|<value>"), for :of-type.
 - string: normalised text (search.values.normalize_text) with the exact original;
   HumanName gives family, given, prefix, suffix and text; Address each of its parts.
@@ -56,6 +57,9 @@ class IndexRows:
     strings: set[tuple[str, str, str]] = field(default_factory=set)  # param, normalised, exact
     references: set[tuple[str, str, str]] = field(default_factory=set)  # param, type, id
     dates: set[tuple[str, int, int]] = field(default_factory=set)  # param, low, high
+
+
+Converter = Callable[[IndexRows, str, Any], None]
 
 
 def _add_string(rows: IndexRows, key: str, text: Any) -> None:
@@ -109,6 +113,20 @@ def _token(rows: IndexRows, key: str, value: Any) -> None:
             _add_string(rows, key + ":text", value.get("display"))
 
 
+def _implied_system_token(system: str) -> Converter:
+    """The token converter for a parameter on `code` elements: the codes carry the
+    system of their required binding, so `gender=http://hl7.org/fhir/administrative-gender|male`
+    finds them (and `gender=|male`, "no system", does not)."""
+
+    def convert(rows: IndexRows, key: str, value: Any) -> None:
+        if type(value) is str:
+            rows.tokens.add((key, system, value))
+        else:
+            _token(rows, key, value)
+
+    return convert
+
+
 def _string(rows: IndexRows, key: str, value: Any) -> None:
     if type(value) is str:
         _add_string(rows, key, value)
@@ -159,14 +177,14 @@ def _date(rows: IndexRows, key: str, value: Any) -> None:
                 _date(rows, key, repeat["boundsPeriod"])
 
 
-_CONVERTERS: dict[str, Callable[[IndexRows, str, Any], None]] = {
+_CONVERTERS: dict[str, Converter] = {
     "token": _token,
     "string": _string,
     "reference": _reference,
     "date": _date,
 }
 
-Plan = tuple[tuple[str, Getter, Callable[[IndexRows, str, Any], None]], ...]
+Plan = tuple[tuple[str, Getter, Converter], ...]
 
 
 def _plan(resource_type: str, fast: bool) -> Plan:
@@ -179,7 +197,10 @@ def _plan(resource_type: str, fast: bool) -> Plan:
             if fast
             else slow_getter(param.expression, resource_type)
         )
-        steps.append((index_key(resource_type, code), getter, _CONVERTERS[param.type]))
+        convert = _CONVERTERS[param.type]
+        if param.type == "token" and param.system is not None:
+            convert = _implied_system_token(param.system)
+        steps.append((index_key(resource_type, code), getter, convert))
     return tuple(steps)
 
 

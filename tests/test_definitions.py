@@ -61,6 +61,19 @@ def test_observation_code_is_the_clinical_code_parameter_narrowed_to_observation
     )
 
 
+def test_tokens_on_bound_codes_carry_the_implied_system() -> None:
+    assert search_parameters("Patient")["gender"].system == (
+        "http://hl7.org/fhir/administrative-gender"
+    )
+    assert search_parameters("Patient")["address-use"].system == "http://hl7.org/fhir/address-use"
+    assert search_parameters("Observation")["status"].system == (
+        "http://hl7.org/fhir/observation-status"
+    )
+    # CodeableConcepts carry their own systems; identifiers have none implied
+    assert search_parameters("Observation")["code"].system is None
+    assert search_parameters("Patient")["identifier"].system is None
+
+
 def test_reference_parameters_carry_their_targets() -> None:
     patient = search_parameters("Observation")["patient"]
     assert patient.type == "reference"

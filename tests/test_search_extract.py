@@ -76,7 +76,8 @@ def test_lab_observation_rows() -> None:
     observation = _by_id(_lab_bundle(), "a3d33254-dd17-6444-46af-27da3fad4375")
     rows = extract(observation)
     assert ("Observation.code", "http://loinc.org", "11273-0") in rows.tokens
-    assert ("Observation.status", "", "preliminary") in rows.tokens
+    status = ("Observation.status", "http://hl7.org/fhir/observation-status", "preliminary")
+    assert status in rows.tokens
     assert ("Observation.code:text", "erythrocytes", "ERYTHROCYTES") in rows.strings
     patient = ("Patient", "bab5ca58-f272-4c06-4b3f-f9661e45a22b")
     assert ("Observation.subject", *patient) in rows.references
@@ -95,7 +96,7 @@ def test_lab_patient_rows() -> None:
     v2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
     assert ("Patient.identifier:of-type", v2_0203, "MR|10006579") in rows.tokens
     assert ("Patient.identifier:of-type", v2_0203, "SB|123121234") in rows.tokens
-    assert ("Patient.gender", "", "male") in rows.tokens
+    assert ("Patient.gender", "http://hl7.org/fhir/administrative-gender", "male") in rows.tokens
     assert ("Patient.deceased", "", "false") in rows.tokens
     assert ("Patient.telecom", "", "8885551212") in rows.tokens
     names = {(v, e) for p, v, e in rows.strings if p == "Patient.name"}

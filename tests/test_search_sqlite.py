@@ -273,6 +273,13 @@ def test_observation_search(
             [("identifier:of-type", f"{V2_0203}|MR|A1")], {"pat-a"}, id="identifier-of-type"
         ),
         pytest.param([("identifier:of-type", f"{V2_0203}|SB|A1")], set(), id="of-type-other"),
+        # codes carry the system of their required binding (administrative-gender)
+        pytest.param(
+            [("gender", "http://hl7.org/fhir/administrative-gender|female")],
+            {"pat-a"},
+            id="code-implied-system",
+        ),
+        pytest.param([("gender", "|female")], set(), id="code-has-a-system"),
         pytest.param([("gender:missing", "true")], {"pat-d"}, id="missing-true"),
         pytest.param([("gender:missing", "false")], {"pat-a", "pat-b", "pat-c"}, id="missing-no"),
         pytest.param([("gender:not", "male")], {"pat-a", "pat-d"}, id="not-includes-missing"),
