@@ -406,3 +406,44 @@ def test_any_prefix_of_a_name_finds_it(
         assert db.search("Patient", [("family", prefix)]) == (["p"], 1)
     assert db.search("Patient", [("family:exact", family)]) == (["p"], 1)
     db.conn.close()
+
+
+_NAMES = st.sampled_from(
+    [
+        "code", "code:not", "code:text", "code:below", "subject", "subject:Patient",
+        "subject:missing", "patient", "date", "date:missing", "status", "_id", "_lastUpdated",
+        "_count", "_offset", "_sort", "_total", "value-quantity", "identifier:of-type",
+        "subject.name", "_has:Observation:subject:code", "combo-code", "foo", "_tag",
+    ]
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        ["ge2024", "eb2024-03-01T10:00:00Z", "Patient/pat-a", "a|b", r"x\,y", "|", ",", "-date",
+         "true", "5", "-1", "http://loinc.org|718-7", "2024-13", "sa", "gt"]
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(params=st.lists(st.tuples(_NAMES, _VALUES), max_size=4))
+def test_any_input_is_a_result_or_a_400(
+    tmp_path_factory: pytest.TempPathFactory, params: list[tuple[str, str]]
+) -> None:
+    try:
+        query = parse_search("Observation", params)
+    except FHIRError as error:
+        assert error.status == 400
+        assert error.issues and error.issues[0].expression
+        return
+    path = tmp_path_factory.getbasetemp() / "fuzz.db"
+    fresh = not path.exists()
+    db = Index(path)
+    if fresh:  # once: the Observations above, so the page query runs too
+        for observation in OBSERVATIONS:
+            db.add(observation)
+    try:
+        ids, total = db.search("Observation", query.to_params())
+        assert total is None or len(ids) <= total
+    finally:
+        db.conn.close()
