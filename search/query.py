@@ -208,9 +208,12 @@ def _of_type_term(name: str, raw: str) -> TokenTerm:
 
 
 def _reference_term(
-    name: str, param: SearchParamDef, raw: str, type_modifier: str | None
+    name: str, param: SearchParamDef, raw: str, type_modifier: str | None, base_url: str | None
 ) -> ReferenceTerm:
     value = unescape(raw)
+    if base_url and value.startswith(base_url + "/"):
+        # a reference to this server, stored as the relative Type/id
+        value = value[len(base_url) + 1 :]
     if "://" in value or value.startswith("urn:"):
         target = split_reference(value)
         return ReferenceTerm(raw, None, target[1] if target else value)
@@ -242,7 +245,9 @@ def _date_term(name: str, raw: str) -> DateTerm:
     return DateTerm(raw, prefix, found[0], found[1])
 
 
-def _terms(name: str, param: SearchParamDef, modifier: str | None, value: str) -> tuple[Term, ...]:
+def _terms(
+    name: str, param: SearchParamDef, modifier: str | None, value: str, base_url: str | None
+) -> tuple[Term, ...]:
     terms: list[Term] = []
     for raw in split_escaped(value, ","):
         if not raw:
@@ -255,7 +260,7 @@ def _terms(name: str, param: SearchParamDef, modifier: str | None, value: str) -
             text = unescape(raw)
             terms.append(StringTerm(raw, text, normalize_text(text)))
         elif param.type == "reference":
-            terms.append(_reference_term(name, param, raw, modifier))
+            terms.append(_reference_term(name, param, raw, modifier, base_url))
         else:
             terms.append(_date_term(name, raw))
     return tuple(terms)
@@ -275,7 +280,9 @@ def _check_modifier(name: str, param: SearchParamDef, modifier: str) -> None:
     raise _error(name, f"Unknown modifier ':{modifier}' on search parameter '{name}'")
 
 
-def _clause(resource_type: str | None, name: str, param: SearchParamDef, value: str) -> Clause:
+def _clause(
+    resource_type: str | None, name: str, param: SearchParamDef, value: str, base_url: str | None
+) -> Clause:
     code, _, modifier_text = name.partition(":")
     modifier = modifier_text or None
     if param.type not in SUPPORTED_TYPES:
@@ -291,7 +298,7 @@ def _clause(resource_type: str | None, name: str, param: SearchParamDef, value: 
         if value not in ("true", "false"):
             raise _error(name, f"Search parameter '{name}' takes true or false")
         return Clause(code, param.type, key, modifier, (), missing=value == "true")
-    return Clause(code, param.type, key, modifier, _terms(name, param, modifier, value))
+    return Clause(code, param.type, key, modifier, _terms(name, param, modifier, value, base_url))
 
 
 def _int(name: str, value: str, low: int) -> int:
@@ -319,10 +326,17 @@ def _sort_key(
 
 
 def parse_search(
-    resource_type: str | None, params: list[tuple[str, str]], strict: bool = False
+    resource_type: str | None,
+    params: list[tuple[str, str]],
+    strict: bool = False,
+    base_url: str | None = None,
 ) -> SearchQuery:
     """Parse URL query parameters (decoded, in order) of a search on `resource_type`
     (None: a search across all types, where only the common parameters apply).
+
+    `base_url` (e.g. "http://localhost:8080/fhir", no trailing slash) is this server's
+    base: a reference search on `<base_url>/Patient/1` then matches the stored
+    relative reference Patient/1.
 
     Raises FHIRError 400 naming the parameter for bad or unsupported input, and for
     unknown parameters when `strict`.
@@ -363,7 +377,7 @@ def parse_search(
             continue
         if value == "":
             continue  # an empty parameter is ignored (search.html#errors)
-        clauses.append(_clause(resource_type, name, param, value))
+        clauses.append(_clause(resource_type, name, param, value, base_url))
 
     count = DEFAULT_COUNT
     if "_count" in settings:

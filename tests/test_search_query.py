@@ -77,6 +77,16 @@ def test_reference_forms() -> None:
     assert performer.terms == (ReferenceTerm("Practitioner/x/_history/2", "Practitioner", "x"),)
 
 
+def test_reference_to_this_server_becomes_relative() -> None:
+    base = "http://localhost:8080/fhir"
+    query = parse_search("Observation", [("subject", f"{base}/Patient/p1")], base_url=base)
+    assert query.clauses[0].terms == (ReferenceTerm(f"{base}/Patient/p1", "Patient", "p1"),)
+    other = parse_search("Observation", [("subject", "http://elsewhere/Patient/p1")], base_url=base)
+    assert other.clauses[0].terms[0] == ReferenceTerm(
+        "http://elsewhere/Patient/p1", None, "http://elsewhere/Patient/p1"
+    )
+
+
 def test_date_prefixes() -> None:
     query = parse_search("Patient", [("birthdate", "ge1980,lt1990-06"), ("birthdate", "2000")])
     first, second = query.clauses
