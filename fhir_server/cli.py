@@ -201,19 +201,21 @@ async def serve(config: ServeConfig) -> int:
                 )
                 return 1
         with _stop_on_signals(server):
-            serving = asyncio.create_task(server.serve())
+            serving = asyncio.create_task(_serve_http(server))
             while not server.started and not serving.done():
                 await asyncio.sleep(0.02)
             if not server.started:
-                return _exit_status(serving, config)
+                print(
+                    f"fhir-fusion: the HTTP server on {config.host}:{config.port} did not start",
+                    file=sys.stderr,
+                )
+                return await serving or 1
             http_port = server.servers[0].sockets[0].getsockname()[1]
             mllp_port = mllp_server.sockets[0].getsockname()[1] if mllp_server else 0
             _print_banner(config, http_port, mllp_port)
             if config.demo:
                 demo_task = asyncio.create_task(_feed_demo(config, mllp_port))
-            with contextlib.suppress(BaseException):
-                await serving
-            return _exit_status(serving, config)
+            return await serving
     finally:
         if demo_task is not None:
             demo_task.cancel()
@@ -227,19 +229,13 @@ async def serve(config: ServeConfig) -> int:
         log.info("store closed")
 
 
-def _exit_status(task: asyncio.Task[None], config: ServeConfig) -> int:
-    if not task.done() or task.cancelled():
-        return 1
-    exc = task.exception()
-    if isinstance(exc, SystemExit):
-        # uvicorn exits this way when it cannot bind; it has logged the reason.
-        print(
-            f"fhir-fusion: HTTP server on {config.host}:{config.port} did not start",
-            file=sys.stderr,
-        )
-        return int(exc.code or 1)
-    if exc is not None:
-        raise exc
+async def _serve_http(server: uvicorn.Server) -> int:
+    """Serve until told to stop; uvicorn calls sys.exit when it cannot start (after
+    logging why), which must not escape the event loop."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
     return 0
 
 

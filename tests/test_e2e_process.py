@@ -353,3 +353,22 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
                 assert set(message.loinc_codes) <= codes, message.control_id
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("busy", ["--port", "--mllp-port"])
+def test_a_port_in_use_is_a_clear_start_failure(tmp_path: Path, busy: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--port": str(free_port()), "--mllp-port": str(free_port()), busy: str(port)}
+        done = subprocess.run(
+            [sys.executable, "-m", "fhir_server.cli", "serve", "--data-dir", str(tmp_path),
+             *(item for pair in ports.items() for item in pair)],
+            capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0
+    what = "the HTTP server on" if busy == "--port" else "cannot listen for MLLP on"
+    assert f"fhir-fusion: {what} 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "store closed" in done.stderr
