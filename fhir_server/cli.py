@@ -223,7 +223,12 @@ async def serve(config: ServeConfig) -> int:
                 await demo_task
         if mllp_server is not None:
             mllp_server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
+            # Python 3.13+ can drop idle sender connections, which 3.12+ would wait for;
+            # a message cut off there gets no AA, so its sender sends it again.
+            close_clients = getattr(mllp_server, "close_clients", None)
+            if close_clients is not None:
+                close_clients()
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(mllp_server.wait_closed(), 5)
         await store.close()
         log.info("store closed")

@@ -242,7 +242,11 @@ def test_sigterm_and_sigint_stop_the_server_cleanly(tmp_path: Path) -> None:
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             proc.start()
-            assert proc.signal_and_wait(sig) == 0, proc.output()
+            # an idle sender connection must not hold the shutdown up
+            with socket.create_connection(("127.0.0.1", proc.mllp_port), timeout=10):
+                started = time.monotonic()
+                assert proc.signal_and_wait(sig) == 0, proc.output()
+                assert time.monotonic() - started < 10
             assert "store closed" in proc.stderr_path.read_text()
     finally:
         proc.stop()
