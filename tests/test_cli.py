@@ -3,6 +3,7 @@ dead-letter commands, each run as a real subprocess on a temporary data folder."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -11,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from fhir_server import demo
 from fhir_server.cli import build_parser
-from fhir_server.config import ConfigError, ServeConfig, resolve_serve_config
+from fhir_server.config import (
+    ConfigError,
+    ServeConfig,
+    database_path,
+    resolve_serve_config,
+)
+from fhir_server.storage.base import Context
+from fhir_server.storage.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "hl7v2"
@@ -204,3 +213,33 @@ def test_deadletter_unknown_id_is_a_clear_error(tmp_path: Path) -> None:
         done = _cli("deadletter", action, "4711", "--data-dir", str(tmp_path))
         assert done.returncode == 1
         assert done.stderr.strip() == "fhir-fusion: no input with id 4711"
+
+
+def test_deadletter_retry_stores_an_input_that_failed_for_a_passing_reason(
+    tmp_path: Path,
+) -> None:
+    """An input kept as rejected for a reason that has gone away (here: recorded as a
+    transient failure) is stored by `retry`, under the same input id."""
+    data = tmp_path / "data"
+    message = demo.demo_messages(1)[0]
+
+    async def keep_rejected() -> int:
+        store = await SQLiteStore.open(database_path(data))
+        try:
+            async with store.transaction(Context()) as txn:
+                return await txn.record_input(
+                    "hl7v2", message.payload, "rejected", reason="simulated outage"
+                )
+        finally:
+            await store.close()
+
+    input_id = str(asyncio.run(keep_rejected()))
+    retried = _cli("deadletter", "retry", input_id, "--data-dir", str(data))
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"input {input_id} (hl7v2): stored")
+    assert _cli("deadletter", "list", "--data-dir", str(data)).stdout.strip() == (
+        "no rejected inputs"
+    )
+    again = _cli("deadletter", "retry", input_id, "--data-dir", str(data))
+    assert again.returncode == 0
+    assert again.stdout.startswith(f"input {input_id} (hl7v2): duplicate")
