@@ -181,7 +181,9 @@ def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
             encounter_url = None
             focus.append(patient_url)
         elif name == "PV1" and patient_url is not None:
-            found = encounter(seg, "", patient_url, builder, sender, options)
+            # Lab results do not update master data: visit and doctors are created when
+            # unknown, as the patient is.
+            found = encounter(seg, "", patient_url, builder, sender, options, master=False)
             enc, visit = found if found is not None else ({}, None)
             if visit is not None:
                 encounter_url = builder.add(

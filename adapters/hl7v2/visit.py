@@ -23,9 +23,11 @@ _DOCTORS = ((7, "ATND", "attender"), (8, "REF", "referrer"), (9, "CON", "consult
             (17, "ADM", "admitter"))
 
 
-def practitioner_ref(rep: Repetition, builder: BundleBuilder, sender: str) -> JSON | None:
-    """A Reference to the Practitioner an XCN names: a conditional update keyed on XCN-1
-    with its authority (XCN-9), or a display-only Reference when XCN-1 is empty."""
+def practitioner_ref(rep: Repetition, builder: BundleBuilder, sender: str,
+                     create_only: bool = False) -> JSON | None:
+    """A Reference to the Practitioner an XCN names: a conditional update (or create, for
+    feeds that must not overwrite master data) keyed on XCN-1 with its authority (XCN-9),
+    or a display-only Reference when XCN-1 is empty."""
     name = dt.xcn_name(rep)
     display = dt.name_display(name) if name else ""
     value = component(rep, 1)
@@ -37,7 +39,7 @@ def practitioner_ref(rep: Repetition, builder: BundleBuilder, sender: str) -> JS
     if name:
         resource["name"] = [name]
     key = f"Practitioner|{ident['system']}|{value}"
-    url = builder.add(key, resource, match=ident)
+    url = builder.add(key, resource, match=ident, create_only=create_only)
     ref: JSON = {"reference": url}
     if display:
         ref["display"] = display
@@ -55,8 +57,11 @@ def location_display(rep: Repetition) -> str:
 
 
 def encounter(pv1: Segment, event: str, patient_url: str, builder: BundleBuilder,
-              sender: str, options: dt.Hl7Options) -> tuple[JSON, JSON | None] | None:
-    """The Encounter for a PV1 and the visit identifier it is matched on (None: create)."""
+              sender: str, options: dt.Hl7Options, *, master: bool = True
+              ) -> tuple[JSON, JSON | None] | None:
+    """The Encounter for a PV1 and the visit identifier it is matched on (None: create).
+    `master` is False for lab results: the doctors they name are created when unknown,
+    never updated."""
     visit = pv1.reps(19)
     visit_id = dt.identifier(visit[0], sender) if visit else None
     patient_class = pv1.get(2)
@@ -81,7 +86,7 @@ def encounter(pv1: Segment, event: str, patient_url: str, builder: BundleBuilder
     participants = []
     for field, code_, display_ in _DOCTORS:
         for rep in pv1.reps(field):
-            ref = practitioner_ref(rep, builder, sender)
+            ref = practitioner_ref(rep, builder, sender, create_only=not master)
             if ref is None:
                 continue
             participants.append({
