@@ -52,18 +52,36 @@ class Delimiters:
 
 
 class Segment:
-    """One segment. `fields[n]` is field n as numbered by the standard; for MSH,
-    fields[1] is MSH-1 (the field separator) and fields[2] is MSH-2."""
+    """One segment. Field n is numbered as in the standard; for MSH, field 1 is MSH-1
+    (the field separator) and field 2 is MSH-2. Fields are normalised from python-hl7's
+    containers on first use: most fields of a segment are never read."""
 
-    __slots__ = ("name", "fields", "occurrence")
+    __slots__ = ("name", "occurrence", "_raw", "_offset", "_delims", "_cache")
 
-    def __init__(self, name: str, fields: list[Field], occurrence: int) -> None:
+    def __init__(self, name: str, raw: list[Any], occurrence: int, delims: Delimiters,
+                 offset: int = 0) -> None:
         self.name = name
-        self.fields = fields
         self.occurrence = occurrence
+        self._raw = raw  # raw[n - offset] is field n
+        self._offset = offset
+        self._delims = delims
+        self._cache: dict[int, Field] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw) + self._offset
 
     def field(self, n: int) -> Field:
-        return self.fields[n] if n < len(self.fields) else []
+        found = self._cache.get(n)
+        if found is None:
+            i = n - self._offset
+            if i < 0 or i >= len(self._raw):
+                return []
+            found = self._cache[n] = _field(self._raw[i], self._delims.escape, self._delims)
+        return found
+
+    @property
+    def fields(self) -> list[Field]:
+        return [self.field(n) for n in range(len(self))]
 
     def reps(self, n: int) -> list[Repetition]:
         """The non-empty repetitions of field n."""
@@ -211,17 +229,17 @@ def parse(raw: bytes | str) -> Message:
             raise Hl7Error(f"Segment {i + 1} has no valid segment id", SEGMENT_SEQUENCE_ERROR,
                            Location(f"#{i + 1}", 1))
         counts[name] = counts.get(name, 0) + 1
-        fields: list[Field] = [[[[name]]]]
         if name == "MSH":
-            # python-hl7 keeps MSH-1 and MSH-2 as single fields; they are never unescaped.
-            fields.append([[[delims.field]]])
-            fields.append([[[delims.encoding_characters]]])
-            rest = seg[3:]
+            # python-hl7 keeps MSH-1 and MSH-2 as fields of their own; never unescaped.
+            raw = [name, delims.field, delims.encoding_characters, *seg[3:]]
         else:
-            rest = seg[1:]
-        esc = delims.escape
-        fields.extend(_field(f, esc, delims) for f in rest)
-        segments.append(Segment(name, fields, counts[name]))
+            raw = [name, *seg[1:]]
+        segment = Segment(name, raw, counts[name], delims)
+        segment._cache[0] = [[[name]]]
+        if name == "MSH":
+            segment._cache[1] = [[[delims.field]]]
+            segment._cache[2] = [[[delims.encoding_characters]]]
+        segments.append(segment)
     return Message(segments, delims)
 
 
