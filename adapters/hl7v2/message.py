@@ -231,10 +231,10 @@ def parse(raw: bytes | str) -> Message:
         counts[name] = counts.get(name, 0) + 1
         if name == "MSH":
             # python-hl7 keeps MSH-1 and MSH-2 as fields of their own; never unescaped.
-            raw = [name, delims.field, delims.encoding_characters, *seg[3:]]
+            items = [name, delims.field, delims.encoding_characters, *seg[3:]]
         else:
-            raw = [name, *seg[1:]]
-        segment = Segment(name, raw, counts[name], delims)
+            items = [name, *seg[1:]]
+        segment = Segment(name, items, counts[name], delims)
         segment._cache[0] = [[[name]]]
         if name == "MSH":
             segment._cache[1] = [[[delims.field]]]
