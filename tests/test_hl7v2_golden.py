@@ -14,6 +14,9 @@ Deliberate differences (also in docs/hl7v2-mapping.md):
 - An NM OBX-5 with repetitions ("27~25") keeps its first value; FHIR-Converter drops both.
 - A40: FHIR-Converter writes a Linkage; we write Patient.link (replaced-by / replaces)
   and set the old patient inactive, as the R4 Patient resource describes for merges.
+- The HL7 V2-to-FHIR IG samples: v2tofhir_ADT_A01-bundle.json has no published v2
+  input, and v2tofhir_MDM_T02.hl7 is an MDM message, which we refuse (AR 200), so
+  neither is compared.
 - Identifier systems: FHIR-Converter uses http://example.com/v2-to-fhir-converter/...
   placeholders; we use urn:oid:, known FHIR systems, or urn:fhir-fusion:hl7v2:authority:
   (see adapters/hl7v2/datatypes.py), so only identifier values are compared.

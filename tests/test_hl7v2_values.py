@@ -154,3 +154,64 @@ def test_structural_errors(message: str, ack: str, code: str, where: str, words:
     assert (error.ack_code, error.code) == (ack, code)
     assert str(error.location).startswith(where)
     assert "Doe" not in str(error)
+
+
+ADT = ("MSH|^~\\&|ADT|HOSP|EHR|HOSP|20240301101530+0100||ADT^{event}|E1|P|2.5\r"
+       "EVN|{event}|20240301101530+0100\r"
+       "PID|1||P9^^^HOSP^MR||Roe^Ann^^^^^L~Smith^Ann^^^^^M||{birth}|F\r"
+       "PV1|1|{klass}|W1^12^B^HOSP||||D7^Who^Doc^^^Dr^^^HOSP|||MED|||||||||V55^^^HOSP^VN"
+       "|||||||||||||||||||||||||20240228080000+0100|{discharge}\r")
+
+
+def adt(event: str, klass: str = "I", birth: str = "19700101",
+        discharge: str = "") -> list[dict[str, Any]]:
+    text = ADT.format(event=event, klass=klass, birth=birth, discharge=discharge)
+    return [e["resource"] for e in translate_bytes(text.encode()).bundle["entry"]]
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [("A01", "in-progress"), ("A02", "in-progress"), ("A03", "finished"), ("A04", "arrived"),
+     ("A05", "planned"), ("A08", "in-progress"), ("A11", "cancelled"), ("A13", "in-progress")],
+)
+def test_adt_event_sets_the_encounter_status(event: str, status: str) -> None:
+    (encounter,) = [r for r in adt(event) if r["resourceType"] == "Encounter"]
+    assert encounter["status"] == status
+    assert encounter["identifier"][0] == {
+        "system": "urn:fhir-fusion:hl7v2:authority:HOSP", "value": "V55",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                             "code": "VN"}]}}
+    assert encounter["period"]["start"] == "2024-02-28T08:00:00+01:00"
+    assert encounter["location"] == [{"location": {"display": "W1 12 B (HOSP)"}}]
+    assert encounter["participant"][0]["individual"]["display"] == "Dr Doc Who"
+
+
+def test_a08_with_discharge_time_is_finished() -> None:
+    (encounter,) = [r for r in adt("A08", discharge="20240302120000+0100")
+                    if r["resourceType"] == "Encounter"]
+    assert encounter["status"] == "finished"
+    assert encounter["period"]["end"] == "2024-03-02T12:00:00+01:00"
+
+
+@pytest.mark.parametrize("event", ["A28", "A31"])
+def test_person_events_update_the_patient_only(event: str) -> None:
+    types = sorted(r["resourceType"] for r in adt(event))
+    assert types == ["MessageHeader", "Organization", "Patient"]
+
+
+@pytest.mark.parametrize(
+    ("klass", "code"), [("E", "EMER"), ("I", "IMP"), ("O", "AMB"), ("P", "PRENC")])
+def test_patient_class_table_0004(klass: str, code: str) -> None:
+    (encounter,) = [r for r in adt("A01", klass=klass) if r["resourceType"] == "Encounter"]
+    assert encounter["class"] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code,
+        "display": {"EMER": "emergency", "IMP": "inpatient encounter", "AMB": "ambulatory",
+                    "PRENC": "pre-admission"}[code]}
+
+
+@pytest.mark.parametrize(("birth", "expected"), [("1970", "1970"), ("197003", "1970-03"),
+                                                  ("19700315", "1970-03-15")])
+def test_partial_birth_date_keeps_its_precision(birth: str, expected: str) -> None:
+    (patient,) = [r for r in adt("A08", birth=birth) if r["resourceType"] == "Patient"]
+    assert patient["birthDate"] == expected
+    assert [n["use"] for n in patient["name"]] == ["official", "maiden"]
