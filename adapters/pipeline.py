@@ -78,7 +78,7 @@ class Pipeline:
         self._translators: dict[str, Translator] = dict(translators or {})
         # Identical inputs arriving at once are processed one after the other, so the
         # second sees the first as a duplicate instead of racing it.
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock and its users
 
     def register(self, feed: str, translator: Translator) -> None:
         self._translators[feed] = translator
@@ -96,7 +96,8 @@ class Pipeline:
     async def ingest(self, ctx: Context, feed: str, raw: bytes) -> IngestResult:
         translator = self.translator(feed)
         digest = hashlib.sha256(raw).hexdigest()
-        lock = self._locks.setdefault(digest, asyncio.Lock())
+        lock, users = self._locks.get(digest, (asyncio.Lock(), 0))
+        self._locks[digest] = (lock, users + 1)
         try:
             async with lock:
                 earlier = await self.store.find_input(ctx, feed, digest)
@@ -104,8 +105,11 @@ class Pipeline:
                     return IngestResult("duplicate", earlier.id, feed, result=earlier.result)
                 return await self._process(ctx, feed, raw, digest, translator, None)
         finally:
-            if not lock.locked() and self._locks.get(digest) is lock:
+            lock, users = self._locks[digest]
+            if users == 1:
                 del self._locks[digest]
+            else:
+                self._locks[digest] = (lock, users - 1)
 
     async def retry(self, ctx: Context, input_id: int) -> IngestResult:
         """Process a kept input again (after a fix to the translator or to the data it

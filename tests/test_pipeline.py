@@ -115,8 +115,9 @@ def test_concurrent_identical_messages_store_once(db: Path) -> None:
         try:
             pipeline = Pipeline(store)
             raw = sample("google_oru_r01_ex6.hl7")
-            results = await asyncio.gather(*(pipeline.ingest(CTX, "hl7v2", raw) for _ in range(4)))
-            assert sorted(r.status for r in results) == ["duplicate"] * 3 + ["stored"]
+            results = await asyncio.gather(*(pipeline.ingest(CTX, "hl7v2", raw) for _ in range(6)))
+            assert sorted(r.status for r in results) == ["duplicate"] * 5 + ["stored"]
+            assert pipeline._locks == {}  # no lock is left behind
         finally:
             await store.close()
 
