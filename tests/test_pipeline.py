@@ -147,6 +147,35 @@ def test_second_message_about_the_same_patient_adds_no_patient_version(db: Path)
     run(scenario())
 
 
+def test_resent_results_under_a_new_control_id_write_only_header_and_provenance(
+        db: Path) -> None:
+    """The same ORU content with a new MSH-10 is new bytes (no dedupe by hash), but every
+    resource is found again by its identifier and left unchanged."""
+
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            pipeline = Pipeline(store)
+            raw = sample("google_oru_r01_ex6.hl7")  # its authority "SIMULATOR MRN" has a space
+            first = await pipeline.ingest(CTX, "hl7v2", raw)
+            before = await versions(store)
+            resent = raw.replace(b"|ORU^R01|7|", b"|ORU^R01|8|")
+            second = await pipeline.ingest(CTX, "hl7v2", resent)
+            assert second.status == "stored"
+            assert first.response is not None and second.response is not None
+            created = [e["response"]["location"].split("/")[0] for e in second.response["entry"]
+                       if e["response"]["status"] == "201 Created"]
+            assert created == ["MessageHeader", "Provenance"]
+            assert await versions(store) == before + 2
+            ids = [[e["response"]["location"].split("/")[1] for e in r.response["entry"]]
+                   for r in (first, second)]
+            assert ids[0][1:-1] == ids[1][1:-1]
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
 def test_a40_merge_marks_the_old_patient_replaced(db: Path) -> None:
     async def scenario() -> None:
         store = await SQLiteStore.open(db)
