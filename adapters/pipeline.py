@@ -142,8 +142,7 @@ class Pipeline:
         bundle["entry"].append(_provenance(translation, digest))
         summary: dict[str, Any] = {
             "details": translation.details,
-            "resources": [{"fullUrl": e["fullUrl"], "type": e["resource"]["resourceType"]}
-                          for e in bundle["entry"]],
+            "resources": [_entry_summary(e) for e in bundle["entry"]],
         }
         kept: list[int] = []
 
@@ -164,6 +163,18 @@ class Pipeline:
                                           input_id=input_id)
         log.info("input %s on feed %s rejected: %s", kept, feed, reason)
         return IngestResult("rejected", kept, feed, reason=reason, error=error)
+
+
+def _entry_summary(entry: dict[str, Any]) -> dict[str, str]:
+    """What an entry wrote, by the business key that finds it again (the conditional
+    criteria), since the ids the store gives are only known after the commit."""
+    request = entry["request"]
+    summary = {"type": entry["resource"]["resourceType"], "method": request["method"]}
+    if request.get("ifNoneExist"):
+        summary["match"] = f"{summary['type']}?{request['ifNoneExist']}"
+    elif "?" in request["url"]:
+        summary["match"] = request["url"]
+    return summary
 
 
 def _fhir_reason(exc: FHIRError) -> str:

@@ -62,6 +62,9 @@ def test_oru_is_stored_with_provenance_and_its_raw_input(db: Path) -> None:
             assert kept is not None and kept.status == "stored" and kept.content == raw
             assert kept.result is not None
             assert kept.result["details"]["control_id"] == "182"
+            assert {"type": "Observation", "method": "PUT",
+                    "match": "Observation?identifier=urn%3Afhir-fusion%3Ahl7v2%3Aauthority%3A"
+                             "SomeSystem|82503246-obx2"} in kept.result["resources"]
 
             observations = await stored(store, result, "Observation")
             assert len(observations) == 10
