@@ -1,4 +1,5 @@
-"""Optional strict check of a message against its version's structure, with hl7apy.
+"""Optional strict check of a message against its version's structure and tables, with
+hl7apy.
 
 hl7apy knows every version's message structures, segment definitions, data types and
 tables, which python-hl7 does not; but building its typed tree costs about 20 ms per lab
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 import re
 
+import importlib
+from functools import lru_cache
+
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
+    TABLE_VALUE_NOT_FOUND,
     Hl7Error,
     Location,
 )
@@ -70,6 +75,43 @@ def check_structure(msg: Message) -> None:
     except (ValueError, KeyError, IndexError, AttributeError) as exc:
         raise Hl7Error(f"The message does not follow the structure of its version "
                        f"({type(exc).__name__})", SEGMENT_SEQUENCE_ERROR) from None
+    check_tables(msg)
+
+
+# Coded fields the translation maps, with their HL7 tables (v2.5 chapter 2C).
+CODED_FIELDS = (("PID", 8, "0001"), ("PID", 16, "0002"), ("PV1", 2, "0004"),
+                ("OBX", 8, "0078"), ("OBX", 11, "0085"))
+_TABLE_VERSIONS = ("2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8", "2.8.1", "2.8.2")
+
+
+@lru_cache(maxsize=None)
+def _tables(version: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """hl7apy's tables for `version`, or for the nearest earlier version it has
+    (it ships none for 2.3, so 2.3 uses 2.3.1's)."""
+    known = [v for v in _TABLE_VERSIONS if _key(v) <= _key(version)] or ["2.3.1"]
+    module = importlib.import_module(f"hl7apy.v{known[-1].replace('.', '_')}.tables")
+    tables: dict[str, tuple[str, tuple[str, ...]]] = module.TABLES
+    return tables
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def check_tables(msg: Message) -> None:
+    """Raise Hl7Error 103 (AE) when a coded field the translation maps holds a code its
+    table does not list."""
+    tables = _tables(msg.version)
+    for name, field, table in CODED_FIELDS:
+        codes = tables.get(f"HL7{table}", ("", ()))[1]
+        if not codes:
+            continue
+        for seg in msg.all(name):
+            for rep in seg.reps(field):
+                code = rep[0][0].strip() if rep and rep[0] else ""
+                if code and code not in codes:
+                    raise Hl7Error(f"The code is not in HL7 table {table}",
+                                   TABLE_VALUE_NOT_FOUND, seg.loc(field))
 
 
 def _as_error(text: str) -> Hl7Error:
