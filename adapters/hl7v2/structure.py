@@ -12,9 +12,8 @@ not passed on: the element name is turned into a location and the text is ours.
 
 from __future__ import annotations
 
-import re
-
 import importlib
+import re
 from functools import lru_cache
 
 from adapters.hl7v2.errors import (
