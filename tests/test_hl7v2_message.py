@@ -124,6 +124,17 @@ def test_dtm_without_offset_uses_the_configured_zone() -> None:
     assert dt.dtm("20240301101530", LOC, options) == "2024-03-01T10:15:30-05:00"
 
 
+def test_dtm_without_offset_follows_daylight_saving_of_a_named_zone() -> None:
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        new_york = zoneinfo.ZoneInfo("America/New_York")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone database on this machine")
+    options = dt.Hl7Options(local_tz=new_york)
+    assert dt.dtm("20240701120000", LOC, options) == "2024-07-01T12:00:00-04:00"
+    assert dt.dtm("20240115120000", LOC, options) == "2024-01-15T12:00:00-05:00"
+
+
 @pytest.mark.parametrize("value", ["Aug 15, 1942", "20241301", "20240230", "2024030125"])
 def test_bad_dtm_is_a_data_type_error_at_its_field(value: str) -> None:
     with pytest.raises(Hl7Error) as info:
