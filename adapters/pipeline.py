@@ -139,6 +139,12 @@ class Pipeline:
             return await self._reject(ctx, feed, raw, reason, exc, input_id)
 
         bundle = translation.bundle
+        keep = translation.details.get("keep_existing")
+        if keep:
+            try:
+                await _keep_existing(self.store, ctx, bundle, set(keep))
+            except FHIRError as exc:
+                return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id)
         bundle["entry"].append(_provenance(translation, digest))
         summary: dict[str, Any] = {
             "details": translation.details,
@@ -163,6 +169,25 @@ class Pipeline:
                                           input_id=input_id)
         log.info("input %s on feed %s rejected: %s", kept, feed, reason)
         return IngestResult("rejected", kept, feed, reason=reason, error=error)
+
+
+async def _keep_existing(store: ResourceStore, ctx: Context, bundle: dict[str, Any],
+                         urls: set[str]) -> None:
+    """For the conditional updates the translator lists (by fullUrl), start from the
+    resource as stored, so that what the message does not say is kept: an A40 says of
+    the replaced patient only that it is inactive and replaced, not who it is."""
+    from fhir_server.operations import StoreReader, find_matches, parse_criteria
+
+    reader = StoreReader(store, ctx)
+    for entry in bundle["entry"]:
+        request = entry["request"]
+        if entry["fullUrl"] not in urls or request["method"] != "PUT" or "?" not in request["url"]:
+            continue
+        rtype, _, criteria = request["url"].partition("?")
+        matches = await find_matches(reader, rtype, parse_criteria(rtype, criteria))
+        if len(matches) == 1 and matches[0].resource is not None:
+            current = {k: v for k, v in matches[0].resource.items() if k not in ("id", "meta")}
+            entry["resource"] = {**current, **entry["resource"]}
 
 
 def _entry_summary(entry: dict[str, Any]) -> dict[str, str]:

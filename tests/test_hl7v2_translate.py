@@ -206,6 +206,9 @@ def test_a40_merge_links_both_patients() -> None:
     assert replaced["link"] == [{"other": {"reference": survivor_url}, "type": "replaced-by"}]
     assert entry_of(bundle, replaced)["request"]["url"] == (
         "Patient?identifier=urn%3Afhir-fusion%3Ahl7v2%3Aauthority%3ABCBS|56789")
+    # the pipeline lays the replaced patient over its stored version
+    translation = translate_bytes((HL7 / "fhirconverter_ADT-A40-01.hl7").read_bytes())
+    assert translation.details["keep_existing"] == [replaced_url]
 
 
 def test_lab_oru_two_reports_with_pending_results() -> None:

@@ -201,6 +201,9 @@ def test_a40_merge_marks_the_old_patient_replaced(db: Path) -> None:
                 {"other": {"reference": f"Patient/{survivor.id}"}, "type": "replaced-by"}]
             assert survivor.resource and survivor.resource["link"] == [
                 {"other": {"reference": f"Patient/{replaced.id}"}, "type": "replaces"}]
+            # what MRG does not say about the old patient is kept from its stored version
+            assert replaced.resource["name"] == before.resource["name"]  # type: ignore[index]
+            assert replaced.resource["birthDate"] == "2018-02-05"
             history, total = await store.history(CTX, "Patient", replaced.id)
             assert total == 2 and history[1].resource and history[1].resource["active"] is True
         finally:

@@ -36,6 +36,8 @@ class BundleBuilder:
         self._seed = seed
         self.entries: list[JSON] = []
         self._keys: dict[str, str] = {}
+        # fullUrls of conditional updates to apply on top of the stored resource
+        self.keep_existing: set[str] = set()
 
     def full_url(self, key: str) -> str:
         return f"urn:uuid:{uuid.uuid5(_NAMESPACE, self._seed + '|' + key)}"

@@ -110,8 +110,9 @@ def _deceased(resource: JSON, pid: Segment, options: dt.Hl7Options) -> None:
 
 
 def replaced_patient(mrg: Segment, sender: str, survivor_url: str) -> tuple[JSON, JSON]:
-    """The patient MRG-1 names, made inactive and linked to the survivor. Only what the
-    MRG segment says about it is written (the earlier versions keep its history)."""
+    """The patient MRG-1 names, made inactive and linked to the survivor. Only what MRG
+    says about it is here; the pipeline lays it over the stored patient
+    (`Translation.details["keep_existing"]`), so its demographics stay."""
     idents = identifiers(mrg, 1, sender)
     if not idents:
         raise Hl7Error("MRG-1 prior patient identifier list is empty", REQUIRED_FIELD_MISSING,

@@ -114,7 +114,10 @@ def translate(msg: Message, options: dt.Hl7Options) -> Translation:
         occurred=header.get("_occurred"),
     )
     header.pop("_occurred", None)
-    details = {"message_type": kind, "control_id": msg.control_id, "version": msg.version}
+    details: JSON = {"message_type": kind, "control_id": msg.control_id,
+                     "version": msg.version}
+    if builder.keep_existing:
+        details["keep_existing"] = sorted(builder.keep_existing)
     return Translation(builder.bundle(), source, details)
 
 
@@ -143,6 +146,7 @@ def _adt(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
         resource["link"] = [{"other": {"reference": old_url}, "type": "replaces"}]
         builder.add(patient_key, resource, match=key)
         builder.add(f"Patient|{old_key['system']}|{old_key['value']}", old, match=old_key)
+        builder.keep_existing.add(old_url)  # MRG does not say who the old patient is
         focus.append(old_url)
         return focus
     builder.add(patient_key, resource, match=key)
