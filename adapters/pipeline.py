@@ -187,7 +187,14 @@ async def _keep_existing(store: ResourceStore, ctx: Context, bundle: dict[str, A
         matches = await find_matches(reader, rtype, parse_criteria(rtype, criteria))
         if len(matches) == 1 and matches[0].resource is not None:
             current = {k: v for k, v in matches[0].resource.items() if k not in ("id", "meta")}
-            entry["resource"] = {**current, **entry["resource"]}
+            merged = {**current, **entry["resource"]}
+            # identifiers add up: the message names some of them, the store may know more
+            identifiers = list(current.get("identifier", []))
+            identifiers += [i for i in entry["resource"].get("identifier", [])
+                            if i not in identifiers]
+            if identifiers:
+                merged["identifier"] = identifiers
+            entry["resource"] = merged
 
 
 def _entry_summary(entry: dict[str, Any]) -> dict[str, str]:

@@ -186,7 +186,8 @@ def test_a40_merge_marks_the_old_patient_replaced(db: Path) -> None:
             pipeline = Pipeline(store)
             merge = sample("fhirconverter_ADT-A40-01.hl7")
             # first the two patients are known through their own registrations
-            old = merge.split(b"\nMRG")[0].replace(b"12345^^^BCBS", b"56789^^^BCBS")
+            old = merge.split(b"\nMRG")[0].replace(b"12345^^^BCBS^MR",
+                                                     b"56789^^^BCBS^MR~777^^^OTHER^PI")
             old = old.replace(b"ADT^A40^ADT_A40|8919-40", b"ADT^A04^ADT_A01|8919-04")
             registered = await pipeline.ingest(CTX, "hl7v2", old)
             assert registered.status == "stored", registered.reason
@@ -204,6 +205,8 @@ def test_a40_merge_marks_the_old_patient_replaced(db: Path) -> None:
             # what MRG does not say about the old patient is kept from its stored version
             assert replaced.resource["name"] == before.resource["name"]  # type: ignore[index]
             assert replaced.resource["birthDate"] == "2018-02-05"
+            # identifiers add up: MRG-1 names one, the stored patient has two
+            assert [i["value"] for i in replaced.resource["identifier"]] == ["56789", "777"]
             history, total = await store.history(CTX, "Patient", replaced.id)
             assert total == 2 and history[1].resource and history[1].resource["active"] is True
         finally:
