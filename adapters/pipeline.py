@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from adapters.translation import Translation, TranslationError, Translator
+from adapters.translation import Translation, TranslationError, Translator, describe_failure
 from fhir_server.bundles import process_bundle
 from fhir_server.errors import FHIRError
 from fhir_server.storage.base import Context, RawInput, ResourceStore, Transaction
@@ -134,7 +134,7 @@ class Pipeline:
         except TranslationError as exc:
             return await self._reject(ctx, feed, raw, str(exc), exc, input_id)
         except Exception as exc:  # a translator bug must not lose the input
-            log.exception("translator for feed %s failed", feed)
+            log.error("translator for feed %s failed: %s", feed, describe_failure(exc))
             reason = f"internal error in the {feed} translator ({type(exc).__name__})"
             return await self._reject(ctx, feed, raw, reason, exc, input_id)
 

@@ -43,3 +43,13 @@ class TranslationError(Exception):
 
 
 Translator = Callable[[bytes], Translation]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """An unexpected exception for the log: its type and where it was raised, never its
+    message, which may quote the input (and so patient data)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{type(exc).__name__}{where}"

@@ -309,3 +309,25 @@ def test_ingest_files_reads_every_sample(db: Path, tmp_path: Path) -> None:
             await store.close()
 
     run(scenario())
+
+
+def test_translator_bug_keeps_the_input_and_logs_no_content(
+        db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(raw: bytes) -> Translation:
+        raise KeyError(raw.decode())  # an exception whose text quotes the input
+
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            result = await Pipeline(store, {"test": broken}).ingest(CTX, "test", b"DOE^JANE")
+            assert result.status == "rejected"
+            assert result.reason == "internal error in the test translator (KeyError)"
+            kept = await store.get_input(CTX, result.input_id or 0)
+            assert kept is not None and kept.content == b"DOE^JANE"
+        finally:
+            await store.close()
+
+    with caplog.at_level("DEBUG"):
+        run(scenario())
+    assert "KeyError at" in caplog.text
+    assert "DOE" not in caplog.text

@@ -217,9 +217,9 @@ def parse(raw: bytes | str) -> Message:
                        Location("MSH", 1, 2))
     try:
         parsed = hl7.parse(text)
-    except Exception as exc:  # python-hl7 raises several types on malformed input
+    except Exception:  # python-hl7 raises several types on malformed input
         raise Hl7Error("Message could not be split into segments", SEGMENT_SEQUENCE_ERROR,
-                       Location("MSH", 1)) from exc
+                       Location("MSH", 1)) from None  # its text may quote the message
 
     segments: list[Segment] = []
     counts: dict[str, int] = {}

@@ -18,6 +18,7 @@ import socket
 from adapters.hl7v2.ack import ack_for_exception, build_ack
 from adapters.hl7v2.errors import APPLICATION_INTERNAL_ERROR, Hl7Error
 from adapters.pipeline import Pipeline
+from adapters.translation import describe_failure
 from fhir_server.storage.base import Context
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,8 @@ async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.St
                 await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass  # the peer went away; anything it had sent complete is already answered
-    except Exception:
-        log.exception("MLLP connection failed")
+    except Exception as exc:
+        log.error("MLLP connection failed: %s", describe_failure(exc))
     finally:
         writer.close()
         try:
@@ -139,7 +140,7 @@ async def _answer(pipeline: Pipeline, ctx: Context, message: bytes, max_bytes: i
     try:
         result = await pipeline.ingest(ctx, FEED, message)
     except Exception as exc:
-        log.exception("MLLP message could not be processed")
+        log.error("MLLP message could not be processed: %s", describe_failure(exc))
         return ack_for_exception(message, exc)
     if result.ok:
         return build_ack(message, "AA")
