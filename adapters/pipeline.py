@@ -160,6 +160,10 @@ class Pipeline:
             response = await process_bundle(self.store, ctx, bundle, before_commit=keep_input)
         except FHIRError as exc:
             return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id)
+        except Exception as exc:  # the store or the engine failed: keep the input if we can
+            log.error("storing input on feed %s failed: %s", feed, describe_failure(exc))
+            reason = f"internal error while storing ({type(exc).__name__})"
+            return await self._reject(ctx, feed, raw, reason, exc, input_id)
         return IngestResult("stored", kept[0], feed, result=summary, response=response)
 
     async def _reject(self, ctx: Context, feed: str, raw: bytes, reason: str,

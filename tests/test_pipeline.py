@@ -331,3 +331,26 @@ def test_translator_bug_keeps_the_input_and_logs_no_content(
         run(scenario())
     assert "KeyError at" in caplog.text
     assert "DOE" not in caplog.text
+
+
+def test_store_failure_during_the_transaction_keeps_the_input_as_rejected(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapters.pipeline as pipeline_module
+
+    async def failing(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("disk full")
+
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            monkeypatch.setattr(pipeline_module, "process_bundle", failing)
+            result = await Pipeline(store).ingest(CTX, "hl7v2", sample("hapi_adt_a03.hl7"))
+            assert result.status == "rejected"
+            assert result.reason == "internal error while storing (RuntimeError)"
+            monkeypatch.undo()
+            again = await Pipeline(store).retry(CTX, result.input_id or 0)
+            assert again.status == "stored" and again.input_id == result.input_id
+        finally:
+            await store.close()
+
+    run(scenario())
