@@ -121,6 +121,14 @@ class Pipeline:
             return IngestResult("duplicate", raw.id, raw.feed, result=raw.result)
         translator = self.translator(raw.feed)
         digest = hashlib.sha256(raw.content).hexdigest()
+        earlier = await self.store.find_input(ctx, raw.feed, digest)
+        if earlier is not None:
+            # the sender sent it again and that copy was stored: this one is settled too
+            result = {**(earlier.result or {}), "duplicate_of": earlier.id}
+            async with self.store.transaction(ctx) as txn:
+                await txn.record_input(raw.feed, raw.content, "stored", result=result,
+                                       input_id=raw.id)
+            return IngestResult("duplicate", earlier.id, raw.feed, result=earlier.result)
         return await self._process(ctx, raw.feed, raw.content, digest, translator, raw.id)
 
     async def rejected(self, ctx: Context, feed: str | None = None,

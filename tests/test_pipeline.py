@@ -354,3 +354,31 @@ def test_store_failure_during_the_transaction_keeps_the_input_as_rejected(
             await store.close()
 
     run(scenario())
+
+
+def test_retry_of_an_input_stored_since_under_another_id_settles_it(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapters.pipeline as pipeline_module
+
+    async def failing(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("disk full")
+
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            raw = sample("hapi_adt_a03.hl7")
+            monkeypatch.setattr(pipeline_module, "process_bundle", failing)
+            failed = await Pipeline(store).ingest(CTX, "hl7v2", raw)
+            monkeypatch.undo()
+            resent = await Pipeline(store).ingest(CTX, "hl7v2", raw)  # the sender tries again
+            assert resent.status == "stored"
+            settled = await Pipeline(store).retry(CTX, failed.input_id or 0)
+            assert (settled.status, settled.input_id) == ("duplicate", resent.input_id)
+            assert await Pipeline(store).rejected(CTX) == []
+            kept = await store.get_input(CTX, failed.input_id or 0)
+            assert kept is not None and kept.result is not None
+            assert kept.result["duplicate_of"] == resent.input_id
+        finally:
+            await store.close()
+
+    run(scenario())
