@@ -29,6 +29,7 @@ from conformance.definitions import (
 )
 from fhir_server.errors import FHIRError, Issue
 from search.extract import index_key
+from search.fulltext import FIELD_OF_PARAMETER, phrases
 from search.values import date_range, normalize_text, split_reference
 
 DEFAULT_COUNT = 20
@@ -45,7 +46,7 @@ _TRANSPARENT = frozenset({"_format", "_pretty"})
 _NOT_APPLIED = frozenset(
     {
         "_include", "_revinclude", "_summary", "_elements", "_contained", "_containedType",
-        "_list", "_text", "_content", "_query", "_filter", "_type", "_score",
+        "_list", "_query", "_filter", "_type", "_score",
     }
 )  # fmt: skip
 _MODIFIERS = {
@@ -301,6 +302,22 @@ def _clause(
     return Clause(code, param.type, key, modifier, _terms(name, param, modifier, value, base_url))
 
 
+def _text_clause(name: str, value: str) -> Clause:
+    """_text / _content: comma-separated alternatives of plain words (search.fulltext)."""
+    code, _, modifier = name.partition(":")
+    if modifier:
+        raise _error(name, f"'{code}' takes no modifier")
+    terms: list[Term] = []
+    for raw in split_escaped(value, ","):
+        text = unescape(raw)
+        try:
+            phrases(text)
+        except ValueError as exc:
+            raise _error(name, f"'{code}' takes {exc} per value") from None
+        terms.append(StringTerm(raw, text, text))
+    return Clause(code, "special", code, None, tuple(terms))
+
+
 def _int(name: str, value: str, low: int) -> int:
     if not value.isdigit() or int(value) < low:
         raise _error(name, f"'{name}' needs a whole number of at least {low}")
@@ -368,6 +385,9 @@ def parse_search(
             raise _not_supported(name, f"Chained search ('{name}') is not supported yet")
         if "." in name.partition(":")[2] and known.get(code, None) is not None:
             raise _not_supported(name, f"Chained search ('{name}') is not supported yet")
+        if code in FIELD_OF_PARAMETER:
+            clauses.append(_text_clause(name, value))
+            continue
         param = known.get(code)
         if param is None:
             if strict:

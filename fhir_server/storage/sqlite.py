@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
-from fhir_server.storage import sqlite_index
+from fhir_server.storage import sqlite_fulltext, sqlite_index
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
 if TYPE_CHECKING:
@@ -197,6 +197,7 @@ class SQLiteTransaction:
             (tenant, resource_type, resource_id, version, now, method, body),
         )
         sqlite_index.replace_index(self._conn, rid, resource_type, stored)
+        sqlite_fulltext.replace(self._conn, rid, stored)
         return StoredResource(resource_type, resource_id, version, now, False, body, method)
 
     async def create(
@@ -260,6 +261,7 @@ class SQLiteTransaction:
             (self._ctx.tenant, resource_type, resource_id, version, now),
         )
         sqlite_index.clear_index(self._conn, rid)
+        sqlite_fulltext.remove(self._conn, rid)
         marker = StoredResource(resource_type, resource_id, version, now, True, None, "DELETE")
         return WriteResult(marker, "deleted")
 
@@ -324,7 +326,7 @@ class SQLiteStore:
             )
         writer.execute("BEGIN IMMEDIATE")
         try:
-            for statement in (*_SCHEMA, *sqlite_index.SCHEMA):
+            for statement in (*_SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA):
                 writer.execute(statement)
             writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             writer.execute("COMMIT")

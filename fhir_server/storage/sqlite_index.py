@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from fhir_server.storage import sqlite_fulltext
 from search.extract import extract
+from search.fulltext import FIELD_OF_PARAMETER
 from search.query import (
     Clause,
     DateTerm,
@@ -186,6 +188,8 @@ def _column_clause(clause: Clause) -> tuple[str, list[Any]]:
 
 
 def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
+    if clause.code in FIELD_OF_PARAMETER:  # _text, _content: the FTS5 table
+        return sqlite_fulltext.condition(sqlite_fulltext.clause_query(clause), drives)
     if clause.code in ("_id", "_lastUpdated"):
         return _column_clause(clause)
     table = _TABLE_OF[clause.param_type]
@@ -218,6 +222,8 @@ def _selectivity(clause: Clause) -> int:
     """A rank, lowest first, of how few rows a positive condition is likely to match."""
     if clause.param_type == "reference":
         return 0
+    if clause.code in FIELD_OF_PARAMETER:  # an FTS5 match beats a per-row probe of it
+        return 2
     if clause.param_type == "token" and clause.modifier is None:
         return 1 if all(getattr(t, "code", None) for t in clause.terms) else 4
     if clause.param_type == "string":
