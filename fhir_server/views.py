@@ -10,13 +10,17 @@ from urllib.parse import urlencode
 
 import orjson
 
-from fhir_server.errors import invalid
+from fhir_server import shaping
+from fhir_server.errors import Issue, invalid, operation_outcome
 from fhir_server.storage.base import SearchPage, StoredResource
 
 if TYPE_CHECKING:
     from search.query import SearchQuery
+    from search.result import ResultParams
 
 _PAGING = frozenset({"_count", "_offset"})
+# Where the extra parameters go in a link: before sorting, paging and totals.
+_RESULT_CONTROL = frozenset({"_sort", "_count", "_offset", "_total"})
 
 
 def status_line(status: int) -> str:
@@ -66,26 +70,86 @@ def paging_links(
     return links
 
 
+def search_links(
+    url: str, params: Sequence[tuple[str, str]], count: int, offset: int, total: int | None,
+    shown: int,
+) -> list[dict[str, str]]:
+    """self, first, previous, next and last (R4 http.html#paging), each keeping every
+    parameter the server understood; last only when the total is known."""
+    kept = [(k, v) for k, v in params if k not in _PAGING]
+
+    def page(at: int) -> list[tuple[str, str]]:
+        return [*kept, ("_count", str(count)), ("_offset", str(at))]
+
+    links = [_link("self", url, page(offset))]
+    if count <= 0:
+        return links
+    links.append(_link("first", url, page(0)))
+    if offset > 0:
+        links.append(_link("previous", url, page(max(offset - count, 0))))
+    more = offset + shown < total if total is not None else shown >= count
+    if more:
+        links.append(_link("next", url, page(offset + count)))
+    if total is not None:
+        links.append(_link("last", url, page(max(total - 1, 0) // count * count)))
+    return links
+
+
+def understood_params(query: SearchQuery, system: bool) -> list[tuple[str, str]]:
+    """Every parameter the server applied, as (name, value), for the Bundle's links:
+    the filters and paging of the query, its chains and _has, _type on a system search,
+    and the result parameters (_include, _summary, ...)."""
+    from search.chain import link_params
+
+    params = query.to_params()
+    extra = link_params(query.links) + query.result.to_params()
+    if system and query.types:
+        extra.insert(0, ("_type", ",".join(query.types)))
+    cut = next((i for i, (name, _) in enumerate(params) if name in _RESULT_CONTROL), len(params))
+    return [*params[:cut], *extra, *params[cut:]]
+
+
+def _entry(
+    base_url: str, stored: StoredResource, mode: str, raw: bool, result: ResultParams | None
+) -> dict[str, Any]:
+    resource: Any
+    if result is not None and stored.resource is not None:
+        resource = shaping.shape(stored.resource, result)
+    else:
+        resource = resource_value(stored, raw)
+    return {"fullUrl": full_url(base_url, stored), "resource": resource, "search": {"mode": mode}}
+
+
 def searchset(
     page: SearchPage, query: SearchQuery, base_url: str, path: str, *, raw: bool = False
 ) -> dict[str, Any]:
-    """A searchset Bundle for one page of matches; `path` is the searched endpoint
-    relative to the base ("Patient", or "" for a system search)."""
+    """A searchset Bundle for one page of matches and what _include/_revinclude added
+    (search.mode include); `path` is the searched endpoint relative to the base
+    ("Patient", "Patient/123/Observation", or "" for a system search)."""
     url = f"{base_url}/{path}" if path else base_url
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
-    bundle["link"] = paging_links(
-        url, query.to_params(), query.count, query.offset, page.total, len(page.resources)
+    bundle["link"] = search_links(
+        url, understood_params(query, system=not path), query.count, query.offset,
+        page.total, len(page.resources),
     )
-    bundle["entry"] = [
-        {
-            "fullUrl": full_url(base_url, stored),
-            "resource": resource_value(stored, raw),
-            "search": {"mode": "match"},
-        }
-        for stored in page.resources
-    ]
+    if query.result.summary == "count":
+        return bundle
+    result = query.result if shaping.shapes(query.result) else None
+    entries = [_entry(base_url, stored, "match", raw, result) for stored in page.resources]
+    entries += [_entry(base_url, stored, "include", raw, result) for stored in page.included]
+    if page.included_truncated:
+        entries.append(
+            {
+                "resource": operation_outcome(
+                    [Issue("too-costly", f"Only the first {len(page.included)} included "
+                           "resources are returned", severity="warning")]
+                ),
+                "search": {"mode": "outcome"},
+            }
+        )
+    bundle["entry"] = entries
     return bundle
 
 

@@ -184,6 +184,27 @@ def value_set_systems(r4: Path) -> dict[str, str]:
     return systems
 
 
+def resource_elements(
+    profiles: dict[str, Any], resource_types: list[str]
+) -> dict[str, dict[str, list[str]]]:
+    """Per resource type, its top-level elements marked isSummary (for _summary=true)
+    and those with min >= 1 (kept by _summary=text and _elements), in definition order;
+    choice elements keep their [x] (deceased[x])."""
+    wanted = set(resource_types)
+    out: dict[str, dict[str, list[str]]] = {}
+    for sd in (e["resource"] for e in profiles["entry"]):
+        if sd["resourceType"] != "StructureDefinition" or sd.get("type") not in wanted:
+            continue
+        if not sd["url"].startswith(CORE_SD_PREFIX) or sd.get("version") != FHIR_VERSION:
+            continue
+        top = [el for el in sd["snapshot"]["element"] if el["path"].count(".") == 1]
+        out[sd["type"]] = {
+            "summary": [el["path"].split(".")[1] for el in top if el.get("isSummary")],
+            "mandatory": [el["path"].split(".")[1] for el in top if el.get("min", 0) >= 1],
+        }
+    return dict(sorted(out.items()))
+
+
 def build(r4: Path) -> dict[str, Any]:
     profiles = json.loads((r4 / "profiles-resources.json").read_text("utf-8"))
     resource_types = sorted(
@@ -246,6 +267,10 @@ def build(r4: Path) -> dict[str, Any]:
 
     source = {"package": PACKAGE, "version": VERSION, "fhirVersion": FHIR_VERSION}
     return {
+        "resource_elements.json": {
+            "source": source,
+            "resources": resource_elements(profiles, resource_types),
+        },
         "resource_types.json": {"source": source, "resourceTypes": resource_types},
         "search_parameters.json": {
             "source": source,

@@ -28,7 +28,10 @@ from conformance.definitions import (
     search_parameters,
 )
 from fhir_server.errors import FHIRError, Issue
+from search import chain
+from search.chain import LinkClause
 from search.extract import index_key
+from search.result import RESULT_PARAMETERS, ResultParams, parse_result_params
 from search.fulltext import FIELD_OF_PARAMETER, phrases
 from search.values import date_range, normalize_text, split_reference
 
@@ -131,6 +134,10 @@ class SearchQuery:
     sort: SortKey | None = None
     total: str = "accurate"  # none | estimate | accurate
     ignored: tuple[tuple[str, str], ...] = ()  # unknown or not applied, as received
+    # Chains, _has, compartment and multi-type clauses (search.chain), ANDed with clauses.
+    links: tuple[LinkClause, ...] = ()
+    types: tuple[str, ...] = ()  # _type on a system search
+    result: ResultParams = ResultParams()  # _include, _revinclude, _summary, _elements
 
     def to_params(self) -> list[tuple[str, str]]:
         """What was understood, as (name, value) pairs, for the self and next links."""
@@ -369,7 +376,21 @@ def parse_search(
     clauses: list[Clause] = []
     ignored: list[tuple[str, str]] = []
     settings: dict[str, str] = {}
+    links: list[LinkClause] = []
+    result_params: list[tuple[str, str]] = []
+    types: tuple[str, ...] = ()
+    type_values = [value for name, value in params if name == "_type"]
+    if type_values and resource_type is None:
+        types = chain.parse_types(",".join(type_values))
+        if len(types) == 1:  # one type: its own parameters apply
+            resource_type = types[0]
+            known = search_parameters(resource_type)
     for name, value in params:
+        if name == "_type" and types:
+            continue
+        if name.partition(":")[0] in RESULT_PARAMETERS:
+            result_params.append((name, value))
+            continue
         if name in ("_count", "_offset", "_sort", "_total"):
             if name in settings:
                 raise _error(name, f"'{name}' is given more than once")
@@ -379,12 +400,15 @@ def parse_search(
             continue
         code = name.partition(":")[0]
         chain_root = code.partition(".")[0]
-        if code == "_has" or name.startswith("_has:"):
-            raise _not_supported("_has", "Reverse chaining (_has) is not supported yet")
-        if "." in code and chain_root in known and known[chain_root].type == "reference":
-            raise _not_supported(name, f"Chained search ('{name}') is not supported yet")
-        if "." in name.partition(":")[2] and known.get(code, None) is not None:
-            raise _not_supported(name, f"Chained search ('{name}') is not supported yet")
+        shared = len(types) > 1 and chain.shared_parameter(types, chain_root)
+        if shared and chain_root not in known:
+            if value != "":
+                links.append(chain.typed_clause(parse_search, types, name, value, base_url))
+            continue
+        if code == "_has" or name.startswith("_has:") or ("." in name and chain_root in known):
+            if value != "":
+                links.append(chain.parse_link(parse_search, resource_type, name, value, base_url))
+            continue
         if code in FIELD_OF_PARAMETER:
             clauses.append(_text_clause(name, value))
             continue
@@ -407,8 +431,14 @@ def parse_search(
     total = settings.get("_total", "accurate")
     if total not in TOTAL_MODES:
         raise _error("_total", "'_total' takes none, estimate or accurate")
+    result = parse_result_params(result_params) if result_params else ResultParams()
+    if result.summary == "count":
+        count = 0
     return SearchQuery(
         resource_type=resource_type,
+        links=tuple(links),
+        types=types,
+        result=result,
         clauses=tuple(clauses),
         count=count,
         offset=offset,

@@ -117,8 +117,8 @@ def test_result_parameters() -> None:
 
 
 def test_unknown_parameters_are_ignored_and_listed() -> None:
-    query = parse_search("Patient", [("foo", "bar"), ("_include", "Patient:link"), ("name", "x")])
-    assert query.ignored == (("foo", "bar"), ("_include", "Patient:link"))
+    query = parse_search("Patient", [("foo", "bar"), ("_list", "x"), ("name", "x")])
+    assert query.ignored == (("foo", "bar"), ("_list", "x"))
     assert len(query.clauses) == 1
 
 
@@ -162,7 +162,7 @@ def test_system_level_search_knows_only_common_parameters() -> None:
     [
         pytest.param([("foo", "1")], "foo", "unknown", id="strict-unknown"),
         pytest.param(
-            [("_include", "Patient:link")], "_include", "not applied", id="strict-include"
+            [("_list", "x")], "_list", "not applied", id="strict-list"
         ),
     ],
 )
@@ -177,15 +177,21 @@ def test_strict_handling_rejects_unknown(
 @pytest.mark.parametrize(
     ("resource_type", "params", "expression", "fragment"),
     [
-        pytest.param("Observation", [("subject.name", "x")], "subject.name", "Chained", id="chain"),
+        pytest.param("Observation", [("code.text", "x")], "code.text", "cannot chain", id="chain"),
         pytest.param(
             "Observation",
-            [("subject:Patient.name", "x")],
-            "subject:Patient.name",
-            "Chained",
+            [("subject:Medication.code", "x")],
+            "subject:Medication.code",
+            "not a target",
             id="typed-chain",
         ),
-        pytest.param("Patient", [("_has:Observation:patient:code", "x")], "_has", "_has", id="has"),
+        pytest.param(
+            "Patient",
+            [("_has:Observation:code:status", "x")],
+            "_has:Observation:code:status",
+            "reference",
+            id="has",
+        ),
         pytest.param(
             "Observation",
             [("value-quantity", "5")],

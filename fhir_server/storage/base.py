@@ -58,6 +58,9 @@ class WriteResult:
 class SearchPage:
     resources: list[StoredResource]
     total: int | None
+    # _include / _revinclude results (search.mode = include), and whether a limit cut them
+    included: list[StoredResource] = field(default_factory=list)
+    included_truncated: bool = False
 
 
 @dataclass(frozen=True)

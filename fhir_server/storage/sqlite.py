@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import sqlite_fulltext, sqlite_index
+from fhir_server.storage import sqlite_graph
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
 if TYPE_CHECKING:
@@ -396,7 +397,16 @@ class SQLiteStore:
             )
             for row in rows
         }
-        return SearchPage([by_rid[rid] for rid in rids if rid in by_rid], total)
+        matches = [by_rid[rid] for rid in rids if rid in by_rid]
+        if not query.result.includes:
+            return SearchPage(matches, total)
+        # _include / _revinclude (search.result): one IN query per include and round
+        included, truncated = sqlite_graph.included(
+            conn, ctx.tenant, query.result.includes,
+            [(rid, by_rid[rid].resource_type, by_rid[rid].id) for rid in rids if rid in by_rid],
+            sqlite_index.param_id,
+        )
+        return SearchPage(matches, total, included=included, included_truncated=truncated)
 
     async def read(
         self, ctx: Context, resource_type: str, resource_id: str

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from fhir_server.storage import sqlite_graph
 from fhir_server.storage import sqlite_fulltext
 from search.extract import extract
 from search.fulltext import FIELD_OF_PARAMETER
@@ -275,6 +276,10 @@ def _where(tenant: str, query: SearchQuery) -> tuple[str, list[Any]]:
         sql, values = _clause_sql(clause, clause is driver)
         conditions.append(sql)
         args.extend(values)
+    if query.links or query.types:  # chains, _has, compartment, _type (search.chain)
+        link_conditions, link_args = sqlite_graph.links_sql(tenant, query, _where, param_id)
+        conditions += link_conditions
+        args += link_args
     return " AND ".join(conditions), args
 
 

@@ -1,0 +1,207 @@
+"""Searches that follow references in the SQLite store: chains, `_has`, compartments,
+parameters shared across `_type`s (search.chain), and `_include` / `_revinclude`
+(search.result).
+
+Every link clause becomes one uncorrelated subquery per hop over search_reference,
+whose primary key (param, target_id, target_type, rid) answers "who points at these
+ids" and whose (rid, param) index answers "what do these rows point at". The search on
+the far side of a hop is compiled by sqlite_index itself (`where` below), so chains nest
+to any depth and every parameter type works at the end of a chain.
+
+Includes cost one query per include parameter and round, whatever the page size: the
+page's rids (or ids) go in as one IN list.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conformance.definitions import search_parameters
+from fhir_server.storage.base import StoredResource
+from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
+from search.extract import index_key
+from search.result import MAX_ROUNDS, Include
+
+if TYPE_CHECKING:
+    from search.query import SearchQuery
+
+# Compiles the WHERE condition (on alias r of resources) of a search, with its arguments.
+WhereFn = Callable[[str, "SearchQuery"], tuple[str, list[Any]]]
+ParamId = Callable[[str], int]
+
+MAX_INCLUDED = 1000  # included resources per page, over all rounds
+_CHUNK = 500  # ids per IN list, well under SQLite's bound-variable limit
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def link_sql(
+    tenant: str, link: LinkClause, where: WhereFn, param_id: ParamId
+) -> tuple[str, list[Any]]:
+    """The condition on alias r for one link clause."""
+    if isinstance(link, ChainClause):
+        parts: list[str] = []
+        args: list[Any] = []
+        for target_type, inner in link.targets:
+            inner_where, inner_args = where(tenant, inner)
+            parts.append(
+                "SELECT x.rid FROM search_reference x WHERE x.param = ? AND x.target_type = ? "
+                f"AND x.target_id IN (SELECT r.id FROM resources r WHERE {inner_where})"
+            )
+            args += [param_id(link.key), target_type, *inner_args]
+        return f"r.rid IN ({' UNION ALL '.join(parts)})", args
+    if isinstance(link, HasClause):
+        inner_where, inner_args = where(tenant, link.referrers)
+        sql = (
+            "r.id IN (SELECT x.target_id FROM search_reference x WHERE x.param = ? "
+            "AND x.target_type = ? "
+            f"AND x.rid IN (SELECT r.rid FROM resources r WHERE {inner_where}))"
+        )
+        return sql, [param_id(link.key), link.target_type, *inner_args]
+    if isinstance(link, CompartmentClause):
+        sql = (
+            "r.rid IN (SELECT x.rid FROM search_reference x "
+            f"WHERE x.param IN ({_marks(len(link.keys))}) "
+            "AND x.target_id = ? AND x.target_type = ?)"
+        )
+        keys = [param_id(key) for key in link.keys]
+        return sql, [*keys, link.compartment_id, link.compartment_type]
+    if isinstance(link, TypedClause):
+        parts = []
+        args = []
+        for _, inner in link.alternatives:
+            inner_where, inner_args = where(tenant, inner)
+            parts.append(f"SELECT r.rid FROM resources r WHERE {inner_where}")
+            args += inner_args
+        return f"r.rid IN ({' UNION ALL '.join(parts)})", args
+    raise TypeError(f"unknown link clause {type(link).__name__}")
+
+
+def links_sql(
+    tenant: str, query: SearchQuery, where: WhereFn, param_id: ParamId
+) -> tuple[list[str], list[Any]]:
+    """The conditions of `query.types` and `query.links`, to be ANDed to the others."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if len(query.types) > 1:
+        conditions.append(f"r.type IN ({_marks(len(query.types))})")
+        args += query.types
+    for link in query.links:
+        sql, values = link_sql(tenant, link, where, param_id)
+        conditions.append(sql)
+        args += values
+    return conditions, args
+
+
+# -- _include / _revinclude ------------------------------------------------------------
+
+_Row = tuple[int, str, str, int, str, bytes]  # rid, type, id, version, last_updated, body
+_COLUMNS = "t.rid, t.type, t.id, t.version, t.last_updated, t.body"
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _forward(
+    conn: sqlite3.Connection, tenant: str, include: Include, frontier: list[_Row],
+    param_id: ParamId,
+) -> list[_Row]:
+    """What the frontier's resources of include.source_type reference through it."""
+    rids = [row[0] for row in frontier if row[1] == include.source_type]
+    if not rids:
+        return []
+    keys = [param_id(index_key(include.source_type, code)) for code in include.codes]
+    target = " AND x.target_type = ?" if include.target_type else ""
+    found: list[_Row] = []
+    for chunk in _chunks(rids):
+        sql = (
+            f"SELECT {_COLUMNS} FROM resources t WHERE t.rid IN ("
+            "SELECT s.rid FROM search_reference x JOIN resources s "
+            "ON s.tenant = ? AND s.type = x.target_type AND s.id = x.target_id "
+            f"WHERE x.rid IN ({_marks(len(chunk))}) AND x.param IN ({_marks(len(keys))})"
+            f"{target}) AND t.deleted = 0 ORDER BY t.rid"
+        )
+        args: list[Any] = [tenant, *chunk, *keys]
+        if include.target_type:
+            args.append(include.target_type)
+        found += conn.execute(sql, args).fetchall()
+    return found
+
+
+def _reverse(
+    conn: sqlite3.Connection, tenant: str, include: Include, frontier: list[_Row],
+    param_id: ParamId,
+) -> list[_Row]:
+    """The resources of include.source_type that reference the frontier through it."""
+    params = search_parameters(include.source_type)
+    targets = {t for code in include.codes for t in params[code].targets}
+    by_type: dict[str, list[str]] = {}
+    for row in frontier:
+        if include.target_type is not None and row[1] != include.target_type:
+            continue
+        if targets and row[1] not in targets:
+            continue
+        by_type.setdefault(row[1], []).append(row[2])
+    keys = [param_id(index_key(include.source_type, code)) for code in include.codes]
+    found: list[_Row] = []
+    for target_type, ids in by_type.items():
+        for chunk in _chunks(ids):
+            sql = (
+                f"SELECT {_COLUMNS} FROM resources t WHERE t.rid IN ("
+                f"SELECT x.rid FROM search_reference x WHERE x.param IN ({_marks(len(keys))}) "
+                f"AND x.target_id IN ({_marks(len(chunk))}) AND x.target_type = ?) "
+                "AND t.tenant = ? AND t.type = ? AND t.deleted = 0 ORDER BY t.rid"
+            )
+            args = [*keys, *chunk, target_type, tenant, include.source_type]
+            found += conn.execute(sql, args).fetchall()
+    return found
+
+
+def included(
+    conn: sqlite3.Connection,
+    tenant: str,
+    includes: Sequence[Include],
+    matches: Sequence[tuple[int, str, str]],
+    param_id: ParamId,
+) -> tuple[list[StoredResource], bool]:
+    """The resources that `includes` add to a page whose `matches` are (rid, type, id),
+    and whether MAX_INCLUDED cut them short.
+
+    Round 0 applies every include to the matches; each further round (at most
+    MAX_ROUNDS) applies the :iterate ones to what the round before added. A resource
+    already in the page is never added again, so reference cycles end."""
+    seen = {rid for rid, _, _ in matches}
+    frontier: list[_Row] = [(rid, rtype, rid_, 0, "", b"") for rid, rtype, rid_ in matches]
+    added: list[_Row] = []
+    truncated = False
+    for round_ in range(1 + MAX_ROUNDS):
+        active = [i for i in includes if round_ == 0 or i.iterate]
+        if not active or not frontier:
+            break
+        new: list[_Row] = []
+        for include in active:
+            follow = _reverse if include.reverse else _forward
+            for row in follow(conn, tenant, include, frontier, param_id):
+                if row[0] in seen:
+                    continue
+                if len(added) + len(new) >= MAX_INCLUDED:
+                    truncated = True
+                    break
+                seen.add(row[0])
+                new.append(row)
+        added += new
+        frontier = new
+        if truncated:
+            break
+    stored = [
+        StoredResource(rtype, rid_, version, last_updated, False, body,
+                       "POST" if version == 1 else "PUT")
+        for _, rtype, rid_, version, last_updated, body in added
+    ]
+    return stored, truncated
