@@ -14,29 +14,46 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
 - reference: (target type, target id) from Reference.reference, canonical and uri.
 - date: [low, high] microsecond ranges from date, dateTime, instant, Period, Timing.
 
+- number: [low, high] from decimal and integer values (both the value), Range (its ends).
+- quantity: (system, code, value) from Quantity (code, else unit); a unit display other
+  than the code also gives a row without system, for `value||unit`. A UCUM quantity
+  whose unit converts (search.units) also gives a row under "<key>:canonical" with the
+  canonical unit as code and the canonical value.
+- uri: the uri, as a token row without system.
+- composite: one row per element the composite selects and combination of its
+  components' values (search.composites): the first (token) component's system and
+  code, the second's code/system (token, quantity unit, normalised string) and
+  low/high (quantity value, date range).
+
 _id and _lastUpdated are not extracted: they are columns of the resources table.
-Quantity, number, uri and composite parameters are not indexed yet.
+Composite parameters without known components (search.composites) are not indexed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
 from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
-from search.paths import Getter, compile_path, slow_getter
+from search.composites import Component, components
+from search.paths import Getter, compile_path, slow_getter, split_union
+from search.units import UCUM, to_canonical
 from search.values import (
     DATE_MAX,
     DATE_MIN,
     MAX_STRING,
+    NUMBER_MAX,
     date_range,
     normalize_text,
     split_reference,
 )
 
-INDEXED_TYPES = frozenset({"token", "string", "reference", "date"})
+INDEXED_TYPES = frozenset(
+    {"token", "string", "reference", "date", "number", "quantity", "uri", "composite"}
+)
 COLUMN_PARAMETERS = frozenset({"_id", "_lastUpdated"})  # served by the resources table
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
@@ -57,6 +74,11 @@ class IndexRows:
     strings: set[tuple[str, str, str]] = field(default_factory=set)  # param, normalised, exact
     references: set[tuple[str, str, str]] = field(default_factory=set)  # param, type, id
     dates: set[tuple[str, int, int]] = field(default_factory=set)  # param, low, high
+    numbers: set[tuple[str, float, float]] = field(default_factory=set)  # param, low, high
+    # param, system, code, value
+    quantities: set[tuple[str, str, str, float]] = field(default_factory=set)
+    # param, system, code, v_system, v_code, v_low, v_high (see the module docstring)
+    composites: set[tuple[str, str, str, str, str, Any, Any]] = field(default_factory=set)
 
 
 Converter = Callable[[IndexRows, str, Any], None]
@@ -177,12 +199,119 @@ def _date(rows: IndexRows, key: str, value: Any) -> None:
                 _date(rows, key, repeat["boundsPeriod"])
 
 
+def _decimal(value: Any) -> Decimal | None:
+    kind = type(value)
+    if kind is Decimal:
+        return value if value.is_finite() else None
+    if kind is int:
+        return Decimal(value)
+    return None
+
+
+def _number(rows: IndexRows, key: str, value: Any) -> None:
+    number = _decimal(value)
+    if number is not None:
+        rows.numbers.add((key, float(number), float(number)))
+    elif type(value) is dict and ("low" in value or "high" in value):  # Range
+        low = _decimal(value["low"].get("value")) if type(value.get("low")) is dict else None
+        high = _decimal(value["high"].get("value")) if type(value.get("high")) is dict else None
+        if low is not None or high is not None:
+            rows.numbers.add((
+                key,
+                float(low) if low is not None else -NUMBER_MAX,
+                float(high) if high is not None else NUMBER_MAX,
+            ))
+
+
+def _quantity(rows: IndexRows, key: str, value: Any) -> None:
+    if type(value) is not dict:
+        return
+    number = _decimal(value.get("value"))
+    if number is None:
+        return
+    system = _system(value)
+    code = value.get("code") if type(value.get("code")) is str else ""
+    unit = value.get("unit") if type(value.get("unit")) is str else ""
+    rows.quantities.add((key, system, code or unit, float(number)))
+    if unit and code and unit != code:
+        rows.quantities.add((key, "", unit, float(number)))
+    if system == UCUM and code:
+        canonical = to_canonical(number, code)
+        if canonical is not None:
+            rows.quantities.add((key + ":canonical", "", canonical[0], float(canonical[1])))
+
+
+def _uri(rows: IndexRows, key: str, value: Any) -> None:
+    if type(value) is str and value:
+        rows.tokens.add((key, "", value))
+
+
 _CONVERTERS: dict[str, Converter] = {
     "token": _token,
     "string": _string,
     "reference": _reference,
     "date": _date,
+    "number": _number,
+    "quantity": _quantity,
+    "uri": _uri,
 }
+
+# A composite's second component as (key suffix, v_system, v_code, v_low, v_high) tuples.
+ComponentValues = list[tuple[str, str, str, Any, Any]]
+
+
+def _component_values(component: Component, values: list[Any]) -> ComponentValues:
+    rows = IndexRows()
+    for value in values:
+        _CONVERTERS[component.type](rows, "", value)
+    out: ComponentValues = []
+    if component.type == "token":
+        out.extend(("", system, code, 0, 0) for key, system, code in rows.tokens if key == "")
+    elif component.type == "quantity":
+        out.extend((key, system, code, v, v) for key, system, code, v in rows.quantities)
+    elif component.type == "string":
+        out.extend(("", "", text, 0, 0) for key, text, _ in rows.strings if key == "")
+    elif component.type == "date":
+        out.extend(("", "", "", low, high) for _, low, high in rows.dates)
+    return out
+
+
+def _composite_converter(parts: tuple[Component, ...], resource_type: str) -> Converter:
+    """Rows for one composite parameter: its expression selects the elements (the
+    getter of the plan), and its two components are read from each element."""
+    first, second = (compile_path(c.expression, resource_type)[0] for c in parts)
+
+    def convert(rows: IndexRows, key: str, element: Any) -> None:
+        if type(element) is not dict:
+            return
+        codes = IndexRows()
+        for value in first(element):
+            _token(codes, "", value)
+        pairs = [(system, code) for k, system, code in codes.tokens if k == ""]
+        if not pairs:
+            return
+        for suffix, v_system, v_code, low, high in _component_values(parts[1], second(element)):
+            for system, code in pairs:
+                rows.composites.add((key + suffix, system, code, v_system, v_code, low, high))
+
+    return convert
+
+
+def _element_getter(expression: str, resource_type: str) -> Getter:
+    """The getter of a composite's own expression, which may name the resource itself
+    ("Observation" or "Observation | Observation.component")."""
+    getters: list[Getter | None] = [
+        None if part == resource_type else compile_path(part, resource_type)[0]
+        for part in split_union(expression)
+    ]
+
+    def getter(resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for part in getters:
+            out.extend([resource] if part is None else part(resource))
+        return out
+
+    return getter
 
 Plan = tuple[tuple[str, Getter, Converter], ...]
 
@@ -191,6 +320,15 @@ def _plan(resource_type: str, fast: bool) -> Plan:
     steps = []
     for code, param in search_parameters(resource_type).items():
         if param.type not in INDEXED_TYPES or code in COLUMN_PARAMETERS:
+            continue
+        if param.type == "composite":
+            parts = components(resource_type, code)
+            if parts is not None and len(parts) == 2:
+                steps.append((
+                    index_key(resource_type, code),
+                    _element_getter(param.expression, resource_type),
+                    _composite_converter(parts, resource_type),
+                ))
             continue
         getter = (
             compile_path(param.expression, resource_type)[0]

@@ -5,9 +5,12 @@ A repeated parameter is an AND, a comma inside one value an OR (search.html#comb
 
 Supported now: token (code, system|code, |code, system|; :not, :text, :of-type), string
 (starts-with on the normalised text; :exact, :contains), reference (Type/id, id,
-absolute URL, :Type), date (prefixes eq ne gt lt ge le sa eb), `_id`, `_lastUpdated`,
-`:missing` on all of these, and `_count`, `_offset`, `_sort` (one key), `_total`.
-Other parameter types, chains and unsupported modifiers give 400 "not supported yet".
+absolute URL, :Type), date, number and quantity (prefixes eq ne gt lt ge le sa eb ap;
+quantity as value, value|system|code, value||unit, UCUM units compared canonically),
+uri (:below, :above), the composites of search.composites (`$`-separated), `_id`,
+`_lastUpdated`, `:missing` on all of these, and `_count`, `_offset`, `_cursor` (keyset
+paging, search.cursor), `_sort` (several keys), `_total`. The special type (Location
+near), token :in/:not-in/:above/:below and other composites give 400 "not supported".
 Unknown parameters are ignored and listed in `SearchQuery.ignored`, unless the client
 asked for strict handling (`Prefer: handling=strict`), which makes them a 400.
 
@@ -18,8 +21,10 @@ patient data (names, identifiers, birth dates).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from conformance.definitions import (
     RESOURCE_TYPES,
@@ -30,16 +35,33 @@ from conformance.definitions import (
 from fhir_server.errors import FHIRError, Issue
 from search import chain
 from search.chain import LinkClause
+from search import cursor as cursors
+from search.composites import Component, components
 from search.extract import index_key
-from search.result import RESULT_PARAMETERS, ResultParams, parse_result_params
 from search.fulltext import FIELD_OF_PARAMETER, phrases
-from search.values import date_range, normalize_text, split_reference
+from search.result import RESULT_PARAMETERS, ResultParams, parse_result_params
+from search.units import UCUM, canonical_unit
+from search.values import (
+    DATE_MAX,
+    DATE_MIN,
+    date_range,
+    normalize_text,
+    number_precision,
+    parse_number,
+    split_reference,
+)
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
-SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date"})
-DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
-SORTABLE_TYPES = frozenset({"token", "string", "date"})
+SUPPORTED_TYPES = frozenset(
+    {"token", "string", "reference", "date", "number", "quantity", "uri", "composite"}
+)
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+DATE_PREFIXES = PREFIXES
+SORTABLE_TYPES = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
+MAX_SORT_KEYS = 5
+# ap: "approximately ... 10% of the stated value" (search.html#prefix)
+APPROXIMATION = Decimal("0.1")
 TOTAL_MODES = ("none", "estimate", "accurate")
 
 # Handled by the REST layer (content negotiation), not a filter.
@@ -57,6 +79,10 @@ _MODIFIERS = {
     "string": frozenset({"missing", "exact", "contains"}),
     "reference": frozenset({"missing"}),  # plus a resource type, e.g. subject:Patient
     "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "uri": frozenset({"missing", "below", "above"}),
+    "composite": frozenset({"missing"}),
 }
 _KNOWN_MODIFIERS = frozenset(
     {"missing", "exact", "contains", "text", "not", "above", "below", "in", "not-in",
@@ -93,7 +119,50 @@ class DateTerm:
     high: int  # inclusive
 
 
-Term = TokenTerm | StringTerm | ReferenceTerm | DateTerm
+@dataclass(frozen=True)
+class NumberTerm:
+    """A searched number: `value` exactly (gt lt ge le), and the range [low, high) its
+    precision implies (eq ne sa eb); for ap the inclusive range within 10%."""
+
+    raw: str
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+
+
+@dataclass(frozen=True)
+class QuantityTerm:
+    """A number with a unit: system None means any system; code None any unit. With
+    `canonical` the numbers are in the canonical unit `code` (search.units) and match the
+    "<key>:canonical" rows."""
+
+    raw: str
+    number: NumberTerm
+    system: str | None
+    code: str | None
+    canonical: bool = False
+
+
+@dataclass(frozen=True)
+class UriTerm:
+    raw: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CompositeTerm:
+    """`a$b`: the first (token) and second component of one element."""
+
+    raw: str
+    first: TokenTerm
+    second: TokenTerm | QuantityTerm | StringTerm | DateTerm
+
+
+Term = (
+    TokenTerm | StringTerm | ReferenceTerm | DateTerm | NumberTerm | QuantityTerm | UriTerm
+    | CompositeTerm
+)
 
 
 @dataclass(frozen=True)
@@ -131,8 +200,11 @@ class SearchQuery:
     clauses: tuple[Clause, ...] = ()
     count: int = DEFAULT_COUNT
     offset: int = 0
-    sort: SortKey | None = None
+    sorts: tuple[SortKey, ...] = ()  # _sort keys, most significant first
     total: str = "accurate"  # none | estimate | accurate
+    # Keyset paging: the opaque cursor given (_cursor) and the position it names.
+    cursor: str | None = None
+    position: cursors.Position | None = None
     ignored: tuple[tuple[str, str], ...] = ()  # unknown or not applied, as received
     # Chains, _has, compartment and multi-type clauses (search.chain), ANDed with clauses.
     links: tuple[LinkClause, ...] = ()
@@ -147,18 +219,39 @@ class SearchQuery:
                 params.append((clause.name, "true" if clause.missing else "false"))
             else:
                 params.append((clause.name, ",".join(term.raw for term in clause.terms)))
-        if self.sort is not None:
-            params.append(("_sort", ("-" if self.sort.descending else "") + self.sort.code))
+        if self.sorts:
+            params.append(("_sort", self.sort_signature))
         params.append(("_count", str(self.count)))
         if self.offset:
             params.append(("_offset", str(self.offset)))
+        if self.cursor is not None:
+            params.append((cursors.PARAMETER, self.cursor))
         if self.total != "accurate":
             params.append(("_total", self.total))
         return params
 
+    @property
+    def sort(self) -> SortKey | None:
+        """The first _sort key, if any."""
+        return self.sorts[0] if self.sorts else None
+
+    @property
+    def sort_signature(self) -> str:
+        """The _sort value as understood, e.g. "-date,name" ("" when unsorted)."""
+        return ",".join(("-" if key.descending else "") + key.code for key in self.sorts)
+
     def at_offset(self, offset: int) -> SearchQuery:
         """The same search at another page offset (for next/previous links)."""
-        return replace(self, offset=max(offset, 0))
+        return replace(self, offset=max(offset, 0), cursor=None, position=None)
+
+    def after(self, cursor: str | None) -> SearchQuery:
+        """The same search from the page after `cursor` (SearchPage.next_cursor), or from
+        the first page for None. Raises FHIRError 400 naming _cursor for a cursor not
+        made by this server for a search with the same _sort."""
+        if cursor is None:
+            return replace(self, cursor=None, position=None)
+        position = cursors.decode(cursor, self.sort_signature, len(self.sorts))
+        return replace(self, offset=0, cursor=cursor, position=position)
 
 
 def _error(name: str, diagnostics: str, code: str = "invalid") -> FHIRError:
@@ -238,25 +331,99 @@ def _reference_term(
 
 
 def _date_term(name: str, raw: str) -> DateTerm:
-    value = unescape(raw)
-    prefix = "eq"
-    if len(value) > 2 and value[:2].isalpha():
-        prefix, value = value[:2], value[2:]
-        if prefix == "ap":
-            raise _not_supported(name, f"Date prefix 'ap' is not supported yet ('{name}')")
-        if prefix not in DATE_PREFIXES:
-            raise _error(name, f"Search parameter '{name}' has an unknown date prefix")
+    prefix, value = _prefixed(name, unescape(raw))
     # A '+' in a time zone that arrived unencoded in a URL reads as a space.
     found = date_range(value.replace(" ", "+"))
     if found is None:
         raise _error(name, f"Search parameter '{name}' needs a FHIR date, e.g. 2024-03-01")
-    return DateTerm(raw, prefix, found[0], found[1])
+    low, high = found
+    if prefix == "ap":
+        # "10% of the gap between now and the date" (search.html#prefix), on both sides
+        gap = abs(now_us() - (low + high) // 2) // 10
+        low, high = max(low - gap, DATE_MIN), min(high + gap, DATE_MAX)
+    return DateTerm(raw, prefix, low, high)
+
+
+def now_us() -> int:
+    """Now, in microseconds since 1970 (for date ap; tests replace it)."""
+    return time.time_ns() // 1000
+
+
+def _prefixed(name: str, value: str) -> tuple[str, str]:
+    """(prefix, rest) of a number, date or quantity value; eq when it has none."""
+    if len(value) > 2 and value[:2].isalpha():
+        if value[:2] not in PREFIXES:
+            raise _error(name, f"Search parameter '{name}' has an unknown prefix")
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _number_term(name: str, raw: str, text: str | None = None) -> NumberTerm:
+    prefix, value = _prefixed(name, unescape(raw) if text is None else text)
+    number = parse_number(value)
+    if number is None:
+        raise _error(name, f"Search parameter '{name}' needs a number, e.g. 5.4")
+    half = number_precision(value, number)
+    if prefix == "ap":
+        half = max(half, abs(number) * APPROXIMATION)
+    return NumberTerm(raw, prefix, number, number - half, number + half)
+
+
+def _quantity_term(name: str, raw: str) -> QuantityTerm:
+    """[prefix]value, [prefix]value|system|code or [prefix]value||unit
+    (search.html#quantity)."""
+    parts = split_escaped(raw, "|")
+    if len(parts) not in (1, 3) or (len(parts) == 3 and not parts[2]):
+        raise _error(name, f"Search parameter '{name}' needs value, value|system|code or value||unit")
+    number = _number_term(name, raw, unescape(parts[0]))
+    if len(parts) == 1:
+        return QuantityTerm(raw, number, None, None)
+    system, code = unescape(parts[1]), unescape(parts[2])
+    found = canonical_unit(code) if system == UCUM else None
+    if found is None:
+        return QuantityTerm(raw, number, system or None, code)
+    unit, factor, offset = found
+    # factor > 0 for every UCUM unit, so the order of the ends is kept
+    canonical = replace(
+        number,
+        value=number.value * factor + offset,
+        low=number.low * factor + offset,
+        high=number.high * factor + offset,
+    )
+    return QuantityTerm(raw, canonical, None, unit, canonical=True)
+
+
+def _composite_term(name: str, parts: tuple[Component, ...], raw: str) -> CompositeTerm:
+    values = split_escaped(raw, "$")
+    if len(values) != len(parts) or not all(values):
+        raise _error(name, f"Search parameter '{name}' needs {len(parts)} values joined by $")
+    first = _token_term(name, values[0])
+    second: TokenTerm | QuantityTerm | StringTerm | DateTerm
+    kind = parts[1].type
+    if kind == "token":
+        second = _token_term(name, values[1])
+    elif kind == "quantity":
+        second = _quantity_term(name, values[1])
+    elif kind == "date":
+        second = _date_term(name, values[1])
+    else:
+        text = unescape(values[1])
+        second = StringTerm(values[1], text, normalize_text(text))
+    return CompositeTerm(raw, first, second)
 
 
 def _terms(
-    name: str, param: SearchParamDef, modifier: str | None, value: str, base_url: str | None
+    resource_type: str | None,
+    name: str,
+    param: SearchParamDef,
+    modifier: str | None,
+    value: str,
+    base_url: str | None,
 ) -> tuple[Term, ...]:
     terms: list[Term] = []
+    parts: tuple[Component, ...] = ()
+    if param.type == "composite":
+        parts = components(resource_type or "", param.code) or ()
     for raw in split_escaped(value, ","):
         if not raw:
             raise _error(name, f"Search parameter '{name}' has an empty value in its list")
@@ -269,6 +436,14 @@ def _terms(
             terms.append(StringTerm(raw, text, normalize_text(text)))
         elif param.type == "reference":
             terms.append(_reference_term(name, param, raw, modifier, base_url))
+        elif param.type == "number":
+            terms.append(_number_term(name, raw))
+        elif param.type == "quantity":
+            terms.append(_quantity_term(name, raw))
+        elif param.type == "uri":
+            terms.append(UriTerm(raw, unescape(raw)))
+        elif param.type == "composite":
+            terms.append(_composite_term(name, parts, raw))
         else:
             terms.append(_date_term(name, raw))
     return tuple(terms)
@@ -293,7 +468,9 @@ def _clause(
 ) -> Clause:
     code, _, modifier_text = name.partition(":")
     modifier = modifier_text or None
-    if param.type not in SUPPORTED_TYPES:
+    if param.type not in SUPPORTED_TYPES or (
+        param.type == "composite" and components(resource_type or "", code) is None
+    ):
         raise _not_supported(
             name, f"Search parameter '{code}' of type {param.type} is not supported yet"
         )
@@ -306,7 +483,8 @@ def _clause(
         if value not in ("true", "false"):
             raise _error(name, f"Search parameter '{name}' takes true or false")
         return Clause(code, param.type, key, modifier, (), missing=value == "true")
-    return Clause(code, param.type, key, modifier, _terms(name, param, modifier, value, base_url))
+    terms = _terms(resource_type, name, param, modifier, value, base_url)
+    return Clause(code, param.type, key, modifier, terms)
 
 
 def _text_clause(name: str, value: str) -> Clause:
@@ -331,11 +509,22 @@ def _int(name: str, value: str, low: int) -> int:
     return int(value)
 
 
+def _sort_keys(
+    resource_type: str | None, params: Mapping[str, SearchParamDef], value: str
+) -> tuple[SortKey, ...]:
+    """_sort=a,-b: several keys, most significant first (search.html#sort)."""
+    texts = value.split(",")
+    if len(texts) > MAX_SORT_KEYS:
+        raise _error("_sort", f"'_sort' takes at most {MAX_SORT_KEYS} keys")
+    keys = tuple(_sort_key(resource_type, params, text) for text in texts)
+    if len({key.code for key in keys}) != len(keys):
+        raise _error("_sort", "'_sort' names a parameter twice")
+    return keys
+
+
 def _sort_key(
     resource_type: str | None, params: Mapping[str, SearchParamDef], value: str
 ) -> SortKey:
-    if "," in value:
-        raise _not_supported("_sort", "Sorting on more than one key is not supported yet")
     descending = value.startswith("-")
     code = value[1:] if descending else value
     param = params.get(code)
@@ -391,7 +580,7 @@ def parse_search(
         if name.partition(":")[0] in RESULT_PARAMETERS:
             result_params.append((name, value))
             continue
-        if name in ("_count", "_offset", "_sort", "_total"):
+        if name in ("_count", "_offset", "_sort", "_total", cursors.PARAMETER):
             if name in settings:
                 raise _error(name, f"'{name}' is given more than once")
             settings[name] = value
@@ -427,14 +616,14 @@ def parse_search(
     if "_count" in settings:
         count = min(_int("_count", settings["_count"], 0), MAX_COUNT)
     offset = _int("_offset", settings["_offset"], 0) if "_offset" in settings else 0
-    sort = _sort_key(resource_type, known, settings["_sort"]) if settings.get("_sort") else None
+    sorts = _sort_keys(resource_type, known, settings["_sort"]) if settings.get("_sort") else ()
     total = settings.get("_total", "accurate")
     if total not in TOTAL_MODES:
         raise _error("_total", "'_total' takes none, estimate or accurate")
     result = parse_result_params(result_params) if result_params else ResultParams()
     if result.summary == "count":
         count = 0
-    return SearchQuery(
+    query = SearchQuery(
         resource_type=resource_type,
         links=tuple(links),
         types=types,
@@ -442,7 +631,13 @@ def parse_search(
         clauses=tuple(clauses),
         count=count,
         offset=offset,
-        sort=sort,
+        sorts=sorts,
         total=total,
         ignored=tuple(ignored),
     )
+    cursor = settings.get(cursors.PARAMETER)
+    if cursor is None:
+        return query
+    if offset:
+        raise _error(cursors.PARAMETER, "'_cursor' and '_offset' cannot be combined")
+    return query.after(cursor)

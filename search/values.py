@@ -7,6 +7,8 @@
   (R4 search.html#date: "2024" is the whole year). Open ends use DATE_MIN / DATE_MAX.
 - References are split into (target type, target id); absolute URLs keep the whole URL
   as the id.
+- Numbers are Decimals; a searched number covers the range its precision implies
+  (R4 search.html#number: "100" means [99.5, 100.5)).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from conformance.definitions import RESOURCE_TYPES
 
@@ -133,3 +136,34 @@ def split_reference(reference: str) -> tuple[str, str] | None:
     parts = reference.rsplit("/", 2)
     target_type = parts[-2] if len(parts) == 3 and parts[-2] in RESOURCE_TYPES else ""
     return target_type, reference
+
+
+# FHIR decimal (R4 datatypes.html#decimal), with the exponent form search.html#number allows
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+NUMBER_MAX = 1e308  # open ends of a Range; a REAL column holds it
+
+
+def parse_number(text: str) -> Decimal | None:
+    """A search or resource decimal as a Decimal, or None when `text` is not one."""
+    if len(text) > 64 or _NUMBER.fullmatch(text) is None:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
+def number_precision(text: str, value: Decimal) -> Decimal:
+    """Half the unit of the last significant digit of a searched number: the number's
+    implicit range is [value - p, value + p) (R4 search.html#number: "100" is 99.5 up to
+    100.5, "100.00" 99.995 up to 100.005).
+
+    The spec's table gives "1e2" as 95 up to 105, one digit finer than its mantissa
+    shows; exponent forms follow that table.
+    """
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):
+        return Decimal(0)
+    if "e" in text.lower():
+        exponent -= 1
+    return Decimal(5).scaleb(exponent - 1)

@@ -194,21 +194,22 @@ def test_strict_handling_rejects_unknown(
         ),
         pytest.param(
             "Observation",
-            [("value-quantity", "5")],
+            [("value-quantity", "5|http://unitsofmeasure.org")],
             "value-quantity",
-            "quantity is not supported",
+            "value|system|code",
             id="quantity",
         ),
         pytest.param(
-            "RiskAssessment", [("probability", "0.5")], "probability", "number", id="number"
+            "RiskAssessment", [("probability", "0.5.1")], "probability", "number", id="number"
         ),
-        pytest.param("Patient", [("_profile", "http://x")], "_profile", "uri", id="uri"),
+        pytest.param("Patient", [("_profile:exact", "http://x")], "_profile:exact", ":exact",
+                     id="uri"),
+        pytest.param("Location", [("near", "1|2")], "near", "special", id="special"),
         pytest.param("Observation", [("code:below", "x")], "code:below", ":below", id="below"),
         pytest.param("Patient", [("name:foo", "x")], "name:foo", "Unknown modifier", id="modifier"),
         pytest.param(
             "Patient", [("gender:exact", "x")], "gender:exact", ":exact", id="token-exact"
         ),
-        pytest.param("Patient", [("birthdate", "ap2020")], "birthdate", "'ap'", id="ap"),
         pytest.param("Patient", [("birthdate", "xx2020")], "birthdate", "prefix", id="prefix"),
         pytest.param("Patient", [("birthdate", "2020-13-01")], "birthdate", "FHIR date", id="date"),
         pytest.param("Patient", [("birthdate", "1980,")], "birthdate", "empty", id="empty-or"),
@@ -250,10 +251,12 @@ def test_strict_handling_rejects_unknown(
             id="count-twice",
         ),
         pytest.param(
-            "Patient", [("_sort", "name,birthdate")], "_sort", "more than one", id="sort-2"
+            "Patient", [("_sort", "name,-name")], "_sort", "twice", id="sort-twice"
         ),
         pytest.param("Patient", [("_sort", "nope")], "_sort", "unknown", id="sort-unknown"),
-        pytest.param("Patient", [("_sort", "organization")], "_sort", "reference", id="sort-ref"),
+        pytest.param(
+            "Observation", [("_sort", "code-value-quantity")], "_sort", "composite", id="sort-comp"
+        ),
         pytest.param("Patient", [("_total", "some")], "_total", "accurate", id="total"),
     ],
 )

@@ -61,6 +61,8 @@ class SearchPage:
     # _include / _revinclude results (search.mode = include), and whether a limit cut them
     included: list[StoredResource] = field(default_factory=list)
     included_truncated: bool = False
+    # Keyset paging: pass to SearchQuery.after() for the next page; None on the last page
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True)

@@ -382,7 +382,8 @@ class SQLiteStore:
         )
 
     def _search(self, conn: sqlite3.Connection, ctx: Context, query: SearchQuery) -> SearchPage:
-        rids, total = sqlite_index.search_rids(conn, ctx.tenant, query)
+        found = sqlite_index.search_page(conn, ctx.tenant, query)
+        rids, total, next_cursor = found.rids, found.total, found.next_cursor
         if not rids:
             return SearchPage([], total)
         placeholders = ",".join("?" * len(rids))
@@ -399,14 +400,17 @@ class SQLiteStore:
         }
         matches = [by_rid[rid] for rid in rids if rid in by_rid]
         if not query.result.includes:
-            return SearchPage(matches, total)
+            return SearchPage(matches, total, next_cursor=next_cursor)
         # _include / _revinclude (search.result): one IN query per include and round
         included, truncated = sqlite_graph.included(
             conn, ctx.tenant, query.result.includes,
             [(rid, by_rid[rid].resource_type, by_rid[rid].id) for rid in rids if rid in by_rid],
             sqlite_index.param_id,
         )
-        return SearchPage(matches, total, included=included, included_truncated=truncated)
+        return SearchPage(
+            matches, total, included=included, included_truncated=truncated,
+            next_cursor=next_cursor,
+        )
 
     async def read(
         self, ctx: Context, resource_type: str, resource_id: str

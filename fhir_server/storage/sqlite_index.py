@@ -8,6 +8,15 @@ parameter is a single index range; the (rid, param) index serves deletes, the ot
 conditions of a search, :missing and sorting. Tenant, type and deletion are checked on
 the resources row.
 
+Number rows are [low, high] REAL ranges (a decimal is low = high), quantity rows
+(code, value, system) with the canonical UCUM form under its own param
+("<key>:canonical", search.units), composite rows the first component's (code, system)
+and the second's (v_code, v_low, v_high, v_system); uri values are token rows.
+
+Paging is keyset paging (search.cursor): a page is what sorts after the cursor's sort
+values and rid, so page 1,000 costs what page 1 costs and concurrent writes never make
+a page skip or repeat a resource. `_offset` is still honoured when no cursor is given.
+
 Query plan: the most selective positive condition (by parameter type) drives the
 search as `rid IN (...)`; every other condition is a correlated EXISTS probe on
 (rid, param). Without this SQLite scans all resources of the type, as it has no
@@ -23,6 +32,7 @@ from __future__ import annotations
 import sqlite3
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -30,14 +40,19 @@ from fhir_server.storage import sqlite_graph
 from fhir_server.storage import sqlite_fulltext
 from search.extract import extract
 from search.fulltext import FIELD_OF_PARAMETER
+from search import cursor as cursors
 from search.query import (
     Clause,
+    CompositeTerm,
     DateTerm,
+    NumberTerm,
+    QuantityTerm,
     ReferenceTerm,
     SearchQuery,
     SortKey,
     StringTerm,
     TokenTerm,
+    UriTerm,
 )
 from search.values import iso_utc
 
@@ -59,15 +74,40 @@ SCHEMA: tuple[str, ...] = (
         param INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL, rid INTEGER NOT NULL,
         PRIMARY KEY (param, low, high, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_date_rid ON search_date (rid, param)",
+    """CREATE TABLE IF NOT EXISTS search_number (
+        param INTEGER NOT NULL, low REAL NOT NULL, high REAL NOT NULL, rid INTEGER NOT NULL,
+        PRIMARY KEY (param, low, high, rid)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS search_number_rid ON search_number (rid, param)",
+    """CREATE TABLE IF NOT EXISTS search_quantity (
+        param INTEGER NOT NULL, code TEXT NOT NULL, value REAL NOT NULL, system TEXT NOT NULL,
+        rid INTEGER NOT NULL,
+        PRIMARY KEY (param, code, value, system, rid)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS search_quantity_rid ON search_quantity (rid, param)",
+    # v_low / v_high have no declared type: quantity values stay REAL, date ranges INTEGER
+    """CREATE TABLE IF NOT EXISTS search_composite (
+        param INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
+        v_code TEXT NOT NULL, v_low NOT NULL, v_high NOT NULL, v_system TEXT NOT NULL,
+        rid INTEGER NOT NULL,
+        PRIMARY KEY (param, code, system, v_code, v_low, v_high, v_system, rid)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS search_composite_rid ON search_composite (rid, param)",
 )
 
-_TABLES = ("search_token", "search_string", "search_reference", "search_date")
+_TABLES = (
+    "search_token", "search_string", "search_reference", "search_date", "search_number",
+    "search_quantity", "search_composite",
+)  # fmt: skip
 _TABLE_OF = {
     "token": "search_token",
     "string": "search_string",
     "reference": "search_reference",
     "date": "search_date",
+    "number": "search_number",
+    "quantity": "search_quantity",
+    "uri": "search_token",
+    "composite": "search_composite",
 }
+# Types whose terms carry their own param (a canonical quantity has another key).
+_PARAM_PER_TERM = frozenset({"quantity", "composite"})
 # Above every character, so value < prefix + _TOP holds for all strings starting with prefix.
 _TOP = "\U0010ffff"
 
@@ -114,6 +154,24 @@ def replace_index(
             "INSERT OR IGNORE INTO search_date (param, low, high, rid) VALUES (?, ?, ?, ?)",
             [(param_id(p), low, high, rid) for p, low, high in rows.dates],
         )
+    if rows.numbers:
+        conn.executemany(
+            "INSERT OR IGNORE INTO search_number (param, low, high, rid) VALUES (?, ?, ?, ?)",
+            [(param_id(p), low, high, rid) for p, low, high in rows.numbers],
+        )
+    if rows.quantities:
+        conn.executemany(
+            "INSERT OR IGNORE INTO search_quantity (param, system, code, value, rid) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(param_id(p), system, code, value, rid) for p, system, code, value in rows.quantities],
+        )
+    if rows.composites:
+        conn.executemany(
+            "INSERT OR IGNORE INTO search_composite "
+            "(param, system, code, v_system, v_code, v_low, v_high, rid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(param_id(p), *values, rid) for p, *values in rows.composites],
+        )
 
 
 def _date_condition(
@@ -143,7 +201,85 @@ def _date_condition(
         return f"{low} > ?", [q_high]
     if prefix == "eb":  # ends before its start
         return f"{high} < ?", [q_low]
+    if prefix == "ap":  # [q_low, q_high] is already widened by 10% of the gap to now
+        return f"({high} >= ? AND {low} <= ?)", [q_low, q_high]
     raise ValueError(f"unknown date prefix {prefix!r}")
+
+
+def _number_condition(term: NumberTerm, low: str, high: str) -> tuple[str, list[Any]]:
+    """R4 search.html#number on a stored [low, high] (a decimal: low = high): eq/ne
+    use the searched number's implicit range [t.low, t.high), gt/lt/ge/le the exact
+    number, sa/eb lie beyond that range, ap overlaps the range within 10%."""
+    value, q_low, q_high = float(term.value), float(term.low), float(term.high)
+    prefix = term.prefix
+    if prefix == "eq":
+        return f"({low} >= ? AND {high} < ?)", [q_low, q_high]
+    if prefix == "ne":
+        return f"({low} < ? OR {high} >= ?)", [q_low, q_high]
+    if prefix in ("gt", "ge", "lt", "le"):
+        column = high if prefix in ("gt", "ge") else low
+        operator = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[prefix]
+        return f"{column} {operator} ?", [value]
+    if prefix == "sa":
+        return f"{low} >= ?", [q_high]
+    if prefix == "eb":
+        return f"{high} < ?", [q_low]
+    if prefix == "ap":
+        return f"({high} >= ? AND {low} <= ?)", [q_low, q_high]
+    raise ValueError(f"unknown number prefix {prefix!r}")
+
+
+def _uri_ancestors(uri: str) -> list[str]:
+    """`uri` and its parents at "/" boundaries, for uri:above
+    ("http://acme.org/fhir/ValueSet/1" down to "http://acme.org")."""
+    parts = uri.split("/")
+    found = ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return [p for p in found if p and not p.endswith(":") and not p.endswith(":/")]
+
+
+def _quantity_condition(key: str, term: QuantityTerm) -> tuple[str, list[Any]]:
+    conditions = ["param = ?"]
+    args: list[Any] = [param_id(key + ":canonical" if term.canonical else key)]
+    if term.code is not None:
+        conditions.append("code = ?")
+        args.append(term.code)
+    if term.system is not None:
+        conditions.append("system = ?")
+        args.append(term.system)
+    sql, values = _number_condition(term.number, "value", "value")
+    return "(" + " AND ".join([*conditions, sql]) + ")", [*args, *values]
+
+
+def _composite_condition(key: str, term: CompositeTerm) -> tuple[str, list[Any]]:
+    second = term.second
+    canonical = isinstance(second, QuantityTerm) and second.canonical
+    conditions = ["param = ?"]
+    args: list[Any] = [param_id(key + ":canonical" if canonical else key)]
+    for column, value in (("code", term.first.code), ("system", term.first.system)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            args.append(value)
+    if isinstance(second, TokenTerm):
+        for column, value in (("v_code", second.code), ("v_system", second.system)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                args.append(value)
+    elif isinstance(second, QuantityTerm):
+        for column, value in (("v_code", second.code), ("v_system", second.system)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                args.append(value)
+        sql, values = _number_condition(second.number, "v_low", "v_high")
+        conditions.append(sql)
+        args.extend(values)
+    elif isinstance(second, DateTerm):
+        sql, values = _date_condition(second.prefix, "v_low", "v_high", second.low, second.high)
+        conditions.append(sql)
+        args.extend(values)
+    else:
+        conditions.append("(v_code >= ? AND v_code < ?)")
+        args.extend([second.normalized, second.normalized + _TOP])
+    return "(" + " AND ".join(conditions) + ")", args
 
 
 def _term_condition(clause: Clause, term: object) -> tuple[str, list[Any]]:
@@ -165,6 +301,19 @@ def _term_condition(clause: Clause, term: object) -> tuple[str, list[Any]]:
         return "(target_id = ? AND target_type = ?)", [term.target_id, term.target_type]
     if isinstance(term, DateTerm):
         return _date_condition(term.prefix, "low", "high", term.low, term.high)
+    if isinstance(term, NumberTerm):
+        return _number_condition(term, "low", "high")
+    if isinstance(term, QuantityTerm):
+        return _quantity_condition(clause.key, term)
+    if isinstance(term, CompositeTerm):
+        return _composite_condition(clause.key, term)
+    if isinstance(term, UriTerm):
+        if clause.modifier == "below":
+            return "(code >= ? AND code < ?)", [term.value, term.value + _TOP]
+        if clause.modifier == "above":
+            ancestors = _uri_ancestors(term.value)
+            return f"code IN ({','.join('?' * len(ancestors))})", ancestors
+        return "code = ?", [term.value]
     raise TypeError(f"unknown search term {type(term).__name__}")
 
 
@@ -203,18 +352,19 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
     elif clause.modifier == "of-type":
         key += ":of-type"
     conditions: list[str] = []
-    args: list[Any] = [param_id(key)]
+    own_param = clause.param_type in _PARAM_PER_TERM
+    args: list[Any] = [] if own_param else [param_id(key)]
     for term in clause.terms:
         sql, values = _term_condition(clause, term)
         conditions.append(sql)
         args.extend(values)
     where = " OR ".join(conditions)
+    param = "" if own_param else "param = ? AND "
     if drives:
-        return f"r.rid IN (SELECT rid FROM {table} WHERE param = ? AND ({where}))", args
+        return f"r.rid IN (SELECT rid FROM {table} WHERE {param}({where}))", args
     negate = "NOT " if clause.modifier == "not" else ""
     return (
-        f"{negate}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND x.param = ? "
-        f"AND ({where}))",
+        f"{negate}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND {param}({where}))",
         args,
     )
 
@@ -229,7 +379,11 @@ def _selectivity(clause: Clause) -> int:
         return 1 if all(getattr(t, "code", None) for t in clause.terms) else 4
     if clause.param_type == "string":
         return 2 if clause.modifier == "exact" else 3 if clause.modifier is None else 6
-    if clause.param_type == "date":
+    if clause.param_type in ("composite", "uri"):
+        return 1
+    if clause.param_type == "quantity":
+        return 2 if all(getattr(t, "code", None) for t in clause.terms) else 5
+    if clause.param_type in ("date", "number"):
         return 5
     return 6
 
@@ -246,6 +400,19 @@ def _driver(query: SearchQuery) -> Clause | None:
     return min(positives, key=_selectivity) if positives else None
 
 
+# The column a sort reads per type, ascending / descending (search.html#sort: with
+# several values, ascending uses the lowest, descending the highest).
+_SORT_COLUMN = {
+    "token": ("code", "code"),
+    "uri": ("code", "code"),
+    "string": ("value", "value"),
+    "reference": ("target_id", "target_id"),
+    "date": ("low", "high"),
+    "number": ("low", "high"),
+    "quantity": ("value", "value"),
+}
+
+
 def _sort_sql(sort: SortKey) -> tuple[str, list[Any]]:
     if sort.code == "_id":
         return "r.id", []
@@ -253,14 +420,43 @@ def _sort_sql(sort: SortKey) -> tuple[str, list[Any]]:
         return "r.last_updated", []
     table = _TABLE_OF[sort.param_type]
     aggregate = "MAX" if sort.descending else "MIN"
-    # Several values: ascending uses the lowest, descending the highest (search.html#sort).
-    column = {"token": "code", "string": "value"}.get(sort.param_type)
-    if column is None:  # date
-        column = "high" if sort.descending else "low"
+    column = _SORT_COLUMN[sort.param_type][1 if sort.descending else 0]
     return (
         f"(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param = ?)",
         [param_id(sort.key)],
     )
+
+
+def _seek(sorts: Sequence[SortKey], position: cursors.Position) -> tuple[str, list[Any]]:
+    """The rows after `position` in the order of `_order`: lexicographic over the sort
+    keys (missing values last in both directions), then rid."""
+    values, rid = position
+    alternatives: list[str] = []
+    args: list[Any] = []
+    equal: list[str] = []
+    equal_args: list[Any] = []
+    for index, (sort, value) in enumerate(zip(sorts, values, strict=True)):
+        column = f"k{index}"
+        if value is not None:  # after: a later value, or none at all (missing sorts last)
+            operator = "<" if sort.descending else ">"
+            alternatives.append(
+                "(" + " AND ".join([*equal, f"({column} IS NULL OR {column} {operator} ?)"]) + ")"
+            )
+            args.extend([*equal_args, value])
+            equal.append(f"{column} = ?")
+            equal_args.append(value)
+        else:
+            equal.append(f"{column} IS NULL")
+    alternatives.append("(" + " AND ".join([*equal, "rid > ?"]) + ")")
+    args.extend([*equal_args, rid])
+    return " OR ".join(alternatives), args
+
+
+def _order(sorts: Sequence[SortKey]) -> str:
+    keys = [
+        f"k{i} IS NULL, k{i} {'DESC' if sort.descending else 'ASC'}" for i, sort in enumerate(sorts)
+    ]
+    return ", ".join([*keys, "rid"])
 
 
 def _where(tenant: str, query: SearchQuery) -> tuple[str, list[Any]]:
@@ -283,29 +479,60 @@ def _where(tenant: str, query: SearchQuery) -> tuple[str, list[Any]]:
     return " AND ".join(conditions), args
 
 
-def search_rids(
-    conn: sqlite3.Connection, tenant: str, query: SearchQuery
-) -> tuple[list[int], int | None]:
-    """The rids of the current resources of `tenant` matching `query`, in its sort order
-    (by rid when unsorted), its page applied; and the number of matches in all, or None
-    when the query asked for `_total=none`."""
+@dataclass(frozen=True)
+class IndexPage:
+    """One page of matches: their rids in order, the number of matches in all (None for
+    _total=none), and the cursor of the page after it (None on the last page)."""
+
+    rids: list[int]
+    total: int | None
+    next_cursor: str | None = None
+
+
+def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> IndexPage:
+    """The page of current resources of `tenant` matching `query`, in its sort order
+    (by rid when unsorted, and by rid among equal sort values): the rows after
+    `query.position` when it has one (keyset paging), else from `query.offset`."""
     where, args = _where(tenant, query)
     total: int | None = None
     if query.total != "none":
         (total,) = conn.execute(f"SELECT COUNT(*) FROM resources r WHERE {where}", args).fetchone()
     if query.count == 0 or total == 0:
-        return [], total
+        return IndexPage([], total)
 
+    sorts = query.sorts
+    columns = ["r.rid AS rid"]
     select_args: list[Any] = []
-    order = "r.rid"
-    if query.sort is not None:
-        sort_sql, select_args = _sort_sql(query.sort)
-        direction = "DESC" if query.sort.descending else "ASC"
-        # Resources without a value come last in either direction.
-        order = f"sort_key IS NULL, sort_key {direction}, r.rid"
-        select = f"SELECT r.rid, {sort_sql} AS sort_key"
-    else:
-        select = "SELECT r.rid"
-    sql = f"{select} FROM resources r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-    params: Sequence[Any] = [*select_args, *args, query.count, query.offset]
-    return [row[0] for row in conn.execute(sql, params)], total
+    for index, sort in enumerate(sorts):
+        sql, values = _sort_sql(sort)
+        columns.append(f"{sql} AS k{index}")
+        select_args.extend(values)
+    inner = f"SELECT {', '.join(columns)} FROM resources r WHERE {where}"
+    params: list[Any] = [*select_args, *args]
+    if query.position is not None and not sorts:
+        # unsorted: the rid range itself, an index seek
+        inner += " AND r.rid > ?"
+        params.append(query.position[1])
+    seek = ""
+    if query.position is not None and sorts:
+        seek_sql, seek_args = _seek(sorts, query.position)
+        seek = f" WHERE {seek_sql}"
+        params.extend(seek_args)
+    offset = 0 if query.position is not None else query.offset
+    sql = f"SELECT * FROM ({inner}){seek} ORDER BY {_order(sorts)} LIMIT ? OFFSET ?"
+    # one row more than the page tells whether there is a next page
+    rows = conn.execute(sql, [*params, query.count + 1, offset]).fetchall()
+    next_cursor = None
+    if len(rows) > query.count:
+        rows = rows[: query.count]
+        last = rows[-1]
+        next_cursor = cursors.encode(tuple(last[1:]), last[0], query.sort_signature)
+    return IndexPage([row[0] for row in rows], total, next_cursor)
+
+
+def search_rids(
+    conn: sqlite3.Connection, tenant: str, query: SearchQuery
+) -> tuple[list[int], int | None]:
+    """`search_page` without the cursor: the page's rids and the total."""
+    page = search_page(conn, tenant, query)
+    return page.rids, page.total
