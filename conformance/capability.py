@@ -92,6 +92,17 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
         if params and "search-type" in support.type_interactions:
             entry["searchParam"] = list(params)
         resources.append(entry)
+    # Route codes starting with "$" are operations (fhir_server.rest.routes), each with
+    # an OperationDefinition the server serves at OperationDefinition/<name>.
+    operations = sorted(
+        code[1:]
+        for code in support.system_interactions | support.type_interactions
+        if code.startswith("$")
+    )
+    rest_operations = [
+        {"name": name, "definition": f"{base_url}/OperationDefinition/{name}"}
+        for name in operations
+    ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -106,6 +117,7 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
                 "mode": "server",
                 "resource": resources,
                 "interaction": _ordered(support.system_interactions, _SYSTEM_ORDER),
+                **({"operation": rest_operations} if rest_operations else {}),
             }
         ],
     }

@@ -37,6 +37,7 @@ from search import chain
 from search.chain import LinkClause
 from search import cursor as cursors
 from search.composites import Component, components
+from search import custom
 from search.extract import index_key
 from search.fulltext import FIELD_OF_PARAMETER, phrases
 from search.result import RESULT_PARAMETERS, ResultParams, parse_result_params
@@ -561,6 +562,7 @@ def parse_search(
         known = search_parameters(resource_type)
     else:
         raise FHIRError(400, [Issue("not-supported", "Unknown resource type")])
+    known = custom.parameters(resource_type, known, params)  # runtime SearchParameters
 
     clauses: list[Clause] = []
     ignored: list[tuple[str, str]] = []

@@ -36,6 +36,12 @@ class Interaction:
 # Order matters: literal segments (metadata, _history, _search) before {type}/{id}.
 INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("GET", "/metadata", "metadata", (), "system"),
+    # Operations: codes starting with "$" become CapabilityStatement.rest.operation; the
+    # handlers are fhir_server.reindex.ReindexEndpoints.
+    Interaction("POST", "/$reindex", "reindex_system", ("$reindex",), "system"),
+    Interaction("GET", "/$reindex/{job}", "reindex_status", (), "system"),
+    Interaction("POST", "/{type}/$reindex", "reindex_type", ("$reindex",), "type"),
+    Interaction("GET", "/OperationDefinition/reindex", "reindex_definition", (), "system"),
     Interaction("GET", "/_history", "history_system", ("history-system",), "system"),
     Interaction("POST", "", "bundle", ("transaction", "batch"), "system"),
     Interaction("GET", "", "search_system", ("search-system",), "system"),
@@ -92,12 +98,14 @@ def _endpoint(
 def build_routes(handlers: Handlers, base_path: str) -> list[Route]:
     """One route per path, dispatching on the method, so that a 405 lists every
     method the path allows (Allow header)."""
+    from fhir_server.reindex import ReindexEndpoints
+
+    operations = ReindexEndpoints(handlers)
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for item in INTERACTIONS:
         label = f"{item.method} {item.path or '/'}"
-        by_path.setdefault(item.path, {})[item.method] = _endpoint(
-            getattr(handlers, item.handler), label
-        )
+        handler = getattr(operations, item.handler, None) or getattr(handlers, item.handler)
+        by_path.setdefault(item.path, {})[item.method] = _endpoint(handler, label)
     return [
         Route(base_path + path, _dispatch(methods), methods=list(methods),
               include_in_schema=False)

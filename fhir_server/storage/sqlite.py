@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
-from fhir_server.storage import sqlite_fulltext, sqlite_index
+from fhir_server.storage import sqlite_fulltext, sqlite_index, sqlite_reindex
 from fhir_server.storage import sqlite_graph
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
@@ -163,6 +163,11 @@ class SQLiteTransaction:
     async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         return self._store._read(self._conn, self._ctx, resource_type, resource_id)
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The writer connection inside this transaction, for index maintenance ($reindex)."""
+        return self._conn
+
     async def search(self, query: SearchQuery) -> SearchPage:
         return self._store._search(self._conn, self._ctx, query)
 
@@ -179,6 +184,7 @@ class SQLiteTransaction:
         stored = {"resourceType": resource_type, "id": resource_id, "meta": meta, **resource}
         stored["meta"] = meta
         body = jsonutil.dumps(stored)
+        sqlite_reindex.track(self._conn, resource_type, stored)  # 400 for a bad SearchParameter
         tenant = self._ctx.tenant
         if rid is None:
             cursor = self._conn.execute(
@@ -263,6 +269,7 @@ class SQLiteTransaction:
         )
         sqlite_index.clear_index(self._conn, rid)
         sqlite_fulltext.remove(self._conn, rid)
+        sqlite_reindex.untrack(self._conn, resource_type, resource_id)
         marker = StoredResource(resource_type, resource_id, version, now, True, None, "DELETE")
         return WriteResult(marker, "deleted")
 
@@ -327,7 +334,9 @@ class SQLiteStore:
             )
         writer.execute("BEGIN IMMEDIATE")
         try:
-            for statement in (*_SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA):
+            for statement in (
+                *_SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA, *sqlite_reindex.SCHEMA
+            ):
                 writer.execute(statement)
             writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             writer.execute("COMMIT")
@@ -336,6 +345,7 @@ class SQLiteStore:
             writer.close()
             raise
         store = cls(writer, _connect(path, synchronous.upper()))
+        sqlite_reindex.load_registry(writer)  # custom SearchParameters of this file
         (latest,) = writer.execute("SELECT max(last_updated) FROM versions").fetchone()
         store._clock.advance_past(latest)
         return store

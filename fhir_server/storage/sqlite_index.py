@@ -38,6 +38,7 @@ from typing import Any
 
 from fhir_server.storage import sqlite_graph
 from fhir_server.storage import sqlite_fulltext
+from search import custom
 from search.extract import extract
 from search.fulltext import FIELD_OF_PARAMETER
 from search import cursor as cursors
@@ -132,6 +133,7 @@ def replace_index(
     if resource.get("resourceType") != resource_type:
         resource = {**resource, "resourceType": resource_type}
     rows = extract(resource)
+    custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
     clear_index(conn, rid)
     if rows.tokens:
         conn.executemany(

@@ -1,0 +1,235 @@
+"""The `$reindex` operation: rebuild the search index (search parameters, custom
+SearchParameters, full text) from the stored resources, in batches, resumably.
+
+    POST [base]/$reindex            every type (or `type` parameters, repeatable)
+    POST [base]/{type}/$reindex     one type
+    GET  [base]/$reindex/{job}      progress
+
+Asynchronous request pattern (R4 async.html): the POST answers 202 Accepted with
+Content-Location naming the job's status URL; a GET there answers 202 with `X-Progress`
+while the job runs and 200 when it has completed. Both carry a Parameters resource:
+job, status (in-progress | interrupted | completed), type (one per type in scope),
+processed, total, started, finished.
+
+Each batch of BATCH_SIZE resources is one store transaction that also advances the
+job's cursor (fhir_server.storage.sqlite_reindex), so writes from clients interleave
+between batches and a job killed with the server continues where it stopped: a job the
+process is not running shows as "interrupted", and POSTing `$reindex` with the same
+scope resumes it (so does `fhir-fusion reindex`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conformance.definitions import RESOURCE_TYPES
+from fhir_server import jsonutil
+from fhir_server.errors import FHIRError, Issue
+from fhir_server.storage import sqlite_reindex
+from fhir_server.storage.base import Context, ResourceStore
+from fhir_server.storage.sqlite_reindex import COMPLETED, Job
+from search import custom
+
+if TYPE_CHECKING:
+    from fhir_server.rest.handlers import Handlers
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 300
+OPERATION = "reindex"
+
+
+def _store(store: ResourceStore) -> Any:
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore):
+        raise FHIRError.simple(501, "not-supported", "$reindex is implemented for SQLite only")
+    return store
+
+
+async def start(store: ResourceStore, ctx: Context, types: tuple[str, ...]) -> Job:
+    """A new job (or the unfinished one with the same scope)."""
+    async with _store(store).transaction(ctx) as txn:
+        return sqlite_reindex.start_job(txn.connection, ctx.tenant, types)
+
+
+async def get(store: ResourceStore, ctx: Context, job_id: int) -> Job | None:
+    async with _store(store).transaction(ctx) as txn:
+        return sqlite_reindex.get_job(txn.connection, ctx.tenant, job_id)
+
+
+async def run(
+    store: ResourceStore,
+    ctx: Context,
+    job: Job,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int | None = None,
+    progress: Callable[[Job], None] | None = None,
+) -> Job:
+    """Run `job` until it completes (or for `max_batches` batches), one transaction per
+    batch, yielding to the event loop between batches."""
+    sqlite_store = _store(store)
+    batches = 0
+    while job.status != COMPLETED and (max_batches is None or batches < max_batches):
+        async with sqlite_store.transaction(ctx) as txn:
+            job, indexed = sqlite_reindex.run_batch(txn.connection, job, batch_size)
+        if indexed:  # committed: now the parameters may be searched
+            custom.REGISTRY.mark_indexed(indexed)
+        batches += 1
+        if progress is not None:
+            progress(job)
+        await asyncio.sleep(0)
+    return job
+
+
+def _bad(diagnostics: str, where: str) -> FHIRError:
+    return FHIRError(400, [Issue("invalid", diagnostics, expression=(where,))])
+
+
+def _types(values: list[str], where: str) -> tuple[str, ...]:
+    types: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if name not in RESOURCE_TYPES:
+                raise _bad("Unknown resource type", where)
+            types.append(name)
+    return tuple(sorted(set(types)))
+
+
+def parameters(job: Job, running: bool) -> dict[str, Any]:
+    status = job.status if job.status == COMPLETED or running else "interrupted"
+    params: list[dict[str, Any]] = [
+        {"name": "job", "valueString": str(job.id)},
+        {"name": "status", "valueCode": status},
+        *({"name": "type", "valueCode": t} for t in job.types),
+        {"name": "processed", "valueInteger": job.processed},
+        {"name": "total", "valueInteger": job.total},
+        {"name": "started", "valueInstant": job.started_at},
+    ]
+    if job.finished_at:
+        params.append({"name": "finished", "valueInstant": job.finished_at})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+def operation_definition(base_url: str) -> dict[str, Any]:
+    """OperationDefinition/reindex (R4 operationdefinition.html)."""
+    return {
+        "resourceType": "OperationDefinition",
+        "id": OPERATION,
+        "url": f"{base_url}/OperationDefinition/{OPERATION}",
+        "name": "Reindex",
+        "title": "Rebuild the search index",
+        "status": "active",
+        "kind": "operation",
+        "affectsState": False,
+        "description": (
+            "Rebuilds the search index rows (search parameters, custom SearchParameters, "
+            "full text) of the stored resources, in batches, asynchronously (202 with "
+            "Content-Location; GET it for progress). A custom SearchParameter becomes "
+            "searchable when a job covering its base types completes."
+        ),
+        "code": OPERATION,
+        "system": True,
+        "type": True,
+        "instance": False,
+        "parameter": [
+            {"name": "type", "use": "in", "min": 0, "max": "*", "type": "code",
+             "documentation": "Resource types to reindex (system level); default all"},
+            {"name": "return", "use": "out", "min": 1, "max": "1", "type": "Parameters",
+             "documentation": "job, status, type, processed, total, started, finished"},
+        ],
+    }  # fmt: skip
+
+
+class ReindexEndpoints:
+    """The REST endpoints of $reindex, on the store and context of `handlers`; one
+    background task per running job."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self._handlers = handlers
+        self._tasks: dict[int, asyncio.Task[Job]] = {}
+
+    def _base(self, request: Request) -> str:
+        from fhir_server.rest import http
+
+        return http.base_url(request, self._handlers.base_path)
+
+    def _answer(self, request: Request, job: Job, status: int | None = None) -> Response:
+        from fhir_server.rest import http
+
+        running = job.id in self._tasks and not self._tasks[job.id].done()
+        headers = {"Content-Location": f"{self._base(request)}/$reindex/{job.id}"}
+        if job.status != COMPLETED:
+            headers["X-Progress"] = f"{job.processed} of {job.total} resources"
+        code = status or (200 if job.status == COMPLETED else 202)
+        return http.json_response(jsonutil.dumps(parameters(job, running)), code, headers)
+
+    async def _types_in_body(self, request: Request) -> list[str]:
+        if not await request.body():
+            return []
+        from fhir_server.rest import http
+
+        body = await http.json_body(request)
+        if body.get("resourceType") != "Parameters":
+            raise _bad("The body must be a Parameters resource", "Parameters")
+        values: list[str] = []
+        for n, param in enumerate(body.get("parameter") or []):
+            if not isinstance(param, dict) or param.get("name") != "type":
+                raise _bad("Only the parameter 'type' is known", f"Parameters.parameter[{n}].name")
+            value = param.get("valueCode", param.get("valueString"))
+            if not isinstance(value, str) or value not in RESOURCE_TYPES:
+                raise _bad("Unknown resource type", f"Parameters.parameter[{n}].valueCode")
+            values.append(value)
+        return values
+
+    async def _start(self, request: Request, types: tuple[str, ...]) -> Response:
+        store, ctx = self._handlers.store, self._handlers.ctx
+        job = await start(store, ctx, types)
+        task = self._tasks.get(job.id)
+        if job.status != COMPLETED and (task is None or task.done()):
+            self._tasks[job.id] = asyncio.create_task(self._run(job))
+        return self._answer(request, job, 202)
+
+    async def _run(self, job: Job) -> Job:
+        try:
+            return await run(self._handlers.store, self._handlers.ctx, job)
+        except Exception as exc:
+            # the job stays in progress with its cursor; POST $reindex resumes it
+            logger.error("$reindex job %s stopped: %s", job.id, type(exc).__name__)
+            raise
+
+    async def reindex_system(self, request: Request) -> Response:
+        values = request.query_params.getlist("type")
+        types = _types(values, "type") + _types(await self._types_in_body(request), "type")
+        return await self._start(request, tuple(sorted(set(types))))
+
+    async def reindex_type(self, request: Request) -> Response:
+        resource_type = request.path_params["type"]
+        if resource_type not in RESOURCE_TYPES:
+            raise FHIRError.simple(404, "not-supported", "Unknown resource type")
+        return await self._start(request, (resource_type,))
+
+    async def reindex_status(self, request: Request) -> Response:
+        text = request.path_params["job"]
+        job = await get(self._handlers.store, self._handlers.ctx, int(text)) if (
+            text.isdigit() and len(text) < 18
+        ) else None
+        if job is None:
+            raise FHIRError.simple(404, "not-found", "There is no reindex job with this id")
+        return self._answer(request, job)
+
+    async def reindex_definition(self, request: Request) -> Response:
+        from fhir_server.rest import http
+
+        return http.json_response(jsonutil.dumps(operation_definition(self._base(request))))
+
+    async def wait(self, job_id: int) -> Job:
+        """The finished job (for tests and shutdown)."""
+        return await self._tasks[job_id]
