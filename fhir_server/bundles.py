@@ -48,7 +48,12 @@ class _Entry:
     full_url: str | None
     if_none_exist: str | None
     if_match: int | None
-    planned_id: str | None = None  # for POST in a transaction: the id it will get
+    planned_id: str | None = None  # in a transaction: the id a POST or conditional PUT gets
+    # in a transaction: the resource its conditional criteria matched when ids were
+    # planned, so that running the entry does not search again
+    planned_match: StoredResource | None = None
+    # in a transaction: ifNoneExist was searched when ids were planned and matched nothing
+    planned_absent: bool = False
     rewritten: dict[str, Any] | None = field(default=None)
 
     @property
@@ -381,6 +386,8 @@ async def _plan_create(txn: Transaction, entry: _Entry, mapping: dict[str, str])
             raise FHIRError.simple(
                 412, "multiple-matches", "ifNoneExist matched more than one resource",
             )
+        entry.planned_match = matches[0] if matches else None
+        entry.planned_absent = not matches
         entry.planned_id = matches[0].id if matches else str(uuid.uuid4())
         mapping[key] = f"{resource_type}/{entry.planned_id}"
         return mapping[key]
@@ -395,14 +402,28 @@ async def _plan_conditional_update(
     assert entry.resource is not None
     params = operations.parse_criteria(resource_type, entry.query)
     matches = await operations.find_matches(txn, resource_type, params)
-    if len(matches) == 1:
+    if len(matches) > 1:
+        raise FHIRError.simple(
+            412, "multiple-matches",
+            "The conditional update matched more than one resource; "
+            "the criteria are not selective enough",
+        )
+    if matches:
         target_id = matches[0].id
+        entry.planned_match = matches[0]
+        if entry.resource.get("id", target_id) != target_id:
+            raise invalid(
+                f"The resource id does not match {resource_type}/{target_id} "
+                "found by the criteria",
+                f"{resource_type}.id",
+            )
     elif isinstance(entry.resource.get("id"), str):
         target_id = entry.resource["id"]
     else:
         # no match: it will be created, under an id chosen now so references can name it
         target_id = str(uuid.uuid4())
         entry.resource = {**entry.resource, "id": target_id}
+    entry.planned_id = target_id
     target = f"{resource_type}/{target_id}"
     mapping[_criteria_key(resource_type, entry.query)] = target
     return target
@@ -432,9 +453,15 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
     resource_type, method = entry.resource_type, entry.method
     resource = entry.rewritten if entry.rewritten is not None else entry.resource
     conditional = len(entry.segments) == 1
-    if method == "POST":
+    if method == "POST" and entry.planned_match is not None:
+        # the ifNoneExist criteria matched when ids were planned in this transaction
+        result = OperationResult(
+            200, entry.planned_match, "An existing resource matched ifNoneExist"
+        )
+    elif method == "POST":
         result = await operations.create(
-            txn, resource, resource_type, if_none_exist=entry.if_none_exist,
+            txn, resource, resource_type,
+            if_none_exist=None if entry.planned_absent else entry.if_none_exist,
             resource_id=entry.planned_id,
         )
         if entry.planned_id and result.stored and result.stored.id != entry.planned_id:
@@ -444,7 +471,13 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
             )
     elif method == "PUT":
         assert resource is not None
-        if conditional:
+        if conditional and entry.planned_id:
+            # the criteria were resolved to this id when ids were planned
+            result = await operations.update(
+                txn, {**resource, "id": entry.planned_id}, resource_type, entry.planned_id,
+                if_match=entry.if_match,
+            )
+        elif conditional:
             result = await operations.conditional_update(
                 txn, resource, resource_type, entry.query, if_match=entry.if_match
             )

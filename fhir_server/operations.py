@@ -115,8 +115,8 @@ async def find_matches(
     since silently ignoring one would widen the match."""
     from search.query import parse_search
 
-    wanted = [(k, v) for k, v in params if k not in ("_count", "_offset", "_sort")]
-    query = parse_search(resource_type, [*wanted, ("_count", "2")], strict=True)
+    wanted = [(k, v) for k, v in params if k not in ("_count", "_offset", "_sort", "_total")]
+    query = parse_search(resource_type, [*wanted, ("_count", "2"), ("_total", "none")], strict=True)
     if not query.clauses:
         # e.g. "identifier=" (an empty value is ignored by search): it would match everything
         raise invalid("The conditional criteria select no resource in particular", "criteria")
@@ -144,8 +144,11 @@ async def create(
     resource_id: str | None = None,
 ) -> OperationResult:
     """POST [base]/[type]: the server assigns the id (`resource_id` if given, as a Bundle
-    does for urn:uuid entries), ignoring any id in the body."""
-    validate(resource, resource_type)
+    does for urn:uuid entries), ignoring any id in the body.
+
+    With If-None-Exist the resource is validated only when it is going to be stored:
+    feeds resend the same Patient with every message, and checking a copy that is
+    then thrown away would be most of their cost."""
     if if_none_exist:
         params = parse_criteria(resource_type, if_none_exist)
         matches = await find_matches(txn, resource_type, params)
@@ -153,6 +156,7 @@ async def create(
             raise _too_many("If-None-Exist")
         if matches:
             return OperationResult(200, matches[0], "An existing resource matched If-None-Exist")
+    validate(resource, resource_type)
     result = await txn.create(_without_id(resource), resource_id)
     return OperationResult(201, result.stored, "Created")
 
@@ -166,8 +170,20 @@ async def update(
     if_match: int | None = None,
 ) -> OperationResult:
     """PUT [base]/[type]/[id]; creates the resource when the id is unknown (update as create)."""
-    check_id(resource_id)
     validate(resource, resource_type)
+    return await _update_valid(txn, resource, resource_type, resource_id, if_match=if_match)
+
+
+async def _update_valid(
+    txn: Transaction,
+    resource: Any,
+    resource_type: str,
+    resource_id: str,
+    *,
+    if_match: int | None = None,
+) -> OperationResult:
+    """`update` for a resource that has already been validated."""
+    check_id(resource_id)
     body_id = resource.get("id")
     if body_id is None:
         raise invalid("The resource needs an id equal to the one in the URL", f"{resource_type}.id")
@@ -202,16 +218,19 @@ async def conditional_update(
         if body_id is None:
             result = await txn.create(resource)
             return OperationResult(201, result.stored, "Created")
-        return await update(txn, resource, resource_type, check_id(body_id, f"{resource_type}.id"),
-                            if_match=if_match)
+        return await _update_valid(
+            txn, resource, resource_type, check_id(body_id, f"{resource_type}.id"),
+            if_match=if_match,
+        )
     match_id = matches[0].id
     if resource.get("id", match_id) != match_id:
         raise invalid(
             f"The resource id does not match {resource_type}/{match_id} found by the criteria",
             f"{resource_type}.id",
         )
-    return await update(txn, {**resource, "id": match_id}, resource_type, match_id,
-                        if_match=if_match)
+    return await _update_valid(
+        txn, {**resource, "id": match_id}, resource_type, match_id, if_match=if_match
+    )
 
 
 async def patch(
