@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from search.query import SearchQuery
     from search.result import ResultParams
 
-_PAGING = frozenset({"_count", "_offset"})
+_CURSOR = "_cursor"  # search.cursor.PARAMETER
+_PAGING = frozenset({"_count", "_offset", _CURSOR})
 # Where the extra parameters go in a link: before sorting, paging and totals.
-_RESULT_CONTROL = frozenset({"_sort", "_count", "_offset", "_total"})
+_RESULT_CONTROL = frozenset({"_sort", "_count", "_offset", "_total", _CURSOR})
 
 
 def status_line(status: int) -> str:
@@ -72,24 +73,37 @@ def paging_links(
 
 def search_links(
     url: str, params: Sequence[tuple[str, str]], count: int, offset: int, total: int | None,
-    shown: int,
+    shown: int, next_cursor: str | None = None,
 ) -> list[dict[str, str]]:
     """self, first, previous, next and last (R4 http.html#paging), each keeping every
-    parameter the server understood; last only when the total is known."""
+    parameter the server understood.
+
+    self repeats the request as understood (with its _cursor, if any). next follows the
+    keyset cursor the store handed out when it did (search.cursor), so the next page
+    neither skips nor repeats a resource while others write; otherwise it, previous and
+    last page by _offset. previous is given only for offset pages (a cursor leads one way)
+    and last only when the total is known."""
     kept = [(k, v) for k, v in params if k not in _PAGING]
+    cursor_now = next((v for k, v in params if k == _CURSOR), None)
 
     def page(at: int) -> list[tuple[str, str]]:
-        return [*kept, ("_count", str(count)), ("_offset", str(at))]
+        return [*kept, ("_count", str(count))] + ([("_offset", str(at))] if at else [])
 
-    links = [_link("self", url, page(offset))]
+    current = [*kept, ("_count", str(count)), (_CURSOR, cursor_now)] if cursor_now else page(
+        offset
+    )
+    links = [_link("self", url, current)]
     if count <= 0:
         return links
     links.append(_link("first", url, page(0)))
-    if offset > 0:
+    if offset > 0 and cursor_now is None:
         links.append(_link("previous", url, page(max(offset - count, 0))))
-    more = offset + shown < total if total is not None else shown >= count
-    if more:
-        links.append(_link("next", url, page(offset + count)))
+    if next_cursor is not None:
+        links.append(_link("next", url, [*kept, ("_count", str(count)), (_CURSOR, next_cursor)]))
+    elif cursor_now is None:
+        more = offset + shown < total if total is not None else shown >= count
+        if more:
+            links.append(_link("next", url, page(offset + count)))
     if total is not None:
         links.append(_link("last", url, page(max(total - 1, 0) // count * count)))
     return links
@@ -132,7 +146,7 @@ def searchset(
         bundle["total"] = page.total
     bundle["link"] = search_links(
         url, understood_params(query, system=not path), query.count, query.offset,
-        page.total, len(page.resources),
+        page.total, len(page.resources), getattr(page, "next_cursor", None),
     )
     if query.result.summary == "count":
         return bundle

@@ -237,5 +237,34 @@ def link_params(links: tuple[LinkClause, ...]) -> list[tuple[str, str]]:
     return [
         (link.name, link.value)
         for link in links
-        if not isinstance(link, CompartmentClause)
+        if not isinstance(link, CompartmentClause) and link.name
     ]
+
+
+def compartment_search(
+    compartment_type: str,
+    compartment_id: str,
+    target: str,
+    params: list[tuple[str, str]],
+    strict: bool = False,
+    base_url: str | None = None,
+) -> SearchQuery:
+    """`GET [compartment type]/[id]/[target]?params`: the search on `target` limited to
+    the compartment (compartmentdefinition.html#search). `target` "*" searches every
+    type in the compartment, with the common parameters only."""
+    from search.query import SearchQuery, parse_search
+
+    if target != "*":
+        query = parse_search(target, params, strict=strict, base_url=base_url)
+        member = compartment_clause(compartment_type, compartment_id, target)
+        return replace(query, links=(member, *query.links))
+    compartment_clause(compartment_type, compartment_id, "Patient")  # checks the type
+    query = parse_search(None, params, strict=strict, base_url=base_url)
+    types = tuple(t for t in sorted(patient_compartment()) if not query.types or t in query.types)
+    alternatives = tuple(
+        (t, SearchQuery(t, links=(compartment_clause(compartment_type, compartment_id, t),)))
+        for t in types
+    )
+    if not types:
+        raise _error("_type", f"No type in '_type' is in the {compartment_type} compartment")
+    return replace(query, types=types, links=(TypedClause("", "", alternatives), *query.links))

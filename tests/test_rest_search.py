@@ -74,7 +74,11 @@ async def test_next_link_keeps_the_search_parameters(
     assert urlsplit(links["next"]).path == "/fhir/Patient"
     params = parse_qsl(urlsplit(links["next"]).query)
     assert ("family", "Chalmers") in params
-    assert ("_offset", "1") in params
+    assert ("_count", "1") in params
+    # the next page is named by the keyset cursor the store handed out (search.cursor)
+    assert [k for k, _ in params].count("_cursor") == 1
+    second = (await client.get(links["next"])).json()
+    assert second["entry"][0]["resource"]["id"] != bundle["entry"][0]["resource"]["id"]
 
 
 async def test_post_search_takes_a_form_body(

@@ -189,6 +189,12 @@ class Handlers:
         resource_type = _type(request)
         return await self._search(request, resource_type, await http.form_params(request))
 
+    async def search_compartment(self, request: Request) -> Response:
+        compartment = (_type(request), _id(request), request.path_params["compartment"])
+        if compartment[2] != "*" and compartment[2] not in RESOURCE_TYPES:
+            raise FHIRError.simple(404, "not-supported", "Unknown resource type")
+        return await self._search(request, compartment[2], _search_params(request), compartment)
+
     async def history_type(self, request: Request) -> Response:
         return await self._history(request, _type(request), None)
 
@@ -221,14 +227,22 @@ class Handlers:
     # -- shared ----------------------------------------------------------------------
 
     async def _search(
-        self, request: Request, resource_type: str | None, params: list[tuple[str, str]]
+        self, request: Request, resource_type: str | None, params: list[tuple[str, str]],
+        compartment: tuple[str, str, str] | None = None,
     ) -> Response:
+        from search.chain import compartment_search
         from search.query import parse_search
 
         strict = http.prefer(request).get("handling") == "strict"
-        query: SearchQuery = parse_search(resource_type, params, strict=strict)
+        query: SearchQuery
+        if compartment is None:
+            query = parse_search(resource_type, params, strict=strict)
+            path = resource_type or ""
+        else:
+            query = compartment_search(*compartment, params, strict=strict)
+            path = "/".join(compartment)
         page = await self.store.search(self.ctx, query)
-        bundle = views.searchset(page, query, self._base(request), resource_type or "", raw=True)
+        bundle = views.searchset(page, query, self._base(request), path, raw=True)
         return http.json_response(jsonutil.dumps(bundle))
 
     async def _history(

@@ -57,6 +57,8 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("DELETE", "/{type}", "conditional_delete", ("delete",), "type",
                 conditional=True),
     Interaction("GET", "/{type}/{id}", "read", ("read",), "instance"),
+    # compartment search (search.chain.compartment_search): a search, not an interaction
+    Interaction("GET", "/{type}/{id}/{compartment}", "search_compartment", (), "instance"),
     Interaction("PUT", "/{type}/{id}", "update", ("update",), "instance"),
     Interaction("PATCH", "/{type}/{id}", "patch", ("patch",), "instance"),
     Interaction("DELETE", "/{type}/{id}", "delete", ("delete",), "instance"),
