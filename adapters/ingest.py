@@ -4,11 +4,15 @@ An HL7v2 file may hold one message or many: a new message starts at every MSH at
 start of a segment; segments may end with CR, LF or CRLF, and the file may start with a
 UTF-8 byte order mark. Each message goes through the pipeline on its own, so one bad
 message is kept as rejected and the rest of the file still loads.
+
+Messages are stored in batches of `BATCH_SIZE` per commit (each still its own
+transaction inside the batch): a file load acknowledges nothing before it ends, and
+one commit for many messages writes the index pages they share once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +57,37 @@ def split_file(data: bytes, feed: str = "hl7v2") -> list[bytes]:
     return [message.encode("utf-8") for message in split_messages(data)]
 
 
+BATCH_SIZE = 100
+
+
 async def ingest_files(pipeline: Pipeline, ctx: Context, paths: Iterable[Path | str],
                        feed: str = "hl7v2") -> IngestSummary:
     summary = IngestSummary()
+    batch: list[tuple[Path, bytes]] = []
+    for file, message in _messages(paths, feed, summary):
+        batch.append((file, message))
+        if len(batch) >= BATCH_SIZE:
+            await _ingest_batch(pipeline, ctx, feed, batch, summary)
+            batch = []
+    await _ingest_batch(pipeline, ctx, feed, batch, summary)
+    return summary
+
+
+async def _ingest_batch(pipeline: Pipeline, ctx: Context, feed: str,
+                        batch: list[tuple[Path, bytes]], summary: IngestSummary) -> None:
+    if not batch:
+        return
+    results = []
+    async with pipeline.store.batch(ctx):
+        for file, message in batch:
+            results.append((file, await pipeline.ingest(ctx, feed, message)))
+    # counted only once the batch is committed
+    for file, result in results:
+        summary.add(file, result)
+
+
+def _messages(paths: Iterable[Path | str], feed: str,
+              summary: IngestSummary) -> Iterator[tuple[Path, bytes]]:
     for path in (Path(p) for p in paths):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
@@ -66,5 +98,4 @@ async def ingest_files(pipeline: Pipeline, ctx: Context, paths: Iterable[Path | 
                 continue
             summary.files += 1
             for message in split_file(data, feed):
-                summary.add(file, await pipeline.ingest(ctx, feed, message))
-    return summary
+                yield file, message

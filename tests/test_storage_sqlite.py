@@ -253,3 +253,37 @@ def test_concurrent_transactions_are_serialised(db_path: Path) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_batch_commits_once_and_each_transaction_fails_alone(db_path: Path) -> None:
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db_path)
+        other = await SQLiteStore.open(db_path)  # a second process's view of the file
+        async with store.batch(CTX):
+            await _create(store, GLUCOSE, "b1")
+            with pytest.raises(FHIRError):
+                async with store.transaction(CTX) as txn:
+                    await txn.create(GLUCOSE, "b2")
+                    await txn.create(GLUCOSE, "b1")  # 409: rolls back b2 only
+            # the task's own reads see its batch; nobody else does before the commit
+            assert (await store.read(CTX, "Observation", "b1")).version == 1
+            assert await other.read(CTX, "Observation", "b1") is None
+        assert (await other.read(CTX, "Observation", "b1")).version == 1
+        assert await other.read(CTX, "Observation", "b2") is None
+        await other.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_failed_batch_leaves_nothing(db_path: Path) -> None:
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db_path)
+        with pytest.raises(RuntimeError):
+            async with store.batch(CTX):
+                await _create(store, GLUCOSE, "lost")
+                raise RuntimeError("the file could not be read to its end")
+        assert await store.read(CTX, "Observation", "lost") is None
+        await store.close()
+
+    run(scenario())

@@ -141,6 +141,14 @@ class ResourceStore(Protocol):
 
     def transaction(self, ctx: Context) -> AsyncContextManager[Transaction]: ...
 
+    def batch(self, ctx: Context) -> AsyncContextManager[None]:
+        """Group the transactions the current task opens inside into one durable commit.
+
+        Each transaction in the batch still succeeds or fails on its own; none is
+        durable before the batch ends. Reads of the task inside see its writes. A
+        backend may commit each transaction on its own instead: a batch is a hint."""
+        ...
+
     async def find_input(self, ctx: Context, feed: str, content_hash: str) -> RawInput | None:
         """The stored (not rejected) input with this content hash, if any."""
         ...
