@@ -530,7 +530,9 @@ def _sort_key(
     code = value[1:] if descending else value
     param = params.get(code)
     if param is None:
-        raise _error("_sort", f"Cannot sort on unknown search parameter '{code}'")
+        # named only when it looks like a parameter code: the value is client text
+        shown = f" '{code}'" if re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", code) else ""
+        raise _error("_sort", f"Cannot sort on unknown search parameter{shown}")
     if code not in ("_id", "_lastUpdated") and param.type not in SORTABLE_TYPES:
         raise _not_supported(
             "_sort", f"Sorting on {param.type} parameter '{code}' is not supported yet"

@@ -33,13 +33,22 @@ _DATE = re.compile(
 _WHITESPACE = re.compile(r"\s+")
 
 
+# Latin letters whose accent-like stroke has no Unicode decomposition (NFKD keeps them);
+# folded by hand so that "Ødegård" is found by "odegard" and "Łódź" by "lodz".
+_FOLD = str.maketrans({"ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d",
+                       "ħ": "h", "Ħ": "h", "ŧ": "t", "Ŧ": "t", "ı": "i", "æ": "ae", "Æ": "ae",
+                       "œ": "oe", "Œ": "oe", "þ": "th", "Þ": "th"})  # fmt: skip
+
+
 def normalize_text(text: str) -> str:
-    """Lowercase, strip accents (NFKD, then drop combining marks), collapse whitespace."""
+    """Lowercase, strip accents (NFKD, then drop combining marks, then _FOLD), collapse
+    whitespace. Scripts without case or accents (Chinese, Japanese kana after NFKD)
+    pass through unchanged."""
     if text.isascii():
         return _WHITESPACE.sub(" ", text).strip().lower()
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return _WHITESPACE.sub(" ", stripped).strip().casefold()
+    return _WHITESPACE.sub(" ", stripped.translate(_FOLD)).strip().casefold()
 
 
 def _day_us(year: int, month: int, day: int) -> int:

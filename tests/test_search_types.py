@@ -1,0 +1,304 @@
+"""Search parameter types and their edges: escapes, :missing on every type, bad input,
+injection attempts, accents and non-Latin scripts, and index use (EXPLAIN QUERY PLAN)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_server.errors import FHIRError
+from search import query as query_module
+from search.query import parse_search
+from search.units import canonical_unit, to_canonical
+from search.values import date_range
+from tests.search_index_db import SearchDB
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+RESOURCES: list[dict[str, Any]] = [
+    {"resourceType": "Patient", "id": "comma", "name": [{"family": "Smith, Jr", "given": ["A|B"]}],
+     "identifier": [{"system": "urn:s", "value": "a,b"}, {"system": "urn:s|x", "value": "c"}],
+     "birthDate": "2000-01-01", "gender": "male"},
+    {"resourceType": "Patient", "id": "slash", "name": [{"family": "Back\\slash"}],
+     "identifier": [{"system": "urn:s", "value": "a\\b"}]},
+    {"resourceType": "Patient", "id": "dollar", "name": [{"family": "Cash$Money"}],
+     "generalPractitioner": [{"reference": "Practitioner/dr"}]},
+    {"resourceType": "Patient", "id": "zhang", "name": [{"text": "张伟", "family": "张",
+     "given": ["伟"]}], "address": [{"city": "北京", "line": ["长安街 1号"]}]},
+    {"resourceType": "Patient", "id": "accent", "name": [{"family": "Ødegård", "given": ["Zoë"]}],
+     "address": [{"city": "São Paulo", "postalCode": "01000-000", "country": "BR"}]},
+    {"resourceType": "Patient", "id": "empty"},
+    {"resourceType": "Observation", "id": "q1", "status": "final",
+     "code": {"coding": [{"system": LOINC, "code": "a$b"}]},
+     "subject": {"reference": "Patient/comma"},
+     "valueQuantity": {"value": 100, "system": UCUM, "code": "mg/dL", "unit": "mg/dL"}},
+    {"resourceType": "Observation", "id": "q2", "status": "final",
+     "code": {"coding": [{"system": LOINC, "code": "x"}]},
+     "valueQuantity": {"value": 37, "system": UCUM, "code": "Cel", "unit": "°C"}},
+    {"resourceType": "Observation", "id": "q3", "status": "final",
+     "code": {"coding": [{"system": LOINC, "code": "x"}]},
+     "valueQuantity": {"value": 98.6, "system": UCUM, "code": "[degF]", "unit": "°F"}},
+    {"resourceType": "Observation", "id": "q4", "status": "final",
+     "code": {"coding": [{"system": LOINC, "code": "x"}]},
+     "valueQuantity": {"value": 3, "unit": "tablets"}},
+    {"resourceType": "RiskAssessment", "id": "r1", "status": "final",
+     "subject": {"reference": "Patient/comma"}, "prediction": [{"probabilityDecimal": 0.25}]},
+    {"resourceType": "RiskAssessment", "id": "r2", "status": "final",
+     "subject": {"reference": "Patient/comma"}},
+    {"resourceType": "ValueSet", "id": "v1", "status": "active", "url": "urn:oid:1.2,3"},
+    {"resourceType": "ValueSet", "id": "v2", "status": "active"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchDB]:
+    database = SearchDB(Path(tmp_path_factory.mktemp("types")) / "search.db")
+    database.conn.execute("BEGIN")
+    for resource in RESOURCES:
+        database.add_json(resource)
+    database.conn.execute("COMMIT")
+    yield database
+    database.conn.close()
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "params", "expected"),
+    [
+        # search.html#escaping: \, \| \$ \\ are the characters themselves
+        ("Patient", [("identifier", "urn:s|a\\,b")], {"comma"}),
+        ("Patient", [("identifier", "urn:s|a,b")], set()),  # an OR of "urn:s|a" and "b"
+        ("Patient", [("identifier", "urn:s\\|x|c")], {"comma"}),
+        ("Patient", [("identifier", "urn:s|a\\\\b")], {"slash"}),
+        ("Patient", [("family", "smith\\, jr")], {"comma"}),
+        ("Patient", [("family", "smith\\,"), ("family", "back\\\\")], set()),
+        ("Patient", [("family", "back\\\\")], {"slash"}),
+        ("Patient", [("family", "cash\\$")], {"dollar"}),
+        ("Patient", [("given:exact", "A\\|B")], {"comma"}),
+        ("Observation", [("code", f"{LOINC}|a\\$b")], {"q1"}),
+        ("Observation", [("code-value-quantity", f"{LOINC}|a\\$b$100||mg/dL")], {"q1"}),
+        ("ValueSet", [("url", "urn:oid:1.2\\,3")], {"v1"}),
+        # non-Latin scripts and accents: starts-with on every part of names and addresses
+        ("Patient", [("name", "张")], {"zhang"}),
+        ("Patient", [("name", "张伟")], {"zhang"}),
+        ("Patient", [("given", "伟")], {"zhang"}),
+        ("Patient", [("address", "北京")], {"zhang"}),
+        ("Patient", [("address", "长安")], {"zhang"}),
+        ("Patient", [("name:contains", "伟")], {"zhang"}),
+        ("Patient", [("family", "odegard")], {"accent"}),
+        ("Patient", [("given", "ZOE")], {"accent"}),
+        ("Patient", [("address", "sao")], {"accent"}),
+        ("Patient", [("address-city", "SÃO PAULO")], {"accent"}),
+        ("Patient", [("address-postalcode", "01000")], {"accent"}),
+        ("Patient", [("family:exact", "ødegård")], set()),
+        # quantity: temperatures convert with their offset (37 Cel = 98.6 [degF])
+        ("Observation", [("value-quantity", f"37|{UCUM}|Cel")], {"q2", "q3"}),
+        ("Observation", [("value-quantity", f"310.15|{UCUM}|K")], {"q2", "q3"}),
+        ("Observation", [("value-quantity", f"ge1|{UCUM}|g/L")], {"q1"}),
+        ("Observation", [("value-quantity", f"lt1|{UCUM}|g/L")], set()),
+        # a unit that is no UCUM code is compared only with the same unit
+        ("Observation", [("value-quantity", "3||tablets")], {"q4"}),
+        ("Observation", [("value-quantity", f"3|{UCUM}|tablets")], set()),
+        ("Observation", [("value-quantity", "ne37||Cel")], set()),
+        ("Observation", [("value-quantity", "ne100")], {"q2", "q3", "q4"}),
+    ],
+)
+def test_values(
+    db: SearchDB, resource_type: str, params: list[tuple[str, str]], expected: set[str]
+) -> None:
+    assert set(db.search(resource_type, params)) == expected
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "name", "has", "lacks"),
+    [
+        ("Patient", "identifier", {"comma", "slash"}, {"dollar", "zhang", "accent", "empty"}),
+        ("Patient", "family", {"comma", "slash", "dollar", "zhang", "accent"}, {"empty"}),
+        ("Patient", "birthdate", {"comma"}, {"slash", "dollar", "zhang", "accent", "empty"}),
+        ("Patient", "general-practitioner", {"dollar"},
+         {"comma", "slash", "zhang", "accent", "empty"}),
+        ("Observation", "value-quantity", {"q1", "q2", "q3", "q4"}, set()),
+        ("Observation", "subject", {"q1"}, {"q2", "q3", "q4"}),
+        ("Observation", "code-value-quantity", {"q1", "q2", "q3", "q4"}, set()),
+        ("Observation", "component-code-value-quantity", set(), {"q1", "q2", "q3", "q4"}),
+        ("RiskAssessment", "probability", {"r1"}, {"r2"}),
+        ("ValueSet", "url", {"v1"}, {"v2"}),
+        ("Patient", "_id", {"comma", "slash", "dollar", "zhang", "accent", "empty"}, set()),
+    ],
+)  # fmt: skip
+def test_missing_on_every_type(
+    db: SearchDB, resource_type: str, name: str, has: set[str], lacks: set[str]
+) -> None:
+    assert set(db.search(resource_type, [(f"{name}:missing", "false")])) == has
+    assert set(db.search(resource_type, [(f"{name}:missing", "true")])) == lacks
+
+
+def _issue(resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+    with pytest.raises(FHIRError) as caught:
+        parse_search(resource_type, params)
+    assert caught.value.status == 400
+    (issue,) = caught.value.outcome()["issue"]
+    for _, value in params:
+        if len(value) > 3:
+            assert value not in issue["diagnostics"]  # never echoes patient data
+    return dict(issue)
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "params", "code"),
+    [
+        ("RiskAssessment", [("probability", "abc")], "invalid"),
+        ("RiskAssessment", [("probability", "zz0.5")], "invalid"),
+        ("RiskAssessment", [("probability", "0x10")], "invalid"),
+        ("RiskAssessment", [("probability", "1.5e")], "invalid"),
+        ("RiskAssessment", [("probability", "NaN")], "invalid"),
+        ("RiskAssessment", [("probability", "Infinity")], "invalid"),
+        ("RiskAssessment", [("probability:exact", "0.5")], "not-supported"),
+        ("Observation", [("value-quantity", "5.4|http://unitsofmeasure.org")], "invalid"),
+        ("Observation", [("value-quantity", "5.4|a|b|c")], "invalid"),
+        ("Observation", [("value-quantity", "five||mg")], "invalid"),
+        ("Observation", [("value-quantity", "5.4|http://unitsofmeasure.org|")], "invalid"),
+        ("Observation", [("value-quantity", "xy5.4")], "invalid"),
+        ("Observation", [("value-quantity:foo", "5.4")], "invalid"),
+        ("Observation", [("component-code-value-quantity", "http://loinc.org|8480-6")], "invalid"),
+        ("Observation", [("component-code-value-quantity", "a$b$c")], "invalid"),
+        ("Observation", [("component-code-value-quantity", "a$lt")], "invalid"),
+        ("Observation", [("code-value-date", "http://loinc.org|1$2024-13")], "invalid"),
+        ("Patient", [("birthdate", "2024-02-30")], "invalid"),
+        ("Patient", [("birthdate", "yesterday")], "invalid"),
+        ("Patient", [("birthdate", "zz2024")], "invalid"),
+        ("Patient", [("_lastUpdated", "2024-01-01T25:00")], "invalid"),
+        ("ValueSet", [("url:contains", "http://x")], "not-supported"),
+        ("Observation", [("code:in", "http://loinc.org/vs")], "not-supported"),
+        ("Observation", [("code:not-in", "http://loinc.org/vs")], "not-supported"),
+        ("Observation", [("code:above", "http://loinc.org|1")], "not-supported"),
+        ("Observation", [("code:below", "http://loinc.org|1")], "not-supported"),
+        ("Location", [("near", "42.2|-83.7|10|km")], "not-supported"),
+        ("Patient", [("_sort", "birthdate,name,family,given,gender,address")], "invalid"),
+        ("Patient", [("_count", "1e3")], "invalid"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_parameter(
+    resource_type: str, params: list[tuple[str, str]], code: str
+) -> None:
+    issue = _issue(resource_type, params)
+    assert issue["code"] == code
+    assert issue["expression"] == [params[0][0]]
+
+
+INJECTIONS = [
+    "' OR 1=1 --",
+    "x'; DROP TABLE resources; --",
+    "\" OR \"\"=\"",
+    '{"$where": "this.a == this.b"}',
+    '{"$ne": null}',
+    "%",
+    "_",
+    "*",
+    "a\x00b",
+    "\x00",
+    "x" * 100_000,
+    "1) UNION SELECT rid, body FROM resources --",
+]
+
+
+@pytest.mark.parametrize("value", INJECTIONS, ids=range(len(INJECTIONS)))
+@pytest.mark.parametrize(
+    "name", ["family", "family:contains", "family:exact", "identifier", "_id", "code:text",
+             "subject", "url", "url:below", "url:above"],
+)  # fmt: skip
+def test_injection_through_values_is_a_plain_value(db: SearchDB, name: str, value: str) -> None:
+    resource_type = "ValueSet" if name.startswith("url") else (
+        "Observation" if name in ("code:text", "subject") else "Patient"
+    )
+    try:
+        found = db.search(resource_type, [(name, value)])
+    except FHIRError as error:  # e.g. a reference that is no Type/id: a 400, never a 500
+        assert error.status == 400
+    else:
+        assert found == []
+    (count,) = db.conn.execute("SELECT COUNT(*) FROM resources").fetchone()
+    assert count == len(RESOURCES)
+
+
+@pytest.mark.parametrize("value", INJECTIONS, ids=range(len(INJECTIONS)))
+@pytest.mark.parametrize("name", ["probability", "value-quantity", "birthdate"])
+def test_injection_into_typed_values_is_a_400(name: str, value: str) -> None:
+    resource_type = {"probability": "RiskAssessment", "value-quantity": "Observation"}.get(
+        name, "Patient"
+    )
+    assert _issue(resource_type, [(name, value)])["expression"] == [name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["family' OR 1=1 --", "$where", "family;DROP TABLE resources", "a\x00b", "x" * 10_000,
+     "family:contains' --", "family:$where", "_sort"],
+)  # fmt: skip
+def test_injection_through_names(db: SearchDB, name: str) -> None:
+    """Unknown names are ignored (or 400 under strict handling); _sort names are looked
+    up among the parameters, never put into SQL."""
+    if name == "_sort":
+        assert _issue("Patient", [(name, "family; DROP TABLE resources")])["expression"] == [name]
+        return
+    if name.startswith("family:"):  # a known parameter with an unknown modifier
+        assert _issue("Patient", [(name, "x")])["expression"] == [name]
+        return
+    assert len(db.search("Patient", [(name, "x")])) == 6  # ignored: all patients
+    with pytest.raises(FHIRError) as caught:
+        parse_search("Patient", [(name, "x")], strict=True)
+    assert caught.value.status == 400
+
+
+def test_date_ap_is_within_ten_percent_of_the_gap_to_now(
+    db: SearchDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """search.html#prefix: ap on a date is "10% of the gap between now and the date"."""
+    now = date_range("2020-01-01")
+    assert now is not None
+    monkeypatch.setattr(query_module, "now_us", lambda: now[0])
+    # 2000-01-01 is 20 years before "now": ap2001 reaches 2 years either side of 2001
+    assert db.search("Patient", [("birthdate", "ap2001")]) == ["comma"]
+    assert db.search("Patient", [("birthdate", "ap2003")]) == []
+    assert db.search("Patient", [("birthdate", "ap2019-12")]) == []
+
+
+def test_ucum_canonical_forms() -> None:
+    """The factors of the conversion come from the UCUM definitions via ucumvert/pint;
+    the values keep their decimal precision."""
+    assert to_canonical(Decimal("100"), "mg/dL") == ("kilogram.meter-3", Decimal("1.00"))
+    assert to_canonical(Decimal("1"), "g/L") == ("kilogram.meter-3", Decimal("1"))
+    assert to_canonical(Decimal("37"), "Cel") == ("kelvin", Decimal("310.15"))
+    assert to_canonical(Decimal("1.5"), "h") == ("second", Decimal("5400.0"))
+    assert canonical_unit("[IU]/L") is None  # arbitrary units convert to nothing
+    assert canonical_unit("tablets") is None
+    assert canonical_unit("x" * 1000) is None
+
+
+PLANS = [
+    ("Observation", [("code", f"{LOINC}|x")], "search_token"),
+    ("Patient", [("identifier", "urn:s|c")], "search_token"),
+    ("Observation", [("subject", "Patient/comma")], "search_reference"),
+    ("Patient", [("birthdate", "2000-01-01")], "search_date"),
+    ("Observation", [("value-quantity", f"5.4|{UCUM}|mg")], "search_quantity"),
+    ("Observation", [("value-quantity", "5.4||mg")], "search_quantity"),
+    ("Observation", [("code-value-quantity", f"{LOINC}|x$gt5")], "search_composite"),
+    ("RiskAssessment", [("probability", "gt0.8")], "search_number"),
+    ("ValueSet", [("url", "urn:x")], "search_token"),
+    ("Patient", [("family", "smi")], "search_string"),
+]
+
+
+@pytest.mark.parametrize(("resource_type", "params", "table"), PLANS)
+def test_selective_queries_use_an_index(
+    db: SearchDB, resource_type: str, params: list[tuple[str, str]], table: str
+) -> None:
+    """The driving condition is a range of the index table's primary key, and the
+    resources rows are reached by rid: no full scan of either."""
+    plan = db.plan(resource_type, params)
+    assert f"SEARCH {table} USING PRIMARY KEY (param=?" in plan, plan
+    assert f"SCAN {table}" not in plan and "SCAN r" not in plan, plan
