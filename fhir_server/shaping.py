@@ -33,8 +33,7 @@ _ALWAYS = ("resourceType", "id", "meta")
 def _elements() -> Mapping[str, Mapping[str, tuple[str, ...]]]:
     raw = json.loads((DATA_DIR / "resource_elements.json").read_text("utf-8"))["resources"]
     return {
-        rtype: {kind: tuple(names) for kind, names in lists.items()}
-        for rtype, lists in raw.items()
+        rtype: {kind: tuple(names) for kind, names in lists.items()} for rtype, lists in raw.items()
     }
 
 
@@ -68,8 +67,11 @@ def _keep(resource: dict[str, Any], elements: set[str]) -> dict[str, Any]:
 def _tagged(resource: dict[str, Any]) -> dict[str, Any]:
     meta = dict(resource.get("meta") or {})
     tags = list(meta.get("tag") or [])
-    if not any(t.get("code") == "SUBSETTED" and t.get("system") == SUBSETTED["system"]
-               for t in tags if isinstance(t, dict)):
+    if not any(
+        t.get("code") == "SUBSETTED" and t.get("system") == SUBSETTED["system"]
+        for t in tags
+        if isinstance(t, dict)
+    ):
         tags.append(dict(SUBSETTED))
     meta["tag"] = tags
     return {**resource, "meta": meta}

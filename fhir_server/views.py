@@ -53,7 +53,11 @@ def _link(relation: str, url: str, params: Sequence[tuple[str, str]]) -> dict[st
 
 
 def paging_links(
-    url: str, params: Sequence[tuple[str, str]], count: int, offset: int, total: int | None,
+    url: str,
+    params: Sequence[tuple[str, str]],
+    count: int,
+    offset: int,
+    total: int | None,
     shown: int,
 ) -> list[dict[str, str]]:
     """self, and next/previous when there are more pages, as _count/_offset links."""
@@ -72,8 +76,13 @@ def paging_links(
 
 
 def search_links(
-    url: str, params: Sequence[tuple[str, str]], count: int, offset: int, total: int | None,
-    shown: int, next_cursor: str | None = None,
+    url: str,
+    params: Sequence[tuple[str, str]],
+    count: int,
+    offset: int,
+    total: int | None,
+    shown: int,
+    next_cursor: str | None = None,
 ) -> list[dict[str, str]]:
     """self, first, previous, next and last (R4 http.html#paging), each keeping every
     parameter the server understood.
@@ -89,9 +98,7 @@ def search_links(
     def page(at: int) -> list[tuple[str, str]]:
         return [*kept, ("_count", str(count))] + ([("_offset", str(at))] if at else [])
 
-    current = [*kept, ("_count", str(count)), (_CURSOR, cursor_now)] if cursor_now else page(
-        offset
-    )
+    current = [*kept, ("_count", str(count)), (_CURSOR, cursor_now)] if cursor_now else page(offset)
     links = [_link("self", url, current)]
     if count <= 0:
         return links
@@ -145,8 +152,13 @@ def searchset(
     if page.total is not None:
         bundle["total"] = page.total
     bundle["link"] = search_links(
-        url, understood_params(query, system=not path), query.count, query.offset,
-        page.total, len(page.resources), getattr(page, "next_cursor", None),
+        url,
+        understood_params(query, system=not path),
+        query.count,
+        query.offset,
+        page.total,
+        len(page.resources),
+        getattr(page, "next_cursor", None),
     )
     if query.result.summary == "count":
         return bundle
@@ -157,8 +169,13 @@ def searchset(
         entries.append(
             {
                 "resource": operation_outcome(
-                    [Issue("too-costly", f"Only the first {len(page.included)} included "
-                           "resources are returned", severity="warning")]
+                    [
+                        Issue(
+                            "too-costly",
+                            f"Only the first {len(page.included)} included resources are returned",
+                            severity="warning",
+                        )
+                    ]
                 ),
                 "search": {"mode": "outcome"},
             }

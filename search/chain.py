@@ -92,7 +92,11 @@ def hops(name: str) -> int:
 
 
 def _inner(
-    parse: Parser, outer_name: str, resource_type: str, name: str, value: str,
+    parse: Parser,
+    outer_name: str,
+    resource_type: str,
+    name: str,
+    value: str,
     base_url: str | None,
 ) -> SearchQuery:
     """Parse the rest of a chain on `resource_type`; its errors name the whole parameter."""
@@ -186,9 +190,9 @@ def parse_link(
     return parse_chain(parse, resource_type, name, value, base_url)
 
 
-def compartment_clause(compartment_type: str, compartment_id: str, resource_type: str) -> (
-    CompartmentClause
-):
+def compartment_clause(
+    compartment_type: str, compartment_id: str, resource_type: str
+) -> CompartmentClause:
     """Membership of resource_type in the [compartment_type]/[id] compartment; only the
     Patient compartment is defined here (conformance.definitions.patient_compartment)."""
     if compartment_type != "Patient":

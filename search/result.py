@@ -92,9 +92,7 @@ def parse_include(name: str, value: str) -> Include:
         if param is None:
             raise _error(name, f"'{base}': {source_type} has no search parameter '{code}'")
         if param.type != "reference":
-            raise _error(
-                name, f"'{base}': {source_type}:{code} is a {param.type}, not a reference"
-            )
+            raise _error(name, f"'{base}': {source_type}:{code} is a {param.type}, not a reference")
         codes = (code,)
         targets = set(param.targets)
     if target_type is not None and target_type not in targets:
@@ -148,11 +146,11 @@ def parse_result_params(params: list[tuple[str, str]]) -> ResultParams:
                 raise _error(name, "'_contained' takes false, true or both")
             if value != "false":
                 raise _error(
-                    name, "Searching contained resources (_contained) is not supported",
+                    name,
+                    "Searching contained resources (_contained) is not supported",
                     "not-supported",
                 )
             contained = value
-        elif base == "_containedType":
-            if value not in ("container", "contained"):
-                raise _error(name, "'_containedType' takes container or contained")
+        elif base == "_containedType" and value not in ("container", "contained"):
+            raise _error(name, "'_containedType' takes container or contained")
     return ResultParams(tuple(includes), summary, elements, contained)

@@ -40,27 +40,60 @@ def _matches(bundle: dict[str, Any]) -> set[str]:
 @pytest.mark.parametrize(
     ("path", "params", "expected"),
     [
-        pytest.param("Patient/pat-peter/Observation", {},
-                     {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6"},
-                     id="observations"),
-        pytest.param("Patient/pat-peter/Observation", {"code": "85354-9"},
-                     {"Observation/obs-5", "Observation/obs-6"}, id="with-a-parameter"),
+        pytest.param(
+            "Patient/pat-peter/Observation",
+            {},
+            {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6"},
+            id="observations",
+        ),
+        pytest.param(
+            "Patient/pat-peter/Observation",
+            {"code": "85354-9"},
+            {"Observation/obs-5", "Observation/obs-6"},
+            id="with-a-parameter",
+        ),
         pytest.param("Patient/pat-peter/Encounter", {}, {"Encounter/enc-1"}, id="encounters"),
-        pytest.param("Patient/pat-anna/DiagnosticReport", {}, {"DiagnosticReport/dr-1"},
-                     id="reports"),
+        pytest.param(
+            "Patient/pat-anna/DiagnosticReport", {}, {"DiagnosticReport/dr-1"}, id="reports"
+        ),
         pytest.param("Patient/pat-peter/Patient", {}, {"Patient/pat-anna"}, id="linked-patients"),
-        pytest.param("Patient/pat-peter/*", {},
-                     {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6",
-                      "Encounter/enc-1", "Patient/pat-anna"}, id="everything"),
-        pytest.param("Patient/pat-peter/*", {"_type": "Encounter,Observation"},
-                     {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6",
-                      "Encounter/enc-1"}, id="everything-of-some-types"),
-        pytest.param("Patient/pat-peter/*", {"_lastUpdated": "gt2000"},
-                     {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6",
-                      "Encounter/enc-1", "Patient/pat-anna"}, id="everything-common-param"),
+        pytest.param(
+            "Patient/pat-peter/*",
+            {},
+            {
+                "Observation/obs-1",
+                "Observation/obs-5",
+                "Observation/obs-6",
+                "Encounter/enc-1",
+                "Patient/pat-anna",
+            },
+            id="everything",
+        ),
+        pytest.param(
+            "Patient/pat-peter/*",
+            {"_type": "Encounter,Observation"},
+            {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6", "Encounter/enc-1"},
+            id="everything-of-some-types",
+        ),
+        pytest.param(
+            "Patient/pat-peter/*",
+            {"_lastUpdated": "gt2000"},
+            {
+                "Observation/obs-1",
+                "Observation/obs-5",
+                "Observation/obs-6",
+                "Encounter/enc-1",
+                "Patient/pat-anna",
+            },
+            id="everything-common-param",
+        ),
         pytest.param("Patient/nobody/Observation", {}, set(), id="unknown-patient"),
-        pytest.param("Patient/pat-peter/Observation", {"subject:Patient.name": "anna"}, set(),
-                     id="with-a-chain"),
+        pytest.param(
+            "Patient/pat-peter/Observation",
+            {"subject:Patient.name": "anna"},
+            set(),
+            id="with-a-chain",
+        ),
     ],
 )
 async def test_compartment_result_sets(
@@ -95,12 +128,18 @@ async def test_compartment_does_not_leak_other_patients(graph: httpx.AsyncClient
 @pytest.mark.parametrize(
     ("path", "status", "fragment"),
     [
-        pytest.param("Encounter/enc-1/Observation", 400, "Patient compartment",
-                     id="other-compartment"),
-        pytest.param("Patient/pat-peter/Organization", 400, "not in the Patient compartment",
-                     id="type-outside"),
-        pytest.param("Patient/pat-peter/Spaceship", 404, "Unknown resource type",
-                     id="unknown-type"),
+        pytest.param(
+            "Encounter/enc-1/Observation", 400, "Patient compartment", id="other-compartment"
+        ),
+        pytest.param(
+            "Patient/pat-peter/Organization",
+            400,
+            "not in the Patient compartment",
+            id="type-outside",
+        ),
+        pytest.param(
+            "Patient/pat-peter/Spaceship", 404, "Unknown resource type", id="unknown-type"
+        ),
         pytest.param("Spaceship/1/Observation", 404, "Unknown resource type", id="bad-base"),
     ],
 )

@@ -17,7 +17,7 @@ SUBSETTED = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSE
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
     "id": "pat-1",
-    "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">P</div>"},
+    "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">P</div>'},
     "extension": [{"url": "http://example.org/eye-colour", "valueString": "green"}],
     "identifier": [{"system": "urn:mrn", "value": "12345"}],
     "active": True,
@@ -25,9 +25,14 @@ PATIENT: dict[str, Any] = {
     "telecom": [{"system": "phone", "value": "(03) 5555 6473"}],
     "gender": "male",
     "birthDate": "1974-12-25",
-    "_birthDate": {"extension": [{
-        "url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime",
-        "valueDateTime": "1974-12-25T14:35:45-05:00"}]},
+    "_birthDate": {
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime",
+                "valueDateTime": "1974-12-25T14:35:45-05:00",
+            }
+        ]
+    },
     "deceasedBoolean": False,
     "address": [{"city": "PleasantVille"}],
     "maritalStatus": {"text": "married"},
@@ -41,14 +46,18 @@ PATIENT: dict[str, Any] = {
 OBSERVATION: dict[str, Any] = {
     "resourceType": "Observation",
     "id": "obs-1",
-    "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">O</div>"},
+    "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">O</div>'},
     "status": "final",
     "category": [{"text": "vital-signs"}],
     "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
     "subject": {"reference": "Patient/pat-1"},
     "effectiveDateTime": "2024-03-01T10:00:00Z",
-    "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org",
-                      "code": "/min"},
+    "valueQuantity": {
+        "value": 72,
+        "unit": "/min",
+        "system": "http://unitsofmeasure.org",
+        "code": "/min",
+    },
     "interpretation": [{"text": "normal"}],
     "note": [{"text": "resting"}],
     "referenceRange": [{"text": "60-100"}],
@@ -78,8 +87,19 @@ def _subsetted(resource: dict[str, Any]) -> bool:
 
 def test_summary_elements_are_those_of_the_r4_definitions() -> None:
     assert shaping.summary_elements("Patient") == (
-        "id", "meta", "implicitRules", "identifier", "active", "name", "telecom", "gender",
-        "birthDate", "deceased[x]", "address", "managingOrganization", "link",
+        "id",
+        "meta",
+        "implicitRules",
+        "identifier",
+        "active",
+        "name",
+        "telecom",
+        "gender",
+        "birthDate",
+        "deceased[x]",
+        "address",
+        "managingOrganization",
+        "link",
     )
     assert shaping.mandatory_elements("Observation") == ("status", "code")
     assert shaping.mandatory_elements("Patient") == ()
@@ -89,33 +109,76 @@ def test_summary_elements_are_those_of_the_r4_definitions() -> None:
     ("path", "params", "keys"),
     [
         pytest.param(
-            "Patient", {"_summary": "true"},
-            {"resourceType", "id", "meta", "identifier", "active", "name", "telecom", "gender",
-             "birthDate", "_birthDate", "deceasedBoolean", "address", "managingOrganization"},
+            "Patient",
+            {"_summary": "true"},
+            {
+                "resourceType",
+                "id",
+                "meta",
+                "identifier",
+                "active",
+                "name",
+                "telecom",
+                "gender",
+                "birthDate",
+                "_birthDate",
+                "deceasedBoolean",
+                "address",
+                "managingOrganization",
+            },
             id="patient-summary",
         ),
         pytest.param(
-            "Observation", {"_summary": "true"},
-            {"resourceType", "id", "meta", "status", "code", "subject", "effectiveDateTime",
-             "valueQuantity"},
+            "Observation",
+            {"_summary": "true"},
+            {
+                "resourceType",
+                "id",
+                "meta",
+                "status",
+                "code",
+                "subject",
+                "effectiveDateTime",
+                "valueQuantity",
+            },
             id="observation-summary",
         ),
-        pytest.param("Patient", {"_summary": "text"}, {"resourceType", "id", "meta", "text"},
-                     id="patient-text"),
-        pytest.param("Observation", {"_summary": "text"},
-                     {"resourceType", "id", "meta", "text", "status", "code"},
-                     id="observation-text-keeps-mandatory"),
-        pytest.param("Observation", {"_summary": "data"},
-                     set(OBSERVATION) - {"text"} | {"meta"}, id="observation-data"),
-        pytest.param("Patient", {"_elements": "name,birthDate"},
-                     {"resourceType", "id", "meta", "name", "birthDate", "_birthDate"},
-                     id="elements"),
-        pytest.param("Observation", {"_elements": "value"},
-                     {"resourceType", "id", "meta", "valueQuantity", "status", "code"},
-                     id="elements-choice-and-mandatory"),
-        pytest.param("Patient", {"_elements": "deceased[x],gender"},
-                     {"resourceType", "id", "meta", "deceasedBoolean", "gender"},
-                     id="elements-choice-with-x"),
+        pytest.param(
+            "Patient",
+            {"_summary": "text"},
+            {"resourceType", "id", "meta", "text"},
+            id="patient-text",
+        ),
+        pytest.param(
+            "Observation",
+            {"_summary": "text"},
+            {"resourceType", "id", "meta", "text", "status", "code"},
+            id="observation-text-keeps-mandatory",
+        ),
+        pytest.param(
+            "Observation",
+            {"_summary": "data"},
+            set(OBSERVATION) - {"text"} | {"meta"},
+            id="observation-data",
+        ),
+        pytest.param(
+            "Patient",
+            {"_elements": "name,birthDate"},
+            {"resourceType", "id", "meta", "name", "birthDate", "_birthDate"},
+            id="elements",
+        ),
+        pytest.param(
+            "Observation",
+            {"_elements": "value"},
+            {"resourceType", "id", "meta", "valueQuantity", "status", "code"},
+            id="elements-choice-and-mandatory",
+        ),
+        pytest.param(
+            "Patient",
+            {"_elements": "deceased[x],gender"},
+            {"resourceType", "id", "meta", "deceasedBoolean", "gender"},
+            id="elements-choice-with-x",
+        ),
     ],
 )
 async def test_subset_keeps_exactly_these_elements(
@@ -164,9 +227,7 @@ async def test_elements_kept_in_links_and_post(stored: httpx.AsyncClient) -> Non
     ("name", "value"),
     [("_summary", "yes"), ("_summary", ""), ("_elements", "name.given"), ("_elements", "a;b")],
 )
-async def test_bad_shaping_values_are_400(
-    stored: httpx.AsyncClient, name: str, value: str
-) -> None:
+async def test_bad_shaping_values_are_400(stored: httpx.AsyncClient, name: str, value: str) -> None:
     response = await stored.get("Patient", params={name: value})
     assert response.status_code == 400
     assert response.json()["issue"][0]["expression"] == [name]

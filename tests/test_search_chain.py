@@ -31,37 +31,86 @@ async def _ids(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> 
 @pytest.mark.parametrize(
     ("path", "params", "expected"),
     [
-        pytest.param("Observation", {"subject:Patient.name": "peter"},
-                     {"obs-1", "obs-3", "obs-5", "obs-6"}, id="typed-chain"),
+        pytest.param(
+            "Observation",
+            {"subject:Patient.name": "peter"},
+            {"obs-1", "obs-3", "obs-5", "obs-6"},
+            id="typed-chain",
+        ),
         # subject targets Patient, Group, Device and Location: Location.name matches too
-        pytest.param("Observation", {"subject.name": "peter"},
-                     {"obs-1", "obs-3", "obs-4", "obs-5", "obs-6"}, id="ambiguous-chain"),
-        pytest.param("Observation", {"subject:Location.name": "peter"}, {"obs-4"},
-                     id="location-chain"),
-        pytest.param("Observation", {"subject:Patient.family:exact": "Smith"}, {"obs-3"},
-                     id="chain-with-modifier"),
-        pytest.param("Observation", {"encounter.service-provider.name": "acme"}, {"obs-2"},
-                     id="two-levels"),
-        pytest.param("Observation", {"subject:Patient.organization.partof.name": "good"},
-                     {"obs-2"}, id="three-levels"),
-        pytest.param("Observation", {"subject:Patient.name": "peter", "code": "718-7"},
-                     {"obs-1", "obs-3"}, id="chain-and-token"),
+        pytest.param(
+            "Observation",
+            {"subject.name": "peter"},
+            {"obs-1", "obs-3", "obs-4", "obs-5", "obs-6"},
+            id="ambiguous-chain",
+        ),
+        pytest.param(
+            "Observation", {"subject:Location.name": "peter"}, {"obs-4"}, id="location-chain"
+        ),
+        pytest.param(
+            "Observation",
+            {"subject:Patient.family:exact": "Smith"},
+            {"obs-3"},
+            id="chain-with-modifier",
+        ),
+        pytest.param(
+            "Observation", {"encounter.service-provider.name": "acme"}, {"obs-2"}, id="two-levels"
+        ),
+        pytest.param(
+            "Observation",
+            {"subject:Patient.organization.partof.name": "good"},
+            {"obs-2"},
+            id="three-levels",
+        ),
+        pytest.param(
+            "Observation",
+            {"subject:Patient.name": "peter", "code": "718-7"},
+            {"obs-1", "obs-3"},
+            id="chain-and-token",
+        ),
         pytest.param("Observation", {"subject:Patient.name": "nobody"}, set(), id="no-match"),
-        pytest.param("Observation", {"subject:Patient._id": "pat-anna,pat-smith"},
-                     {"obs-2", "obs-3"}, id="chain-to-id"),
-        pytest.param("Patient", {"_has:Observation:patient:code": "718-7"},
-                     {"pat-peter", "pat-smith"}, id="has"),
-        pytest.param("Patient", {"_has:Observation:patient:code": f"{LOINC}|8867-4"},
-                     {"pat-anna"}, id="has-system-code"),
-        pytest.param("Patient", {"_has:Observation:patient:_has:DiagnosticReport:result:status":
-                                 "final"}, {"pat-anna"}, id="nested-has"),
-        pytest.param("Organization", {"_has:Encounter:service-provider:subject:Patient.name":
-                                      "anna"}, {"org-acme"}, id="has-then-chain"),
-        pytest.param("Organization", {"_has:Patient:organization:name": "peter"}, {"org-good"},
-                     id="has-organization"),
-        pytest.param("Patient", {"_has:Observation:patient:code": "718-7",
-                                 "_has:Encounter:patient:class": "AMB"}, {"pat-peter"},
-                     id="two-has-and"),
+        pytest.param(
+            "Observation",
+            {"subject:Patient._id": "pat-anna,pat-smith"},
+            {"obs-2", "obs-3"},
+            id="chain-to-id",
+        ),
+        pytest.param(
+            "Patient",
+            {"_has:Observation:patient:code": "718-7"},
+            {"pat-peter", "pat-smith"},
+            id="has",
+        ),
+        pytest.param(
+            "Patient",
+            {"_has:Observation:patient:code": f"{LOINC}|8867-4"},
+            {"pat-anna"},
+            id="has-system-code",
+        ),
+        pytest.param(
+            "Patient",
+            {"_has:Observation:patient:_has:DiagnosticReport:result:status": "final"},
+            {"pat-anna"},
+            id="nested-has",
+        ),
+        pytest.param(
+            "Organization",
+            {"_has:Encounter:service-provider:subject:Patient.name": "anna"},
+            {"org-acme"},
+            id="has-then-chain",
+        ),
+        pytest.param(
+            "Organization",
+            {"_has:Patient:organization:name": "peter"},
+            {"org-good"},
+            id="has-organization",
+        ),
+        pytest.param(
+            "Patient",
+            {"_has:Observation:patient:code": "718-7", "_has:Encounter:patient:class": "AMB"},
+            {"pat-peter"},
+            id="two-has-and",
+        ),
     ],
 )
 async def test_chain_result_sets(
@@ -73,11 +122,11 @@ async def test_chain_result_sets(
 async def test_chain_skips_deleted_targets(graph: httpx.AsyncClient) -> None:
     assert (await graph.delete("Patient/pat-smith")).status_code in (200, 204)
     assert await _ids(graph, "Observation", {"subject:Patient.name": "peter"}) == {
-        "obs-1", "obs-5", "obs-6"
+        "obs-1",
+        "obs-5",
+        "obs-6",
     }
-    assert await _ids(graph, "Patient", {"_has:Observation:patient:code": "718-7"}) == {
-        "pat-peter"
-    }
+    assert await _ids(graph, "Patient", {"_has:Observation:patient:code": "718-7"}) == {"pat-peter"}
 
 
 async def test_chain_through_post_search(graph: httpx.AsyncClient) -> None:
@@ -109,27 +158,53 @@ async def test_links_keep_the_chain(graph: httpx.AsyncClient) -> None:
     [
         pytest.param("Patient", "name.family", "Chalmers", "cannot chain", id="non-reference"),
         pytest.param("Observation", "code.text", "x", "cannot chain", id="token-chain"),
-        pytest.param("Observation", "subject:Patient.shoe-size", "42", "shoe-size",
-                     id="unknown-at-end"),
-        pytest.param("Observation", "subject:Patient.birthdate", "2024-13-45", "birthdate",
-                     id="bad-value-at-end"),
-        pytest.param("Observation", "subject:Medication.code", "x", "not a target",
-                     id="not-a-target"),
+        pytest.param(
+            "Observation", "subject:Patient.shoe-size", "42", "shoe-size", id="unknown-at-end"
+        ),
+        pytest.param(
+            "Observation",
+            "subject:Patient.birthdate",
+            "2024-13-45",
+            "birthdate",
+            id="bad-value-at-end",
+        ),
+        pytest.param(
+            "Observation", "subject:Medication.code", "x", "not a target", id="not-a-target"
+        ),
         pytest.param("Observation", "subject.", "x", "ends without", id="empty-tail"),
         pytest.param(
-            "Observation", "subject:Patient.organization.partof.partof.partof.name", "x",
-            "more than 4", id="too-deep",
+            "Observation",
+            "subject:Patient.organization.partof.partof.partof.name",
+            "x",
+            "more than 4",
+            id="too-deep",
         ),
-        pytest.param("Patient", "_has:Observation:code:status", "final", "reference",
-                     id="has-non-reference"),
-        pytest.param("Patient", "_has:Observation:encounter:status", "final", "cannot refer",
-                     id="has-wrong-target"),
-        pytest.param("Patient", "_has:Nonsense:patient:code", "x", "unknown resource type",
-                     id="has-unknown-type"),
+        pytest.param(
+            "Patient", "_has:Observation:code:status", "final", "reference", id="has-non-reference"
+        ),
+        pytest.param(
+            "Patient",
+            "_has:Observation:encounter:status",
+            "final",
+            "cannot refer",
+            id="has-wrong-target",
+        ),
+        pytest.param(
+            "Patient",
+            "_has:Nonsense:patient:code",
+            "x",
+            "unknown resource type",
+            id="has-unknown-type",
+        ),
         pytest.param("Patient", "_has:Observation:patient", "x", "_has:[type]", id="has-short"),
-        pytest.param("Patient", "_has:Observation:patient:_has:Observation:patient:_has:"
-                     "Observation:patient:_has:Observation:patient:_has:Observation:patient:code",
-                     "x", "more than 4", id="has-too-deep"),
+        pytest.param(
+            "Patient",
+            "_has:Observation:patient:_has:Observation:patient:_has:"
+            "Observation:patient:_has:Observation:patient:_has:Observation:patient:code",
+            "x",
+            "more than 4",
+            id="has-too-deep",
+        ),
     ],
 )
 async def test_bad_chains_are_400_naming_the_parameter(
@@ -149,18 +224,33 @@ async def test_bad_chains_are_400_naming_the_parameter(
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        pytest.param({"_type": "Patient,Location", "name": "peter"},
-                     {"pat-peter", "pat-smith", "loc-1"}, id="shared-name"),
-        pytest.param({"_type": "Observation,DiagnosticReport", "subject": "Patient/pat-anna"},
-                     {"obs-2", "dr-1"}, id="shared-reference"),
-        pytest.param({"_type": "Observation,DiagnosticReport", "code": "718-7"},
-                     {"obs-1", "obs-3", "dr-2"}, id="shared-token"),
-        pytest.param({"_type": "Organization,Location", "_id": "org-good,loc-1,pat-anna"},
-                     {"org-good", "loc-1"}, id="common-param"),
+        pytest.param(
+            {"_type": "Patient,Location", "name": "peter"},
+            {"pat-peter", "pat-smith", "loc-1"},
+            id="shared-name",
+        ),
+        pytest.param(
+            {"_type": "Observation,DiagnosticReport", "subject": "Patient/pat-anna"},
+            {"obs-2", "dr-1"},
+            id="shared-reference",
+        ),
+        pytest.param(
+            {"_type": "Observation,DiagnosticReport", "code": "718-7"},
+            {"obs-1", "obs-3", "dr-2"},
+            id="shared-token",
+        ),
+        pytest.param(
+            {"_type": "Organization,Location", "_id": "org-good,loc-1,pat-anna"},
+            {"org-good", "loc-1"},
+            id="common-param",
+        ),
         pytest.param({"_type": "Encounter"}, {"enc-1", "enc-2"}, id="one-type"),
         pytest.param({"_type": "Encounter", "class": "IMP"}, {"enc-2"}, id="one-type-own-param"),
-        pytest.param({"_type": "Observation,Encounter", "subject:Patient.name": "anna"},
-                     {"obs-2", "enc-2"}, id="chain-on-shared-param"),
+        pytest.param(
+            {"_type": "Observation,Encounter", "subject:Patient.name": "anna"},
+            {"obs-2", "enc-2"},
+            id="chain-on-shared-param",
+        ),
     ],
 )
 async def test_system_search_with_type(
@@ -170,8 +260,11 @@ async def test_system_search_with_type(
 
 
 async def test_system_search_type_is_kept_in_links(graph: httpx.AsyncClient) -> None:
-    bundle = (await graph.get("http://fhir.test/fhir",
-                              params={"_type": "Patient,Location", "name": "peter"})).json()
+    bundle = (
+        await graph.get(
+            "http://fhir.test/fhir", params={"_type": "Patient,Location", "name": "peter"}
+        )
+    ).json()
     self_link = next(link["url"] for link in bundle["link"] if link["relation"] == "self")
     assert self_link.startswith("http://fhir.test/fhir?_type=Patient%2CLocation")
     assert "name=peter" in self_link
@@ -181,3 +274,15 @@ async def test_system_search_unknown_type_is_400(graph: httpx.AsyncClient) -> No
     response = await graph.get("http://fhir.test/fhir", params={"_type": "Patient,Spaceship"})
     assert response.status_code == 400
     assert response.json()["issue"][0]["expression"] == ["_type"]
+
+
+async def test_system_search_through_post(graph: httpx.AsyncClient) -> None:
+    response = await graph.post(
+        "http://fhir.test/fhir/_search", data={"_type": "Patient,Location", "name": "peter"}
+    )
+    assert response.status_code == 200, response.text
+    assert {e["resource"]["id"] for e in response.json()["entry"]} == {
+        "pat-peter",
+        "pat-smith",
+        "loc-1",
+    }

@@ -41,91 +41,143 @@ async def _search(client: httpx.AsyncClient, path: str, params: list[tuple[str, 
     ("path", "params", "matches", "included"),
     [
         pytest.param(
-            "Observation", [("code", "718-7"), ("_include", "Observation:subject")],
-            {"Observation/obs-1", "Observation/obs-3"}, {"Patient/pat-peter", "Patient/pat-smith"},
+            "Observation",
+            [("code", "718-7"), ("_include", "Observation:subject")],
+            {"Observation/obs-1", "Observation/obs-3"},
+            {"Patient/pat-peter", "Patient/pat-smith"},
             id="include",
         ),
         pytest.param(
-            "Observation", [("code", "718-7"), ("_include", "Observation:subject:Location")],
-            {"Observation/obs-1", "Observation/obs-3"}, set(), id="include-other-target",
-        ),
-        pytest.param(
-            "Observation", [("code", "8867-4"), ("_include", "Observation:subject:Location")],
-            {"Observation/obs-2", "Observation/obs-4"}, {"Location/loc-1"}, id="include-target",
+            "Observation",
+            [("code", "718-7"), ("_include", "Observation:subject:Location")],
+            {"Observation/obs-1", "Observation/obs-3"},
+            set(),
+            id="include-other-target",
         ),
         pytest.param(
             "Observation",
-            [("_id", "obs-1"), ("_include", "Observation:subject"),
-             ("_include", "Observation:encounter")],
-            {"Observation/obs-1"}, {"Patient/pat-peter", "Encounter/enc-1"}, id="two-includes",
+            [("code", "8867-4"), ("_include", "Observation:subject:Location")],
+            {"Observation/obs-2", "Observation/obs-4"},
+            {"Location/loc-1"},
+            id="include-target",
         ),
         pytest.param(
-            "Observation", [("_id", "obs-1"), ("_include", "Observation:*")],
+            "Observation",
+            [
+                ("_id", "obs-1"),
+                ("_include", "Observation:subject"),
+                ("_include", "Observation:encounter"),
+            ],
+            {"Observation/obs-1"},
+            {"Patient/pat-peter", "Encounter/enc-1"},
+            id="two-includes",
+        ),
+        pytest.param(
+            "Observation",
+            [("_id", "obs-1"), ("_include", "Observation:*")],
             # subject and patient both point at pat-peter: it comes once
-            {"Observation/obs-1"}, {"Patient/pat-peter", "Encounter/enc-1"}, id="wildcard",
-        ),
-        pytest.param(
-            "Patient", [("_id", "pat-peter"), ("_revinclude", "Observation:subject")],
-            {"Patient/pat-peter"},
-            {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6"}, id="revinclude",
+            {"Observation/obs-1"},
+            {"Patient/pat-peter", "Encounter/enc-1"},
+            id="wildcard",
         ),
         pytest.param(
             "Patient",
-            [("_id", "pat-peter,pat-anna"), ("_revinclude", "Encounter:subject"),
-             ("_revinclude", "DiagnosticReport:subject")],
-            {"Patient/pat-peter", "Patient/pat-anna"},
-            {"Encounter/enc-1", "Encounter/enc-2", "DiagnosticReport/dr-1"}, id="two-revincludes",
+            [("_id", "pat-peter"), ("_revinclude", "Observation:subject")],
+            {"Patient/pat-peter"},
+            {"Observation/obs-1", "Observation/obs-5", "Observation/obs-6"},
+            id="revinclude",
         ),
         pytest.param(
-            "Organization", [("_id", "org-good"), ("_revinclude", "Patient:*")],
-            {"Organization/org-good"}, {"Patient/pat-peter"}, id="revinclude-wildcard",
+            "Patient",
+            [
+                ("_id", "pat-peter,pat-anna"),
+                ("_revinclude", "Encounter:subject"),
+                ("_revinclude", "DiagnosticReport:subject"),
+            ],
+            {"Patient/pat-peter", "Patient/pat-anna"},
+            {"Encounter/enc-1", "Encounter/enc-2", "DiagnosticReport/dr-1"},
+            id="two-revincludes",
+        ),
+        pytest.param(
+            "Organization",
+            [("_id", "org-good"), ("_revinclude", "Patient:*")],
+            {"Organization/org-good"},
+            {"Patient/pat-peter"},
+            id="revinclude-wildcard",
         ),
         pytest.param(
             # Patient.link goes both ways: the cycle ends because nothing is added twice
-            "Patient", [("_id", "pat-peter"), ("_include:iterate", "Patient:link")],
-            {"Patient/pat-peter"}, {"Patient/pat-anna"}, id="iterate-link-cycle",
+            "Patient",
+            [("_id", "pat-peter"), ("_include:iterate", "Patient:link")],
+            {"Patient/pat-peter"},
+            {"Patient/pat-anna"},
+            id="iterate-link-cycle",
         ),
         pytest.param(
-            "Observation", [("_id", "obs-5"), ("_include:iterate", "Observation:has-member")],
-            {"Observation/obs-5"}, {"Observation/obs-6"}, id="iterate-has-member-cycle",
+            "Observation",
+            [("_id", "obs-5"), ("_include:iterate", "Observation:has-member")],
+            {"Observation/obs-5"},
+            {"Observation/obs-6"},
+            id="iterate-has-member-cycle",
         ),
         pytest.param(
             # DiagnosticReport -> Observation (result) -> Encounter -> Organization
             "DiagnosticReport",
-            [("_id", "dr-1"), ("_include", "DiagnosticReport:result"),
-             ("_include:iterate", "Observation:encounter"),
-             ("_include:iterate", "Encounter:service-provider"),
-             ("_include:iterate", "Organization:partof")],
+            [
+                ("_id", "dr-1"),
+                ("_include", "DiagnosticReport:result"),
+                ("_include:iterate", "Observation:encounter"),
+                ("_include:iterate", "Encounter:service-provider"),
+                ("_include:iterate", "Organization:partof"),
+            ],
             {"DiagnosticReport/dr-1"},
-            {"Observation/obs-2", "Encounter/enc-2", "Organization/org-acme",
-             "Organization/org-good"},
+            {
+                "Observation/obs-2",
+                "Encounter/enc-2",
+                "Organization/org-acme",
+                "Organization/org-good",
+            },
             id="iterate-chain-of-includes",
         ),
         pytest.param(
             # without :iterate an include applies to the matches only
             "DiagnosticReport",
-            [("_id", "dr-1"), ("_include", "DiagnosticReport:result"),
-             ("_include", "Observation:encounter")],
-            {"DiagnosticReport/dr-1"}, {"Observation/obs-2"}, id="no-iterate",
+            [
+                ("_id", "dr-1"),
+                ("_include", "DiagnosticReport:result"),
+                ("_include", "Observation:encounter"),
+            ],
+            {"DiagnosticReport/dr-1"},
+            {"Observation/obs-2"},
+            id="no-iterate",
         ),
         pytest.param(
             "Patient",
-            [("_id", "pat-anna"), ("_revinclude:iterate", "Observation:subject"),
-             ("_revinclude:iterate", "DiagnosticReport:result")],
-            {"Patient/pat-anna"}, {"Observation/obs-2", "DiagnosticReport/dr-1"},
+            [
+                ("_id", "pat-anna"),
+                ("_revinclude:iterate", "Observation:subject"),
+                ("_revinclude:iterate", "DiagnosticReport:result"),
+            ],
+            {"Patient/pat-anna"},
+            {"Observation/obs-2", "DiagnosticReport/dr-1"},
             id="revinclude-iterate",
         ),
         pytest.param(
             # a match is never repeated as an include
-            "Patient", [("_include", "Patient:link")],
-            {"Patient/pat-peter", "Patient/pat-anna", "Patient/pat-smith"}, set(),
+            "Patient",
+            [("_include", "Patient:link")],
+            {"Patient/pat-peter", "Patient/pat-anna", "Patient/pat-smith"},
+            set(),
             id="match-not-repeated",
         ),
     ],
 )
 async def test_include_result_sets(
-    graph: httpx.AsyncClient, path: str, params: list[tuple[str, str]],
-    matches: set[str], included: set[str],
+    graph: httpx.AsyncClient,
+    path: str,
+    params: list[tuple[str, str]],
+    matches: set[str],
+    included: set[str],
 ) -> None:
     bundle = await _search(graph, path, params)
     found_matches, found_included = _entries(bundle, "match"), _entries(bundle, "include")
@@ -155,7 +207,8 @@ async def test_deleted_resources_are_not_included(graph: httpx.AsyncClient) -> N
 
 async def test_include_is_kept_in_the_links(graph: httpx.AsyncClient) -> None:
     bundle = await _search(
-        graph, "Observation",
+        graph,
+        "Observation",
         [("code", "718-7"), ("_include:iterate", "Observation:subject"), ("_count", "1")],
     )
     links = {link["relation"]: link["url"] for link in bundle["link"]}
@@ -180,8 +233,7 @@ async def test_include_through_post_search(graph: httpx.AsyncClient) -> None:
         pytest.param("_include", "Observation:code", "not a reference", id="not-reference"),
         pytest.param("_include", "Observation:nothing", "no search parameter", id="unknown"),
         pytest.param("_include", "Spaceship:subject", "unknown resource type", id="bad-type"),
-        pytest.param("_include", "Observation:subject:Medication", "not a target",
-                     id="bad-target"),
+        pytest.param("_include", "Observation:subject:Medication", "not a target", id="bad-target"),
         pytest.param("_include", "Observation", "[type]:[parameter]", id="no-parameter"),
         pytest.param("_include", "*", "source type", id="bare-star"),
         pytest.param("_revinclude:deep", "Observation:subject", ":iterate", id="bad-modifier"),
@@ -207,15 +259,24 @@ async def test_include_on_a_page_of_100_is_one_query_per_include(
     not one per resource, and takes tens of ms."""
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction", "entry": []}
     for n in range(100):
-        bundle["entry"].append({
-            "resource": {"resourceType": "Patient", "id": f"p{n}"},
-            "request": {"method": "PUT", "url": f"Patient/p{n}"},
-        })
-        bundle["entry"].append({
-            "resource": {"resourceType": "Observation", "id": f"o{n}", "status": "final",
-                         "code": {"text": "x"}, "subject": {"reference": f"Patient/p{n}"}},
-            "request": {"method": "PUT", "url": f"Observation/o{n}"},
-        })
+        bundle["entry"].append(
+            {
+                "resource": {"resourceType": "Patient", "id": f"p{n}"},
+                "request": {"method": "PUT", "url": f"Patient/p{n}"},
+            }
+        )
+        bundle["entry"].append(
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": f"o{n}",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": f"Patient/p{n}"},
+                },
+                "request": {"method": "PUT", "url": f"Observation/o{n}"},
+            }
+        )
     assert (await client.post("http://fhir.test/fhir", json=bundle)).status_code == 200
     params = [("_count", "100"), ("_include", "Observation:subject")]
     await _search(client, "Observation", params)  # warm up

@@ -203,6 +203,9 @@ class Handlers:
     async def search_system(self, request: Request) -> Response:
         return await self._search(request, None, _search_params(request))
 
+    async def search_system_post(self, request: Request) -> Response:
+        return await self._search(request, None, await http.form_params(request))
+
     async def history_system(self, request: Request) -> Response:
         return await self._history(request, None, None)
 

@@ -45,6 +45,7 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("GET", "/_history", "history_system", ("history-system",), "system"),
     Interaction("POST", "", "bundle", ("transaction", "batch"), "system"),
     Interaction("GET", "", "search_system", ("search-system",), "system"),
+    Interaction("POST", "/_search", "search_system_post", ("search-system",), "system"),
     Interaction("GET", "/{type}/_history", "history_type", ("history-type",), "type"),
     Interaction("POST", "/{type}/_search", "search_type_post", ("search-type",), "type"),
     Interaction("GET", "/{type}/_search", "search_type", ("search-type",), "type"),

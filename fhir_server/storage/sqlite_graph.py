@@ -109,7 +109,10 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 def _forward(
-    conn: sqlite3.Connection, tenant: str, include: Include, frontier: list[_Row],
+    conn: sqlite3.Connection,
+    tenant: str,
+    include: Include,
+    frontier: list[_Row],
     param_id: ParamId,
 ) -> list[_Row]:
     """What the frontier's resources of include.source_type reference through it."""
@@ -120,9 +123,11 @@ def _forward(
     target = " AND x.target_type = ?" if include.target_type else ""
     found: list[_Row] = []
     for chunk in _chunks(rids):
+        # CROSS JOIN makes SQLite start from the page's reference rows; left to itself it
+        # may walk every resource of the tenant first (3.4 s instead of 6 ms at 100k).
         sql = (
             f"SELECT {_COLUMNS} FROM resources t WHERE t.rid IN ("
-            "SELECT s.rid FROM search_reference x JOIN resources s "
+            "SELECT s.rid FROM search_reference x CROSS JOIN resources s "
             "ON s.tenant = ? AND s.type = x.target_type AND s.id = x.target_id "
             f"WHERE x.rid IN ({_marks(len(chunk))}) AND x.param IN ({_marks(len(keys))})"
             f"{target}) AND t.deleted = 0 ORDER BY t.rid"
@@ -135,7 +140,10 @@ def _forward(
 
 
 def _reverse(
-    conn: sqlite3.Connection, tenant: str, include: Include, frontier: list[_Row],
+    conn: sqlite3.Connection,
+    tenant: str,
+    include: Include,
+    frontier: list[_Row],
     param_id: ParamId,
 ) -> list[_Row]:
     """The resources of include.source_type that reference the frontier through it."""
@@ -200,8 +208,9 @@ def included(
         if truncated:
             break
     stored = [
-        StoredResource(rtype, rid_, version, last_updated, False, body,
-                       "POST" if version == 1 else "PUT")
+        StoredResource(
+            rtype, rid_, version, last_updated, False, body, "POST" if version == 1 else "PUT"
+        )
         for _, rtype, rid_, version, last_updated, body in added
     ]
     return stored, truncated
