@@ -29,9 +29,9 @@ MAX_ROUNDS = 4  # rounds of :iterate after the first
 class Include:
     """One _include or _revinclude value.
 
-    `source_type` is the type whose reference parameter is followed; `codes` the
-    reference parameters (all of them for `*`); `target_type` restricts the referenced
-    type (None: any target of the parameter)."""
+    `source_type` is the type whose reference parameter is followed ("*" for a bare
+    `_include=*`: every type in the result); `codes` the reference parameters (all of
+    them for `Type:*`); `target_type` restricts the referenced type (None: any target)."""
 
     raw: str
     source_type: str
@@ -75,7 +75,10 @@ def parse_include(name: str, value: str) -> Include:
     reverse = base == "_revinclude"
     iterate = modifier != ""
     if value == "*":
-        raise _error(name, f"'{base}=*' needs a source type, e.g. Observation:*")
+        if reverse:
+            raise _error(name, "'_revinclude=*' needs a source type, e.g. Observation:*")
+        # every reference of every resource in the result (sqlite_graph expands it per type)
+        return Include(value, "*", (), None, reverse, iterate)
     parts = value.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise _error(name, f"'{base}' takes [type]:[parameter] or [type]:[parameter]:[target]")

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from search_graph import RESOURCES
 
+from fhir_server.storage import sqlite_graph
 from fhir_server.storage.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -170,6 +171,21 @@ async def _search(client: httpx.AsyncClient, path: str, params: list[tuple[str, 
             set(),
             id="match-not-repeated",
         ),
+        pytest.param(
+            # a bare * follows every reference parameter of every type in the result
+            "DiagnosticReport",
+            [("_id", "dr-1"), ("_include:iterate", "*")],
+            {"DiagnosticReport/dr-1"},
+            {
+                "Patient/pat-anna",
+                "Observation/obs-2",
+                "Encounter/enc-2",
+                "Organization/org-acme",
+                "Organization/org-good",
+                "Patient/pat-peter",
+            },
+            id="bare-star-iterate",
+        ),
     ],
 )
 async def test_include_result_sets(
@@ -235,7 +251,7 @@ async def test_include_through_post_search(graph: httpx.AsyncClient) -> None:
         pytest.param("_include", "Spaceship:subject", "unknown resource type", id="bad-type"),
         pytest.param("_include", "Observation:subject:Medication", "not a target", id="bad-target"),
         pytest.param("_include", "Observation", "[type]:[parameter]", id="no-parameter"),
-        pytest.param("_include", "*", "source type", id="bare-star"),
+        pytest.param("_revinclude", "*", "source type", id="bare-star-revinclude"),
         pytest.param("_revinclude:deep", "Observation:subject", ":iterate", id="bad-modifier"),
         pytest.param("_summary", "maybe", "true, text, data", id="bad-summary"),
         pytest.param("_contained", "sometimes", "false, true or both", id="bad-contained"),
@@ -290,3 +306,17 @@ async def test_include_on_a_page_of_100_is_one_query_per_include(
     assert len(_entries(result, "match")) == 100
     assert len(_entries(result, "include")) == 100
     assert elapsed < 0.5, elapsed  # generous for CI; typically ~15 ms
+
+
+async def test_a_capped_include_says_so_in_an_outcome_entry(
+    graph: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_graph, "MAX_INCLUDED", 2)
+    bundle = await _search(
+        graph, "Patient", [("_id", "pat-peter"), ("_revinclude", "Observation:subject")]
+    )
+    assert len(_entries(bundle, "include")) == 2
+    outcome = bundle["entry"][-1]
+    assert outcome["search"] == {"mode": "outcome"}
+    assert outcome["resource"]["issue"][0]["severity"] == "warning"
+    assert outcome["resource"]["issue"][0]["code"] == "too-costly"

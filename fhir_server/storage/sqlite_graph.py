@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from conformance.definitions import search_parameters
@@ -171,6 +172,20 @@ def _reverse(
     return found
 
 
+def _expand(includes: list[Include], frontier: list[_Row]) -> list[Include]:
+    """A bare `_include=*` as `Type:*` for each type in the frontier."""
+    out: list[Include] = []
+    for include in includes:
+        if include.source_type != "*":
+            out.append(include)
+            continue
+        for source_type in sorted({row[1] for row in frontier}):
+            params = search_parameters(source_type)
+            codes = tuple(code for code, p in params.items() if p.type == "reference")
+            out.append(replace(include, source_type=source_type, codes=codes))
+    return out
+
+
 def included(
     conn: sqlite3.Connection,
     tenant: str,
@@ -189,7 +204,7 @@ def included(
     added: list[_Row] = []
     truncated = False
     for round_ in range(1 + MAX_ROUNDS):
-        active = [i for i in includes if round_ == 0 or i.iterate]
+        active = _expand([i for i in includes if round_ == 0 or i.iterate], frontier)
         if not active or not frontier:
             break
         new: list[_Row] = []
