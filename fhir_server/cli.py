@@ -111,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_dir(action)
     deadletter.set_defaults(command="deadletter", run=_run_deadletter)
 
+    reindex_command = commands.add_parser(
+        "reindex", help="rebuild the search index (as $reindex); resumes an interrupted job"
+    )
+    reindex_command.add_argument(
+        "--type", action="append", default=[], metavar="TYPE",
+        help="only resources of this type (repeatable; default all)",
+    )  # fmt: skip
+    _add_data_dir(reindex_command)
+    reindex_command.set_defaults(command="reindex", run=_run_reindex)
+
     messages = commands.add_parser(
         "demo-messages", help="write the generated HL7v2 demo messages to a file"
     )
@@ -357,6 +367,39 @@ async def ingest(data_dir: Path, paths: list[Path]) -> int:
         await store.close()
     print(summary)
     return 1 if summary.unreadable else 0
+
+
+def _run_reindex(args: argparse.Namespace) -> int:
+    _configure_logging("warning")
+    return asyncio.run(reindex_store(_data_dir(args), tuple(args.type)))
+
+
+async def reindex_store(data_dir: Path, types: tuple[str, ...]) -> int:
+    """Run (or resume) a reindex job over the store to completion, showing progress."""
+    from conformance.definitions import RESOURCE_TYPES
+    from fhir_server import reindex
+
+    for name in types:
+        if name not in RESOURCE_TYPES:
+            raise CommandError(f"--type {name} is not an R4 resource type")
+    store = await _open_store(data_dir)
+    try:
+        job = await reindex.start(store, Context(), tuple(sorted(set(types))))
+        if job.processed:
+            print(f"resuming reindex job {job.id} at {job.processed} of {job.total}")
+        last = [0.0]
+
+        def show(progress: reindex.Job) -> None:
+            now = asyncio.get_running_loop().time()
+            if now - last[0] >= 2:
+                last[0] = now
+                print(f"reindex: {progress.processed} of {progress.total}", file=sys.stderr)
+
+        job = await reindex.run(store, Context(), job, progress=show)
+        print(f"reindex job {job.id} completed: {job.processed} resources")
+    finally:
+        await store.close()
+    return 0
 
 
 def _run_deadletter(args: argparse.Namespace) -> int:

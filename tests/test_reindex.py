@@ -209,3 +209,33 @@ async def test_capability_statement_lists_reindex_with_its_definition(
     assert (definition["code"], definition["system"], definition["type"]) == (
         "reindex", True, True)  # fmt: skip
     assert definition["url"] == rest["operation"][0]["definition"]
+
+
+async def test_cli_reindex_resumes_and_completes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fhir_server.cli import reindex_store
+    from fhir_server.config import database_path
+    from search import custom
+
+    path = database_path(tmp_path)
+    ctx = Context()
+    store = await SQLiteStore.open(path)
+    async with store.transaction(ctx) as txn:
+        for n in range(5):
+            await txn.create(_patient(f"p{n}", "F"), f"p{n}")
+        await txn.create(SEARCH_PARAMETER, SEARCH_PARAMETER["id"])
+    job = await reindex.run(store, ctx, await reindex.start(store, ctx, ()), batch_size=2,
+                            max_batches=1)  # fmt: skip
+    await store.close()
+
+    assert await reindex_store(tmp_path, ()) == 0
+    out = capsys.readouterr().out
+    assert f"resuming reindex job {job.id} at 2 of 6" in out
+    assert f"reindex job {job.id} completed: 6 resources" in out
+    store = await SQLiteStore.open(path)  # reloads the registry from the file
+    try:
+        assert custom.REGISTRY.pending() == []
+        assert set(custom.REGISTRY.of_type("Patient")) == {"birthsex"}
+    finally:
+        await store.close()
