@@ -4,9 +4,18 @@ with exact expected result sets."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from search_graph import LOINC, RESOURCES
+
+from fhir_server.errors import FHIRError
+from fhir_server.storage.base import Context
+from fhir_server.storage.sqlite import SQLiteStore
+from search.query import parse_search
 
 pytestmark = pytest.mark.anyio
 
@@ -286,3 +295,60 @@ async def test_system_search_through_post(graph: httpx.AsyncClient) -> None:
         "pat-smith",
         "loc-1",
     }
+
+
+_LINK_NAMES = st.sampled_from(
+    [
+        "subject.name", "subject:Patient.name", "subject:Patient.name:exact", "subject.",
+        "subject:Patient.organization.name", "subject:Patient.birthdate", "code.text",
+        "encounter.service-provider.partof.name", "subject:Spaceship.name", "patient._id",
+        "_has:Observation:patient:code", "_has:Observation:patient:_has:DiagnosticReport:result:status",
+        "_has:Observation:code:status", "_has:", "_has", "_has:Observation", "subject:Patient.x.y",
+        "_include", "_include:iterate", "_revinclude", "_summary", "_elements", "_contained",
+        "_type", "subject:Patient._has:Observation:patient:code", "focus.name", "name",
+    ]
+)  # fmt: skip
+_LINK_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["peter", "Observation:subject", "Patient:*", "*", "true", "count", "name,gender",
+         "718-7", "ge2020", "Patient/pat-peter", "Patient,Observation", "Spaceship", ":", "a:b:c:d"]
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=st.lists(st.tuples(_LINK_NAMES, _LINK_VALUES), max_size=3))
+def test_any_link_input_is_a_result_or_a_400(
+    tmp_path_factory: pytest.TempPathFactory, params: list[tuple[str, str]]
+) -> None:
+    """Random chains, _has, includes and result parameters on Observation: a page of
+    results or a 400 naming a parameter, never another error."""
+    try:
+        query = parse_search("Observation", params)
+    except FHIRError as error:
+        assert error.status == 400
+        assert error.issues and error.issues[0].expression
+        return
+    store = _fuzz_store(tmp_path_factory)
+    page = store._search(store._reader, Context(), query)
+    assert page.total is None or len(page.resources) <= page.total
+
+
+_STORES: dict[str, SQLiteStore] = {}
+
+
+def _fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> SQLiteStore:
+    """One store with the graph, shared by the examples (read only)."""
+    path = tmp_path_factory.getbasetemp() / "chain-fuzz.db"
+    if str(path) not in _STORES:
+
+        async def load() -> SQLiteStore:
+            store = await SQLiteStore.open(path)
+            async with store.transaction(Context()) as txn:
+                for resource in RESOURCES:
+                    await txn.update(resource)
+            return store
+
+        _STORES[str(path)] = asyncio.run(load())
+    return _STORES[str(path)]
