@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from fhir_server import shaping
+from fhir_server import jsonutil, shaping
 from fhir_server.errors import Issue, invalid, operation_outcome
 from fhir_server.storage.base import SearchPage, StoredResource
 
@@ -182,6 +182,20 @@ def searchset(
         )
     bundle["entry"] = entries
     return bundle
+
+
+def shaped_body(stored: StoredResource, params: Sequence[tuple[str, str]]) -> bytes | None:
+    """The body of a read, cut down when the request asks for _summary or _elements
+    (R4 search.html#summary: they apply to read as well as search)."""
+    wanted = [(k, v) for k, v in params if k.partition(":")[0] in ("_summary", "_elements")]
+    if not wanted or stored.body is None:
+        return stored.body
+    from search.result import parse_result_params
+
+    result = parse_result_params(wanted)
+    if not shaping.shapes(result) or stored.resource is None:
+        return stored.body
+    return jsonutil.dumps(shaping.shape(stored.resource, result))
 
 
 def history_entry(base_url: str, stored: StoredResource, *, raw: bool) -> dict[str, Any]:

@@ -231,3 +231,17 @@ async def test_bad_shaping_values_are_400(stored: httpx.AsyncClient, name: str, 
     response = await stored.get("Patient", params={name: value})
     assert response.status_code == 400
     assert response.json()["issue"][0]["expression"] == [name]
+
+
+async def test_read_with_summary_and_elements(stored: httpx.AsyncClient) -> None:
+    summary = (await stored.get("Patient/pat-1", params={"_summary": "true"})).json()
+    assert "contact" not in summary and "text" not in summary
+    assert summary["name"] == PATIENT["name"]
+    assert _subsetted(summary)
+    elements = (await stored.get("Observation/obs-1", params={"_elements": "subject"})).json()
+    assert set(elements) == {"resourceType", "id", "meta", "subject", "status", "code"}
+    whole = (await stored.get("Patient/pat-1")).json()
+    assert set(whole) == set(PATIENT) | {"meta"}
+    bad = await stored.get("Patient/pat-1", params={"_summary": "most"})
+    assert bad.status_code == 400
+    assert bad.json()["issue"][0]["expression"] == ["_summary"]

@@ -101,7 +101,9 @@ class Handlers:
         if request.headers.get("if-none-match") == headers["ETag"]:
             return Response(status_code=304, headers=headers)
         assert stored.body is not None
-        return http.json_response(stored.body, 200, headers)
+        # _summary / _elements apply to a read too (views.shaped_body)
+        body = views.shaped_body(stored, _search_params(request))
+        return http.json_response(body, 200, headers)
 
     async def vread(self, request: Request) -> Response:
         resource_type, resource_id = _type(request), _id(request)
