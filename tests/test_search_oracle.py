@@ -1,0 +1,497 @@
+"""Oracle test: random resources and random searches, answered twice: by the SQLite
+index, and by the small evaluator below that walks the resources in memory and applies
+the R4 rules (search.html) directly, with its own getters, date ranges, unit table and
+comparisons (no code shared with search/ or the SQL path). Both must find the same ids.
+
+Covered: token (code, system|code, |code, system|, :not, :missing), string (default,
+:exact, :contains, names with accents, CJK and escaped , $ |), reference, date
+(eq ne gt lt ge le sa eb on dates and Periods), number and quantity (all nine prefixes,
+value / value||unit / value|UCUM|unit with mass and mass-concentration conversions),
+the component-code-value-quantity composite, uri (:below, :above), comma OR and
+repeated-parameter AND. Date `ap` depends on the clock and is tested in
+test_search_types.py instead.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fhir_server.errors import FHIRError
+from tests.search_index_db import SearchDB
+
+UCUM = "http://unitsofmeasure.org"
+LOINC = "http://loinc.org"
+GENDER = "http://hl7.org/fhir/administrative-gender"
+# unit -> (dimension, factor to the dimension's base): the UCUM definitions of these units
+UNITS = {
+    "mg": ("mass", Decimal("0.001")),
+    "g": ("mass", Decimal("1")),
+    "kg": ("mass", Decimal("1000")),
+    "mg/dL": ("mass/volume", Decimal("0.01")),
+    "g/L": ("mass/volume", Decimal("1")),
+}
+NAMES = ["Eve", "Évelyne", "eve", "Müller", "Muller", "王", "王小明", "Ng, Jr", "A$B", "a|b", "Zoë"]
+CODES = ["1", "2", "a,b"]
+SYSTEMS = ["urn:a", "urn:b"]
+DATES = ["2020", "2020-03", "2020-03-15", "2021-01-01", "2019-12-31", "2020-03-15T10:00:00Z",
+         "2020-03-15T23:59:59Z"]  # fmt: skip
+NUMBERS = ["0", "1", "5", "5.4", "5.45", "10", "100", "0.5", "0.05", "-2", "1000", "5.40"]
+PREFIXES = ["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
+URIS = ["http://a.org/fhir/vs/1", "http://a.org/fhir/vs/2", "http://a.org/other", "urn:x:1"]
+
+
+# ---------------------------------------------------------------- resources
+
+
+def _coding() -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(lambda s, c: {"system": s, "code": c}, st.sampled_from(SYSTEMS),
+                     st.sampled_from(CODES))  # fmt: skip
+
+
+def _quantity() -> st.SearchStrategy[dict[str, Any]]:
+    def build(value: str, unit: str, ucum: bool) -> dict[str, Any]:
+        if unit == "tablets":
+            return {"value": Decimal(value), "unit": unit}
+        quantity = {"value": Decimal(value), "unit": unit, "code": unit}
+        return {**quantity, "system": UCUM} if ucum else quantity
+
+    return st.builds(build, st.sampled_from(NUMBERS),
+                     st.sampled_from([*UNITS, "tablets"]), st.booleans())  # fmt: skip
+
+
+def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), strategy)
+
+
+def _patient(fields: tuple[Any, ...]) -> dict[str, Any]:
+    gender, birth, names, identifiers = fields
+    patient: dict[str, Any] = {"resourceType": "Patient"}
+    if gender:
+        patient["gender"] = gender
+    if birth:
+        patient["birthDate"] = birth[:10]
+    if names:
+        patient["name"] = [{"family": family, "given": given} for family, given in names]
+    if identifiers:
+        patient["identifier"] = [{"system": s, "value": v} for s, v in identifiers]
+    return patient
+
+
+PATIENT = st.tuples(
+    _optional(st.sampled_from(["male", "female", "other"])),
+    _optional(st.sampled_from(DATES)),
+    st.lists(st.tuples(st.sampled_from(NAMES), st.lists(st.sampled_from(NAMES), max_size=2)),
+             max_size=2),
+    st.lists(st.tuples(st.sampled_from(SYSTEMS), st.sampled_from(CODES)), max_size=2),
+).map(_patient)  # fmt: skip
+
+
+def _observation(fields: tuple[Any, ...]) -> dict[str, Any]:
+    codings, value, effective, components, subject = fields
+    observation: dict[str, Any] = {"resourceType": "Observation", "status": "final",
+                                   "code": {"coding": codings}}  # fmt: skip
+    if value is not None:
+        observation["valueQuantity"] = value
+    if isinstance(effective, str):
+        observation["effectiveDateTime"] = effective
+    elif isinstance(effective, tuple):
+        period = {}
+        if effective[0]:
+            period["start"] = effective[0]
+        if effective[1]:
+            period["end"] = effective[1]
+        observation["effectivePeriod"] = period
+    if components:
+        observation["component"] = [
+            {"code": {"coding": [coding]}, "valueQuantity": quantity}
+            for coding, quantity in components
+        ]
+    if subject:
+        observation["subject"] = {"reference": subject}
+    return observation
+
+
+OBSERVATION = st.tuples(
+    st.lists(_coding(), min_size=1, max_size=2),
+    _optional(_quantity()),
+    st.one_of(st.none(), st.sampled_from(DATES),
+              st.tuples(_optional(st.sampled_from(DATES)), _optional(st.sampled_from(DATES)))
+              .filter(lambda p: p[0] is None or p[1] is None or p[0][:4] <= p[1][:4])),
+    st.lists(st.tuples(_coding(), _quantity()), max_size=2),
+    _optional(st.sampled_from(["Patient/p1", "Patient/p2", "Group/p1"])),
+).map(_observation)  # fmt: skip
+
+RISK = st.builds(
+    lambda p: {"resourceType": "RiskAssessment", "status": "final",
+               **({"prediction": [{"probabilityDecimal": Decimal(p)}]} if p else {})},
+    st.sampled_from([*NUMBERS, None]),
+)  # fmt: skip
+VALUE_SET = st.builds(
+    lambda u: {"resourceType": "ValueSet", "status": "active", **({"url": u} if u else {})},
+    _optional(st.sampled_from(URIS)),
+)
+
+RESOURCES = st.lists(st.one_of(PATIENT, OBSERVATION, RISK, VALUE_SET), min_size=3, max_size=16)
+
+# ---------------------------------------------------------------- the evaluator
+
+
+def fold(text: str) -> str:
+    """Case and accent folding, written out for the test's alphabet."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").lower()
+
+
+def date_bounds(text: str) -> tuple[datetime, datetime]:
+    """[start, end) of a FHIR date in the test's formats."""
+    if len(text) == 4:
+        year = int(text)
+        return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+    if len(text) == 7:
+        year, month = int(text[:4]), int(text[5:7])
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+        return datetime(year, month, 1, tzinfo=UTC), end
+    if len(text) == 10:
+        start = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        return start, start + timedelta(days=1)
+    start = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return start, start + _ONE_SECOND
+
+
+_ONE_SECOND = timedelta(seconds=1)
+_FAR_PAST = datetime(1, 1, 1, tzinfo=UTC)
+_FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def date_matches(prefix: str, value: tuple[datetime, datetime], search: str) -> bool:
+    (start, end), (q_start, q_end) = value, date_bounds(search)
+    return {
+        "eq": q_start <= start and end <= q_end,
+        "ne": not (q_start <= start and end <= q_end),
+        "gt": end > q_end,
+        "lt": start < q_start,
+        "ge": end > q_start,
+        "le": start < q_end,
+        "sa": start >= q_end,
+        "eb": end <= q_start,
+    }[prefix]
+
+
+def number_matches(prefix: str, value: Decimal, search: str, factor: Decimal = Decimal(1)) -> bool:
+    """search.html#number: eq/ne within half a unit of the last digit given, gt/lt/ge/le
+    exactly, sa/eb beyond that range, ap within 10% (or the range, if wider)."""
+    target = Decimal(search)
+    decimals = len(search.split(".")[1]) if "." in search else 0
+    half = Decimal(5) / Decimal(10) ** (decimals + 1)
+    low, high = (target - half) * factor, (target + half) * factor
+    exact = target * factor
+    if prefix == "ap":
+        margin = max(half, abs(target) / 10) * factor
+        return exact - margin <= value <= exact + margin
+    return {
+        "eq": low <= value < high,
+        "ne": not low <= value < high,
+        "gt": value > exact,
+        "lt": value < exact,
+        "ge": value >= exact,
+        "le": value <= exact,
+        "sa": value >= high,
+        "eb": value < low,
+    }[prefix]
+
+
+@dataclass(frozen=True)
+class Param:
+    type: str
+    get: Any  # resource -> list of values
+
+
+def _names(resource: dict[str, Any], parts: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for name in resource.get("name", []):
+        for part in parts:
+            value = name.get(part)
+            out += value if isinstance(value, list) else ([value] if value else [])
+    return out
+
+
+def _effective(resource: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    if "effectiveDateTime" in resource:
+        return [date_bounds(resource["effectiveDateTime"])]
+    period = resource.get("effectivePeriod")
+    if not period:
+        return []
+    start = date_bounds(period["start"])[0] if "start" in period else _FAR_PAST
+    end = date_bounds(period["end"])[1] if "end" in period else _FAR_FUTURE
+    return [(start, end)]
+
+
+PARAMS: dict[tuple[str, str], Param] = {
+    ("Patient", "gender"): Param("token", lambda r: [(GENDER, r["gender"])] if "gender" in r
+                                 else []),
+    ("Patient", "identifier"): Param("token", lambda r: [(i["system"], i["value"])
+                                                         for i in r.get("identifier", [])]),
+    ("Patient", "family"): Param("string", lambda r: _names(r, ("family",))),
+    ("Patient", "given"): Param("string", lambda r: _names(r, ("given",))),
+    ("Patient", "name"): Param("string", lambda r: _names(r, ("family", "given"))),
+    ("Patient", "birthdate"): Param("date", lambda r: [date_bounds(r["birthDate"])]
+                                    if "birthDate" in r else []),
+    ("Observation", "code"): Param("token", lambda r: [(c["system"], c["code"])
+                                                       for c in r["code"]["coding"]]),
+    ("Observation", "date"): Param("date", _effective),
+    ("Observation", "subject"): Param("reference", lambda r: [r["subject"]["reference"]]
+                                      if "subject" in r else []),
+    ("Observation", "value-quantity"): Param("quantity", lambda r: [r["valueQuantity"]]
+                                             if "valueQuantity" in r else []),
+    ("Observation", "component-code-value-quantity"): Param(
+        "composite",
+        lambda r: [((c["code"]["coding"][0]["system"], c["code"]["coding"][0]["code"]),
+                    c["valueQuantity"]) for c in r.get("component", [])],
+    ),
+    ("RiskAssessment", "probability"): Param(
+        "number", lambda r: [p["probabilityDecimal"] for p in r.get("prediction", [])]
+    ),
+    ("ValueSet", "url"): Param("uri", lambda r: [r["url"]] if "url" in r else []),
+}  # fmt: skip
+
+
+def _quantities(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [resource["valueQuantity"]] if "valueQuantity" in resource else []
+    return found + [c["valueQuantity"] for c in resource.get("component", [])]
+
+
+def unescape(text: str) -> str:
+    out, chars = [], iter(text)
+    for ch in chars:
+        out.append(next(chars, "") if ch == "\\" else ch)
+    return "".join(out)
+
+
+def split(text: str, separator: str) -> list[str]:
+    parts, current, escaped = [], "", False
+    for ch in text:
+        if escaped:
+            current += ch
+            escaped = False
+        elif ch == "\\":
+            current += ch
+            escaped = True
+        elif ch == separator:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
+
+
+def token_matches(value: tuple[str, str], search: str) -> bool:
+    parts = split(search, "|")
+    if len(parts) == 1:
+        return value[1] == unescape(parts[0])
+    system, code = unescape(parts[0]), unescape(parts[1])
+    if not code:
+        return value[0] == system
+    return value == (system, code)
+
+
+def quantity_matches(quantity: dict[str, Any], search: str) -> bool:
+    parts = split(search, "|")
+    prefix, number = (parts[0][:2], parts[0][2:]) if parts[0][:2].isalpha() else ("eq", parts[0])
+    value = quantity["value"]
+    if len(parts) == 1:
+        return number_matches(prefix, value, number)
+    system, unit = parts[1], parts[2]
+    if system == UCUM and unit in UNITS:
+        code = quantity.get("code")
+        if quantity.get("system") != UCUM or code not in UNITS:
+            return False
+        (dimension, factor), (q_dimension, q_factor) = UNITS[code], UNITS[unit]
+        return dimension == q_dimension and number_matches(prefix, value * factor, number,
+                                                           q_factor)  # fmt: skip
+    if system:
+        same_unit = quantity.get("system") == system and quantity.get("code") == unit
+    else:
+        same_unit = unit in (quantity.get("code"), quantity.get("unit"))
+    return same_unit and number_matches(prefix, value, number)
+
+
+def value_matches(param: Param, modifier: str, value: Any, search: str) -> bool:
+    if param.type == "token":
+        return token_matches(value, search)
+    if param.type == "string":
+        text = unescape(search)
+        if modifier == "exact":
+            return bool(value == text)
+        if modifier == "contains":
+            return fold(text) in fold(value)
+        return fold(value).startswith(fold(text)) and len(text) > 0
+    if param.type == "reference":
+        text = unescape(search)
+        return bool(value == text or value.split("/")[-1] == text)
+    if param.type == "date":
+        prefix, text = (search[:2], search[2:]) if search[:2].isalpha() else ("eq", search)
+        return date_matches(prefix, value, text)
+    if param.type == "number":
+        prefix, text = (search[:2], search[2:]) if search[:2].isalpha() else ("eq", search)
+        return number_matches(prefix, value, text)
+    if param.type == "quantity":
+        return quantity_matches(value, search)
+    if param.type == "composite":
+        first, second = split(search, "$")
+        return token_matches(value[0], first) and quantity_matches(value[1], second)
+    text = unescape(search)  # uri
+    if modifier == "below":
+        return bool(value.startswith(text))
+    if modifier == "above":
+        return bool(text == value or text.startswith(value + "/"))
+    return bool(value == text)
+
+
+def oracle(resources: list[dict[str, Any]], resource_type: str,
+           params: list[tuple[str, str]]) -> set[str]:  # fmt: skip
+    found = set()
+    for resource in resources:
+        if resource["resourceType"] != resource_type:
+            continue
+        ok = True
+        for name, text in params:
+            code, _, modifier = name.partition(":")
+            param = PARAMS[(resource_type, code)]
+            values = param.get(resource)
+            if modifier == "missing":
+                ok = ok and (not values) == (text == "true")
+                continue
+            alternatives = split(text, ",")
+            hit = any(value_matches(param, modifier, v, s) for v in values for s in alternatives)
+            ok = ok and (not hit if modifier == "not" else hit)
+        if ok:
+            found.add(resource["id"])
+    return found
+
+
+# ---------------------------------------------------------------- the searches
+
+
+def escape(text: str) -> str:
+    return "".join("\\" + ch if ch in ",|$\\" else ch for ch in text)
+
+
+def _token_value(resource_type: str, code: str) -> st.SearchStrategy[str]:
+    if code == "gender":
+        return st.sampled_from(["male", "female", f"{GENDER}|male", f"{GENDER}|", "|male"])
+    return st.one_of(
+        st.sampled_from(CODES).map(escape),
+        st.tuples(st.sampled_from(SYSTEMS), st.sampled_from(CODES)).map(
+            lambda t: f"{t[0]}|{escape(t[1])}"
+        ),
+        st.sampled_from(SYSTEMS).map(lambda s: f"{s}|"),
+        st.sampled_from(CODES).map(lambda c: f"|{escape(c)}"),
+    )
+
+
+def _quantity_value(numbers: list[str]) -> st.SearchStrategy[str]:
+    number = st.tuples(st.sampled_from(PREFIXES), st.sampled_from(numbers)).map("".join)
+    return st.one_of(
+        number,
+        st.tuples(number, st.sampled_from([*UNITS, "tablets"])).map(lambda t: f"{t[0]}||{t[1]}"),
+        st.tuples(number, st.sampled_from([*UNITS, "tablets"])).map(
+            lambda t: f"{t[0]}|{UCUM}|{t[1]}"
+        ),
+    )
+
+
+def _value(
+    resource_type: str,
+    code: str,
+    param: Param,
+    modifier: str,
+    numbers: list[str],
+    names: list[str],
+) -> st.SearchStrategy[str]:
+    if modifier == "missing":
+        return st.sampled_from(["true", "false"])
+    kind = param.type
+    if kind == "token":
+        return _token_value(resource_type, code)
+    if kind == "string":
+        return st.one_of(
+            st.sampled_from(names).map(escape),
+            st.sampled_from(["ev", "EVE", "mü", "王小", "ng\\, j", "a\\$", "a\\|b"]),
+        )
+    if kind == "reference":
+        return st.sampled_from(["Patient/p1", "p1", "p2", "Group/p1"])
+    if kind == "date":
+        return st.tuples(st.sampled_from(PREFIXES[:-1]), st.sampled_from(DATES)).map("".join)
+    if kind == "number":
+        return st.tuples(st.sampled_from(PREFIXES), st.sampled_from(numbers)).map("".join)
+    if kind == "quantity":
+        return _quantity_value(numbers)
+    if kind == "composite":
+        return st.tuples(_token_value(resource_type, "code"), _quantity_value(numbers)).map(
+            lambda t: f"{t[0]}${t[1]}"
+        )
+    return st.sampled_from([*URIS, "http://a.org/fhir", "http://a.org/fhir/vs/1/x"])
+
+
+_MODIFIERS = {"token": ["", "not", "missing"], "string": ["", "exact", "contains", "missing"],
+              "reference": ["", "missing"], "date": ["", "missing"], "number": ["", "missing"],
+              "quantity": ["", "missing"], "composite": ["", "missing"],
+              "uri": ["", "below", "above", "missing"]}  # fmt: skip
+
+
+@st.composite
+def searches(
+    draw: st.DrawFn, types: list[str], numbers: list[str], names: list[str]
+) -> tuple[str, list[tuple[str, str]]]:
+    """1 or 2 ANDed parameters of one type, each with 1 or 2 ORed values; numbers are
+    drawn mostly from those in the resources, so that the edges (ge on an equal value,
+    eq at the end of a range) are hit."""
+    resource_type = draw(st.sampled_from(types))
+    codes = [code for (rtype, code) in PARAMS if rtype == resource_type]
+    params = []
+    for _ in range(draw(st.integers(1, 2))):
+        code = draw(st.sampled_from(codes))
+        param = PARAMS[(resource_type, code)]
+        modifier = draw(st.sampled_from(_MODIFIERS[param.type]))
+        if modifier == "missing":
+            value = draw(_value(resource_type, code, param, modifier, numbers, names))
+        else:
+            values = draw(st.lists(_value(resource_type, code, param, modifier, numbers, names),
+                                   min_size=1, max_size=2))  # fmt: skip
+            value = ",".join(values)
+        params.append((f"{code}:{modifier}" if modifier else code, value))
+    return resource_type, params
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resources=RESOURCES, data=st.data())
+def test_sqlite_search_equals_the_oracle(resources: list[dict[str, Any]], data: Any) -> None:
+    types = sorted({resource["resourceType"] for resource in resources})
+    numbers = sorted({str(q["value"]) for r in resources for q in _quantities(r)}
+                     | {str(p["probabilityDecimal"]) for r in resources
+                        for p in r.get("prediction", [])}) or NUMBERS  # fmt: skip
+    numbers = [*numbers, "5.40", "0.50", "100", "5"]
+    names = sorted({n for r in resources for n in _names(r, ("family", "given"))}) or NAMES
+    queries = data.draw(st.lists(searches(types, numbers, names), min_size=2, max_size=8),
+                        label="queries")  # fmt: skip
+    db = SearchDB(Path(":memory:"))
+    try:
+        for number, resource in enumerate(resources):
+            resource["id"] = f"p{number}"
+            db.add(resource)
+        for resource_type, params in queries:
+            try:
+                found = set(db.search(resource_type, params))
+            except FHIRError as error:  # pragma: no cover - a failure explains itself
+                raise AssertionError(f"{params} gave {error.outcome()}") from None
+            assert found == oracle(resources, resource_type, params), (resource_type, params)
+    finally:
+        db.conn.close()
