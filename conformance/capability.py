@@ -74,6 +74,8 @@ def _ordered(codes: Iterable[str], order: tuple[str, ...]) -> list[dict[str, str
 
 
 def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
+    from search.result import include_values, revinclude_values
+
     interactions = _ordered(support.type_interactions, _TYPE_ORDER)
     resources = []
     for resource_type in sorted(RESOURCE_TYPES):
@@ -91,6 +93,8 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
         params = search_params(resource_type)
         if params and "search-type" in support.type_interactions:
             entry["searchParam"] = list(params)
+            entry["searchInclude"] = list(include_values(resource_type))
+            entry["searchRevInclude"] = list(revinclude_values(resource_type))
         resources.append(entry)
     # Route codes starting with "$" are operations (fhir_server.rest.routes), each with
     # an OperationDefinition the server serves at OperationDefinition/<name>.
@@ -115,6 +119,8 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                # compartment search: GET Patient/[id]/[type] (search.chain)
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
                 "resource": resources,
                 "interaction": _ordered(support.system_interactions, _SYSTEM_ORDER),
                 **({"operation": rest_operations} if rest_operations else {}),

@@ -13,6 +13,7 @@ result is never added twice, so cycles end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from conformance.definitions import RESOURCE_TYPES, search_parameters
 from fhir_server.errors import FHIRError, Issue
@@ -157,3 +158,29 @@ def parse_result_params(params: list[tuple[str, str]]) -> ResultParams:
         elif base == "_containedType" and value not in ("container", "contained"):
             raise _error(name, "'_containedType' takes container or contained")
     return ResultParams(tuple(includes), summary, elements, contained)
+
+
+@cache
+def include_values(resource_type: str) -> tuple[str, ...]:
+    """CapabilityStatement searchInclude: the _include values a search on
+    `resource_type` takes ("*", "Type:*" and each reference parameter)."""
+    params = search_parameters(resource_type)
+    codes = sorted(code for code, p in params.items() if p.type == "reference")
+    return ("*", f"{resource_type}:*", *(f"{resource_type}:{code}" for code in codes))
+
+
+@cache
+def _revinclude_index() -> dict[str, tuple[str, ...]]:
+    index: dict[str, list[str]] = {}
+    for source_type in sorted(RESOURCE_TYPES):
+        for code, param in sorted(search_parameters(source_type).items()):
+            if param.type == "reference":
+                for target in param.targets:
+                    index.setdefault(target, []).append(f"{source_type}:{code}")
+    return {target: tuple(values) for target, values in index.items()}
+
+
+def revinclude_values(resource_type: str) -> tuple[str, ...]:
+    """CapabilityStatement searchRevInclude: the reference parameters of any type that
+    can point at `resource_type`, as _revinclude values."""
+    return _revinclude_index().get(resource_type, ())

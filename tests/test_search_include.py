@@ -320,3 +320,22 @@ async def test_a_capped_include_says_so_in_an_outcome_entry(
     assert outcome["search"] == {"mode": "outcome"}
     assert outcome["resource"]["issue"][0]["severity"] == "warning"
     assert outcome["resource"]["issue"][0]["code"] == "too-costly"
+
+
+async def test_capability_statement_lists_includes_and_the_compartment(
+    client: httpx.AsyncClient,
+) -> None:
+    statement = (await client.get("metadata")).json()
+    rest = statement["rest"][0]
+    assert rest["compartment"] == ["http://hl7.org/fhir/CompartmentDefinition/patient"]
+    by_type = {entry["type"]: entry for entry in rest["resource"]}
+    observation = by_type["Observation"]
+    assert {"*", "Observation:*", "Observation:subject", "Observation:has-member"} <= set(
+        observation["searchInclude"]
+    )
+    assert "Observation:code" not in observation["searchInclude"]
+    patient = by_type["Patient"]
+    assert {"Observation:subject", "Encounter:subject", "Patient:link"} <= set(
+        patient["searchRevInclude"]
+    )
+    assert "Observation:encounter" not in patient["searchRevInclude"]
