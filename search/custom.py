@@ -84,7 +84,8 @@ def _balanced(expression: str) -> bool:
 
 
 def definition(resource: dict[str, Any], version: int = 1) -> CustomParam | None:
-    """The custom parameter a SearchParameter resource defines; None when it is retired.
+    """The custom parameter a SearchParameter resource defines; None when it is retired
+    or is an R4 definition (same code and url) that the server has built in.
 
     Raises FHIRError 400 naming the element (SearchParameter.code, .base[n], .type,
     .expression) when it cannot be indexed: a missing or malformed element, a base that
@@ -103,10 +104,14 @@ def definition(resource: dict[str, Any], version: int = 1) -> CustomParam | None
     bases = resource.get("base")
     if not isinstance(bases, list) or not bases:
         raise _invalid("SearchParameter.base", "A SearchParameter needs at least one base type")
+    url = resource.get("url")
     for n, base in enumerate(bases):
         if base not in RESOURCE_TYPES:
             raise _invalid(f"SearchParameter.base[{n}]", "A base must be an R4 resource type")
-        if code in search_parameters(base):
+        builtin = search_parameters(base).get(code)
+        if builtin is not None and builtin.url == url:
+            return None  # an R4 definition loaded as a resource: built in already
+        if builtin is not None:
             raise _invalid(
                 "SearchParameter.code", f"{base} already has a search parameter '{code}'"
             )
@@ -130,7 +135,6 @@ def definition(resource: dict[str, Any], version: int = 1) -> CustomParam | None
             raise _invalid(
                 "SearchParameter.expression", "The expression is not valid FHIRPath"
             ) from None
-    url = resource.get("url")
     description = resource.get("description")
     return CustomParam(
         resource_id=str(resource.get("id", "")),

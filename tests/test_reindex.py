@@ -184,6 +184,18 @@ async def test_malformed_search_parameter_is_a_400_naming_the_element(
     assert (await client.get("SearchParameter")).json()["total"] == 0
 
 
+async def test_r4_search_parameters_can_be_stored_as_resources(
+    client: httpx.AsyncClient,
+) -> None:
+    """The standard definition (same code and url) is built in: stored, not custom."""
+    standard = {**SEARCH_PARAMETER, "id": "Patient-name", "code": "name",
+                "url": "http://hl7.org/fhir/SearchParameter/Patient-name", "type": "string",
+                "expression": "Patient.name"}  # fmt: skip
+    assert (await client.put("SearchParameter/Patient-name", json=standard)).status_code == 201
+    await _put(client, _patient("p1", "F"))
+    assert await _ids(client, {"name": "familyp1"}) == {"p1"}
+
+
 async def test_bad_reindex_requests(client: httpx.AsyncClient) -> None:
     unknown = await client.post("$reindex", params={"type": "NotAType"})
     assert unknown.status_code == 400
