@@ -206,3 +206,41 @@ async def test_store_search_page_carries_next_cursor(store: SQLiteStore) -> None
         query = query.after(page.next_cursor)
     assert ids == ["f", "a", "c", "g", "b", "e", "d", "h"]
     assert "birthdate" in search_parameters("Patient")
+
+
+@pytest.mark.anyio
+async def test_next_links_over_http_neither_skip_nor_repeat(
+    client: Any, store: SQLiteStore
+) -> None:
+    """Following Bundle.link next (a _cursor link) while another client writes."""
+    ctx = Context()
+    async with store.transaction(ctx) as tx:
+        for person in PEOPLE:
+            await tx.create(_patient(*person), resource_id=person[0])
+    response = await client.get("Patient", params={"_sort": "family", "_count": "3"})
+    assert response.status_code == 200
+    bundle = response.json()
+    assert bundle["total"] == 8
+    ids = [entry["resource"]["id"] for entry in bundle["entry"]]
+    async with store.transaction(ctx) as tx:  # meanwhile: one before the cursor, one deleted
+        await tx.create(_patient("x", "Aardvark", None), resource_id="x")
+        await tx.delete("Patient", "f")
+    while True:
+        links = {link["relation"]: link["url"] for link in bundle["link"]}
+        if "next" not in links:
+            break
+        assert "_cursor=" in links["next"] and "_sort=family" in links["next"]
+        response = await client.get(links["next"])
+        assert response.status_code == 200
+        bundle = response.json()
+        ids += [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+    assert ids == ["b", "e", "a", "c", "g", "d", "h"]
+
+
+@pytest.mark.anyio
+async def test_a_tampered_cursor_over_http_is_a_400(client: Any) -> None:
+    response = await client.get("Patient", params={"_cursor": "AAAA' OR 1=1"})
+    assert response.status_code == 400
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == ["_cursor"]
