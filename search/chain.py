@@ -22,6 +22,7 @@ Error messages name the parameter, never its value (search values are patient da
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from search.query import SearchQuery
 
 MAX_HOPS = 4  # chain links plus _has levels in one parameter name
+_NESTED = re.compile(r"^In '[^']*': ")
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,7 @@ def _error(name: str, diagnostics: str, code: str = "invalid") -> FHIRError:
 
 def hops(name: str) -> int:
     """How many links a parameter name crosses: one per '.' and per '_has:'."""
-    code = name.partition("=")[0]
-    return code.count(".") + code.count("_has:")
+    return name.count(".") + name.count("_has:")
 
 
 def _inner(
@@ -106,7 +107,8 @@ def _inner(
         issues = [
             replace(
                 issue,
-                diagnostics=f"In '{outer_name}': {issue.diagnostics}",
+                # a deeper link already said where: keep only the outermost name
+                diagnostics=f"In '{outer_name}': {_NESTED.sub('', issue.diagnostics)}",
                 expression=(outer_name,),
             )
             for issue in exc.issues
