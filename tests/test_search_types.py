@@ -19,6 +19,8 @@ from tests.search_index_db import SearchDB
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+USAGE = "http://terminology.hl7.org/CodeSystem/usage-context-type"
+SCT = "http://snomed.info/sct"
 
 RESOURCES: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "comma", "name": [{"family": "Smith, Jr", "given": ["A|B"]}],
@@ -50,7 +52,13 @@ RESOURCES: list[dict[str, Any]] = [
      "subject": {"reference": "Patient/comma"}, "prediction": [{"probabilityDecimal": 0.25}]},
     {"resourceType": "RiskAssessment", "id": "r2", "status": "final",
      "subject": {"reference": "Patient/comma"}},
-    {"resourceType": "ValueSet", "id": "v1", "status": "active", "url": "urn:oid:1.2,3"},
+    {"resourceType": "ValueSet", "id": "v1", "status": "active", "url": "urn:oid:1.2,3",
+     "useContext": [
+         {"code": {"system": USAGE, "code": "focus"},
+          "valueCodeableConcept": {"coding": [{"system": SCT, "code": "363346000"}]}},
+         {"code": {"system": USAGE, "code": "age"},
+          "valueQuantity": {"value": 18, "system": UCUM, "code": "a", "unit": "years"}},
+     ]},
     {"resourceType": "ValueSet", "id": "v2", "status": "active"},
 ]  # fmt: skip
 
@@ -82,6 +90,12 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchDB]:
         ("Observation", [("code", f"{LOINC}|a\\$b")], {"q1"}),
         ("Observation", [("code-value-quantity", f"{LOINC}|a\\$b$100||mg/dL")], {"q1"}),
         ("ValueSet", [("url", "urn:oid:1.2\\,3")], {"v1"}),
+        # composites beyond Observation, with components from the R4 definitions
+        ("ValueSet", [("context-type-value", f"{USAGE}|focus${SCT}|363346000")], {"v1"}),
+        ("ValueSet", [("context-type-value", f"{USAGE}|age${SCT}|363346000")], set()),
+        ("ValueSet", [("context-type-quantity", f"{USAGE}|age$ge18|{UCUM}|a")], {"v1"}),
+        ("ValueSet", [("context-type-quantity", f"{USAGE}|age$gt18|{UCUM}|a")], set()),
+        ("ValueSet", [("context-type-quantity", f"{USAGE}|age$ge216|{UCUM}|mo")], {"v1"}),
         # non-Latin scripts and accents: starts-with on every part of names and addresses
         ("Patient", [("name", "张")], {"zhang"}),
         ("Patient", [("name", "张伟")], {"zhang"}),
@@ -178,6 +192,7 @@ def _issue(resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         ("Observation", [("code:above", "http://loinc.org|1")], "not-supported"),
         ("Observation", [("code:below", "http://loinc.org|1")], "not-supported"),
         ("Location", [("near", "42.2|-83.7|10|km")], "not-supported"),
+        ("MolecularSequence", [("chromosome-variant-coordinate", "1$gt1$lt9")], "not-supported"),
         ("Patient", [("_sort", "birthdate,name,family,given,gender,address")], "invalid"),
         ("Patient", [("_count", "1e3")], "invalid"),
     ],
