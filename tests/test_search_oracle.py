@@ -7,8 +7,9 @@ Covered: token (code, system|code, |code, system|, :not, :missing), string (defa
 :exact, :contains, names with accents, CJK and escaped , $ |), reference, date
 (eq ne gt lt ge le sa eb on dates and Periods), number and quantity (all nine prefixes,
 value / value||unit / value|UCUM|unit with mass and mass-concentration conversions),
-the component-code-value-quantity composite, uri (:below, :above), comma OR and
-repeated-parameter AND. Date `ap` depends on the clock and is tested in
+the component-code-value-quantity composite, uri (:below, :above), comma OR,
+repeated-parameter AND, and `_sort` order (missing values last, ties in storage order).
+Date `ap` depends on the clock and is tested in
 test_search_types.py instead.
 """
 
@@ -355,6 +356,39 @@ def value_matches(param: Param, modifier: str, value: Any, search: str) -> bool:
     return bool(value == text)
 
 
+def sort_key(param: Param, value: Any, descending: bool) -> Any:
+    """What a resource sorts by for one of its values (search.html#sort: the lowest value
+    ascending, the highest descending; a date by its start, or its end descending)."""
+    if param.type == "string":
+        return fold(value)
+    if param.type == "token":
+        return value[1]
+    if param.type == "date":
+        return value[1] if descending else value[0]
+    if param.type == "quantity":
+        return value["value"]
+    return value
+
+
+def ordered(resources: list[dict[str, Any]], found: set[str], resource_type: str,
+            sort: str) -> list[str]:  # fmt: skip
+    """The found ids in _sort order: resources without a value last, ties in the order
+    the resources were stored."""
+    descending = sort.startswith("-")
+    param = PARAMS[(resource_type, sort.lstrip("-"))]
+    keyed, missing = [], []
+    for resource in resources:
+        if resource.get("id") not in found:
+            continue
+        keys = [sort_key(param, v, descending) for v in param.get(resource)]
+        if keys:
+            keyed.append((max(keys) if descending else min(keys), resource["id"]))
+        else:
+            missing.append(resource["id"])
+    keyed.sort(key=lambda pair: pair[0], reverse=descending)  # stable: ties keep order
+    return [rid for _, rid in keyed] + missing
+
+
 def oracle(resources: list[dict[str, Any]], resource_type: str,
            params: list[tuple[str, str]]) -> set[str]:  # fmt: skip
     found = set()
@@ -363,6 +397,8 @@ def oracle(resources: list[dict[str, Any]], resource_type: str,
             continue
         ok = True
         for name, text in params:
+            if name == "_sort":
+                continue
             code, _, modifier = name.partition(":")
             param = PARAMS[(resource_type, code)]
             values = param.get(resource)
@@ -468,7 +504,13 @@ def searches(
                                    min_size=1, max_size=2))  # fmt: skip
             value = ",".join(values)
         params.append((f"{code}:{modifier}" if modifier else code, value))
+    sortable = [code for code in codes if PARAMS[(resource_type, code)].type in SORTABLE]
+    if draw(st.booleans()):
+        params.append(("_sort", draw(st.sampled_from(["", "-"])) + draw(st.sampled_from(sortable))))
     return resource_type, params
+
+
+SORTABLE = frozenset({"token", "string", "date", "number", "quantity", "uri"})
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -489,9 +531,13 @@ def test_sqlite_search_equals_the_oracle(resources: list[dict[str, Any]], data: 
             db.add(resource)
         for resource_type, params in queries:
             try:
-                found = set(db.search(resource_type, params))
+                found = db.search(resource_type, params)
             except FHIRError as error:  # pragma: no cover - a failure explains itself
                 raise AssertionError(f"{params} gave {error.outcome()}") from None
-            assert found == oracle(resources, resource_type, params), (resource_type, params)
+            expected = oracle(resources, resource_type, params)
+            assert set(found) == expected, (resource_type, params)
+            sort = dict(params).get("_sort")
+            if sort:
+                assert found == ordered(resources, expected, resource_type, sort), params
     finally:
         db.conn.close()
