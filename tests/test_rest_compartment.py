@@ -150,3 +150,11 @@ async def test_bad_compartment_requests(
     assert response.status_code == status, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
     assert fragment in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_compartment_search_through_post(graph: httpx.AsyncClient) -> None:
+    response = await graph.post("Patient/pat-peter/Observation/_search", data={"code": "718-7"})
+    assert response.status_code == 200, response.text
+    assert _matches(response.json()) == {"Observation/obs-1"}
+    everything = await graph.post("Patient/pat-anna/*/_search", data={"_type": "Observation"})
+    assert _matches(everything.json()) == {"Observation/obs-2"}

@@ -39,6 +39,15 @@ def _id(request: Request) -> str:
     return operations.check_id(request.path_params["id"])
 
 
+def _compartment(request: Request) -> tuple[str, str, str]:
+    """[compartment type], [id] and the searched type (or "*") of a compartment search."""
+    target: str = request.path_params["compartment"]
+    compartment = (_type(request), _id(request), target)
+    if target != "*" and target not in RESOURCE_TYPES:
+        raise FHIRError.simple(404, "not-supported", "Unknown resource type")
+    return compartment
+
+
 def _search_params(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k not in _IGNORED_PARAMS]
 
@@ -192,10 +201,13 @@ class Handlers:
         return await self._search(request, resource_type, await http.form_params(request))
 
     async def search_compartment(self, request: Request) -> Response:
-        compartment = (_type(request), _id(request), request.path_params["compartment"])
-        if compartment[2] != "*" and compartment[2] not in RESOURCE_TYPES:
-            raise FHIRError.simple(404, "not-supported", "Unknown resource type")
+        compartment = _compartment(request)
         return await self._search(request, compartment[2], _search_params(request), compartment)
+
+    async def search_compartment_post(self, request: Request) -> Response:
+        compartment = _compartment(request)
+        params = await http.form_params(request)
+        return await self._search(request, compartment[2], params, compartment)
 
     async def history_type(self, request: Request) -> Response:
         return await self._history(request, _type(request), None)

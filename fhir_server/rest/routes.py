@@ -60,6 +60,8 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("GET", "/{type}/{id}", "read", ("read",), "instance"),
     # compartment search (search.chain.compartment_search): a search, not an interaction
     Interaction("GET", "/{type}/{id}/{compartment}", "search_compartment", (), "instance"),
+    Interaction("POST", "/{type}/{id}/{compartment}/_search", "search_compartment_post", (),
+                "instance"),
     Interaction("PUT", "/{type}/{id}", "update", ("update",), "instance"),
     Interaction("PATCH", "/{type}/{id}", "patch", ("patch",), "instance"),
     Interaction("DELETE", "/{type}/{id}", "delete", ("delete",), "instance"),
