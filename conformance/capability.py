@@ -65,6 +65,13 @@ def search_params(resource_type: str) -> tuple[dict[str, str], ...]:
     ):
         if definition.type in kinds or code in columns:
             out.append({"name": code, "definition": definition.url, "type": definition.type})
+    # full text (search.fulltext); R4 defines both as string parameters, _text on
+    # DomainResource only
+    out.append({"name": "_content", "type": "string",
+                "definition": "http://hl7.org/fhir/SearchParameter/Resource-content"})
+    if resource_type not in ("Bundle", "Binary", "Parameters"):
+        out.append({"name": "_text", "type": "string",
+                    "definition": "http://hl7.org/fhir/SearchParameter/DomainResource-text"})
     return tuple(out)
 
 

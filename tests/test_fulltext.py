@@ -187,3 +187,18 @@ def test_queries_are_quoted_phrases() -> None:
     query = text_query("content", ['a"b', "*"])
     assert match_expression(query) == '(content : "a b")'
     assert match_expression(text_query("narrative", ["*", "()"])) is None
+
+
+async def test_capability_statement_lists_text_and_content(client: httpx.AsyncClient) -> None:
+    resources = (await client.get("metadata")).json()["rest"][0]["resource"]
+    by_type = {entry["type"]: entry for entry in resources}
+    condition = {p["name"]: p for p in by_type["Condition"]["searchParam"]}
+    assert condition["_text"] == {
+        "name": "_text", "type": "string",
+        "definition": "http://hl7.org/fhir/SearchParameter/DomainResource-text",
+    }  # fmt: skip
+    assert condition["_content"]["definition"] == (
+        "http://hl7.org/fhir/SearchParameter/Resource-content"
+    )
+    bundle = {p["name"] for p in by_type["Bundle"]["searchParam"]}
+    assert "_content" in bundle and "_text" not in bundle  # a Bundle has no narrative
