@@ -28,7 +28,9 @@ regular-expression pass per document.
 User input is never FTS syntax: every word is wrapped in double quotes as a phrase
 (`NEAR(`, `*`, `"`, `AND`, `-` and parentheses are plain words or separators). Words
 of one `_text` value must all occur (AND); a comma separates alternatives (OR), and a
-repeated parameter is an AND, as for every FHIR search parameter.
+repeated parameter is an AND, as for every FHIR search parameter. Results come in the
+search's usual order; `_sort=_score` orders them by relevance (BM25), best first
+(`-_score`: worst first).
 """
 
 from __future__ import annotations

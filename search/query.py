@@ -528,6 +528,8 @@ def _sort_key(
 ) -> SortKey:
     descending = value.startswith("-")
     code = value[1:] if descending else value
+    if code == "_score":  # relevance to _text/_content (search.fulltext): best first
+        return SortKey("_score", "_score", "score", descending)
     param = params.get(code)
     if param is None:
         # named only when it looks like a parameter code: the value is client text
@@ -621,6 +623,10 @@ def parse_search(
         count = min(_int("_count", settings["_count"], 0), MAX_COUNT)
     offset = _int("_offset", settings["_offset"], 0) if "_offset" in settings else 0
     sorts = _sort_keys(resource_type, known, settings["_sort"]) if settings.get("_sort") else ()
+    if any(key.code == "_score" for key in sorts) and not any(
+        clause.code in FIELD_OF_PARAMETER for clause in clauses
+    ):
+        raise _error("_sort", "'_sort=_score' needs a _text or _content parameter")
     total = settings.get("_total", "accurate")
     if total not in TOTAL_MODES:
         raise _error("_total", "'_total' takes none, estimate or accurate")

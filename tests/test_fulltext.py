@@ -202,3 +202,22 @@ async def test_capability_statement_lists_text_and_content(client: httpx.AsyncCl
     )
     bundle = {p["name"] for p in by_type["Bundle"]["searchParam"]}
     assert "_content" in bundle and "_text" not in bundle  # a Bundle has no narrative
+
+
+@pytest.mark.usefixtures("stored")
+async def test_sort_by_score_is_best_first_and_pages(client: httpx.AsyncClient) -> None:
+    params = {"_text": "hypertension", "_sort": "_score"}
+    assert await _ids(client, "Condition", params) == ["c1", "c3", "c2"]
+    assert await _ids(client, "Condition", {**params, "_sort": "-_score"}) == ["c2", "c3", "c1"]
+    seen = []
+    response = await client.get("Condition", params={**params, "_count": "1"})
+    while True:
+        seen += [entry["resource"]["id"] for entry in response.json().get("entry", [])]
+        links = {link["relation"]: link["url"] for link in response.json()["link"]}
+        if "next" not in links:
+            break
+        response = await client.get(links["next"])
+    assert seen == ["c1", "c3", "c2"]
+    no_text = await client.get("Condition", params={"_sort": "_score"})
+    assert no_text.status_code == 400
+    assert no_text.json()["issue"][0]["expression"] == ["_sort"]

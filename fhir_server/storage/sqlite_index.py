@@ -418,6 +418,14 @@ _SORT_COLUMN = {
 }
 
 
+def _score_sql(query: SearchQuery) -> tuple[str, list[Any]]:
+    """_sort=_score: the BM25 of the first _text/_content clause (lower is more relevant,
+    so ascending is best first). Scores depend on the whole index, so paging by score
+    while others write may skip or repeat a resource."""
+    clause = next(c for c in query.clauses if c.code in FIELD_OF_PARAMETER)
+    return sqlite_fulltext.score_sql(sqlite_fulltext.clause_query(clause))
+
+
 def _sort_sql(sort: SortKey) -> tuple[str, list[Any]]:
     if sort.code == "_id":
         return "r.id", []
@@ -509,7 +517,7 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     columns = ["r.rid AS rid"]
     select_args: list[Any] = []
     for index, sort in enumerate(sorts):
-        sql, values = _sort_sql(sort)
+        sql, values = _score_sql(query) if sort.code == "_score" else _sort_sql(sort)
         columns.append(f"{sql} AS k{index}")
         select_args.extend(values)
     inner = f"SELECT {', '.join(columns)} FROM resources r WHERE {where}"
