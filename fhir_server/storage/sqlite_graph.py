@@ -82,16 +82,29 @@ def link_sql(
     raise TypeError(f"unknown link clause {type(link).__name__}")
 
 
+def leads(query: SearchQuery) -> bool:
+    """Whether a link clause of `query` should drive the search (a compartment): then
+    every other condition is a probe rather than a list of its own."""
+    return any(isinstance(link, CompartmentClause) for link in query.links)
+
+
 def links_sql(
-    tenant: str, query: SearchQuery, where: WhereFn, param_id: ParamId
+    tenant: str, query: SearchQuery, where: WhereFn, param_id: ParamId, leading: bool = False
 ) -> tuple[list[str], list[Any]]:
-    """The conditions of `query.types` and `query.links`, to be ANDed to the others."""
+    """The conditions of `query.types` and `query.links`, to be ANDed to the others.
+
+    With `leading`, only those to put first: compartment membership, one patient's
+    resources, which selects fewer rows than any other condition. SQLite drives from the
+    first `rowid IN (...)` list it meets (Patient/1/Observation?code=718-7 at 1M
+    resources: 1 ms instead of 300 ms); without `leading`, all the others."""
     conditions: list[str] = []
     args: list[Any] = []
-    if len(query.types) > 1:
+    if len(query.types) > 1 and not leading:
         conditions.append(f"r.type IN ({_marks(len(query.types))})")
         args += query.types
     for link in query.links:
+        if isinstance(link, CompartmentClause) != leading:
+            continue
         sql, values = link_sql(tenant, link, where, param_id)
         conditions.append(sql)
         args += values
