@@ -64,7 +64,8 @@ class SearchDB:
     def plan(self, resource_type: str, params: list[tuple[str, str]]) -> str:
         """EXPLAIN QUERY PLAN of the page query, as one text."""
         query = parse_search(resource_type, params)
-        where, args = sqlite_index._where("default", query)  # noqa: SLF001 - white-box check
+        hulls = sqlite_index._hull_keys(self.conn, query)  # noqa: SLF001 - white-box check
+        where, args = sqlite_index._where("default", query, hulls)  # noqa: SLF001
         rows = self.conn.execute(
             f"EXPLAIN QUERY PLAN SELECT r.rid FROM resources r WHERE {where} ORDER BY r.rid",
             args,

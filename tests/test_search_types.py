@@ -298,7 +298,7 @@ PLANS = [
     ("Observation", [("code", f"{LOINC}|x")], "search_token"),
     ("Patient", [("identifier", "urn:s|c")], "search_token"),
     ("Observation", [("subject", "Patient/comma")], "search_reference"),
-    ("Patient", [("birthdate", "2000-01-01")], "search_date"),
+    ("Patient", [("birthdate", "lt2000-01-01")], "search_date"),
     ("Observation", [("value-quantity", f"5.4|{UCUM}|mg")], "search_quantity"),
     ("Observation", [("value-quantity", "5.4||mg")], "search_quantity"),
     ("Observation", [("code-value-quantity", f"{LOINC}|x$gt5")], "search_composite"),
@@ -317,3 +317,39 @@ def test_selective_queries_use_an_index(
     plan = db.plan(resource_type, params)
     assert f"SEARCH {table} USING PRIMARY KEY (param=?" in plan, plan
     assert f"SCAN {table}" not in plan and "SCAN r" not in plan, plan
+
+
+def test_date_range_over_several_values_uses_the_hull(tmp_path: Path) -> None:
+    """Two date clauses may be met by two different values of one resource (R4
+    search.html#combining: each parameter is tested on its own); the hull row that
+    drives the search spans both, so the resource is still found, and the plan is a
+    range per width class of search_date_span."""
+    db = SearchDB(tmp_path / "hull.db")
+    db.add({"resourceType": "Goal", "id": "g1", "lifecycleStatus": "active",
+            "description": {"text": "x"}, "subject": {"reference": "Patient/p"},
+            "target": [{"dueDate": "2020-01-01"}, {"dueDate": "2021-06-01"}]})  # fmt: skip
+    db.add({"resourceType": "Goal", "id": "g2", "lifecycleStatus": "active",
+            "description": {"text": "x"}, "subject": {"reference": "Patient/p"},
+            "target": [{"dueDate": "2020-09-01"}]})  # fmt: skip
+    db.add({"resourceType": "Goal", "id": "g3", "lifecycleStatus": "active",
+            "description": {"text": "x"}, "subject": {"reference": "Patient/p"},
+            "target": [{"dueDate": "2019-06-01"}]})  # fmt: skip
+    both = [("target-date", "ge2021-01-01"), ("target-date", "lt2020-06-01")]
+    window = [("target-date", "ge2020-08-01"), ("target-date", "lt2020-10-01")]
+    before = [("target-date", "ge2019-01-01"), ("target-date", "lt2019-12-01")]
+    assert db.search("Goal", both) == ["g1"]
+    assert db.search("Goal", window) == ["g1", "g2"]  # g1: 2021-06-01 and 2020-01-01
+    assert db.search("Goal", before) == ["g3"]
+    assert db.search("Goal", [("target-date", "gt2021-06-01")]) == []
+    assert db.search("Goal", [("target-date", "ge2021-06-01")]) == ["g1"]
+    plan = db.plan("Goal", window)
+    assert "COVERING INDEX search_date_span (param=? AND <expr>=? AND low>? AND low<?)" in plan
+    # a file indexed before hull rows existed: the plain driver, same answers
+    from fhir_server.storage import sqlite_index
+
+    hull = sqlite_index.param_id("Goal.target-date" + sqlite_index.HULL)
+    db.conn.execute("DELETE FROM search_date WHERE param = ?", (hull,))
+    assert db.search("Goal", both) == ["g1"]
+    assert db.search("Goal", window) == ["g1", "g2"]
+    assert db.search("Goal", before) == ["g3"]
+    db.conn.close()

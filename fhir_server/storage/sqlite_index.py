@@ -55,7 +55,14 @@ from search.query import (
     TokenTerm,
     UriTerm,
 )
-from search.values import iso_utc
+from search.values import DATE_MAX, DATE_MIN, iso_utc
+
+# The width class of a date row: hex digits of its width in units of 2**20 us (~1 s),
+# 1 (under 16 s) ... 11 (open-ended). An expression, so existing files get the index
+# without a new column.
+_SPAN = "length(printf('%x', (high >> 20) - (low >> 20)))"
+_SPAN_CLASSES = range(1, 12)
+HULL = ":hull"  # key suffix of the rows spanning all dates of a parameter in a resource
 
 SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS search_token (
@@ -75,6 +82,8 @@ SCHEMA: tuple[str, ...] = (
         param INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL, rid INTEGER NOT NULL,
         PRIMARY KEY (param, low, high, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_date_rid ON search_date (rid, param)",
+    # dates by the order of magnitude of their width, then start: see _date_driver
+    f"CREATE INDEX IF NOT EXISTS search_date_span ON search_date (param, {_SPAN}, low)",
     """CREATE TABLE IF NOT EXISTS search_number (
         param INTEGER NOT NULL, low REAL NOT NULL, high REAL NOT NULL, rid INTEGER NOT NULL,
         PRIMARY KEY (param, low, high, rid)) WITHOUT ROWID""",
@@ -155,9 +164,15 @@ def replace_index(
             [(param_id(p), rtype, rid_, rid) for p, rtype, rid_ in rows.references],
         )
     if rows.dates:
+        # plus one hull row per parameter: the span of all its values (see _date_driver)
+        hulls: dict[str, tuple[int, int]] = {}
+        for key, low, high in rows.dates:
+            hull = hulls.get(key)
+            hulls[key] = (low, high) if hull is None else (min(hull[0], low), max(hull[1], high))
         conn.executemany(
             "INSERT OR IGNORE INTO search_date (param, low, high, rid) VALUES (?, ?, ?, ?)",
-            [(param_id(p), low, high, rid) for p, low, high in rows.dates],
+            [(param_id(p), low, high, rid) for p, low, high in rows.dates]
+            + [(param_id(key + HULL), low, high, rid) for key, (low, high) in hulls.items()],
         )
     if rows.numbers:
         conn.executemany(
@@ -342,6 +357,57 @@ def _column_clause(clause: Clause) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(conditions) + ")", args
 
 
+def _date_bounds(term: DateTerm) -> tuple[int | None, int | None]:
+    """(least `high`, greatest `low`) a stored date range must have to match `term`,
+    where the prefix implies them (search.html#prefix; see _date_condition)."""
+    q_low, q_high, prefix = term.low, term.high, term.prefix
+    least_high = {"eq": q_low, "gt": q_high + 1, "ge": q_low, "ap": q_low}.get(prefix)
+    greatest_low = {"eq": q_high, "lt": q_low - 1, "le": q_high, "eb": q_low - 1,
+                    "ap": q_high}.get(prefix)  # fmt: skip
+    return least_high, greatest_low
+
+
+def _date_driver(clause: Clause, others: Sequence[Clause]) -> tuple[str, list[Any]] | None:
+    """The driving condition of a date clause, on the hull rows of its parameter and as
+    one index range per width class.
+
+    "date=ge2020-03-01&date=lt2020-03-02" asks for resources with a value whose high is
+    >= X and a value whose low is < Y: neither bound alone is selective on
+    (param, low, high), and the two values may differ. The hull row of a resource spans
+    all its values, so it has high >= X and low < Y whenever the resource matches: the
+    bounds of every single-value date clause on the parameter apply to it together. In
+    one width class w, high >= X implies low > X - w, so each class is a short range of
+    search_date_span (param, class, low). The clauses themselves still filter exactly.
+    None when no clause bounds `high` from below (the primary key range on low serves).
+    """
+    least_high: int | None = None
+    greatest_low: int | None = None
+    for other in (clause, *others):
+        if other.key != clause.key or other.modifier is not None or len(other.terms) != 1:
+            continue
+        term = other.terms[0]
+        if not isinstance(term, DateTerm):
+            continue
+        high, low = _date_bounds(term)
+        if high is not None:
+            least_high = high if least_high is None else max(least_high, high)
+        if low is not None:
+            greatest_low = low if greatest_low is None else min(greatest_low, low)
+    if least_high is None:
+        return None
+    parts: list[str] = []
+    args: list[Any] = []
+    for span in _SPAN_CLASSES:
+        widest = (16**span + 1) << 20
+        parts.append(
+            f"SELECT rid FROM search_date WHERE param = ? AND {_SPAN} = ? AND low >= ? "
+            "AND low <= ? AND high >= ?"
+        )
+        args += [param_id(clause.key + HULL), span, max(least_high - widest, DATE_MIN),
+                 DATE_MAX if greatest_low is None else greatest_low, least_high]  # fmt: skip
+    return f"r.rid IN ({' UNION ALL '.join(parts)})", args
+
+
 def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
     if clause.code in FIELD_OF_PARAMETER:  # _text, _content: the FTS5 table
         return sqlite_fulltext.condition(sqlite_fulltext.clause_query(clause), drives)
@@ -472,8 +538,13 @@ def _order(sorts: Sequence[SortKey]) -> str:
     return ", ".join([*keys, "rid"])
 
 
-def _where(tenant: str, query: SearchQuery) -> tuple[str, list[Any]]:
-    driver = _driver(query)
+def _where(
+    tenant: str, query: SearchQuery, hulls: frozenset[str] = frozenset()
+) -> tuple[str, list[Any]]:
+    """The WHERE clause over `resources r` for `query`; `hulls` holds the date keys whose
+    hull rows exist (search_page checks; files indexed before them lack them)."""
+    # a compartment drives by itself (sqlite_graph.leads)
+    driver = None if sqlite_graph.leads(query) else _driver(query)
     # With a driving clause, "+" keeps SQLite from choosing the (tenant, type) index.
     plus = "+" if driver is not None else ""
     conditions = [f"{plus}r.tenant = ?", "r.deleted = 0"]
@@ -482,14 +553,37 @@ def _where(tenant: str, query: SearchQuery) -> tuple[str, list[Any]]:
         conditions.append(f"{plus}r.type = ?")
         args.append(query.resource_type)
     for clause in query.clauses:
-        sql, values = _clause_sql(clause, clause is driver)
+        found = None
+        if clause is driver and clause.key in hulls:
+            found = _date_driver(clause, query.clauses)
+        sql, values = found or _clause_sql(clause, clause is driver)
+        if found is not None:  # the hull rows narrow; the clause itself decides
+            conditions.append(sql)
+            args.extend(values)
+            sql, values = _clause_sql(clause, False)
         conditions.append(sql)
         args.extend(values)
     if query.links or query.types:  # chains, _has, compartment, _type (search.chain)
+        # a compartment goes right after the tenant (see sqlite_graph.links_sql)
+        lead, lead_args = sqlite_graph.links_sql(tenant, query, _where, param_id, leading=True)
+        conditions[2:2] = lead
+        args[1:1] = lead_args
         link_conditions, link_args = sqlite_graph.links_sql(tenant, query, _where, param_id)
         conditions += link_conditions
         args += link_args
     return " AND ".join(conditions), args
+
+
+def _hull_keys(conn: sqlite3.Connection, query: SearchQuery) -> frozenset[str]:
+    """The date keys of `query` whose hull rows are in the index (one probe each)."""
+    keys = {c.key for c in query.clauses if c.param_type == "date" and c.code != "_lastUpdated"}
+    return frozenset(
+        key
+        for key in keys
+        if conn.execute(
+            "SELECT 1 FROM search_date WHERE param = ? LIMIT 1", (param_id(key + HULL),)
+        ).fetchone()
+    )
 
 
 @dataclass(frozen=True)
@@ -506,7 +600,7 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     """The page of current resources of `tenant` matching `query`, in its sort order
     (by rid when unsorted, and by rid among equal sort values): the rows after
     `query.position` when it has one (keyset paging), else from `query.offset`."""
-    where, args = _where(tenant, query)
+    where, args = _where(tenant, query, _hull_keys(conn, query))
     total: int | None = None
     if query.total != "none":
         (total,) = conn.execute(f"SELECT COUNT(*) FROM resources r WHERE {where}", args).fetchone()
