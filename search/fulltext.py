@@ -66,7 +66,7 @@ class Documents:
     """The texts of one resource as an index stores them."""
 
     narrative: str
-    content: str
+    content: str  # every other string; `_content` searches both
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,10 @@ def _has_split_chars(text: str) -> bool:
 
 
 def documents(resource: dict[str, Any]) -> Documents:
+    """The narrative, and the resource's other strings: an index searches both for
+    `_content`, so the narrative is not stored twice."""
     narrative = narrative_text(resource)
-    parts = [narrative] if narrative else []
+    parts: list[str] = []
     size = len(narrative)
     for text in _strings(resource):
         if size >= MAX_DOCUMENT:

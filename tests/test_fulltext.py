@@ -177,15 +177,17 @@ def test_documents_strip_tags_and_skip_server_metadata() -> None:
         "presentedForm": [{"contentType": "text/plain", "data": "SGVsbG8="}],
     }
     assert narrative_text(resource) == "Hb 13 g/dL < normal"
-    content = documents(resource).content
-    assert "718-7" in content and "Hb" in content
+    docs = documents(resource)
+    assert docs.narrative == "Hb 13 g/dL < normal"
+    content = docs.content  # the other strings: the narrative is not repeated
+    assert "718-7" in content and "Hb" not in content and "text/plain" in content
     assert "loinc" not in content and "SGVsbG8" not in content and "2024" not in content
 
 
 def test_queries_are_quoted_phrases() -> None:
     assert phrases('e-mail NEAR( "x" 王芳') == (("e", "mail"), ("NEAR",), ("x",), ("王", "芳"))
     query = text_query("content", ['a"b', "*"])
-    assert match_expression(query) == '(content : "a b")'
+    assert match_expression(query) == '({narrative content} : "a b")'
     assert match_expression(text_query("narrative", ["*", "()"])) is None
 
 

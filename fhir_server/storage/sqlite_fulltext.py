@@ -2,7 +2,7 @@
 ranked by BM25 (search.fulltext describes the documents and the tokens).
 
 One FTS5 row per current resource, its rowid the resource's rid, with two columns:
-`narrative` (for `_text`) and `content` (for `_content`). The store writes it in the
+`narrative` (for `_text`) and `content`, the other strings (`_content` searches both). The store writes it in the
 same transaction as the resource (`replace`, `remove`), so the index never lags;
 `$reindex` rebuilds it for resources stored before the table existed.
 
@@ -55,15 +55,17 @@ SCHEMA: tuple[str, ...] = (
         narrative, content, tokenize = 'unicode61 remove_diacritics 2')""",
 )
 
-# bm25() column weights: only the searched column counts for the score.
-_WEIGHTS = {"narrative": "1.0, 0.0", "content": "0.0, 1.0"}
+# The columns each field searches (the narrative is not repeated in `content`) and their
+# bm25() weights.
+_COLUMNS = {"narrative": "narrative", "content": "{narrative content}"}
+_WEIGHTS = {"narrative": "1.0, 0.0", "content": "1.0, 1.0"}
 
 
 def replace(conn: sqlite3.Connection, rid: int, resource: dict[str, Any]) -> None:
     """Index `resource` (stored as `rid`), replacing what was indexed for it."""
     docs = documents(resource)
     conn.execute("DELETE FROM search_fulltext WHERE rowid = ?", (rid,))
-    if docs.content:
+    if docs.content or docs.narrative:
         conn.execute(
             "INSERT INTO search_fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
             (rid, docs.narrative, docs.content),
@@ -82,7 +84,7 @@ def _phrase(phrase: tuple[str, ...]) -> str:
 def match_expression(query: TextQuery) -> str | None:
     """The FTS5 MATCH text of `query`, or None when it can match nothing (no words)."""
     alternatives = [
-        " AND ".join(f"{query.field} : {_phrase(phrase)}" for phrase in phrases)
+        " AND ".join(f"{_COLUMNS[query.field]} : {_phrase(phrase)}" for phrase in phrases)
         for phrases in query.alternatives
         if phrases
     ]
