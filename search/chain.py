@@ -146,16 +146,25 @@ def parse_chain(
     else:
         candidates = param.targets
     rest_code = rest.partition(":")[0].partition(".")[0]
-    targets = tuple(
-        (target, _inner(parse, name, target, rest, value, base_url))
-        for target in candidates
-        if rest_code in search_parameters(target)
-    )
+    targets: list[tuple[str, SearchQuery]] = []
+    failed: FHIRError | None = None
+    for target in candidates:
+        if rest_code != "_has" and rest_code not in search_parameters(target):
+            continue
+        try:
+            targets.append((target, _inner(parse, name, target, rest, value, base_url)))
+        except FHIRError as exc:
+            # an ambiguous chain searches the targets where the rest makes sense
+            if len(candidates) == 1:
+                raise
+            failed = failed or exc
     if not targets:
+        if failed is not None:
+            raise failed
         raise _error(
             name, f"No target type of '{code}' has a search parameter '{rest_code}' ('{name}')"
         )
-    return ChainClause(name, value, index_key(resource_type, code), targets)
+    return ChainClause(name, value, index_key(resource_type, code), tuple(targets))
 
 
 def parse_has(

@@ -115,6 +115,19 @@ async def _ids(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> 
             id="has-organization",
         ),
         pytest.param(
+            "Observation",
+            {"subject:Patient._has:Encounter:patient:class": "IMP"},
+            {"obs-2"},
+            id="chain-then-has",
+        ),
+        pytest.param(
+            # the ambiguous chain searches only the targets that an Encounter can refer to
+            "Observation",
+            {"subject._has:Encounter:patient:class": "AMB"},
+            {"obs-1", "obs-5", "obs-6"},
+            id="ambiguous-chain-then-has",
+        ),
+        pytest.param(
             "Patient",
             {"_has:Observation:patient:code": "718-7", "_has:Encounter:patient:class": "AMB"},
             {"pat-peter"},
