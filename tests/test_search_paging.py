@@ -186,7 +186,7 @@ def test_unsorted_deep_page_is_an_index_seek(db: SearchDB) -> None:
         [*args, query.position[1] if query.position else 0],
     ).fetchall()
     text = " ".join(str(row[-1]) for row in plan)
-    assert "resources_by_type (tenant=? AND type=? AND rowid>?)" in text
+    assert "resources_live (tenant=? AND type=? AND deleted=? AND rowid>?)" in text
     assert "TEMP B-TREE" not in text
 
 

@@ -100,9 +100,11 @@ SCHEMA: tuple[str, ...] = (
         rid INTEGER NOT NULL,
         PRIMARY KEY (param, code, system, v_code, v_low, v_high, v_system, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_composite_rid ON search_composite (rid, param)",
-    # (tenant, type) then rowid: an unsorted search reads its page as a seek past the
-    # cursor's rid in rid order, without sorting every match of the type
-    "CREATE INDEX IF NOT EXISTS resources_by_type ON resources (tenant, type)",
+    # (tenant, type, deleted) then rowid: an unsorted search reads its page as a seek past
+    # the cursor's rid in rid order, without sorting every match of the type; and a
+    # count checks each matching rid in this small index, not in the table of bodies
+    "DROP INDEX IF EXISTS resources_by_type",
+    "CREATE INDEX IF NOT EXISTS resources_live ON resources (tenant, type, deleted)",
 )
 
 _TABLES = (
@@ -539,14 +541,17 @@ def _order(sorts: Sequence[SortKey]) -> str:
 
 
 def _where(
-    tenant: str, query: SearchQuery, hulls: frozenset[str] = frozenset()
+    tenant: str, query: SearchQuery, hulls: frozenset[str] = frozenset(), hint: bool = True
 ) -> tuple[str, list[Any]]:
     """The WHERE clause over `resources r` for `query`; `hulls` holds the date keys whose
-    hull rows exist (search_page checks; files indexed before them lack them)."""
+    hull rows exist (search_page checks; files indexed before them lack them).
+
+    With a driving clause and `hint`, "+" keeps SQLite from walking resources_live
+    instead of the driver's rids (a page reads them in rid order and stops early);
+    a count goes without it and checks each rid in resources_live."""
     # a compartment drives by itself (sqlite_graph.leads)
     driver = None if sqlite_graph.leads(query) else _driver(query)
-    # With a driving clause, "+" keeps SQLite from choosing the (tenant, type) index.
-    plus = "+" if driver is not None else ""
+    plus = "+" if driver is not None and hint else ""
     conditions = [f"{plus}r.tenant = ?", "r.deleted = 0"]
     args: list[Any] = [tenant]
     if query.resource_type is not None:
@@ -600,10 +605,14 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     """The page of current resources of `tenant` matching `query`, in its sort order
     (by rid when unsorted, and by rid among equal sort values): the rows after
     `query.position` when it has one (keyset paging), else from `query.offset`."""
-    where, args = _where(tenant, query, _hull_keys(conn, query))
+    hulls = _hull_keys(conn, query)
+    where, args = _where(tenant, query, hulls)
     total: int | None = None
     if query.total != "none":
-        (total,) = conn.execute(f"SELECT COUNT(*) FROM resources r WHERE {where}", args).fetchone()
+        count_where, count_args = _where(tenant, query, hulls, hint=False)
+        (total,) = conn.execute(
+            f"SELECT COUNT(*) FROM resources r WHERE {count_where}", count_args
+        ).fetchone()
     if query.count == 0 or total == 0:
         return IndexPage([], total)
 
