@@ -127,12 +127,10 @@ def _strings(value: Any) -> Iterator[str]:
 
 def prepare(text: str) -> str:
     """Text as the index stores it: NFC, ideographs and kana split apart, capped."""
-    text = unicodedata.normalize("NFC", text[:MAX_DOCUMENT])
-    return _SPLIT.sub(r" \1 ", text) if _has_split_chars(text) else text
-
-
-def _has_split_chars(text: str) -> bool:
-    return any(ord(ch) >= 0x3040 for ch in text) and _SPLIT.search(text) is not None
+    text = text[:MAX_DOCUMENT]
+    if text.isascii():  # most clinical text: nothing to normalise or split
+        return text
+    return _SPLIT.sub(r" \1 ", unicodedata.normalize("NFC", text))
 
 
 def documents(resource: dict[str, Any]) -> Documents:
