@@ -192,6 +192,7 @@ class SQLiteTransaction:
         body = jsonutil.dumps(stored)
         sqlite_reindex.track(self._conn, resource_type, stored)  # 400 for a bad SearchParameter
         tenant = self._ctx.tenant
+        fresh = rid is None
         if rid is None:
             cursor = self._conn.execute(
                 "INSERT INTO resources (tenant, type, id, version, last_updated, deleted, body) "
@@ -209,8 +210,8 @@ class SQLiteTransaction:
             f"INSERT INTO versions (tenant, {_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
             (tenant, resource_type, resource_id, version, now, method, body),
         )
-        sqlite_index.replace_index(self._conn, rid, resource_type, stored)
-        sqlite_fulltext.replace(self._conn, rid, stored)
+        sqlite_index.replace_index(self._conn, rid, resource_type, stored, fresh=fresh)
+        sqlite_fulltext.replace(self._conn, rid, stored, fresh=fresh)
         return StoredResource(resource_type, resource_id, version, now, False, body, method)
 
     async def create(

@@ -61,10 +61,14 @@ _COLUMNS = {"narrative": "narrative", "content": "{narrative content}"}
 _WEIGHTS = {"narrative": "1.0, 0.0", "content": "1.0, 1.0"}
 
 
-def replace(conn: sqlite3.Connection, rid: int, resource: dict[str, Any]) -> None:
-    """Index `resource` (stored as `rid`), replacing what was indexed for it."""
+def replace(
+    conn: sqlite3.Connection, rid: int, resource: dict[str, Any], *, fresh: bool = False
+) -> None:
+    """Index `resource` (stored as `rid`), replacing what was indexed for it.
+    `fresh`: rid was just inserted, so nothing is indexed for it yet."""
     docs = documents(resource)
-    conn.execute("DELETE FROM search_fulltext WHERE rowid = ?", (rid,))
+    if not fresh:
+        conn.execute("DELETE FROM search_fulltext WHERE rowid = ?", (rid,))
     if docs.content or docs.narrative:
         conn.execute(
             "INSERT INTO search_fulltext (rowid, narrative, content) VALUES (?, ?, ?)",

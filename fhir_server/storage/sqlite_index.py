@@ -141,14 +141,21 @@ def clear_index(conn: sqlite3.Connection, rid: int) -> None:
 
 
 def replace_index(
-    conn: sqlite3.Connection, rid: int, resource_type: str, resource: dict[str, Any]
+    conn: sqlite3.Connection,
+    rid: int,
+    resource_type: str,
+    resource: dict[str, Any],
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Replace the index rows of `rid` by those of `resource` (of `resource_type`)."""
+    """Replace the index rows of `rid` by those of `resource` (of `resource_type`).
+    `fresh`: rid was just inserted, so it has no rows to remove."""
     if resource.get("resourceType") != resource_type:
         resource = {**resource, "resourceType": resource_type}
     rows = extract(resource)
     custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
-    clear_index(conn, rid)
+    if not fresh:
+        clear_index(conn, rid)
     if rows.tokens:
         conn.executemany(
             "INSERT OR IGNORE INTO search_token (param, system, code, rid) VALUES (?, ?, ?, ?)",
