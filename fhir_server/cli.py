@@ -1,5 +1,5 @@
-"""The `fhir-fusion` command: serve, ingest files, inspect the dead-letter queue, write
-demo messages.
+"""The `fhir-fusion` command: serve, ingest files, inspect the dead-letter queue,
+rebuild the search index, write demo messages.
 
 `serve` runs the FHIR API (uvicorn) and the MLLP listener in one asyncio loop over one
 store, and closes the store on SIGINT/SIGTERM. Logs never carry patient data: uvicorn's
@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     deadletter = commands.add_parser("deadletter", help="inspect and retry rejected inputs")
     actions = deadletter.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="rejected inputs: id, feed, received, reason")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+    listing.add_argument(
+        "--limit", type=_argparse_type(_positive), default=100, help="at most this many (newest)"
+    )
     show = actions.add_parser("show", help="one rejected input with its raw content")
     retry = actions.add_parser("retry", help="process a rejected input again")
     for action in (show, retry):
@@ -124,9 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     messages = commands.add_parser(
         "demo-messages", help="write the generated HL7v2 demo messages to a file"
     )
-    messages.add_argument("--count", type=_argparse_type(_positive), default=40)
-    messages.add_argument("--seed", type=int, default=demo.DEFAULT_SEED)
-    messages.add_argument("--out", type=Path, required=True, metavar="FILE")
+    messages.add_argument(
+        "--count", type=_argparse_type(_positive), default=40, help="how many (default 40)"
+    )
+    messages.add_argument(
+        "--seed",
+        type=int,
+        default=demo.DEFAULT_SEED,
+        help=f"same seed, same messages (default {demo.DEFAULT_SEED})",
+    )
+    messages.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write")
     messages.set_defaults(command="demo-messages", run=_run_demo_messages)
     return parser
 
@@ -463,7 +472,10 @@ async def deadletter_retry(data_dir: Path, input_id: int) -> int:
 
 def _run_demo_messages(args: argparse.Namespace) -> int:
     messages = demo.demo_messages(args.count, args.seed)
-    demo.write_messages(args.out, messages)
+    try:
+        demo.write_messages(args.out, messages)
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {len(messages)} HL7v2 messages to {args.out}")
     return 0
 
