@@ -35,6 +35,7 @@ from fhir_server.storage.base import Context
 
 if TYPE_CHECKING:
     from adapters.pipeline import Pipeline
+    from fhir_server.reindex import Job
     from fhir_server.storage.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -398,7 +399,7 @@ async def reindex_store(data_dir: Path, types: tuple[str, ...]) -> int:
             print(f"resuming reindex job {job.id} at {job.processed} of {job.total}")
         last = [0.0]
 
-        def show(progress: reindex.Job) -> None:
+        def show(progress: Job) -> None:
             now = asyncio.get_running_loop().time()
             if now - last[0] >= 2:
                 last[0] = now
