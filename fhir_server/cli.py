@@ -35,7 +35,7 @@ from fhir_server.storage.base import Context
 
 if TYPE_CHECKING:
     from adapters.pipeline import Pipeline
-    from fhir_server.reindex import Job
+    from fhir_server.storage.sqlite_reindex import Job
     from fhir_server.storage.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
