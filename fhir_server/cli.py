@@ -35,8 +35,8 @@ from fhir_server.storage.base import Context
 
 if TYPE_CHECKING:
     from adapters.pipeline import Pipeline
-    from fhir_server.storage.sqlite_reindex import Job
     from fhir_server.storage.sqlite import SQLiteStore
+    from fhir_server.storage.sqlite_reindex import Job
 
 log = logging.getLogger(__name__)
 
