@@ -51,7 +51,11 @@ def canonical_unit(code: str) -> tuple[str, Decimal, Decimal] | None:
     """
     if not code or len(code) > _MAX_UNIT or _ARBITRARY.search(code):
         return None
-    registry = _registry()
+    try:
+        registry = _registry()
+    except Exception:  # noqa: BLE001 - a broken units library must not stop writes
+        logger.exception("UCUM unit registry unavailable; quantities get no canonical form")
+        return None
     try:
         one = registry.from_ucum(code)
         base = one.to_base_units()
