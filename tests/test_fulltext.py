@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fhir_server.storage.base import Context
 from fhir_server.storage.sqlite import SQLiteStore
 from fhir_server.storage.sqlite_fulltext import SQLiteFullText, match_expression
 from search.fulltext import documents, narrative_text, phrases, text_query
@@ -223,3 +224,21 @@ async def test_sort_by_score_is_best_first_and_pages(client: httpx.AsyncClient) 
     no_text = await client.get("Condition", params={"_sort": "_score"})
     assert no_text.status_code == 400
     assert no_text.json()["issue"][0]["expression"] == ["_sort"]
+
+
+@pytest.mark.usefixtures("stored")
+async def test_the_index_interface_removes_and_reindexes(store: SQLiteStore) -> None:
+    """search.fulltext.FullTextIndex on SQLite: remove, index and query by (type, id)."""
+    async with store.transaction(Context()) as txn:
+        index = SQLiteFullText(txn.connection)
+        query = text_query("content", ["asthma"])
+        assert [hit.id for hit in await index.query("default", query)] == ["c4"]
+        await index.remove("default", "Condition", "c4")
+        assert await index.query("default", query) == []
+        stored = await txn.read("Condition", "c4")
+        assert stored is not None and stored.resource is not None
+        await index.index("default", stored.resource)
+        hits = await index.query("default", query, "Condition")
+        assert [(hit.resource_type, hit.id) for hit in hits] == [("Condition", "c4")]
+        with pytest.raises(KeyError):
+            await index.index("default", {"resourceType": "Condition", "id": "unknown"})
