@@ -88,27 +88,28 @@ def leads(query: SearchQuery) -> bool:
     return any(isinstance(link, CompartmentClause) for link in query.links)
 
 
-def links_sql(
-    tenant: str, query: SearchQuery, where: WhereFn, param_id: ParamId, leading: bool = False
-) -> tuple[list[str], list[Any]]:
-    """The conditions of `query.types` and `query.links`, to be ANDed to the others.
+Conditions = list[tuple[str, list[Any]]]  # (SQL on alias r, its arguments), to be ANDed
 
-    With `leading`, only those to put first: compartment membership, one patient's
-    resources, which selects fewer rows than any other condition. SQLite drives from the
-    first `rowid IN (...)` list it meets (Patient/1/Observation?code=718-7 at 1M
-    resources: 1 ms instead of 300 ms); without `leading`, all the others."""
-    conditions: list[str] = []
-    args: list[Any] = []
-    if len(query.types) > 1 and not leading:
-        conditions.append(f"r.type IN ({_marks(len(query.types))})")
-        args += query.types
+
+def links_sql(
+    tenant: str, query: SearchQuery, where: WhereFn, param_id: ParamId
+) -> tuple[Conditions, Conditions]:
+    """The conditions of `query.types` and `query.links`, to be ANDed to the others, as
+    (those to put first, the rest).
+
+    First: compartment membership, one patient's resources, which selects fewer rows
+    than any other condition. SQLite drives from the first `rowid IN (...)` list it
+    meets (Patient/1/Observation?code=718-7 at 1M resources: 1 ms instead of 300 ms).
+    Both come from one call so that no caller can drop the compartment condition (a
+    compartment search must never return resources outside it)."""
+    lead: Conditions = []
+    rest: Conditions = []
+    if len(query.types) > 1:
+        rest.append((f"r.type IN ({_marks(len(query.types))})", list(query.types)))
     for link in query.links:
-        if isinstance(link, CompartmentClause) != leading:
-            continue
         sql, values = link_sql(tenant, link, where, param_id)
-        conditions.append(sql)
-        args += values
-    return conditions, args
+        (lead if isinstance(link, CompartmentClause) else rest).append((sql, values))
+    return lead, rest
 
 
 # -- _include / _revinclude ------------------------------------------------------------

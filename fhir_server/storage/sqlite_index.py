@@ -577,12 +577,12 @@ def _where(
         args.extend(values)
     if query.links or query.types:  # chains, _has, compartment, _type (search.chain)
         # a compartment goes right after the tenant (see sqlite_graph.links_sql)
-        lead, lead_args = sqlite_graph.links_sql(tenant, query, _where, param_id, leading=True)
-        conditions[2:2] = lead
+        lead, rest = sqlite_graph.links_sql(tenant, query, _where, param_id)
+        lead_args = [value for _, values in lead for value in values]
+        conditions[1:1] = [sql for sql, _ in lead]
         args[1:1] = lead_args
-        link_conditions, link_args = sqlite_graph.links_sql(tenant, query, _where, param_id)
-        conditions += link_conditions
-        args += link_args
+        conditions += [sql for sql, _ in rest]
+        args += [value for _, values in rest for value in values]
     return " AND ".join(conditions), args
 
 
