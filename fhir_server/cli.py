@@ -303,14 +303,18 @@ def _url_host(host: str) -> str:
 
 def _print_banner(config: ServeConfig, http_port: int, mllp_port: int) -> None:
     base = f"http://{_url_host(config.host)}:{http_port}/fhir"
-    family = demo.demo_patients(1)[0].family
     lines = [
         f"fhir-fusion {__version__} (FHIR {FHIR_VERSION}) on {config.database_path.resolve()}",
         f"  FHIR base       {base}",
         f"  capabilities    {base}/metadata",
-        f"  try             {base}/Patient?family={quote(family)}",
-        f"                  {base}/Observation?code=http://loinc.org|2345-7",
     ]
+    if config.demo:
+        # these searches find something only once the demo feed has been stored
+        family = demo.demo_patients(1)[0].family
+        lines += [
+            f"  try             {base}/Patient?family={quote(family)}",
+            f"                  {base}/Observation?code=http://loinc.org|2345-7",
+        ]
     if mllp_port:
         lines.append(f"  MLLP (HL7v2)    {_url_host(config.host).strip('[]')}:{mllp_port}")
     else:

@@ -158,8 +158,9 @@ def test_banner_prints_the_urls_to_try(server: ServerProcess) -> None:
     out = server.wait_for_output("Press Ctrl+C to stop.")
     assert f"FHIR base       {server.base}" in out
     assert f"capabilities    {server.base}/metadata" in out
-    assert f"{server.base}/Patient?family=Fairbanks" in out
     assert f"MLLP (HL7v2)    127.0.0.1:{server.mllp_port}" in out
+    # without --demo the store is empty: a search hint would find nothing
+    assert "Patient?family=" not in out
 
 
 def test_fhirpy_client_creates_reads_updates_searches_and_reads_history(
@@ -260,6 +261,9 @@ def test_demo_flag_feeds_the_listener_over_mllp(tmp_path: Path) -> None:
         assert "8 HL7v2 messages sent over MLLP" in out
         assert "8 acknowledged (AA), 0 refused (AE/AR), 0 unanswered" in out
         assert len(_search(proc, "Patient", family="Müller")) == 1
+        # the banner's search hint names a patient the demo feed stored
+        assert f"{proc.base}/Patient?family=Fairbanks" in out
+        assert len(_search(proc, "Patient", family="Fairbanks")) >= 1
     finally:
         proc.stop()
 
