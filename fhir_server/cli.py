@@ -346,10 +346,17 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(resolve_setting("data_dir", args.data_dir))
 
 
-async def _open_store(data_dir: Path, synchronous: str | None = None) -> SQLiteStore:
+async def _open_store(
+    data_dir: Path, synchronous: str | None = None, *, must_exist: bool = False
+) -> SQLiteStore:
+    """The store in `data_dir`; `must_exist` (read-only commands) refuses to create it."""
     from fhir_server.storage.sqlite import SQLiteStore
 
     path = database_path(data_dir)
+    if must_exist and not path.is_file():
+        where = "folder" if not data_dir.is_dir() else "database"
+        missing = data_dir if where == "folder" else path
+        raise CommandError(f"no data {where} at {missing} (nothing has been stored there)")
     synchronous = synchronous or resolve_setting("sqlite_synchronous", None)
     try:
         return await SQLiteStore.open(path, synchronous=synchronous.upper())
@@ -357,10 +364,10 @@ async def _open_store(data_dir: Path, synchronous: str | None = None) -> SQLiteS
         raise CommandError(f"cannot open the database {path}: {exc}") from None
 
 
-async def _open(data_dir: Path) -> tuple[SQLiteStore, Pipeline]:
+async def _open(data_dir: Path, *, must_exist: bool = False) -> tuple[SQLiteStore, Pipeline]:
     from adapters.pipeline import Pipeline
 
-    store = await _open_store(data_dir)
+    store = await _open_store(data_dir, must_exist=must_exist)
     return store, Pipeline(store)
 
 
@@ -427,7 +434,7 @@ def _run_deadletter(args: argparse.Namespace) -> int:
 
 
 async def deadletter_list(data_dir: Path, limit: int) -> int:
-    store = await _open_store(data_dir)
+    store = await _open_store(data_dir, must_exist=True)
     try:
         rejected = await store.list_inputs(CLI_CONTEXT, status="rejected", limit=limit)
     finally:
@@ -444,7 +451,7 @@ async def deadletter_list(data_dir: Path, limit: int) -> int:
 async def deadletter_show(data_dir: Path, input_id: int) -> int:
     """The input as received. It holds patient data: this prints it only because the
     operator asked for this one input on their own machine."""
-    store = await _open_store(data_dir)
+    store = await _open_store(data_dir, must_exist=True)
     try:
         raw = await store.get_input(CLI_CONTEXT, input_id)
     finally:
@@ -460,7 +467,7 @@ async def deadletter_show(data_dir: Path, input_id: int) -> int:
 async def deadletter_retry(data_dir: Path, input_id: int) -> int:
     """Exit status 0 when the input is now stored (or already was), 1 when it is still
     rejected."""
-    store, pipeline = await _open(data_dir)
+    store, pipeline = await _open(data_dir, must_exist=True)
     try:
         try:
             outcome = await pipeline.retry(CLI_CONTEXT, input_id)

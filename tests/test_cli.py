@@ -177,10 +177,6 @@ def test_ingest_exits_1_when_a_file_cannot_be_read(tmp_path: Path) -> None:
 
 def test_deadletter_list_show_and_retry_a_rejected_sample(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    empty = _cli("deadletter", "list", "--data-dir", data)
-    assert empty.returncode == 0, empty.stderr
-    assert empty.stdout.strip() == "no rejected inputs"
-
     assert _cli("ingest", "hl7v2", *map(str, INGESTED), "--data-dir", data).returncode == 0
     listing = _cli("deadletter", "list", "--data-dir", data)
     assert listing.returncode == 0, listing.stderr
@@ -208,7 +204,38 @@ def test_deadletter_list_show_and_retry_a_rejected_sample(tmp_path: Path) -> Non
     assert [row.split("\t")[0] for row in after[1:]] == [input_id]  # kept once, not twice
 
 
+def test_deadletter_on_a_missing_data_folder_says_so_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nonexistent-dir"
+    for action in (["list"], ["show", "1"], ["retry", "1"]):
+        done = _cli("deadletter", *action, "--data-dir", str(missing))
+        assert done.returncode == 1, action
+        assert done.stderr.strip() == (
+            f"fhir-fusion: no data folder at {missing} (nothing has been stored there)"
+        )
+        assert not missing.exists()
+    # a folder without a database: the database is named, and still not created
+    done = _cli("deadletter", "list", "--data-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert str(database_path(tmp_path)) in done.stderr
+    assert not database_path(tmp_path).exists()
+
+
+def test_deadletter_list_on_an_empty_store(tmp_path: Path) -> None:
+    asyncio.run(_create_store(tmp_path))
+    empty = _cli("deadletter", "list", "--data-dir", str(tmp_path))
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == "no rejected inputs"
+
+
+async def _create_store(data: Path) -> None:
+    store = await SQLiteStore.open(database_path(data))
+    await store.close()
+
+
 def test_deadletter_unknown_id_is_a_clear_error(tmp_path: Path) -> None:
+    asyncio.run(_create_store(tmp_path))
     for action in ("show", "retry"):
         done = _cli("deadletter", action, "4711", "--data-dir", str(tmp_path))
         assert done.returncode == 1
