@@ -159,6 +159,18 @@ def test_ingest_counts_stored_duplicate_and_rejected_messages(tmp_path: Path) ->
     assert _counts(again.stdout.splitlines()[0]) == (0, 1, 0)
 
 
+def test_ingest_accepts_a_file_of_mllp_framed_messages(tmp_path: Path) -> None:
+    """A capture of an MLLP feed: each message as 0x0B <message> 0x1C 0x0D (HL7 MLLP
+    release 2), back to back."""
+    framed = tmp_path / "capture.hl7"
+    framed.write_bytes(b"".join(b"\x0b" + p.read_bytes() + b"\x1c\r" for p in INGESTED[:2]))
+    done = _cli("ingest", "hl7v2", str(framed), "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("1 files, 2 messages: ")
+    assert _counts(done.stdout) == (2, 0, 0)
+    assert "does not start with" not in done.stdout
+
+
 def test_ingest_reads_the_data_dir_from_the_environment(tmp_path: Path) -> None:
     data = tmp_path / "from-env"
     done = _cli("ingest", "hl7v2", str(INGESTED[0]), env={"FHIR_FUSION_DATA_DIR": str(data)})

@@ -99,6 +99,13 @@ def test_split_messages_on_msh_at_segment_start() -> None:
     assert parts[0].count("\r") == 2 and "\n" not in parts[0]
 
 
+def test_split_messages_drops_mllp_framing() -> None:
+    data = ("\x0b" + MSG + "\x1c\r" + "\x0b" + MSG.replace("C1", "C2") + "\x1c\r").encode()
+    parts = split_messages(data)
+    assert [parse(p).control_id for p in parts] == ["C1", "C2"]
+    assert not any(ch in "".join(parts) for ch in "\x0b\x1c")
+
+
 UTC = dt.Hl7Options()
 LOC = Location("OBX", 1, 14)
 

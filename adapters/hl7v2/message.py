@@ -36,6 +36,8 @@ Field = list[Repetition]
 _BOM = "\ufeff"
 _LINE_BREAKS = re.compile(r"\r\n|\n|\r")
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+_START_BLOCK = "\x0b"  # MLLP framing bytes, as found in files captured from a feed
+_END_BLOCK = "\x1c"
 
 
 @dataclass(frozen=True)
@@ -332,8 +334,12 @@ def _escape_value(seq: str, delims: Delimiters, esc: str) -> str:
 
 def split_messages(data: bytes | str) -> list[str]:
     """Split a file holding one or many messages: each MSH at the start of a segment
-    begins a new message. Batch envelopes (FHS, BHS, BTS, FTS) are dropped."""
+    begins a new message. Batch envelopes (FHS, BHS, BTS, FTS) are dropped, and so is
+    MLLP framing (0x0B before a message, 0x1C 0x0D after it), as in a capture of a feed."""
     text = decode(data)
+    if _START_BLOCK in text or _END_BLOCK in text:
+        # a frame boundary is a segment boundary; the CR after 0x1C is a blank line
+        text = text.replace(_START_BLOCK, "\r").replace(_END_BLOCK, "\r")
     messages: list[list[str]] = []
     for line in _LINE_BREAKS.split(text):
         if not line.strip():
