@@ -87,3 +87,26 @@ def test_header_of_unparseable_input_still_gives_an_ack() -> None:
     ack = parse(build_ack(b"garbage", "AR", text="Message does not start with an MSH segment"))
     msa = ack.first("MSA")
     assert msa is not None and msa.get(1) == "AR"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"MSH^^~\\&|A|F|B|G|20240101||ADT^A01|X1|P|2.5\rPID|1\r",  # MSH-1 is a component sep
+        b"MSH|^^\\&|A|F|B|G|20240101||ADT^A01|X1|P|2.5\rPID|1\r",  # MSH-2 repeats ^
+        b"MSH|AB|A|F|B|G|20240101||ADT^A01|X1|P|2.5\rPID|1\r",  # letters as separators
+    ],
+)
+def test_ack_for_unusable_encoding_characters_uses_the_standard_ones(raw: bytes) -> None:
+    """HL7 v2.5 section 2.5.4: the ACK must itself be readable, so when the message's
+    MSH-1/MSH-2 cannot serve as separators it is written with |^~\\&."""
+    text = build_ack(raw, "AE", text="MSH-2 encoding characters are not distinct")
+    assert text.startswith("MSH|^~\\&|")
+    ack = parse(text)
+    assert ack.msh.get(9, 1) == "ACK"
+    msa = ack.first("MSA")
+    assert msa is not None and msa.get(1) == "AE"
+    err = ack.first("ERR")
+    assert err is not None and err.get(8) == "MSH-2 encoding characters are not distinct"
+    if raw[3:4] == b"|":
+        assert msa.get(2) == "X1"  # the field separator is sound: MSH-10 is still echoed

@@ -50,6 +50,8 @@ def read_header(raw: bytes | str) -> Header:
         delims = delimiters_of(line)
     except IndexError:
         return Header(Delimiters())
+    if not usable(delims):
+        return _header_with_standard_delimiters(line, delims.field)
     fields = line.split(delims.field)
     # fields[0] is "MSH", fields[1] is MSH-2; MSH-n is fields[n - 1]
 
@@ -68,6 +70,25 @@ def read_header(raw: bytes | str) -> Header:
         processing_id=msh(11) or "P",
         version=(msh(12).split(delims.component)[0] or "2.5"),
     )
+
+
+def usable(d: Delimiters) -> bool:
+    """Whether MSH-1/MSH-2 give five distinct separators that cannot occur in plain
+    values (HL7 v2.5 section 2.5.4); an ACK written with others could not be read."""
+    chars = d.field + d.encoding_characters
+    return len(set(chars)) == 5 and not any(ch.isalnum() or ch.isspace() for ch in chars)
+
+
+def _header_with_standard_delimiters(line: str, field_sep: str) -> Header:
+    """The header of a message whose encoding characters are unusable: the ACK is written
+    with the standard ones (|^~\\&). MSH-10 is still echoed when the field separator
+    alone is sound (MSA-2 lets the sender match the answer), escaped for |^~\\&."""
+    standard = Delimiters()
+    if field_sep.isalnum() or field_sep.isspace() or field_sep in standard.encoding_characters:
+        return Header(standard)
+    fields = line.split(field_sep)
+    control_id = fields[9] if len(fields) > 9 else ""
+    return Header(standard, control_id=_escape(control_id, standard))
 
 
 def _escape(text: str, d: Delimiters) -> str:
