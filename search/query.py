@@ -61,10 +61,23 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 DATE_PREFIXES = PREFIXES
 SORTABLE_TYPES = frozenset({"token", "string", "date", "number", "quantity", "uri", "reference"})
 MAX_SORT_KEYS = 5
+# Bounds on the size of one search, so that it compiles within SQLite's limits (bound
+# variables, expression depth) and a client cannot ask for unbounded work: comma-separated
+# values of one parameter (ORed), filter parameters (ANDed) and values over all of them,
+# and _include/_revinclude parameters. Beyond them: 400 naming the parameter.
+MAX_VALUES = 200
+MAX_PARAMETERS = 64
+MAX_SEARCH_VALUES = 1000
+MAX_INCLUDES = 32
+# _offset: deeper pages go through the keyset cursor of the next link (search.cursor)
+MAX_OFFSET = 1_000_000
+_MAX_DIGITS = 4000  # int() refuses longer digit strings (sys.get_int_max_str_digits)
 # ap: "approximately ... 10% of the stated value" (search.html#prefix)
 APPROXIMATION = Decimal("0.1")
 TOTAL_MODES = ("none", "estimate", "accurate")
 
+# Paging and sorting: each at most once per search.
+_SETTINGS = frozenset({"_count", "_offset", "_sort", "_total", cursors.PARAMETER})
 # Handled by the REST layer (content negotiation), not a filter.
 _TRANSPARENT = frozenset({"_format", "_pretty"})
 # Known FHIR parameters this server does not apply yet: ignored (and reported), or a
@@ -257,6 +270,10 @@ class SearchQuery:
 
 def _error(name: str, diagnostics: str, code: str = "invalid") -> FHIRError:
     return FHIRError(400, [Issue(code, diagnostics, expression=(name,))])
+
+
+def _too_costly(name: str, diagnostics: str) -> FHIRError:
+    return _error(name, diagnostics, "too-costly")
 
 
 def _not_supported(name: str, diagnostics: str) -> FHIRError:
@@ -504,10 +521,45 @@ def _text_clause(name: str, value: str) -> Clause:
     return Clause(code, "special", code, None, tuple(terms))
 
 
-def _int(name: str, value: str, low: int) -> int:
-    if not value.isdigit() or int(value) < low:
-        raise _error(name, f"'{name}' needs a whole number of at least {low}")
-    return int(value)
+def _int(name: str, value: str, low: int, high: int | None = None) -> int:
+    # isascii: str.isdigit also accepts digits that int() refuses ("²")
+    if not (value.isascii() and value.isdigit()) or len(value) > _MAX_DIGITS:
+        number = None
+    else:
+        number = int(value)
+    if number is None or number < low or (high is not None and number > high):
+        upper = f" and at most {high}" if high is not None else ""
+        raise _error(name, f"'{name}' needs a whole number of at least {low}{upper}")
+    return number
+
+
+def _check_size(params: list[tuple[str, str]]) -> None:
+    """400 naming the first parameter that takes a search beyond MAX_VALUES,
+    MAX_PARAMETERS, MAX_SEARCH_VALUES or MAX_INCLUDES (see there)."""
+    filters = 0
+    values = 0
+    includes = 0
+    for name, value in params:
+        base = name.partition(":")[0]
+        if base in ("_include", "_revinclude"):
+            includes += 1
+            if includes > MAX_INCLUDES:
+                raise _too_costly(name, f"A search takes at most {MAX_INCLUDES} _include and "
+                                  "_revinclude parameters")  # fmt: skip
+            continue
+        if base in RESULT_PARAMETERS or base in _SETTINGS or base in _TRANSPARENT:
+            continue
+        filters += 1
+        if filters > MAX_PARAMETERS:
+            raise _too_costly(name, f"A search takes at most {MAX_PARAMETERS} search parameters")
+        count = value.count(",") + 1
+        if count > MAX_VALUES:
+            raise _too_costly(name, f"Search parameter '{name}' takes at most {MAX_VALUES} values")
+        values += count
+        if values > MAX_SEARCH_VALUES:
+            raise _too_costly(
+                name, f"A search takes at most {MAX_SEARCH_VALUES} values over all parameters"
+            )
 
 
 def _sort_keys(
@@ -566,6 +618,7 @@ def parse_search(
         known = search_parameters(resource_type)
     else:
         raise FHIRError(400, [Issue("not-supported", "Unknown resource type")])
+    _check_size(params)
     known = custom.parameters(resource_type, known, params)  # runtime SearchParameters
 
     clauses: list[Clause] = []
@@ -586,7 +639,7 @@ def parse_search(
         if name.partition(":")[0] in RESULT_PARAMETERS:
             result_params.append((name, value))
             continue
-        if name in ("_count", "_offset", "_sort", "_total", cursors.PARAMETER):
+        if name in _SETTINGS:
             if name in settings:
                 raise _error(name, f"'{name}' is given more than once")
             settings[name] = value
@@ -621,7 +674,7 @@ def parse_search(
     count = DEFAULT_COUNT
     if "_count" in settings:
         count = min(_int("_count", settings["_count"], 0), MAX_COUNT)
-    offset = _int("_offset", settings["_offset"], 0) if "_offset" in settings else 0
+    offset = _int("_offset", settings["_offset"], 0, MAX_OFFSET) if "_offset" in settings else 0
     sorts = _sort_keys(resource_type, known, settings["_sort"]) if settings.get("_sort") else ()
     if any(key.code == "_score" for key in sorts) and not any(
         clause.code in FIELD_OF_PARAMETER for clause in clauses

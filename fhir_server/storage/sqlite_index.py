@@ -203,6 +203,16 @@ def replace_index(
         )
 
 
+def _any_of(conditions: Sequence[str]) -> str:
+    """`conditions` ORed as a balanced tree: a flat "a OR b OR ..." nests one level per
+    term, and SQLite refuses expressions deeper than 1000 (a few hundred values of a
+    parameter inside a chain reach that); balanced, 1,000 terms nest 10 deep."""
+    if len(conditions) <= 4:
+        return " OR ".join(conditions)
+    middle = len(conditions) // 2
+    return f"({_any_of(conditions[:middle])}) OR ({_any_of(conditions[middle:])})"
+
+
 def _date_condition(
     prefix: str, low: str, high: str, q_low: Any, q_high: Any
 ) -> tuple[str, list[Any]]:
@@ -363,7 +373,7 @@ def _column_clause(clause: Clause) -> tuple[str, list[Any]]:
             )
             conditions.append(sql)
             args.extend(values)
-    return "(" + " OR ".join(conditions) + ")", args
+    return "(" + _any_of(conditions) + ")", args
 
 
 def _date_bounds(term: DateTerm) -> tuple[int | None, int | None]:
@@ -438,7 +448,7 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
         sql, values = _term_condition(clause, term)
         conditions.append(sql)
         args.extend(values)
-    where = " OR ".join(conditions)
+    where = _any_of(conditions)
     param = "" if own_param else "param = ? AND "
     if drives:
         return f"r.rid IN (SELECT rid FROM {table} WHERE {param}({where}))", args
