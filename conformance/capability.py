@@ -100,8 +100,11 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
         params = search_params(resource_type)
         if params and "search-type" in support.type_interactions:
             entry["searchParam"] = list(params)
-            entry["searchInclude"] = list(include_values(resource_type))
-            entry["searchRevInclude"] = list(revinclude_values(resource_type))
+            # FHIR JSON has no empty arrays (ele-1): a type nothing points at has none
+            if includes := list(include_values(resource_type)):
+                entry["searchInclude"] = includes
+            if revincludes := list(revinclude_values(resource_type)):
+                entry["searchRevInclude"] = revincludes
         resources.append(entry)
     # Route codes starting with "$" are operations (fhir_server.rest.routes), each with
     # an OperationDefinition the server serves at OperationDefinition/<name>.
