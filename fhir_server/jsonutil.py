@@ -13,14 +13,36 @@ from typing import Any
 import orjson
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON, keeping every decimal number as a `Decimal`.
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (RFC 8259 leaves the meaning open; FHIR
+    JSON has one value per property, so the body is rejected rather than guessed at)."""
 
-    Raises `ValueError` (json.JSONDecodeError is one) on malformed input.
+
+def _parse_int(text: str) -> int | Decimal:
+    # orjson writes only 64-bit integers; longer ones stay Decimal so that they are
+    # written back with their digits (and `integer` validation rejects them by range).
+    return int(text) if len(text) < 19 else Decimal(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicate = next(key for i, key in enumerate(keys) if key in keys[:i])
+        raise DuplicateKeyError(f"The JSON object has the key {duplicate[:60]!r} more than once")
+    return result
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON, keeping every decimal number (and any integer too long for 64 bits)
+    as a `Decimal`.
+
+    Raises `ValueError` on malformed input: json.JSONDecodeError, or DuplicateKeyError
+    for an object with a repeated key.
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data).decode("utf-8")
-    return json.loads(data, parse_float=Decimal)
+    return json.loads(data, parse_float=Decimal, parse_int=_parse_int, object_pairs_hook=_object)
 
 
 def _default(value: Any) -> Any:
