@@ -109,3 +109,29 @@ def patient_compartment() -> Mapping[str, tuple[str, ...]]:
     (CompartmentDefinition/patient); types outside the compartment are absent."""
     raw = _load("compartment_patient.json")["resources"]
     return MappingProxyType({t: tuple(codes) for t, codes in raw.items()})
+
+
+@cache
+def element_types() -> tuple[Mapping[str, Mapping[str, tuple[str, bool, int]]], tuple[Any, ...]]:
+    """The JSON shape of R4 resources and data types, and the value sets of their required
+    bindings (see scripts/generate_definitions.py, element_types).
+
+    Returns (types, value_sets): types maps a type name or backbone path to its elements
+    by JSON name as (type, repeats, value-set index or -1); value_sets[i] is
+    (url, frozenset of codes, {system: frozenset of codes})."""
+    raw = _load("element_types.json")
+    types = MappingProxyType(
+        {
+            name: MappingProxyType({k: (v[0], bool(v[1]), v[2]) for k, v in elements.items()})
+            for name, elements in raw["types"].items()
+        }
+    )
+    value_sets = tuple(
+        (
+            vs["url"],
+            frozenset(code for codes in vs["systems"].values() for code in codes),
+            MappingProxyType({s: frozenset(codes) for s, codes in vs["systems"].items()}),
+        )
+        for vs in raw["valueSets"]
+    )
+    return types, value_sets

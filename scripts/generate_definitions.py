@@ -205,6 +205,144 @@ def resource_elements(
     return dict(sorted(out.items()))
 
 
+# FHIR primitive types by the JSON value they take (R4 json.html#primitive).
+PRIMITIVE_TYPES = frozenset(
+    (
+        "boolean integer positiveInt unsignedInt decimal string code id uri url canonical "
+        "oid uuid markdown base64Binary date dateTime instant time xhtml"
+    ).split()
+)
+FHIR_TYPE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+BOUND_TYPES = ("code", "Coding", "CodeableConcept")
+
+
+def _type_code(type_: dict[str, Any]) -> str:
+    """The FHIR type of one ElementDefinition.type; Element.id, Extension.url and the
+    like are written as FHIRPath System types with the FHIR type in an extension."""
+    for ext in type_.get("extension", []):
+        if ext.get("url") == FHIR_TYPE_EXTENSION:
+            return str(ext["valueUrl"])
+    return str(type_["code"])
+
+
+def _concepts(concepts: list[dict[str, Any]]) -> list[str]:
+    """Every code of a CodeSystem's concept tree (nested concepts included)."""
+    codes: list[str] = []
+    for concept in concepts:
+        codes.append(concept["code"])
+        codes.extend(_concepts(concept.get("concept", [])))
+    return codes
+
+
+def expandable_value_sets(r4: Path) -> dict[str, dict[str, list[str]]]:
+    """ValueSet url -> {system: codes}, for value sets whose compose only includes whole
+    complete CodeSystems found in the package, listed concepts, or other such value sets.
+    Anything with a filter, an exclude or an unknown or incomplete code system is left out
+    (it cannot be checked from the definitions alone)."""
+    resources = []
+    for name in ("valuesets.json", "v3-codesystems.json"):
+        bundle = json.loads((r4 / name).read_text("utf-8"))
+        resources.extend(e["resource"] for e in bundle["entry"])
+    code_systems: dict[str, list[str]] = {}
+    for cs in resources:
+        if cs["resourceType"] == "CodeSystem" and cs.get("content") == "complete":
+            code_systems.setdefault(cs["url"], _concepts(cs.get("concept", [])))
+    value_sets = {vs["url"]: vs for vs in resources if vs["resourceType"] == "ValueSet"}
+    done: dict[str, dict[str, list[str]] | None] = {}
+
+    def expand(url: str, seen: frozenset[str]) -> dict[str, list[str]] | None:
+        if url in done:
+            return done[url]
+        vs = value_sets.get(url)
+        compose = vs.get("compose") if vs else None
+        if not compose or "exclude" in compose or url in seen:
+            return None
+        out: dict[str, list[str]] = {}
+        for include in compose.get("include", []):
+            if "filter" in include:
+                return None
+            for nested in include.get("valueSet", []):
+                sub = expand(nested.split("|")[0], seen | {url})
+                if sub is None:
+                    return None
+                for system, codes in sub.items():
+                    out.setdefault(system, []).extend(codes)
+            system = include.get("system")
+            if system is None:
+                continue
+            if "concept" in include:
+                out.setdefault(system, []).extend(c["code"] for c in include["concept"])
+            elif system in code_systems and code_systems[system]:
+                out.setdefault(system, []).extend(code_systems[system])
+            else:
+                return None
+        result = {system: sorted(set(codes)) for system, codes in out.items()} or None
+        done[url] = result
+        return result
+
+    expanded = {url: expand(url, frozenset()) for url in value_sets}
+    return {url: systems for url, systems in expanded.items() if systems}
+
+
+def element_types(
+    profiles: dict[str, Any], types_bundle: dict[str, Any], r4: Path
+) -> dict[str, Any]:
+    """The JSON shape of every R4 resource and complex data type, for validation.
+
+    `types` maps a type name ("Patient", "HumanName") or a backbone element path
+    ("Patient.contact") to its elements by JSON name, each [type, max > 1 (0/1), binding]
+    where binding indexes `valueSets` for a required binding on a code, Coding or
+    CodeableConcept element whose value set can be expanded here, else -1. Choice elements
+    appear once per type (valueQuantity); contentReference elements point at the path
+    they reuse (Questionnaire.item.item -> Questionnaire.item)."""
+    value_sets = expandable_value_sets(r4)
+    used: dict[str, int] = {}
+    types: dict[str, dict[str, list[Any]]] = {}
+    for bundle in (profiles, types_bundle):
+        for sd in (e["resource"] for e in bundle["entry"]):
+            if (
+                sd.get("resourceType") != "StructureDefinition"
+                or sd.get("kind") not in ("resource", "complex-type")
+                or sd.get("derivation") == "constraint"
+                or not sd["url"].startswith(CORE_SD_PREFIX)
+                or sd.get("version") != FHIR_VERSION
+                or sd["type"] in types
+            ):
+                continue
+            for element in sd["snapshot"]["element"]:
+                path = element["path"]
+                if "." not in path:
+                    continue
+                parent, name = path.rsplit(".", 1)
+                many = 1 if element.get("max", "1") not in ("0", "1") else 0
+                if element.get("max") == "0":
+                    continue
+                table = types.setdefault(parent, {})
+                if "contentReference" in element:
+                    table[name] = [element["contentReference"].lstrip("#"), many, -1]
+                    continue
+                codes = [_type_code(t) for t in element.get("type", [])]
+                if name.endswith("[x]"):
+                    for code in codes:
+                        table[name[:-3] + code[0].upper() + code[1:]] = [code, 0, -1]
+                    continue
+                (code,) = codes
+                if code in ("BackboneElement", "Element"):
+                    code = path
+                binding = element.get("binding", {})
+                index = -1
+                url = binding.get("valueSet", "").split("|")[0]
+                if binding.get("strength") == "required" and code in BOUND_TYPES:
+                    if url in value_sets:
+                        index = used.setdefault(url, len(used))
+                table[name] = [code, many, index]
+    ordered = sorted(used, key=used.__getitem__)
+    return {
+        "types": dict(sorted(types.items())),
+        "valueSets": [{"url": url, "systems": value_sets[url]} for url in ordered],
+    }
+
+
 def build(r4: Path) -> dict[str, Any]:
     profiles = json.loads((r4 / "profiles-resources.json").read_text("utf-8"))
     resource_types = sorted(
@@ -272,6 +410,7 @@ def build(r4: Path) -> dict[str, Any]:
             "resources": resource_elements(profiles, resource_types),
         },
         "resource_types.json": {"source": source, "resourceTypes": resource_types},
+        "element_types.json": {"source": source, **element_types(profiles, types_bundle, r4)},
         "search_parameters.json": {
             "source": source,
             "parameters": {
