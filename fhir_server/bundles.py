@@ -329,6 +329,7 @@ async def _transaction(
                     responses[current.index] = await _write(txn, current, base_url, prefer)
             current = None  # _plan_ids names the entry in its own errors
             mapping = await _plan_ids(txn, entries, base_url)
+            _check_one_action_per_resource(entries)
             for current in entries:
                 if current.method in ("POST", "PUT"):
                     await _resolve_references(current, txn, mapping, strict_local=True)
@@ -371,6 +372,54 @@ async def _plan_ids(txn: Transaction, entries: list[_Entry], base_url: str) -> d
             if base_url and entry.full_url.startswith(base_url + "/"):
                 mapping[entry.full_url[len(base_url) + 1:]] = target
     return mapping
+
+
+def _check_one_action_per_resource(entries: list[_Entry]) -> None:
+    """R4 http.html#trules: if the resource identities of the DELETE, POST and PUT/PATCH
+    entries (conditional ones as resolved) overlap, the transaction fails; so do entries
+    sharing a fullUrl (bdl-7). Run after `_plan_ids`, which resolved the conditional
+    targets. Issues name entries and types only: ids found by criteria may be MRNs."""
+    by_target: dict[str, list[_Entry]] = {}
+    by_full_url: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        if entry.full_url:
+            by_full_url.setdefault(entry.full_url, []).append(entry)
+        target = _target(entry)
+        if target is not None:
+            by_target.setdefault(target, []).append(entry)
+    issues = [
+        Issue("business-rule",
+              f"Entries {_entry_list(group)} act on the same {group[0].resource_type}; a "
+              "transaction may act on a resource only once (R4 http.html#trules)",
+              expression=tuple(e.where for e in group))
+        for group in by_target.values() if len(group) > 1
+    ]
+    issues += [
+        Issue("business-rule",
+              f"Entries {_entry_list(group)} have the same fullUrl; fullUrl must be unique "
+              "in a Bundle (bdl-7)",
+              expression=tuple(f"{e.where}.fullUrl" for e in group))
+        for group in by_full_url.values() if len(group) > 1
+    ]
+    if issues:
+        raise FHIRError(400, issues)
+
+
+def _target(entry: _Entry) -> str | None:
+    """The resource a write entry acts on, as Type/id, or as its normalised criteria
+    while a conditional DELETE/PATCH is not resolved yet; None for reads."""
+    if entry.method in ("GET", "HEAD"):
+        return None
+    if len(entry.segments) == 2:
+        return "/".join(entry.segments)
+    if entry.method in ("POST", "PUT") and entry.planned_id:
+        return f"{entry.resource_type}/{entry.planned_id}"
+    return _criteria_key(entry.resource_type, entry.query)
+
+
+def _entry_list(group: list[_Entry]) -> str:
+    numbers = [str(e.index) for e in group]
+    return ", ".join(numbers[:-1]) + " and " + numbers[-1]
 
 
 async def _plan_create(txn: Transaction, entry: _Entry, mapping: dict[str, str]) -> str:

@@ -203,24 +203,82 @@ async def test_transaction_conditional_create_reuses_the_match_for_references(
     assert await count(store, "Patient") == 1
 
 
-async def test_two_conditional_creates_of_one_patient_make_one(store: SQLiteStore) -> None:
+async def test_two_conditional_creates_of_one_patient_fail_the_transaction(
+    store: SQLiteStore,
+) -> None:
+    """R4 http.html#trules: conditional targets that resolve to the same resource are an
+    overlap of identities, so the transaction fails (it used to merge them)."""
     criteria = f"identifier={MRN}|777"
-    result = await process_bundle(
-        store, CTX,
-        bundle("transaction",
-               post(mrn_patient("777"), "urn:uuid:a", ifNoneExist=criteria),
-               post(mrn_patient("777"), "urn:uuid:b", ifNoneExist=criteria),
-               post(observation("urn:uuid:b")),
-               # a conditional reference to the Patient this Bundle creates
-               post(observation(f"Patient?identifier={MRN}|777"))),
-    )
-    assert [e["response"]["status"] for e in result["entry"]] == [
-        "201 Created", "200 OK", "201 Created", "201 Created"]
-    assert await count(store, "Patient") == 1
-    patient_ref = f"Patient/{new_id(result['entry'][0])}"
-    for entry in result["entry"][2:]:
-        obs = (await store.read(CTX, "Observation", new_id(entry))).resource
-        assert obs["subject"]["reference"] == patient_ref
+    with pytest.raises(FHIRError) as info:
+        await process_bundle(
+            store, CTX,
+            bundle("transaction",
+                   post(mrn_patient("777"), "urn:uuid:a", ifNoneExist=criteria),
+                   post(mrn_patient("777"), "urn:uuid:b", ifNoneExist=criteria),
+                   post(observation("urn:uuid:b"))),
+        )
+    assert info.value.status == 400
+    assert [i.expression for i in info.value.issues] == [
+        ("Bundle.entry[0]", "Bundle.entry[1]")]
+    assert await count(store) == 0
+
+
+async def test_two_puts_of_one_resource_fail_the_transaction(store: SQLiteStore) -> None:
+    """R4 http.html#trules: more than one entry acting on the same resource SHALL fail,
+    and nothing is written."""
+    first = {**patient(), "id": "dup", "gender": "male"}
+    second = {**patient(), "id": "dup", "gender": "female"}
+    with pytest.raises(FHIRError) as info:
+        await process_bundle(store, CTX, bundle(
+            "transaction",
+            request("PUT", "Patient/dup", first),
+            post(observation("Patient/dup")),
+            request("PUT", "Patient/dup", second)))
+    assert info.value.status == 400
+    (issue,) = info.value.issues
+    assert issue.code == "business-rule"
+    assert issue.expression == ("Bundle.entry[0]", "Bundle.entry[2]")
+    assert "Entries 0 and 2" in issue.diagnostics
+    assert await store.read(CTX, "Patient", "dup") is None
+    assert await count(store) == 0
+
+
+async def test_conditional_put_resolving_to_a_put_by_id_fails(store: SQLiteStore) -> None:
+    async with store.transaction(CTX) as txn:
+        known = (await txn.create(mrn_patient("4242"))).stored
+    with pytest.raises(FHIRError) as info:
+        await process_bundle(store, CTX, bundle(
+            "transaction",
+            request("PUT", f"Patient?identifier={MRN}|4242", mrn_patient("4242")),
+            request("PUT", f"Patient/{known.id}", {**mrn_patient("4242"), "id": known.id,
+                                                  "gender": "other"}),
+            request("DELETE", "Observation/x1"),
+            request("PATCH", "Observation/x1", {"resourceType": "Binary"})))
+    assert info.value.status == 400
+    assert sorted(i.expression for i in info.value.issues) == [
+        ("Bundle.entry[0]", "Bundle.entry[1]"), ("Bundle.entry[2]", "Bundle.entry[3]")]
+    # the diagnostics name entries and types, never the identifier value the criteria hold
+    assert all("4242" not in i.diagnostics for i in info.value.issues)
+    assert (await store.read(CTX, "Patient", known.id)).version == 1
+
+
+async def test_entries_sharing_a_full_url_fail_the_transaction(store: SQLiteStore) -> None:
+    with pytest.raises(FHIRError) as info:
+        await process_bundle(store, CTX, bundle(
+            "transaction",
+            post(mrn_patient("1"), PATIENT_URN), post(mrn_patient("2"), PATIENT_URN)))
+    assert info.value.status == 400
+    assert [i.expression for i in info.value.issues] == [
+        ("Bundle.entry[0].fullUrl", "Bundle.entry[1].fullUrl")]
+    assert await count(store) == 0
+
+
+async def test_a_batch_may_write_one_resource_twice(store: SQLiteStore) -> None:
+    """The rule is for transactions; batch entries are independent of each other."""
+    result = await process_bundle(store, CTX, bundle(
+        "batch", request("PUT", "Patient/twice", {**patient(), "id": "twice"}),
+        request("PUT", "Patient/twice", {**patient(), "id": "twice", "gender": "other"})))
+    assert [e["response"]["status"] for e in result["entry"]] == ["201 Created", "200 OK"]
 
 
 async def test_conditional_references_resolve_by_search(store: SQLiteStore) -> None:
@@ -407,6 +465,21 @@ async def test_failed_transaction_over_http_is_an_outcome(client: httpx.AsyncCli
     issue = response.json()["issue"][0]
     assert issue["expression"] == ["Bundle.entry[1].resource.birthDate"]
     assert (await client.get("Patient")).json()["total"] == 0
+
+
+async def test_overlapping_transaction_over_http_is_400_naming_the_entries(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(BASE, json=bundle(
+        "transaction",
+        request("PUT", "Patient/same", {**patient(), "id": "same"}),
+        request("PUT", "Patient/same", {**patient(), "id": "same", "gender": "other"})))
+    assert response.status_code == 400
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["severity"] == "error"
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[0]", "Bundle.entry[1]"]
+    assert (await client.get("Patient/same")).status_code == 404
 
 
 async def test_prefer_representation_returns_resources_in_the_response(
