@@ -215,3 +215,24 @@ def test_partial_birth_date_keeps_its_precision(birth: str, expected: str) -> No
     (patient,) = [r for r in adt("A08", birth=birth) if r["resourceType"] == "Patient"]
     assert patient["birthDate"] == expected
     assert [n["use"] for n in patient["name"]] == ["official", "maiden"]
+
+
+def test_nm_that_is_not_a_number_is_kept_as_text_with_a_warning() -> None:
+    """OBX-2 NM with OBX-5 `abc`: the value is kept (valueString, with a note saying why)
+    and the translation carries an HL7 table 0357 code 102 (data type error) at OBX-5,
+    for the ACK to report as a warning."""
+    text = HEAD.format(n=1, v="2.5.1") + "OBX|1|NM|2345-7^Glucose^LN||abc|mg/dL|||||F\r"
+    translation = translate_bytes(text.encode())
+    (obs,) = [e["resource"] for e in translation.bundle["entry"]
+              if e["resource"]["resourceType"] == "Observation"]
+    assert obs["valueString"] == "abc"
+    assert "not a number" in obs["note"][0]["text"]
+    (warning,) = translation.details["warnings"]
+    assert (warning["segment"], warning["occurrence"], warning["field"], warning["code"]) == (
+        "OBX", 1, 5, "102")
+    assert "abc" not in warning["text"]  # names the field, not the value
+
+
+def test_numeric_nm_has_no_warning() -> None:
+    text = HEAD.format(n=1, v="2.5.1") + "OBX|1|NM|2345-7^Glucose^LN||98|mg/dL|||||F\r"
+    assert "warnings" not in translate_bytes(text.encode()).details

@@ -121,6 +121,36 @@ def test_bad_messages_get_ae_or_ar_with_err_and_the_listener_survives(tmp_path: 
     with_listener(tmp_path / "db.sqlite3", scenario)
 
 
+def test_nm_that_is_not_a_number_is_stored_and_acked_aa_with_a_warning_err(
+    tmp_path: Path,
+) -> None:
+    """HL7 v2.5 section 2.15.4 ERR: ERR-2 location OBX^1^5^1, ERR-3 102 (data type error,
+    table 0357), ERR-4 W (warning, table 0516) beside MSA-1 AA: stored, but told."""
+    message = (b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240301101530+0100||ORU^R01|NM1|P|2.5.1\r"
+               b"PID|1||P1^^^HOSP^MR||Roe^Ann||19700101|F\r"
+               b"OBR|1|PL1|FL1^LAB|24323-8^Panel^LN|||20240301090000+0100\r"
+               b"OBX|1|NM|2345-7^Glucose^LN||abc|mg/dL|||||F\r")
+
+    async def scenario(store: SQLiteStore, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):  # the resent copy (a duplicate) is told the same
+            writer.write(frame(message))
+            data = await reader.readuntil(b"\x1c\x0d")
+            ack = parse(data[data.index(b"\x0b") + 1:-2])
+            msa, err = ack.first("MSA"), ack.first("ERR")
+            assert msa is not None and (msa.get(1), msa.get(2)) == ("AA", "NM1")
+            assert err is not None
+            assert [err.get(2, i) for i in (1, 2, 3, 4)] == ["OBX", "1", "5", "1"]
+            assert [err.get(3, i) for i in (1, 2, 3)] == ["102", "Data type error", "HL70357"]
+            assert err.get(4) == "W"
+            assert "OBX-5" in err.get(8)
+        writer.close()
+        (stored,) = await store.list_inputs(CTX)
+        assert stored.status == "stored"
+
+    with_listener(tmp_path / "db.sqlite3", scenario)
+
+
 def test_oversized_message_is_refused_and_the_connection_goes_on(tmp_path: Path) -> None:
     async def scenario(store: SQLiteStore, port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

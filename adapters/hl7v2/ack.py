@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -106,9 +107,11 @@ def new_control_id() -> str:
 
 
 def build_ack(raw: bytes | str, code: str, error: Hl7Error | None = None,
-              text: str | None = None) -> str:
-    """The ACK for `raw`: code AA, AE or AR; `error` gives the ERR segment. Segments end
-    with CR."""
+              text: str | None = None, warnings: Sequence[Hl7Error] = ()) -> str:
+    """The ACK for `raw`: code AA, AE or AR; `error` gives the ERR segment. Each of
+    `warnings` adds an ERR of severity W (ERR-4, table 0516): the message was taken, but
+    the sender should know (e.g. an AA for a stored message with a data type problem).
+    Segments end with CR."""
     header = read_header(raw)
     d = header.delimiters
     f = d.field
@@ -127,10 +130,11 @@ def build_ack(raw: bytes | str, code: str, error: Hl7Error | None = None,
     segments.append(f.join(msa))
     if code != "AA":
         segments.append(_err(error, message, d))
+    segments += [_err(w, str(w), d, severity="W") for w in warnings]
     return "\r".join(segments) + "\r"
 
 
-def _err(error: Hl7Error | None, message: str, d: Delimiters) -> str:
+def _err(error: Hl7Error | None, message: str, d: Delimiters, severity: str = "E") -> str:
     f, c, s = d.field, d.component, d.subcomponent
     code = error.code if error else APPLICATION_INTERNAL_ERROR
     where = error.location if error else Location()
@@ -148,7 +152,7 @@ def _err(error: Hl7Error | None, message: str, d: Delimiters) -> str:
         err1 = c.join(["", "", "", s.join([code, _escape(name, d), "HL70357"])])
         err2 = ""
     err3 = c.join([code, _escape(name, d), "HL70357"])
-    return f.join(["ERR", err1, err2, err3, "E", "", "", "", text])
+    return f.join(["ERR", err1, err2, err3, severity, "", "", "", text])
 
 
 def ack_for_exception(raw: bytes | str, exc: BaseException) -> str:

@@ -74,3 +74,21 @@ class Hl7Error(TranslationError):
 def rejected(text: str, code: str, location: Location = Location()) -> Hl7Error:
     """An AR error: the message is of a kind this receiver does not process."""
     return Hl7Error(text, code, location, ack_code="AR")
+
+
+def warning_details(warning: Hl7Error) -> dict[str, object]:
+    """A warning as JSON, kept in the input's result so that the ACK of the message (and
+    of a resent copy) can name it again."""
+    where = warning.location
+    return {"text": warning.text, "code": warning.code, "segment": where.segment,
+            "occurrence": where.occurrence, "field": where.field,
+            "component": where.component}
+
+
+def warnings_of(details: object) -> list[Hl7Error]:
+    """The warnings `warning_details` kept in a translation's details."""
+    found = details.get("warnings", []) if isinstance(details, dict) else []
+    return [Hl7Error(str(w["text"]), str(w["code"]),
+                     Location(str(w["segment"]), int(w["occurrence"]), int(w["field"]),
+                              int(w["component"])))
+            for w in found if isinstance(w, dict)]

@@ -16,7 +16,7 @@ import logging
 import socket
 
 from adapters.hl7v2.ack import ack_for_exception, build_ack
-from adapters.hl7v2.errors import APPLICATION_INTERNAL_ERROR, Hl7Error
+from adapters.hl7v2.errors import APPLICATION_INTERNAL_ERROR, Hl7Error, warnings_of
 from adapters.pipeline import Pipeline
 from adapters.translation import describe_failure
 from fhir_server.storage.base import Context
@@ -143,7 +143,7 @@ async def _answer(pipeline: Pipeline, ctx: Context, message: bytes, max_bytes: i
         log.error("MLLP message could not be processed: %s", describe_failure(exc))
         return ack_for_exception(message, exc)
     if result.ok:
-        return build_ack(message, "AA")
+        return build_ack(message, "AA", warnings=warnings_of((result.result or {}).get("details")))
     if result.error is not None:
         return ack_for_exception(message, result.error)
     return build_ack(message, "AE", text=result.reason)

@@ -15,7 +15,7 @@ from typing import Any
 
 from adapters.hl7v2 import datatypes as dt
 from adapters.hl7v2 import tables
-from adapters.hl7v2.errors import REQUIRED_FIELD_MISSING, Hl7Error
+from adapters.hl7v2.errors import DATA_TYPE_ERROR, REQUIRED_FIELD_MISSING, Hl7Error
 from adapters.hl7v2.message import Repetition, Segment, component
 
 JSON = dict[str, Any]
@@ -87,8 +87,10 @@ def diagnostic_report(obr: Segment, idents: list[JSON], options: dt.Hl7Options) 
     return report
 
 
-def observation(obx: Segment, obr: Segment | None, options: dt.Hl7Options) -> JSON:
-    """The Observation for one OBX; subject, encounter and identifier are set by the caller."""
+def observation(obx: Segment, obr: Segment | None, options: dt.Hl7Options,
+                warnings: list[Hl7Error] | None = None) -> JSON:
+    """The Observation for one OBX; subject, encounter and identifier are set by the caller.
+    Problems that do not stop the message (a non-numeric NM) are added to `warnings`."""
     status = tables.OBSERVATION_STATUS.get(obx.get(11).upper(), "unknown")
     code = dt.codeable_concept(obx.reps(3)[0], local_system=LOCAL_CODES) if obx.has(3) else None
     if code is None and obr is not None and obr.has(4):
@@ -103,6 +105,12 @@ def observation(obx: Segment, obr: Segment | None, options: dt.Hl7Options) -> JS
     value = _value(obx, unit, options)
     if value:
         obs.update(value)
+        if obx.get(2).upper() == "NM" and "valueString" in value:
+            # kept as sent, but the sender is told (ACK AA with an ERR of severity W)
+            problem = "OBX-5 is not a number although OBX-2 says NM; kept as text"
+            obs["note"] = [{"text": problem}]
+            if warnings is not None:
+                warnings.append(Hl7Error(problem, DATA_TYPE_ERROR, obx.loc(5)))
     when = dt.dtm(obx.get(14), obx.loc(14), options)
     if when is None and obr is not None:
         when = dt.dtm(obr.get(7), obr.loc(7), options)

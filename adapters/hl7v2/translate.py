@@ -23,6 +23,7 @@ from adapters.hl7v2.errors import (
     Hl7Error,
     Location,
     rejected,
+    warning_details,
 )
 from adapters.hl7v2.message import Message, Segment, parse
 from adapters.hl7v2.patient import patient, replaced_patient
@@ -96,10 +97,11 @@ def translate(msg: Message, options: dt.Hl7Options) -> Translation:
     builder = BundleBuilder(f"{msg.msh.get(3)}|{msg.msh.get(4)}|{msg.control_id}")
     sender = dt.sender_system(msg.msh)
     org_url = _sender_organization(msg.msh, builder)
+    warnings: list[Hl7Error] = []
     if msg.message_type.upper() == "ADT":
         focus = _adt(msg, builder, sender, options)
     else:
-        focus = _oru(msg, builder, sender, options)
+        focus = _oru(msg, builder, sender, options, warnings)
     header = _message_header(msg, org_url, focus, options)
     builder.entries.insert(0, {"fullUrl": builder.full_url("MessageHeader"), "resource": header,
                                "request": {"method": "POST", "url": "MessageHeader"}})
@@ -118,6 +120,8 @@ def translate(msg: Message, options: dt.Hl7Options) -> Translation:
                      "version": msg.version}
     if builder.keep_existing:
         details["keep_existing"] = sorted(builder.keep_existing)
+    if warnings:
+        details["warnings"] = [warning_details(w) for w in warnings]
     return Translation(builder.bundle(), source, details)
 
 
@@ -160,7 +164,8 @@ def _adt(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
     return focus
 
 
-def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Options) -> list[str]:
+def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Options,
+         warnings: list[Hl7Error]) -> list[str]:
     """Walk the segments in order: PID opens a patient, PV1 its visit, ORC/OBR a report,
     OBX a result of the current report."""
     focus: list[str] = []
@@ -220,7 +225,7 @@ def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
             if set_id in set_ids:
                 set_id = f"{set_id}.{position}"
             set_ids.add(set_id)
-            obs = observation(seg, obr, options)
+            obs = observation(seg, obr, options, warnings)
             obs["subject"] = {"reference": patient_url}
             if encounter_url:
                 obs["encounter"] = {"reference": encounter_url}
