@@ -14,9 +14,10 @@ the first result, creating nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -96,14 +97,34 @@ class Pipeline:
     async def ingest(self, ctx: Context, feed: str, raw: bytes) -> IngestResult:
         translator = self.translator(feed)
         digest = hashlib.sha256(raw).hexdigest()
+        async with self._one_at_a_time(digest):
+            earlier = await self.store.find_input(ctx, feed, digest)
+            if earlier is not None:
+                return IngestResult("duplicate", earlier.id, feed, result=earlier.result)
+            # The same content rejected before is the same dead letter received again:
+            # it is counted there, and a success now settles it.
+            before = await self.store.find_input(ctx, feed, digest, status="rejected")
+            return await self._process(ctx, feed, raw, digest, translator,
+                                       before.id if before else None, _received(before))
+
+    async def keep_rejected(self, ctx: Context, feed: str, raw: bytes,
+                            reason: str) -> IngestResult:
+        """Keep an input refused before translation (e.g. a frame over the size limit) as
+        rejected, so that nothing received is lost; the same content again is counted on
+        the same entry."""
+        digest = hashlib.sha256(raw).hexdigest()
+        async with self._one_at_a_time(digest):
+            before = await self.store.find_input(ctx, feed, digest, status="rejected")
+            return await self._reject(ctx, feed, raw, reason, None,
+                                      before.id if before else None, _received(before))
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, digest: str) -> AsyncIterator[None]:
         lock, users = self._locks.get(digest, (asyncio.Lock(), 0))
         self._locks[digest] = (lock, users + 1)
         try:
             async with lock:
-                earlier = await self.store.find_input(ctx, feed, digest)
-                if earlier is not None:
-                    return IngestResult("duplicate", earlier.id, feed, result=earlier.result)
-                return await self._process(ctx, feed, raw, digest, translator, None)
+                yield
         finally:
             lock, users = self._locks[digest]
             if users == 1:
@@ -129,22 +150,26 @@ class Pipeline:
                 await txn.record_input(raw.feed, raw.content, "stored", result=result,
                                        input_id=raw.id)
             return IngestResult("duplicate", earlier.id, raw.feed, result=earlier.result)
-        return await self._process(ctx, raw.feed, raw.content, digest, translator, raw.id)
+        return await self._process(ctx, raw.feed, raw.content, digest, translator, raw.id,
+                                   raw.result)
 
     async def rejected(self, ctx: Context, feed: str | None = None,
                        limit: int = 100) -> list[RawInput]:
         return await self.store.list_inputs(ctx, feed=feed, status="rejected", limit=limit)
 
     async def _process(self, ctx: Context, feed: str, raw: bytes, digest: str,
-                       translator: Translator, input_id: int | None) -> IngestResult:
+                       translator: Translator, input_id: int | None,
+                       received: dict[str, Any] | None = None) -> IngestResult:
+        """`input_id` names the rejected entry this input settles or updates; `received`
+        is what that entry keeps about how often it arrived."""
         try:
             translation = translator(raw)
         except TranslationError as exc:
-            return await self._reject(ctx, feed, raw, str(exc), exc, input_id)
+            return await self._reject(ctx, feed, raw, str(exc), exc, input_id, received)
         except Exception as exc:  # a translator bug must not lose the input
             log.error("translator for feed %s failed: %s", feed, describe_failure(exc))
             reason = f"internal error in the {feed} translator ({type(exc).__name__})"
-            return await self._reject(ctx, feed, raw, reason, exc, input_id)
+            return await self._reject(ctx, feed, raw, reason, exc, input_id, received)
 
         bundle = translation.bundle
         keep = translation.details.get("keep_existing")
@@ -152,7 +177,8 @@ class Pipeline:
             try:
                 await _keep_existing(self.store, ctx, bundle, set(keep))
             except FHIRError as exc:
-                return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id)
+                return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id,
+                                          received)
         bundle["entry"].append(_provenance(translation, digest))
         summary: dict[str, Any] = {
             "details": translation.details,
@@ -167,18 +193,20 @@ class Pipeline:
         try:
             response = await process_bundle(self.store, ctx, bundle, before_commit=keep_input)
         except FHIRError as exc:
-            return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id)
+            return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id,
+                                      received)
         except Exception as exc:  # the store or the engine failed: keep the input if we can
             log.error("storing input on feed %s failed: %s", feed, describe_failure(exc))
             reason = f"internal error while storing ({type(exc).__name__})"
-            return await self._reject(ctx, feed, raw, reason, exc, input_id)
+            return await self._reject(ctx, feed, raw, reason, exc, input_id, received)
         return IngestResult("stored", kept[0], feed, result=summary, response=response)
 
     async def _reject(self, ctx: Context, feed: str, raw: bytes, reason: str,
-                      error: Exception, input_id: int | None) -> IngestResult:
+                      error: Exception | None, input_id: int | None,
+                      received: dict[str, Any] | None = None) -> IngestResult:
         async with self.store.transaction(ctx) as txn:
             kept = await txn.record_input(feed, raw, "rejected", reason=reason,
-                                          input_id=input_id)
+                                          result=received, input_id=input_id)
         log.info("input %s on feed %s rejected: %s", kept, feed, reason)
         return IngestResult("rejected", kept, feed, reason=reason, error=error)
 
@@ -207,6 +235,18 @@ async def _keep_existing(store: ResourceStore, ctx: Context, bundle: dict[str, A
             if identifiers:
                 merged["identifier"] = identifiers
             entry["resource"] = merged
+
+
+def _received(before: RawInput | None) -> dict[str, Any]:
+    """How often a rejected content has arrived, counting this time: kept as the rejected
+    entry's result (its received_at stays the first arrival)."""
+    count = 1
+    if before is not None and isinstance(before.result, dict):
+        count = int(before.result.get("received", 1)) + 1
+    elif before is not None:
+        count = 2
+    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return {"received": count, "last_received": now}
 
 
 def _entry_summary(entry: dict[str, Any]) -> dict[str, str]:

@@ -459,6 +459,9 @@ async def deadletter_show(data_dir: Path, input_id: int) -> int:
     if raw is None:
         raise CommandError(f"no input with id {input_id}")
     print(f"id: {raw.id}\nfeed: {raw.feed}\nreceived: {raw.received_at}")
+    if raw.status == "rejected" and raw.result and raw.result.get("received", 1) > 1:
+        print(f"received again: {raw.result['received']} times in all, "
+              f"last {raw.result.get('last_received', '')}")
     print(f"status: {raw.status}\nreason: {raw.reason or ''}\n")
     print(raw.content.decode("utf-8", errors="replace").replace("\r", "\n").rstrip())
     return 0

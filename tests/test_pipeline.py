@@ -356,8 +356,11 @@ def test_store_failure_during_the_transaction_keeps_the_input_as_rejected(
     run(scenario())
 
 
-def test_retry_of_an_input_stored_since_under_another_id_settles_it(
+def test_a_resent_rejected_input_is_counted_on_its_entry_and_a_success_settles_it(
         db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same content on the same feed is one dead letter: each resend while it fails
+    counts on that entry (no new row), and the resend that succeeds stores it under the
+    same input id, leaving nothing rejected."""
     import adapters.pipeline as pipeline_module
 
     async def failing(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -368,16 +371,45 @@ def test_retry_of_an_input_stored_since_under_another_id_settles_it(
         try:
             raw = sample("hapi_adt_a03.hl7")
             monkeypatch.setattr(pipeline_module, "process_bundle", failing)
-            failed = await Pipeline(store).ingest(CTX, "hl7v2", raw)
+            failed = [await Pipeline(store).ingest(CTX, "hl7v2", raw) for _ in range(3)]
+            assert {r.input_id for r in failed} == {failed[0].input_id}
+            (dead,) = await Pipeline(store).rejected(CTX)
+            assert dead.id == failed[0].input_id
+            assert dead.result is not None and dead.result["received"] == 3
+            assert dead.result["last_received"] >= dead.received_at
             monkeypatch.undo()
             resent = await Pipeline(store).ingest(CTX, "hl7v2", raw)  # the sender tries again
-            assert resent.status == "stored"
-            settled = await Pipeline(store).retry(CTX, failed.input_id or 0)
-            assert (settled.status, settled.input_id) == ("duplicate", resent.input_id)
+            assert (resent.status, resent.input_id) == ("stored", dead.id)
             assert await Pipeline(store).rejected(CTX) == []
-            kept = await store.get_input(CTX, failed.input_id or 0)
+            assert len(await store.list_inputs(CTX)) == 1
+            settled = await Pipeline(store).retry(CTX, dead.id)
+            assert (settled.status, settled.input_id) == ("duplicate", dead.id)
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_retry_of_an_input_stored_since_under_another_id_settles_it(db: Path) -> None:
+    """A store written before resends were counted may hold the rejected copy and the
+    stored copy as two entries: a retry of the rejected one settles it as a duplicate."""
+
+    async def scenario() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            raw = sample("hapi_adt_a03.hl7")
+            async with store.transaction(CTX) as txn:
+                old = await txn.record_input("hl7v2", raw, "rejected", reason="disk full")
+            stored = await Pipeline(store).ingest(CTX, "hl7v2", raw)
+            assert stored.input_id == old  # a resend settles the entry it finds
+            async with store.transaction(CTX) as txn:  # the old layout: two entries
+                old = await txn.record_input("hl7v2", raw, "rejected", reason="disk full")
+            settled = await Pipeline(store).retry(CTX, old)
+            assert (settled.status, settled.input_id) == ("duplicate", stored.input_id)
+            assert await Pipeline(store).rejected(CTX) == []
+            kept = await store.get_input(CTX, old)
             assert kept is not None and kept.result is not None
-            assert kept.result["duplicate_of"] == resent.input_id
+            assert kept.result["duplicate_of"] == stored.input_id
         finally:
             await store.close()
 

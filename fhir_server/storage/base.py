@@ -149,8 +149,10 @@ class ResourceStore(Protocol):
         backend may commit each transaction on its own instead: a batch is a hint."""
         ...
 
-    async def find_input(self, ctx: Context, feed: str, content_hash: str) -> RawInput | None:
-        """The stored (not rejected) input with this content hash, if any."""
+    async def find_input(
+        self, ctx: Context, feed: str, content_hash: str, status: str = "stored"
+    ) -> RawInput | None:
+        """The input with this content hash and status (by default the stored one), if any."""
         ...
 
     async def get_input(self, ctx: Context, input_id: int) -> RawInput | None: ...

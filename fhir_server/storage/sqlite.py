@@ -560,11 +560,13 @@ class SQLiteStore:
 
     _INPUT_COLUMNS = "id, feed, received_at, content, content_hash, status, reason, result"
 
-    async def find_input(self, ctx: Context, feed: str, content_hash: str) -> RawInput | None:
+    async def find_input(
+        self, ctx: Context, feed: str, content_hash: str, status: str = "stored"
+    ) -> RawInput | None:
         row = self._reads().execute(
             f"SELECT {self._INPUT_COLUMNS} FROM inputs "
-            "WHERE tenant=? AND feed=? AND content_hash=? AND status='stored' LIMIT 1",
-            (ctx.tenant, feed, content_hash),
+            "WHERE tenant=? AND feed=? AND content_hash=? AND status=? ORDER BY id LIMIT 1",
+            (ctx.tenant, feed, content_hash, status),
         ).fetchone()
         return None if row is None else _input_row(row)
 
