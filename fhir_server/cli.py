@@ -211,7 +211,8 @@ async def serve(config: ServeConfig) -> int:
         if config.mllp_enabled:
             try:
                 mllp_server = await start_mllp_server(
-                    pipeline, MLLP_CONTEXT, config.host, config.mllp_port
+                    pipeline, MLLP_CONTEXT, config.host, config.mllp_port,
+                    idle_timeout=config.mllp_idle_timeout,
                 )
             except OSError as exc:
                 print(

@@ -33,6 +33,7 @@ class ServeConfig:
     demo_count: int
     log_level: str
     sqlite_synchronous: str
+    mllp_idle_timeout: float = 300.0  # seconds; a silent MLLP connection is closed
 
     @property
     def database_path(self) -> Path:
@@ -66,6 +67,16 @@ def _count(text: str) -> int:
     if count < 0:
         raise ValueError(f"{count} is negative")
     return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def _flag(text: str) -> bool:
@@ -121,6 +132,12 @@ SETTINGS: tuple[Setting, ...] = (
         _synchronous,
         "SQLite synchronous mode: normal keeps every acknowledged write when the process "
         "is killed; full also through a power cut, at an fsync per commit",
+    ),
+    Setting(
+        "mllp_idle_timeout",
+        300.0,
+        _seconds,
+        "seconds an MLLP connection may send nothing before it is closed",
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -42,6 +42,15 @@ def test_defaults_when_neither_options_nor_environment_are_given() -> None:
     assert config.sqlite_synchronous == "normal"
 
 
+def test_mllp_idle_timeout_from_option_environment_or_default() -> None:
+    assert _serve_config([], {}).mllp_idle_timeout == 300.0
+    env = {"FHIR_FUSION_MLLP_IDLE_TIMEOUT": "45"}
+    assert _serve_config([], env).mllp_idle_timeout == 45.0
+    assert _serve_config(["--mllp-idle-timeout", "2.5"], env).mllp_idle_timeout == 2.5
+    with pytest.raises(ConfigError, match="FHIR_FUSION_MLLP_IDLE_TIMEOUT"):
+        _serve_config([], {"FHIR_FUSION_MLLP_IDLE_TIMEOUT": "0"})
+
+
 def test_environment_overrides_defaults() -> None:
     environ = {
         "FHIR_FUSION_HOST": "0.0.0.0",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.hl7v2.message import parse
-from adapters.hl7v2.mllp import FrameReader, Oversized, frame, start_mllp_server
+from adapters.hl7v2.mllp import Abandoned, FrameReader, Oversized, frame, start_mllp_server
 from adapters.pipeline import Pipeline
 from fhir_server.storage.base import Context
 from fhir_server.storage.sqlite import SQLiteStore
@@ -24,11 +24,13 @@ def sample(name: str) -> bytes:
     return (HL7 / name).read_bytes()
 
 
-def with_listener(db: Path, scenario: Scenario, max_bytes: int = 1 << 20) -> None:
+def with_listener(db: Path, scenario: Scenario, max_bytes: int = 1 << 20,
+                  idle_timeout: float = 30) -> None:
     async def main() -> None:
         store = await SQLiteStore.open(db)
         server = await start_mllp_server(Pipeline(store), CTX, "127.0.0.1", 0,
-                                         max_message_bytes=max_bytes)
+                                         max_message_bytes=max_bytes,
+                                         idle_timeout=idle_timeout)
         port = server.sockets[0].getsockname()[1]
         try:
             await scenario(store, port)
@@ -160,9 +162,82 @@ def test_oversized_message_is_refused_and_the_connection_goes_on(tmp_path: Path)
         writer.write(frame(sample("hapi_adt_a03.hl7")))
         assert await read_ack(reader) == ("AA", "263206", "")
         writer.close()
-        assert len(await store.list_inputs(CTX)) == 1  # the oversized one was never taken
+        # nothing received is lost: the oversized one is kept as rejected, cut to the limit
+        rejected, stored = await store.list_inputs(CTX, status="rejected"), \
+            await store.list_inputs(CTX, status="stored")
+        assert len(stored) == 1 and len(rejected) == 1
+        assert rejected[0].content == big[:4096]
+        assert rejected[0].reason == (
+            f"Message is larger than the 4096 bytes this receiver takes ({len(big)} bytes "
+            "received; kept cut to its first 4096 bytes)")
 
     with_listener(tmp_path / "db.sqlite3", scenario, max_bytes=4096)
+
+
+def test_an_oversized_frame_without_its_end_is_answered_ar_and_the_connection_closed(
+    tmp_path: Path,
+) -> None:
+    async def scenario(store: SQLiteStore, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        big = sample("fhirconverter_ADT-A01-01.hl7")
+        writer.write(b"\x0b" + big)  # no 0x1C 0x0D: it may never end
+        await writer.drain()
+        assert await read_ack(reader) == ("AR", "MSG00001", "207")
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the listener
+        (kept,) = await store.list_inputs(CTX, status="rejected")
+        assert kept.content == big[:4096]
+        assert "before giving up" in (kept.reason or "")
+
+    with_listener(tmp_path / "db.sqlite3", scenario, max_bytes=4096)
+
+
+def test_a_new_start_block_inside_a_frame_resynchronises_to_the_new_frame(
+    tmp_path: Path,
+) -> None:
+    """0x0B junk 0x0B MSH... 0x1C 0x0D: the sender gave up on the first frame; the real
+    message is answered AA and the abandoned bytes are kept as rejected (no ACK)."""
+    async def scenario(store: SQLiteStore, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x0bhalf a message\r" + frame(sample("hapi_adt_a03.hl7")))
+        await writer.drain()
+        assert await read_ack(reader) == ("AA", "263206", "")
+        writer.write(b"\x0b\x0b" + frame(sample("fhirconverter_ADT04-251.hl7")))  # empty
+        assert await read_ack(reader) == ("AA", "1270326314", "")
+        writer.close()
+        (kept,) = await store.list_inputs(CTX, status="rejected")
+        assert kept.content == b"half a message\r"
+        assert "new start block" in (kept.reason or "")
+
+    with_listener(tmp_path / "db.sqlite3", scenario)
+
+
+def test_an_idle_connection_is_closed_and_its_unfinished_frame_kept(tmp_path: Path) -> None:
+    async def scenario(store: SQLiteStore, port: int) -> None:
+        reader, _ = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # silent: closed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x0bMSH|^~\\&|A|F|B|G|2024||ADT^A01|I1|P|2.5\r")  # never ended
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        (kept,) = await store.list_inputs(CTX, status="rejected")
+        assert kept.content.startswith(b"MSH|")
+        assert "idle for 0.3 s" in (kept.reason or "")
+
+    with_listener(tmp_path / "db.sqlite3", scenario, idle_timeout=0.3)
+
+
+def test_a_rejected_message_sent_again_is_one_dead_letter(tmp_path: Path) -> None:
+    async def scenario(store: SQLiteStore, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(3):
+            writer.write(frame(sample("fhirconverter_SIU-S12-01.hl7")))
+            assert await read_ack(reader) == ("AR", "MSG00012", "200")
+        writer.close()
+        (kept,) = await store.list_inputs(CTX)
+        assert kept.status == "rejected"
+        assert kept.result is not None and kept.result["received"] == 3
+
+    with_listener(tmp_path / "db.sqlite3", scenario)
 
 
 def test_client_disconnecting_mid_frame_does_not_hurt_the_listener(tmp_path: Path) -> None:
@@ -209,5 +284,18 @@ def test_frame_reader_unit() -> None:
     assert reader.feed(b"xx\x0bAB") == []
     assert reader.feed(b"C\x1c\x0d\x0b12") == [b"ABC"]
     (big,) = reader.feed(b"345678901234\x1c\x0d")  # over 10 bytes
-    assert isinstance(big, Oversized) and big == b"12345678901234"  # its head kept
+    assert isinstance(big, Oversized) and big == b"1234567890"  # kept up to the limit
+    assert (big.received, big.finished) == (14, True)
     assert reader.feed(b"\x0bok\x1c\x0d\x0bok2\x1c\x0d") == [b"ok", b"ok2"]
+    # a new start block inside a frame: the frame so far is abandoned
+    junk, real = reader.feed(b"\x0bjunk\x0bMSH|x\x1c\x0d")
+    assert isinstance(junk, Abandoned) and junk == b"junk"
+    assert real == b"MSH|x" and not isinstance(real, Abandoned)
+    assert reader.feed(b"\x0b \x0bok\x1c\x0d") == [b"ok"]  # blank: nothing to keep
+    # split over reads
+    assert reader.feed(b"\x0bjunk") == []
+    junk, real = reader.feed(b"more\x0bok\x1c\x0d")
+    assert (junk, real) == (b"junkmore", b"ok") and isinstance(junk, Abandoned)
+    # past the limit with no end yet: reported at once, unfinished
+    (cut,) = reader.feed(b"\x0b" + b"x" * 11)
+    assert isinstance(cut, Oversized) and not cut.finished and cut == b"x" * 10

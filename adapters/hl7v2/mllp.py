@@ -3,15 +3,20 @@ as 0x0B <message> 0x1C 0x0D).
 
 Each connection may carry many messages, one after another; a frame may arrive split
 over several reads, and several frames in one read. Bytes outside a frame are dropped.
-A frame larger than `max_message_bytes` is answered AR and discarded without being
-buffered whole. Every message is answered only after the pipeline has committed it (or
-kept it as rejected), so an AA means the message and its resources are on disk. A bad
-frame never ends the listener: every failure is answered on its own connection.
+A 0x0B inside an unfinished frame starts a new frame (the sender gave up on the old one),
+whose bytes are kept as a rejected input without an ACK. A frame larger than
+`max_message_bytes` is answered AR and kept as rejected, cut to its first
+max_message_bytes; if its end has not come by then, the connection is closed after the
+AR. A connection silent for `idle_timeout` seconds is closed (an unfinished frame on it
+is kept as rejected). Every message is answered only after the pipeline has committed
+it (or kept it as rejected), so an AA means the message and its resources are on disk.
+A bad frame never ends the listener: every failure is answered on its own connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 START = b"\x0b"
 END = b"\x1c\x0d"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_IDLE_TIMEOUT = 300.0  # seconds without a byte before a connection is closed
 FEED = "hl7v2"
 
 
@@ -34,25 +40,43 @@ def frame(message: bytes | str) -> bytes:
     return START + data + END
 
 
-HEAD_BYTES = 4096  # kept of an oversized frame, so its MSH can still be answered
-
-
 class Oversized(bytes):
-    """The first HEAD_BYTES of a frame that went past the size limit."""
+    """The first `max_bytes` of a frame that went past the size limit (kept as rejected);
+    `received` counts every byte of it seen, `finished` says whether its end came."""
+
+    received: int = 0
+    finished: bool = True
+
+
+class Abandoned(bytes):
+    """What was received of a frame the sender gave up on: a new start block (0x0B)
+    came before its end, or the connection closed or went idle inside it."""
 
 
 class FrameReader:
-    """Splits a byte stream into MLLP frames."""
+    """Splits a byte stream into MLLP frames.
+
+    A 0x0B inside an unfinished frame starts a new frame: the sender gave up on the
+    last one (it timed out and resent, or the bytes before were noise). What it had
+    sent of that frame is returned as `Abandoned` when it holds more than whitespace.
+    A frame that grows past `max_bytes` is returned as `Oversized` (its first max_bytes
+    kept, the rest counted and dropped): finished when its end is in the same data,
+    else unfinished, and then the caller answers AR and closes the connection rather
+    than read a frame that may never end."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._buffer = bytearray()
-        self._head = b""
         self._in_frame = False
+        self._received = 0  # bytes of the current frame, counted past max_bytes too
         self._oversized = False  # inside a frame that went past max_bytes
 
+    @property
+    def in_frame(self) -> bool:
+        return self._in_frame
+
     def feed(self, data: bytes) -> list[bytes]:
-        """Frames completed by `data`; an `Oversized` stands for a frame that was too large."""
+        """Frames completed by `data`, and `Abandoned` / `Oversized` items as above."""
         out: list[bytes] = []
         view = data
         while view:
@@ -60,27 +84,34 @@ class FrameReader:
                 start = view.find(START)
                 if start < 0:
                     return out  # garbage between frames
-                self._in_frame = True
-                self._buffer.clear()
-                self._oversized = False
+                self._start_frame()
                 view = view[start + 1:]
                 continue
             end = view.find(b"\x1c")
             chunk = view if end < 0 else view[:end]
-            if not self._oversized:
-                self._buffer += chunk
-                if len(self._buffer) > self.max_bytes:
-                    self._oversized = True
-                    self._head = bytes(self._buffer[:HEAD_BYTES])
-                    self._buffer.clear()
+            restart = chunk.rfind(START)
+            if restart >= 0:
+                # the sender gave up on the frame so far and started another
+                self._add(chunk[:restart])
+                if self._oversized:
+                    out.append(self._oversized_item(finished=False))
+                    self._in_frame = False  # the caller ends the connection
+                    return out
+                abandoned = self.abandon()
+                if abandoned is not None:
+                    out.append(abandoned)
+                self._start_frame()
+                chunk = chunk[restart + 1:]
+                view = view[restart + 1:]
+                end = view.find(b"\x1c")
+            self._add(chunk)
             if end < 0:
-                if not self._oversized:
-                    # a 0x0B inside a frame means the sender gave up on the last frame
-                    restart = self._buffer.rfind(START)
-                    if restart >= 0:
-                        del self._buffer[:restart + 1]
+                if self._oversized:
+                    out.append(self._oversized_item(finished=False))
+                    self._in_frame = False  # the caller ends the connection
                 return out
-            out.append(Oversized(self._head) if self._oversized else bytes(self._buffer))
+            out.append(self._oversized_item(finished=True) if self._oversized
+                       else bytes(self._buffer))
             self._in_frame = False
             self._buffer.clear()
             view = view[end + 1:]
@@ -88,20 +119,51 @@ class FrameReader:
                 view = view[1:]
         return out
 
+    def abandon(self) -> Abandoned | None:
+        """Drop the unfinished frame; what it held, unless only whitespace."""
+        kept = bytes(self._buffer)
+        self._in_frame = False
+        self._buffer.clear()
+        return Abandoned(kept) if kept.strip() and not self._oversized else None
+
+    def _start_frame(self) -> None:
+        self._in_frame = True
+        self._buffer.clear()
+        self._received = 0
+        self._oversized = False
+
+    def _add(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        room = self.max_bytes - len(self._buffer)
+        if room > 0:
+            self._buffer += chunk[:room]
+        if self._received > self.max_bytes:
+            self._oversized = True
+
+    def _oversized_item(self, *, finished: bool) -> Oversized:
+        item = Oversized(bytes(self._buffer))
+        item.received = self._received
+        item.finished = finished
+        self._buffer.clear()
+        return item
+
 
 async def start_mllp_server(pipeline: Pipeline, ctx: Context, host: str, port: int, *,
-                            max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-                            ) -> asyncio.Server:
-    """Listen for MLLP on host:port (port 0 picks a free one: see server.sockets)."""
+                            max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                            idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> asyncio.Server:
+    """Listen for MLLP on host:port (port 0 picks a free one: see server.sockets). A
+    connection that sends nothing for `idle_timeout` seconds is closed."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve_connection(pipeline, ctx, reader, writer, max_message_bytes)
+        await _serve_connection(pipeline, ctx, reader, writer, max_message_bytes,
+                                idle_timeout)
 
     return await asyncio.start_server(handle, host, port)
 
 
 async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter, max_bytes: int) -> None:
+                            writer: asyncio.StreamWriter, max_bytes: int,
+                            idle_timeout: float) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:
@@ -111,19 +173,36 @@ async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.St
         except OSError:
             pass
     frames = FrameReader(max_bytes)
+    ended = "closed"
     try:
         while True:
-            data = await reader.read(65536)
+            try:
+                data = await asyncio.wait_for(reader.read(65536), idle_timeout)
+            except TimeoutError:
+                ended = f"idle for {idle_timeout:g} s"
+                log.info("MLLP connection closed after %s", ended)
+                break
             if not data:
                 break
             for message in frames.feed(data):
+                if isinstance(message, Abandoned):
+                    await _keep(pipeline, ctx, message, "MLLP frame abandoned by the sender: "
+                                "a new start block (0x0B) came before its end (0x1C 0x0D)")
+                    continue
                 writer.write(frame(await _answer(pipeline, ctx, message, max_bytes)))
                 await writer.drain()
+                if isinstance(message, Oversized) and not message.finished:
+                    return  # the rest of that frame cannot be taken: end the connection
     except (ConnectionError, asyncio.IncompleteReadError):
         pass  # the peer went away; anything it had sent complete is already answered
     except Exception as exc:
         log.error("MLLP connection failed: %s", describe_failure(exc))
     finally:
+        unfinished = frames.abandon() if frames.in_frame else None
+        if unfinished is not None:
+            with contextlib.suppress(Exception):
+                await _keep(pipeline, ctx, unfinished, "MLLP frame unfinished when the "
+                            f"connection was {ended}: its end (0x1C 0x0D) never came")
         writer.close()
         try:
             await writer.wait_closed()
@@ -131,10 +210,24 @@ async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.St
             pass
 
 
+async def _keep(pipeline: Pipeline, ctx: Context, data: bytes, reason: str) -> None:
+    """Keep a partial frame as rejected (no ACK: the sender never finished it)."""
+    try:
+        await pipeline.keep_rejected(ctx, FEED, bytes(data), reason)
+    except Exception as exc:
+        log.error("MLLP partial frame could not be kept: %s", describe_failure(exc))
+
+
 async def _answer(pipeline: Pipeline, ctx: Context, message: bytes, max_bytes: int) -> str:
     if isinstance(message, Oversized):
-        error = Hl7Error(f"Message is larger than the {max_bytes} bytes this receiver takes",
-                         APPLICATION_INTERNAL_ERROR, ack_code="AR")
+        text = f"Message is larger than the {max_bytes} bytes this receiver takes"
+        error = Hl7Error(text, APPLICATION_INTERNAL_ERROR, ack_code="AR")
+        seen = f"{message.received} bytes" + ("" if message.finished else " before giving up")
+        reason = (f"{text} ({seen} received; kept cut to its first {len(message)} bytes)")
+        try:
+            await pipeline.keep_rejected(ctx, FEED, bytes(message), reason)
+        except Exception as exc:  # still answer: the sender must not wait for nothing
+            log.error("oversized MLLP message could not be kept: %s", describe_failure(exc))
         head = bytes(message).split(b"\r", 1)[0].split(b"\n", 1)[0]
         return build_ack(head + b"\r", "AR", error)
     try:
