@@ -251,15 +251,17 @@ class Handlers:
         from search.query import parse_search
 
         strict = http.prefer(request).get("handling") == "strict"
+        # a reference given as an absolute URL on this base matches the stored Type/id
+        base = self._base(request)
         query: SearchQuery
         if compartment is None:
-            query = parse_search(resource_type, params, strict=strict)
+            query = parse_search(resource_type, params, strict=strict, base_url=base)
             path = resource_type or ""
         else:
-            query = compartment_search(*compartment, params, strict=strict)
+            query = compartment_search(*compartment, params, strict=strict, base_url=base)
             path = "/".join(compartment)
         page = await self.store.search(self.ctx, query)
-        bundle = views.searchset(page, query, self._base(request), path, raw=True)
+        bundle = views.searchset(page, query, base, path, raw=True)
         return http.json_response(jsonutil.dumps(bundle))
 
     async def _history(
