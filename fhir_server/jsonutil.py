@@ -33,16 +33,28 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which RFC 8259 does not allow (and orjson
+    # would write back as null).
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON, keeping every decimal number (and any integer too long for 64 bits)
     as a `Decimal`.
 
-    Raises `ValueError` on malformed input: json.JSONDecodeError, or DuplicateKeyError
-    for an object with a repeated key.
+    Raises `ValueError` on malformed input: json.JSONDecodeError, DuplicateKeyError for
+    an object with a repeated key, or plain ValueError for NaN and Infinity.
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data).decode("utf-8")
-    return json.loads(data, parse_float=Decimal, parse_int=_parse_int, object_pairs_hook=_object)
+    return json.loads(
+        data,
+        parse_float=Decimal,
+        parse_int=_parse_int,
+        parse_constant=_constant,
+        object_pairs_hook=_object,
+    )
 
 
 def _default(value: Any) -> Any:

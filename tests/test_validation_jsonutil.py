@@ -41,6 +41,14 @@ async def test_rest_stores_a_big_decimal_with_its_digits(client: httpx.AsyncClie
     assert b'"value":12345678901234567890123' in read.content.replace(b" ", b"")
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    # RFC 8259 section 6: "Numeric values that cannot be represented ... (such as
+    # Infinity and NaN) are not permitted."
+    with pytest.raises(ValueError):
+        jsonutil.loads(f'{{"value":{constant}}}')
+
+
 @pytest.mark.anyio
 async def test_rest_duplicate_keys_are_400(client: httpx.AsyncClient) -> None:
     dup = await client.post(
