@@ -241,10 +241,11 @@ def history(
 
 
 def history_paging(params: Sequence[tuple[str, str]]) -> tuple[int, int]:
-    """_count (default 50, at most 1000) and _offset of a history request."""
+    """_count (default 50, at most 1000; 0: the total only, as in a search) and _offset
+    of a history request."""
     values = dict(params)
     return (
-        _whole(values.get("_count"), 50, "_count", 1, 1000),
+        _whole(values.get("_count"), 50, "_count", 0, 1000),
         _whole(values.get("_offset"), 0, "_offset", 0, 10**9),
     )
 
@@ -252,6 +253,6 @@ def history_paging(params: Sequence[tuple[str, str]]) -> tuple[int, int]:
 def _whole(text: str | None, default: int, name: str, low: int, high: int) -> int:
     if text is None or text == "":
         return default
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:  # not "²"
         raise invalid(f"{name} must be a whole number", name)
     return max(low, min(int(text), high))
