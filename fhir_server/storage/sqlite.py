@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import re
 import sqlite3
 import threading
 import uuid
@@ -597,15 +598,24 @@ class SQLiteStore:
 
 
 def _utc_instant(value: str) -> str:
-    """A FHIR instant/dateTime as the store's fixed-width UTC text, for comparisons."""
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+    """A FHIR instant (_since, R4 http.html#history) as the store's fixed-width UTC text,
+    for comparisons. An instant has seconds and a time zone (datatypes.html#instant);
+    without a zone the moment is unknown, so that is a 400 rather than a guess."""
+    text = value.strip()
+    parsed = None
+    if _INSTANT.fullmatch(text):
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:  # e.g. month 13: the pattern checks only the shape
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
         raise FHIRError.simple(
-            400, "invalid", "_since must be a FHIR instant such as 2024-03-01T10:00:00Z",
+            400, "invalid",
+            "_since must be a FHIR instant with a time zone such as 2024-03-01T10:00:00Z",
             "_since",
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        )
     return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+# R4 instant: YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm)
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
