@@ -160,3 +160,17 @@ async def test_rest_deep_nesting_is_400(client: httpx.AsyncClient) -> None:
                              headers=JSON)
     assert deep.status_code == 400
     assert deep.json()["issue"][0]["code"] == "structure"
+
+
+def test_unknown_elements_are_reported_for_r4_types_without_an_r4b_model() -> None:
+    # EffectEvidenceSynthesis is R4 only (R4B dropped it), so no model checks it
+    synthesis = {"resourceType": "EffectEvidenceSynthesis", "status": "draft",
+                 "population": {"reference": "Group/g"}, "exposure": {"reference": "Group/e"},
+                 "exposureAlternative": {"reference": "Group/a"}, "colour": "red"}
+    assert paths(synthesis) == [("structure", "EffectEvidenceSynthesis.colour")]
+    assert paths({"resourceType": "Patient", "name": [{"famly": "x"}]}) == [
+        ("structure", "Patient.name[0].famly")
+    ]
+    assert paths({"resourceType": "Patient", "name": [{"resourceType": "x"}]}) == [
+        ("structure", "Patient.name[0].resourceType")
+    ]
