@@ -21,8 +21,11 @@ from fhir_server.storage.base import StoredResource
 logger = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+PLAIN_JSON = "application/json; charset=utf-8"
+FHIR_VERSION = "4.0"  # the fhirVersion MIME parameter value of R4
 JSON_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _JSON_FORMATS = JSON_MEDIA_TYPES | {"json"}
+_FHIR_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json+fhir"})
 _ACCEPT_ANY = frozenset({"*/*", "application/*"})
 JSON_PATCH = "application/json-patch+json"
 MAX_BODY_BYTES = 64 * 2**20  # a large transaction Bundle fits; a runaway upload does not
@@ -47,23 +50,51 @@ def _media_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
-def check_format(request: Request) -> None:
+def _fhir_version_fits(part: str) -> bool:
+    """Whether a media range's fhirVersion parameter, if any, names R4 (4.0, 4.0.1;
+    http.html#version-parameter)."""
+    for parameter in part.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "fhirversion":
+            version = value.strip().strip('"')
+            return version == FHIR_VERSION or version.startswith(FHIR_VERSION + ".")
+    return True
+
+
+def check_format(request: Request) -> str:
     """JSON is the only format: `_format` and Content-Type naming another are 415, an
-    Accept header that rules JSON out is 406 (R4 http.html#mime-type)."""
+    Accept header that rules JSON out (or asks for another FHIR version) is 406 (R4
+    http.html#mime-type). Returns the Content-Type of the answer: PLAIN_JSON when the
+    client asked for application/json (both name this JSON), else FHIR_JSON."""
     if b"_format" in request.scope["query_string"]:
         requested = request.query_params.get("_format")
         if requested is not None and _media_type(requested) not in _JSON_FORMATS:
             raise FHIRError.simple(
                 415, "not-supported", "This server speaks JSON only (_format=json)", "_format"
             )
+        if requested is not None:  # _format overrides Accept (http.html#mime-type)
+            return PLAIN_JSON if _media_type(requested) == "application/json" else FHIR_JSON
     accept = request.headers.get("accept")
-    if accept:
-        types = {_media_type(part) for part in accept.split(",")}
-        if not types & (JSON_MEDIA_TYPES | _ACCEPT_ANY) and "" not in types:
-            raise FHIRError.simple(
-                406, "not-supported",
-                "This server answers in application/fhir+json only; the Accept header excludes it",
-            )
+    if not accept:
+        return FHIR_JSON
+    parts = [part for part in accept.split(",") if _fhir_version_fits(part)]
+    types = {_media_type(part) for part in parts}
+    if not types & (JSON_MEDIA_TYPES | _ACCEPT_ANY) and "" not in types:
+        raise FHIRError.simple(
+            406, "not-supported",
+            f"This server answers in application/fhir+json for FHIR {FHIR_VERSION} only; "
+            "the Accept header excludes it",
+        )
+    if "application/json" in types and not types & _FHIR_MEDIA_TYPES:
+        return PLAIN_JSON
+    return FHIR_JSON
+
+
+def answer_as(response: Response, content_type: str) -> Response:
+    """`response` with the Content-Type check_format chose, if it is a JSON answer."""
+    if content_type != FHIR_JSON and response.headers.get("content-type") == FHIR_JSON:
+        response.headers["content-type"] = content_type
+    return response
 
 
 async def json_body(request: Request, media_types: frozenset[str] = JSON_MEDIA_TYPES) -> Any:

@@ -87,11 +87,12 @@ def _endpoint(
     handler: Callable[[Request], Awaitable[Response]], label: str
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        content_type = http.FHIR_JSON
         try:
-            http.check_format(request)
-            return await handler(request)
+            content_type = http.check_format(request)
+            return http.answer_as(await handler(request), content_type)
         except FHIRError as exc:
-            return http.outcome_response(exc)
+            return http.answer_as(http.outcome_response(exc), content_type)
         except Exception as exc:
             # The message may quote request content, so only the type and place are logged.
             logger.error("Unhandled %s at %s serving %s", type(exc).__name__, _where(exc), label)
