@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from fhir_server.errors import FHIRError
 from fhir_server.storage import sqlite_graph
 from fhir_server.storage import sqlite_fulltext
 from search import custom
@@ -608,6 +609,25 @@ def _hull_keys(conn: sqlite3.Connection, query: SearchQuery) -> frozenset[str]:
     )
 
 
+# SQLite's messages for a statement beyond its compile-time limits (nesting of the
+# parser, expression depth, bound variables, compound SELECTs): the search is too big,
+# not the store broken. search.query bounds sizes; chains of chains can still nest deep.
+_TOO_COMPLEX = ("parser stack overflow", "too large", "too many")
+
+
+def _execute(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
+    try:
+        return conn.execute(sql, args)
+    except sqlite3.OperationalError as exc:
+        if not any(text in str(exc) for text in _TOO_COMPLEX):
+            raise
+        raise FHIRError.simple(
+            400, "too-costly",
+            "The search is too complex to run (nested chains and _has, or too many values); "
+            "simplify it",
+        ) from None
+
+
 @dataclass(frozen=True)
 class IndexPage:
     """One page of matches: their rids in order, the number of matches in all (None for
@@ -627,8 +647,8 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     total: int | None = None
     if query.total != "none":
         count_where, count_args = _where(tenant, query, hulls, hint=False)
-        (total,) = conn.execute(
-            f"SELECT COUNT(*) FROM resources r WHERE {count_where}", count_args
+        (total,) = _execute(
+            conn, f"SELECT COUNT(*) FROM resources r WHERE {count_where}", count_args
         ).fetchone()
     if query.count == 0 or total == 0:
         return IndexPage([], total)
@@ -654,7 +674,7 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     offset = 0 if query.position is not None else query.offset
     sql = f"SELECT * FROM ({inner}){seek} ORDER BY {_order(sorts)} LIMIT ? OFFSET ?"
     # one row more than the page tells whether there is a next page
-    rows = conn.execute(sql, [*params, query.count + 1, offset]).fetchall()
+    rows = _execute(conn, sql, [*params, query.count + 1, offset]).fetchall()
     next_cursor = None
     if len(rows) > query.count:
         rows = rows[: query.count]
