@@ -13,6 +13,7 @@ import orjson
 from fhir_server import jsonutil, shaping
 from fhir_server.errors import Issue, invalid, operation_outcome
 from fhir_server.storage.base import SearchPage, StoredResource
+from search.query import MAX_OFFSET
 
 if TYPE_CHECKING:
     from search.query import SearchQuery
@@ -111,8 +112,9 @@ def search_links(
         more = offset + shown < total if total is not None else shown >= count
         if more:
             links.append(_link("next", url, page(offset + count)))
-    if total is not None:
-        links.append(_link("last", url, page(max(total - 1, 0) // count * count)))
+    last = max(total - 1, 0) // count * count if total is not None else None
+    if last is not None and last <= MAX_OFFSET:  # deeper offsets are a 400 (search.query)
+        links.append(_link("last", url, page(last)))
     return links
 
 
