@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from search_graph import RESOURCES
+
 from fhir_server.app import create_app
 from fhir_server.storage.sqlite import SQLiteStore
 
@@ -35,3 +37,12 @@ async def client(store: SQLiteStore) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(store))
     async with httpx.AsyncClient(transport=transport, base_url="http://fhir.test/fhir/") as c:
         yield c
+
+
+@pytest.fixture
+async def graph(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The linked resources of tests/search_graph.py, stored through the REST API."""
+    for resource in RESOURCES:
+        response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
+        assert response.status_code == 201, response.text
+    return client

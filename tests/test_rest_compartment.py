@@ -9,17 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from search_graph import RESOURCES
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def graph(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    for resource in RESOURCES:
-        response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
-        assert response.status_code == 201, response.text
-    return client
 
 
 async def _get(client: httpx.AsyncClient, path: str, **params: str) -> dict[str, Any]:

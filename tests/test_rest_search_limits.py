@@ -8,19 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from search_graph import RESOURCES
 
 from search.query import MAX_INCLUDES, MAX_OFFSET, MAX_PARAMETERS, MAX_VALUES
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def graph(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    for resource in RESOURCES:
-        response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
-        assert response.status_code == 201, response.text
-    return client
 
 
 def _values(count: int, prefix: str = "a") -> str:

@@ -20,14 +20,6 @@ from search.query import parse_search
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def graph(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    for resource in RESOURCES:
-        response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
-        assert response.status_code == 201, response.text
-    return client
-
-
 async def _ids(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> set[str]:
     response = await client.get(path, params={**params, "_count": "100"})
     assert response.status_code == 200, response.text

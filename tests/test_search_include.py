@@ -8,20 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from search_graph import RESOURCES
 
 from fhir_server.storage import sqlite_graph
 from fhir_server.storage.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def graph(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    for resource in RESOURCES:
-        response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
-        assert response.status_code == 201, response.text
-    return client
 
 
 def _entries(bundle: dict[str, Any], mode: str) -> list[str]:
