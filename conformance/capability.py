@@ -11,6 +11,9 @@ from functools import cache
 from typing import Any
 
 from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
+from search.composites import components
+from search.extract import COLUMN_PARAMETERS
+from search.query import SUPPORTED_TYPES
 from fhir_server import FHIR_VERSION, __version__
 
 # R4 valueset-type-restful-interaction / system-restful-interaction, in the spec's order
@@ -30,40 +33,19 @@ class RestSupport:
     conditional_delete: bool  # "single": several matches are refused with 412
 
 
-def _searchable_types() -> frozenset[str]:
-    """The search parameter types the search layer can answer."""
-    try:
-        from search.query import SUPPORTED_TYPES
-
-        return frozenset(SUPPORTED_TYPES)
-    except ImportError:
-        from search.extract import INDEXED_TYPES
-
-        return INDEXED_TYPES
-
-
-def _column_parameters() -> frozenset[str]:
-    """Parameters answered from table columns rather than the index (_id, _lastUpdated)."""
-    try:
-        from search.extract import COLUMN_PARAMETERS
-
-        return COLUMN_PARAMETERS
-    except ImportError:
-        return frozenset()
-
-
 @cache
 def search_params(resource_type: str) -> tuple[dict[str, str], ...]:
     """CapabilityStatement.rest.resource.searchParam: the parameters of the type whose
     kind the search layer supports, common ones (_id, _lastUpdated, ...) first."""
-    kinds = _searchable_types()
-    columns = _column_parameters()
     out: list[dict[str, str]] = []
     for code, definition in sorted(
         search_parameters(resource_type).items(),
         key=lambda item: (item[0] not in COMMON_PARAMETERS, item[0]),
     ):
-        if definition.type in kinds or code in columns:
+        supported = definition.type in SUPPORTED_TYPES and (
+            definition.type != "composite" or components(resource_type, code) is not None
+        )
+        if supported or code in COLUMN_PARAMETERS:
             out.append({"name": code, "definition": definition.url, "type": definition.type})
     # full text (search.fulltext); R4 defines both as string parameters, _text on
     # DomainResource only

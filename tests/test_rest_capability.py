@@ -117,3 +117,19 @@ async def test_each_listed_interaction_is_served(
         headers = {"Content-Type": "application/json-patch+json"} if method == "PATCH" else {}
         response = await client.request(method, url, json=body, headers=headers)
         assert response.status_code in (200, 201, 204), (code, response.text)
+
+
+def test_unsupported_composites_are_not_advertised() -> None:
+    """MolecularSequence's coordinate composites (token$number$number) and
+    DocumentReference relationship (reference$token) answer 400, so the statement
+    leaves them out; Observation's code-value-quantity is listed."""
+    from conformance.capability import search_params
+
+    molecular = {p["name"] for p in search_params("MolecularSequence")}
+    assert "chromosome-variant-coordinate" not in molecular
+    assert "referenceseqid-window-coordinate" not in molecular
+    document = {p["name"] for p in search_params("DocumentReference")}
+    assert "relationship" not in document
+    assert {"relatesto", "relation"} <= document  # its plain reference and token parts are
+    observation = {p["name"]: p["type"] for p in search_params("Observation")}
+    assert observation["code-value-quantity"] == "composite"
