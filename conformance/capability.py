@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
+from conformance.definitions import (
+    COMMON_PARAMETERS,
+    COMPARTMENT_TYPES,
+    RESOURCE_TYPES,
+    compartment_url,
+    search_parameters,
+)
 from search.composites import components
 from search.extract import COLUMN_PARAMETERS
 from search.query import SUPPORTED_TYPES
@@ -111,8 +117,8 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                # compartment search: GET Patient/[id]/[type] (search.chain)
-                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
+                # compartment search: GET [compartment type]/[id]/[type] (search.chain)
+                "compartment": [compartment_url(code) for code in COMPARTMENT_TYPES],
                 "resource": resources,
                 "interaction": _ordered(support.system_interactions, _SYSTEM_ORDER),
                 **({"operation": rest_operations} if rest_operations else {}),

@@ -103,12 +103,39 @@ def choice_elements() -> Mapping[str, frozenset[str]]:
     return MappingProxyType({name: frozenset(types) for name, types in raw.items()})
 
 
-@cache
 def patient_compartment() -> Mapping[str, tuple[str, ...]]:
     """Resource type -> the search parameter codes that link it to a Patient
     (CompartmentDefinition/patient); types outside the compartment are absent."""
-    raw = _load("compartment_patient.json")["resources"]
+    return compartment("Patient")
+
+
+# The R4 compartment types (compartmentdefinition.html), which are also resource types.
+COMPARTMENT_TYPES = ("Device", "Encounter", "Patient", "Practitioner", "RelatedPerson")
+# A member "param" meaning the compartment's own resource (Encounter in Encounter/[id]).
+OWN_RESOURCE = "{def}"
+
+
+@cache
+def _compartments() -> Mapping[str, Any]:
+    return MappingProxyType(_load("compartments.json")["compartments"])
+
+
+def compartment(code: str) -> Mapping[str, tuple[str, ...]]:
+    """Resource type -> the search parameter codes that link it to a resource of the
+    compartment type `code` (CompartmentDefinition/[code]); empty for an unknown code.
+    OWN_RESOURCE stands for the compartment's own resource."""
+    return _compartment_members(code) if code in COMPARTMENT_TYPES else MappingProxyType({})
+
+
+@cache
+def _compartment_members(code: str) -> Mapping[str, tuple[str, ...]]:
+    raw = _compartments()[code]["resources"]
     return MappingProxyType({t: tuple(codes) for t, codes in raw.items()})
+
+
+def compartment_url(code: str) -> str:
+    """The canonical URL of the R4 CompartmentDefinition for a compartment type."""
+    return str(_compartments()[code]["url"])
 
 
 @cache

@@ -343,6 +343,24 @@ def element_types(
     }
 
 
+def compartment_definitions(profiles: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The five R4 CompartmentDefinitions (Device, Encounter, Patient, Practitioner,
+    RelatedPerson) by compartment type: their canonical url and, per member resource type,
+    the search parameter codes that link it ("{def}" is the compartment's own resource).
+    Taken from profiles-resources.json, not from the package's separate
+    compartmentdefinition-patient.json, which carries non-R4 changes (Task; Encounter by
+    subject instead of patient)."""
+    out: dict[str, dict[str, Any]] = {}
+    for cd in (e["resource"] for e in profiles["entry"]):
+        if cd["resourceType"] != "CompartmentDefinition" or cd.get("version") != FHIR_VERSION:
+            continue
+        members = {item["code"]: item["param"] for item in cd["resource"] if item.get("param")}
+        out[cd["code"]] = {"url": cd["url"], "resources": dict(sorted(members.items()))}
+    if set(out) != {"Patient", "Encounter", "RelatedPerson", "Practitioner", "Device"}:
+        raise SystemExit(f"unexpected R4 compartments in the package: {sorted(out)}")
+    return dict(sorted(out.items()))
+
+
 def build(r4: Path) -> dict[str, Any]:
     profiles = json.loads((r4 / "profiles-resources.json").read_text("utf-8"))
     resource_types = sorted(
@@ -388,8 +406,7 @@ def build(r4: Path) -> dict[str, Any]:
     if missing:
         raise SystemExit(f"common search parameters missing from the package: {sorted(missing)}")
 
-    compartment = json.loads((r4 / "compartmentdefinition-patient.json").read_text("utf-8"))
-    patient = {item["code"]: item["param"] for item in compartment["resource"] if item.get("param")}
+    compartments = compartment_definitions(profiles)
 
     # Choice elements (value[x], effective[x], ...) by element name, with the type suffixes
     # they take in JSON (valueQuantity, effectiveDateTime), over all resources and types.
@@ -421,11 +438,7 @@ def build(r4: Path) -> dict[str, Any]:
             "source": source,
             "elements": {name: sorted(types) for name, types in sorted(choices.items())},
         },
-        "compartment_patient.json": {
-            "source": source,
-            "url": compartment["url"],
-            "resources": dict(sorted(patient.items())),
-        },
+        "compartments.json": {"source": source, "compartments": compartments},
     }
 
 

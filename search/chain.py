@@ -23,11 +23,17 @@ Error messages name the parameter, never its value (search values are patient da
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from conformance.definitions import RESOURCE_TYPES, patient_compartment, search_parameters
+from conformance.definitions import (
+    COMPARTMENT_TYPES,
+    OWN_RESOURCE,
+    RESOURCE_TYPES,
+    compartment,
+    search_parameters,
+)
 from fhir_server.errors import FHIRError, Issue
 from search.extract import index_key
 
@@ -203,20 +209,42 @@ def parse_link(
 
 def compartment_clause(
     compartment_type: str, compartment_id: str, resource_type: str
-) -> CompartmentClause:
-    """Membership of resource_type in the [compartment_type]/[id] compartment; only the
-    Patient compartment is defined here (conformance.definitions.patient_compartment)."""
-    if compartment_type != "Patient":
-        raise FHIRError.simple(
-            400, "not-supported", "Only the Patient compartment is supported", "compartment"
-        )
-    codes = patient_compartment().get(resource_type)
+) -> CompartmentClause | TypedClause:
+    """Membership of resource_type in the [compartment_type]/[id] compartment, by the
+    R4 CompartmentDefinition of that type (conformance.definitions.compartment). The
+    compartment's own resource ("{def}": Encounter/[id]/Encounter) is itself a member."""
+    from search.query import parse_search
+
+    members = compartment_members(compartment_type)
+    codes = members.get(resource_type)
     if not codes:
         raise FHIRError.simple(
-            400, "invalid", f"{resource_type} is not in the Patient compartment", "compartment"
+            400,
+            "invalid",
+            f"{resource_type} is not in the {compartment_type} compartment",
+            "compartment",
         )
-    keys = tuple(index_key(resource_type, code) for code in codes)
+    if codes == (OWN_RESOURCE,):
+        # the only R4 "{def}" members are the compartment types themselves, with no
+        # other parameter: membership is the resource's own id
+        own = parse_search(resource_type, [("_id", compartment_id)])
+        return TypedClause("", "", ((resource_type, own),))
+    keys = tuple(index_key(resource_type, code) for code in codes if code != OWN_RESOURCE)
     return CompartmentClause(compartment_type, compartment_id, keys)
+
+
+def compartment_members(compartment_type: str) -> Mapping[str, tuple[str, ...]]:
+    """The member types of a compartment type and their linking parameters; 400 for a
+    type that is not one of the R4 compartments."""
+    if compartment_type not in COMPARTMENT_TYPES:
+        raise FHIRError.simple(
+            400,
+            "not-supported",
+            f"{compartment_type} is not a compartment type; the R4 compartments are "
+            + ", ".join(COMPARTMENT_TYPES),
+            "compartment",
+        )
+    return compartment(compartment_type)
 
 
 def parse_types(value: str) -> tuple[str, ...]:
@@ -273,9 +301,9 @@ def compartment_search(
         query = parse_search(target, params, strict=strict, base_url=base_url)
         member = compartment_clause(compartment_type, compartment_id, target)
         return replace(query, links=(member, *query.links))
-    compartment_clause(compartment_type, compartment_id, "Patient")  # checks the type
+    members = compartment_members(compartment_type)
     query = parse_search(None, params, strict=strict, base_url=base_url)
-    types = tuple(t for t in sorted(patient_compartment()) if not query.types or t in query.types)
+    types = tuple(t for t in sorted(members) if not query.types or t in query.types)
     alternatives = tuple(
         (t, SearchQuery(t, links=(compartment_clause(compartment_type, compartment_id, t),)))
         for t in types

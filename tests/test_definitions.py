@@ -127,7 +127,7 @@ def test_unknown_type_raises_key_error() -> None:
 def test_patient_compartment_lists_the_linking_parameters() -> None:
     compartment = patient_compartment()
     assert compartment["Observation"] == ("subject", "performer")
-    assert compartment["Encounter"] == ("subject",)
+    assert compartment["Encounter"] == ("patient",)  # R4, not R5's subject
     assert compartment["AllergyIntolerance"] == ("patient", "recorder", "asserter")
     assert "Organization" not in compartment  # not in the Patient compartment
 
@@ -163,4 +163,22 @@ def test_generator_takes_the_bullet_of_a_shared_description() -> None:
     assert first_sentence(text, "Observation") == "The code of the observation type"
     assert first_sentence("Who the sensitivity is for. More text.", "X") == (
         "Who the sensitivity is for."
+    )
+
+
+def test_all_five_r4_compartments_with_their_linking_parameters() -> None:
+    from conformance.definitions import COMPARTMENT_TYPES, compartment, compartment_url
+
+    assert COMPARTMENT_TYPES == ("Device", "Encounter", "Patient", "Practitioner", "RelatedPerson")
+    # values from the R4 CompartmentDefinitions (compartmentdefinition-*.html)
+    assert compartment("Encounter")["Observation"] == ("encounter",)
+    assert compartment("Encounter")["Encounter"] == ("{def}",)
+    assert compartment("Practitioner")["Encounter"] == ("practitioner", "participant")
+    assert compartment("RelatedPerson")["Encounter"] == ("participant",)
+    assert compartment("Device")["Observation"] == ("subject", "device")
+    assert compartment("Patient") == patient_compartment()
+    assert "Organization" not in compartment("Encounter")
+    assert compartment("Organization") == {}
+    assert compartment_url("RelatedPerson") == (
+        "http://hl7.org/fhir/CompartmentDefinition/relatedPerson"
     )

@@ -1,7 +1,7 @@
 """Compartment search (R4 compartmentdefinition.html#search): `Patient/[id]/[type]` finds
 the resources that reference the Patient through a parameter the Patient
 CompartmentDefinition lists for that type (Observation: subject, performer; Encounter:
-subject; Patient: link)."""
+patient; Patient: link)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,10 @@ async def test_compartment_does_not_leak_other_patients(graph: httpx.AsyncClient
     ("path", "status", "fragment"),
     [
         pytest.param(
-            "Encounter/enc-1/Observation", 400, "Patient compartment", id="other-compartment"
+            "Organization/org-good/Observation",
+            400,
+            "Organization is not a compartment type",
+            id="not-a-compartment",
         ),
         pytest.param(
             "Patient/pat-peter/Organization",

@@ -318,7 +318,10 @@ async def test_capability_statement_lists_includes_and_the_compartment(
 ) -> None:
     statement = (await client.get("metadata")).json()
     rest = statement["rest"][0]
-    assert rest["compartment"] == ["http://hl7.org/fhir/CompartmentDefinition/patient"]
+    assert rest["compartment"] == [
+        f"http://hl7.org/fhir/CompartmentDefinition/{code}"
+        for code in ("device", "encounter", "patient", "practitioner", "relatedPerson")
+    ]
     by_type = {entry["type"]: entry for entry in rest["resource"]}
     observation = by_type["Observation"]
     assert {"*", "Observation:*", "Observation:subject", "Observation:has-member"} <= set(
