@@ -42,6 +42,7 @@ from fhir_server.storage import sqlite_fulltext
 from search import custom
 from search.extract import extract
 from search.fulltext import FIELD_OF_PARAMETER
+from search.chain import ChainClause, HasClause
 from search import cursor as cursors
 from search.query import (
     Clause,
@@ -558,8 +559,50 @@ def _order(sorts: Sequence[SortKey]) -> str:
     return ", ".join([*keys, "rid"])
 
 
+# How many matches a candidate driving condition is counted up to (links_drive): enough
+# to tell a selective condition from a common one, cheap for either.
+PROBE_LIMIT = 1000
+
+
+def _bounded_count(conn: sqlite3.Connection, tenant: str, rtype: str, sql: str,
+                   args: list[Any]) -> int:
+    (found,) = _execute(
+        conn,
+        "SELECT count(*) FROM (SELECT 1 FROM resources r WHERE r.tenant = ? AND r.type = ? "
+        f"AND {sql} LIMIT ?)",
+        [tenant, rtype, *args, PROBE_LIMIT],
+    ).fetchone()
+    return int(found)
+
+
+def links_drive(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> bool:
+    """Whether the chains and `_has` of `query` should drive it rather than its ordinary
+    driving parameter (_driver). The static rank of _selectivity cannot tell: a chain
+    may select one resource or most of them. So both are counted, up to PROBE_LIMIT rows
+    each, and the smaller drives (code=718-7&encounter.service-provider.identifier=X at
+    1M resources: the chain selects a few rows, the code hundreds of thousands)."""
+    links = [link for link in query.links if isinstance(link, ChainClause | HasClause)]
+    if not links or query.resource_type is None or sqlite_graph.leads(query):
+        return False
+    driver = _driver(query)
+    if driver is None:
+        # nothing else drives, or _id does (the (tenant, type, id) key is best)
+        return not any(c.code == "_id" and c.missing is None for c in query.clauses)
+    driver_sql, driver_args = _clause_sql(driver, True)
+    ordinary = _bounded_count(conn, tenant, query.resource_type, driver_sql, driver_args)
+    for link in links:
+        sql, args = sqlite_graph.link_sql(tenant, link, _where, param_id)
+        if _bounded_count(conn, tenant, query.resource_type, sql, args) < ordinary:
+            return True
+    return False
+
+
 def _where(
-    tenant: str, query: SearchQuery, hulls: frozenset[str] = frozenset(), hint: bool = True
+    tenant: str,
+    query: SearchQuery,
+    hulls: frozenset[str] = frozenset(),
+    hint: bool = True,
+    lead_links: bool = False,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause over `resources r` for `query`; `hulls` holds the date keys whose
     hull rows exist (search_page checks; files indexed before them lack them).
@@ -567,8 +610,9 @@ def _where(
     With a driving clause and `hint`, "+" keeps SQLite from walking resources_live
     instead of the driver's rids (a page reads them in rid order and stops early);
     a count goes without it and checks each rid in resources_live."""
-    # a compartment drives by itself (sqlite_graph.leads)
-    driver = None if sqlite_graph.leads(query) else _driver(query)
+    # a compartment drives by itself (sqlite_graph.leads), so do selective chains and
+    # _has when search_page measured them so (links_drive)
+    driver = None if lead_links or sqlite_graph.leads(query) else _driver(query)
     plus = "+" if driver is not None and hint else ""
     conditions = [f"{plus}r.tenant = ?", "r.deleted = 0"]
     args: list[Any] = [tenant]
@@ -588,7 +632,7 @@ def _where(
         args.extend(values)
     if query.links or query.types:  # chains, _has, compartment, _type (search.chain)
         # a compartment goes right after the tenant (see sqlite_graph.links_sql)
-        lead, rest = sqlite_graph.links_sql(tenant, query, _where, param_id)
+        lead, rest = sqlite_graph.links_sql(tenant, query, _where, param_id, lead_links)
         lead_args = [value for _, values in lead for value in values]
         conditions[1:1] = [sql for sql, _ in lead]
         args[1:1] = lead_args
@@ -643,10 +687,11 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     (by rid when unsorted, and by rid among equal sort values): the rows after
     `query.position` when it has one (keyset paging), else from `query.offset`."""
     hulls = _hull_keys(conn, query)
-    where, args = _where(tenant, query, hulls)
+    lead_links = links_drive(conn, tenant, query)
+    where, args = _where(tenant, query, hulls, lead_links=lead_links)
     total: int | None = None
     if query.total != "none":
-        count_where, count_args = _where(tenant, query, hulls, hint=False)
+        count_where, count_args = _where(tenant, query, hulls, hint=False, lead_links=lead_links)
         (total,) = _execute(
             conn, f"SELECT COUNT(*) FROM resources r WHERE {count_where}", count_args
         ).fetchone()
