@@ -109,3 +109,30 @@ def test_leading_links_come_before_the_ordinary_probes(db: SearchDB) -> None:
     assert where.index("r.rid IN (") < where.index("EXISTS (SELECT 1 FROM search_token")
     ordinary, _ = sqlite_index._where("default", query)  # noqa: SLF001
     assert "r.rid IN (SELECT rid FROM search_token" in ordinary
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param([("code", "718-7"), ("subject:Patient.name", "Chalmers")], id="chain"),
+        pytest.param([("_has:Observation:patient:code", "85354-9"), ("name", "Peter")], id="has"),
+    ],
+)
+def test_leading_links_are_the_rid_list_the_plan_starts_from(
+    db: SearchDB, params: list[tuple[str, str]]
+) -> None:
+    """The outer rows are looked up by rid from the link's list (no walk over the type)
+    and the ordinary parameter is a correlated per-row probe."""
+    resource_type = "Patient" if params[0][0].startswith("_has") else "Observation"
+    query = parse_search(resource_type, params)
+    where, args = sqlite_index._where("default", query, lead_links=True)  # noqa: SLF001
+    plan = [
+        str(row[-1])
+        for row in db.conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT r.rid FROM resources r WHERE {where} ORDER BY r.rid",
+            args,
+        )
+    ]
+    assert "resources_live (tenant=? AND type=? AND deleted=? AND rowid=?)" in plan[0], plan
+    assert not any("SCAN" in step for step in plan), plan
+    assert any(step.startswith("CORRELATED") for step in plan), plan

@@ -118,6 +118,14 @@ def links_sql(
         leading = isinstance(link, CompartmentClause) or (
             lead_links and isinstance(link, ChainClause | HasClause)
         )
+        if leading and isinstance(link, HasClause) and query.resource_type is not None:
+            # `r.id IN (...)` alone is checked per row of a scan of the type; as a rid
+            # list, found through the (tenant, type, id) key, it drives
+            sql = (
+                "r.rid IN (SELECT r.rid FROM resources r WHERE r.tenant = ? AND r.type = ? "
+                f"AND {sql})"
+            )
+            values = [tenant, query.resource_type, *values]
         (lead if leading else rest).append((sql, values))
     return lead, rest
 
