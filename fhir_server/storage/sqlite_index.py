@@ -564,14 +564,36 @@ def _order(sorts: Sequence[SortKey]) -> str:
 PROBE_LIMIT = 1000
 
 
-def _bounded_count(conn: sqlite3.Connection, tenant: str, rtype: str, sql: str,
-                   args: list[Any]) -> int:
-    (found,) = _execute(
-        conn,
-        "SELECT count(*) FROM (SELECT 1 FROM resources r WHERE r.tenant = ? AND r.type = ? "
-        f"AND {sql} LIMIT ?)",
-        [tenant, rtype, *args, PROBE_LIMIT],
-    ).fetchone()
+def _rid_list(sql: str) -> str | None:
+    """The SELECT inside a condition of the form `r.rid IN (SELECT ...)`, else None."""
+    head = "r.rid IN ("
+    if not sql.startswith(head) or not sql.endswith(")"):
+        return None
+    depth = 0
+    for index, char in enumerate(sql[len(head) - 1 :], start=len(head) - 1):
+        depth += char == "("
+        depth -= char == ")"
+        if depth == 0:
+            return sql[len(head) : -1] if index == len(sql) - 1 else None
+    return None
+
+
+def _bounded_count(
+    conn: sqlite3.Connection, tenant: str, rtype: str, sql: str, args: list[Any]
+) -> int:
+    """Up to PROBE_LIMIT matches of one condition. A rid list is counted by itself, which
+    stops at the limit (joined to resources, SQLite would first build the whole list);
+    its rows may include other tenants' or deleted ones, which is fine for an estimate."""
+    inner = _rid_list(sql)
+    if inner is not None:
+        count_sql, count_args = f"SELECT count(*) FROM ({inner} LIMIT ?)", [*args, PROBE_LIMIT]
+    else:
+        count_sql = (
+            "SELECT count(*) FROM (SELECT 1 FROM resources r WHERE r.tenant = ? "
+            f"AND r.type = ? AND {sql} LIMIT ?)"
+        )
+        count_args = [tenant, rtype, *args, PROBE_LIMIT]
+    (found,) = _execute(conn, count_sql, count_args).fetchone()
     return int(found)
 
 
