@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import math
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -205,6 +206,10 @@ def _decimal(value: Any) -> Decimal | None:
         return value if value.is_finite() else None
     if kind is int:
         return Decimal(value)
+    if kind is float and math.isfinite(value):
+        # resources built in Python rather than parsed by jsonutil; repr is the
+        # shortest text that reads back as the same float (62.7, not 62.70000000000000284)
+        return Decimal(repr(value))
     return None
 
 

@@ -213,3 +213,23 @@ def test_fhirpathpy_rewrite_of_resolve_and_as() -> None:
     expression = "Observation.subject.where(resolve() is Patient)"
     rewritten = fhirpathpy_expression(expression, "Observation")
     assert "resolve" not in rewritten and "startsWith('Patient/')" in rewritten
+
+
+def test_quantity_given_as_python_float_is_indexed_like_its_decimal() -> None:
+    """Resources written through the store API from Python (the benchmark generator does)
+    carry floats, not the Decimals jsonutil parses; 62.7 must index as 62.7."""
+    from decimal import Decimal
+
+    from search.extract import extract
+
+    def quantities(value: object) -> set:
+        return extract({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": value, "unit": "/min",
+                              "system": "http://unitsofmeasure.org", "code": "/min"},
+        }).quantities
+
+    assert quantities(62.7) == quantities(Decimal("62.7"))
+    assert quantities(62.7)
+    assert not quantities(float("nan"))
