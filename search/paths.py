@@ -41,11 +41,11 @@ _RESOLVE_IS = re.compile(rf"resolve\(\) is ({_IDENT})")
 _EXISTS_NOT_FALSE = re.compile(r"(\S+)\.exists\(\) and (\S+) != false")
 
 
-def split_union(expression: str) -> list[str]:
-    """Split on `|` outside parentheses and quotes."""
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """Split `text` on `separator` where it stands outside parentheses and quotes."""
     parts: list[str] = []
     depth, quoted, start = 0, False, 0
-    for i, ch in enumerate(expression):
+    for i, ch in enumerate(text):
         if ch == "'":
             quoted = not quoted
         elif quoted:
@@ -54,30 +54,20 @@ def split_union(expression: str) -> list[str]:
             depth += 1
         elif ch == ")":
             depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(expression[start:i].strip())
+        elif ch == separator and depth == 0:
+            parts.append(text[start:i])
             start = i + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
+    parts.append(text[start:])
+    return parts
+
+
+def split_union(expression: str) -> list[str]:
+    """Split on `|` outside parentheses and quotes."""
+    return [p for p in (part.strip() for part in _split_top_level(expression, "|")) if p]
 
 
 def _split_steps(path: str) -> list[str]:
-    steps: list[str] = []
-    depth, quoted, start = 0, False, 0
-    for i, ch in enumerate(path):
-        if ch == "'":
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "." and depth == 0:
-            steps.append(path[start:i])
-            start = i + 1
-    steps.append(path[start:])
-    return steps
+    return _split_top_level(path, ".")
 
 
 def reference_is(reference: Any, resource_type: str) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rest_examples import patient
 from search_graph import RESOURCES
 
 from fhir_server.app import create_app
@@ -46,3 +47,15 @@ async def graph(client: httpx.AsyncClient) -> httpx.AsyncClient:
         response = await client.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
         assert response.status_code == 201, response.text
     return client
+
+
+@pytest.fixture
+async def pid(client: httpx.AsyncClient) -> str:
+    """The id of a Patient stored through the REST API in two versions (create, update)."""
+    created = await client.post("Patient", json=patient())
+    assert created.status_code == 201, created.text
+    resource_id: str = created.json()["id"]
+    changed = patient(id=resource_id, gender="female")
+    updated = await client.put(f"Patient/{resource_id}", json=changed)
+    assert updated.status_code == 200, updated.text
+    return resource_id

@@ -6,20 +6,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from rest_examples import patient
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def pid(client: httpx.AsyncClient) -> str:
-    created = await client.post("Patient", json=patient())
-    assert created.status_code == 201, created.text
-    resource_id: str = created.json()["id"]
-    changed = patient(id=resource_id, gender="female")
-    updated = await client.put(f"Patient/{resource_id}", json=changed)
-    assert updated.status_code == 200, updated.text
-    return resource_id
 
 
 @pytest.mark.parametrize(
