@@ -6,6 +6,7 @@ own 404/405 and anything unexpected (a 500 that carries no traceback).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,22 +16,35 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from conformance.capability import RestSupport, capability_statement
 from fhir_server.errors import FHIRError
 from fhir_server.rest import http
 from fhir_server.rest.handlers import Handlers
-from fhir_server.rest.routes import INTERACTIONS, build_routes, internal_error
+from fhir_server.rest.routes import build_routes, interactions, internal_error
 from fhir_server.storage.base import Context, ResourceStore
 
 logger = logging.getLogger(__name__)
+
+# Routes outside the FHIR base (e.g. DICOMweb): "module:function" of functions taking
+# the core Handlers and returning Starlette routes. Imported when an app is created.
+OTHER_ROUTES: tuple[str, ...] = ()
+
+
+def _other_routes(handlers: Handlers) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    for name in OTHER_ROUTES:
+        module, _, function = name.partition(":")
+        routes.extend(getattr(importlib.import_module(module), function)(handlers))
+    return routes
 
 
 def rest_support() -> RestSupport:
     """What the route table implements, for the CapabilityStatement."""
     by_level: dict[str, set[str]] = {"instance": set(), "type": set(), "system": set()}
     conditional: set[str] = set()
-    for item in INTERACTIONS:
+    for item in interactions():
         by_level[item.level].update(item.codes)
         if item.conditional:
             conditional.update(item.codes)
@@ -103,6 +117,7 @@ def create_app(
         title="fhir-fusion", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     app.router.routes.extend(build_routes(handlers, base_path))
+    app.router.routes.extend(_other_routes(handlers))
     app.add_exception_handler(FHIRError, _fhir_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from conformance.definitions import RESOURCE_TYPES
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, Issue
+from fhir_server.rest.routes import EndpointGroup, Interaction
 from fhir_server.storage import sqlite_reindex
 from fhir_server.storage.base import Context, ResourceStore
 from fhir_server.storage.sqlite_reindex import COMPLETED, Job
@@ -233,3 +234,18 @@ class ReindexEndpoints:
     async def wait(self, job_id: int) -> Job:
         """The finished job (for tests and shutdown)."""
         return await self._tasks[job_id]
+
+
+def _endpoints(handlers: Handlers) -> ReindexEndpoints:
+    return ReindexEndpoints(handlers)
+
+
+ENDPOINTS = EndpointGroup(
+    (
+        Interaction("POST", "/$reindex", "reindex_system", ("$reindex",), "system"),
+        Interaction("GET", "/$reindex/{job}", "reindex_status", (), "system"),
+        Interaction("POST", "/{type}/$reindex", "reindex_type", ("$reindex",), "type"),
+        Interaction("GET", "/OperationDefinition/reindex", "reindex_definition", (), "system"),
+    ),
+    _endpoints,
+)

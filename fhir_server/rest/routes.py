@@ -4,6 +4,7 @@ so it lists exactly what the server routes."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
@@ -34,14 +35,8 @@ class Interaction:
 
 
 # Order matters: literal segments (metadata, _history, _search) before {type}/{id}.
-INTERACTIONS: tuple[Interaction, ...] = (
+CORE_INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("GET", "/metadata", "metadata", (), "system"),
-    # Operations: codes starting with "$" become CapabilityStatement.rest.operation; the
-    # handlers are fhir_server.reindex.ReindexEndpoints.
-    Interaction("POST", "/$reindex", "reindex_system", ("$reindex",), "system"),
-    Interaction("GET", "/$reindex/{job}", "reindex_status", (), "system"),
-    Interaction("POST", "/{type}/$reindex", "reindex_type", ("$reindex",), "type"),
-    Interaction("GET", "/OperationDefinition/reindex", "reindex_definition", (), "system"),
     Interaction("GET", "/_history", "history_system", ("history-system",), "system"),
     Interaction("POST", "", "bundle", ("transaction", "batch"), "system"),
     Interaction("GET", "", "search_system", ("search-system",), "system"),
@@ -66,6 +61,40 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("PATCH", "/{type}/{id}", "patch", ("patch",), "instance"),
     Interaction("DELETE", "/{type}/{id}", "delete", ("delete",), "instance"),
 )
+
+
+@dataclass(frozen=True)
+class EndpointGroup:
+    """Operations served by one module: their interactions, and a factory that makes,
+    from the core handlers (store, context, base path), the object whose methods of
+    the names in `Interaction.handler` serve them. Codes starting with "$" become
+    CapabilityStatement.rest.operation."""
+
+    interactions: tuple[Interaction, ...]
+    factory: Callable[[Handlers], object]
+
+
+# "module:attribute" of each EndpointGroup, imported when the routes are built (an
+# operation module may import the app's modules, not the other way round). Their
+# routes come before the core table, so literal paths ($op, OperationDefinition/x)
+# win over {type}/{id}.
+ENDPOINT_GROUPS: tuple[str, ...] = (
+    "fhir_server.reindex:ENDPOINTS",
+)
+
+
+def endpoint_groups() -> list[EndpointGroup]:
+    groups = []
+    for name in ENDPOINT_GROUPS:
+        module, _, attribute = name.partition(":")
+        groups.append(getattr(importlib.import_module(module), attribute))
+    return groups
+
+
+def interactions() -> tuple[Interaction, ...]:
+    """Every routed interaction, operations first."""
+    ops = tuple(item for group in endpoint_groups() for item in group.interactions)
+    return ops + CORE_INTERACTIONS
 
 
 def _where(exc: BaseException) -> str:
@@ -104,14 +133,18 @@ def _endpoint(
 def build_routes(handlers: Handlers, base_path: str) -> list[Route]:
     """One route per path, dispatching on the method, so that a 405 lists every
     method the path allows (Allow header)."""
-    from fhir_server.reindex import ReindexEndpoints
-
-    operations = ReindexEndpoints(handlers)
+    served: list[tuple[Interaction, object]] = []
+    for group in endpoint_groups():
+        owner = group.factory(handlers)
+        served.extend((item, owner) for item in group.interactions)
+    served.extend((item, handlers) for item in CORE_INTERACTIONS)
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
-    for item in INTERACTIONS:
+    for item, owner in served:
         label = f"{item.method} {item.path or '/'}"
-        handler = getattr(operations, item.handler, None) or getattr(handlers, item.handler)
-        by_path.setdefault(item.path, {})[item.method] = _endpoint(handler, label)
+        methods = by_path.setdefault(item.path, {})
+        if item.method in methods:
+            raise ValueError(f"Two handlers for {label}")
+        methods[item.method] = _endpoint(getattr(owner, item.handler), label)
     return [
         Route(base_path + path, _dispatch(methods), methods=list(methods),
               include_in_schema=False)
