@@ -46,3 +46,35 @@ async def test_other_fhir_version_is_406(client: httpx.AsyncClient, accept: str)
     response = await client.get("Patient", headers={"Accept": accept})
     assert response.status_code == 406, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/fhir+json; fhirVersion=4.0", 201),
+        ("application/fhir+json;fhirVersion=4.0.1", 201),
+        ("application/fhir+json; fhirVersion=5.0", 415),
+        ("application/json; fhirVersion=3.0", 415),
+    ],
+)
+async def test_body_of_another_fhir_version_is_415(
+    client: httpx.AsyncClient, content_type: str, status: int
+) -> None:
+    """http.html#version-parameter: the server refuses a body whose Content-Type names
+    a FHIR version it does not support, with 415."""
+    response = await client.post(
+        "Patient", content=b'{"resourceType": "Patient", "active": true}',
+        headers={"Content-Type": content_type},
+    )
+    assert response.status_code == status, response.text
+    if status == 415:
+        assert "fhirVersion" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_duplicate_key_is_named(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "Patient", content=b'{"resourceType": "Patient", "active": true, "active": false}',
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert response.status_code == 400
+    assert "'active' more than once" in response.json()["issue"][0]["diagnostics"]

@@ -106,6 +106,13 @@ async def json_body(request: Request, media_types: frozenset[str] = JSON_MEDIA_T
             f"Send {' or '.join(sorted(media_types))}; this server does not read "
             f"{_media_type(content_type)[:60]}",
         )
+    if content_type and not _fhir_version_fits(content_type):
+        # http.html#version-parameter: a body of another FHIR version is refused with 415
+        raise FHIRError.simple(
+            415, "not-supported",
+            f"This server reads FHIR {FHIR_VERSION} (R4) only; the Content-Type names "
+            "another fhirVersion",
+        )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise FHIRError.simple(
@@ -127,6 +134,8 @@ async def json_body(request: Request, media_types: frozenset[str] = JSON_MEDIA_T
         where = ""
         if isinstance(exc, json.JSONDecodeError):
             where = f": {exc.msg} at line {exc.lineno} column {exc.colno}"
+        elif isinstance(exc, jsonutil.DuplicateKeyError):
+            where = f": {exc}"  # names the key (a property name, not content)
         raise FHIRError.simple(400, "structure", f"The body is not valid JSON{where}") from None
 
 
