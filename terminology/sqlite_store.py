@@ -1,0 +1,701 @@
+"""The concept store (terminology.store.ConceptStore) in the SQLite file of the resources.
+
+Tables of its own, created idempotently on first use:
+
+    term_systems      one row per loaded url+version (state 'loading' until the swap)
+    term_concepts     code, display, definition, active, properties (JSON) per concept
+    term_designations language / use / value per concept
+    term_parents      (sid, child, parent) codes: the is-a edges
+    term_text         FTS5, rowid = concept id: code, display and designations, for the
+                      type-ahead `filter` of $expand (unicode61 remove_diacritics 2: case and
+                      accents folded; ideographs and kana split per character beforehand)
+    term_expansions / term_members   cached expansions: members in order, by concept id
+
+Writes go through the resource store's transactions (its writer connection, its lock);
+reads use the connection its plain reads use. Statements run on the event loop thread
+like the resource store's own: each is an index probe or a bounded scan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterable, Iterable, Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from search.fulltext import phrases, prepare
+from terminology.model import CodeSystemHeader, Concept, Designation
+from terminology.store import (
+    BATCH,
+    ConceptDetail,
+    ExpandedConcept,
+    Expansion,
+    Filter,
+    LoadSummary,
+    Member,
+    Progress,
+    Subsumption,
+    SystemInfo,
+    TerminologyError,
+)
+
+if TYPE_CHECKING:
+    from fhir_server.storage.base import Context
+    from fhir_server.storage.sqlite import SQLiteStore
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS term_systems (
+        sid INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        url TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL,
+        header TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        source TEXT NOT NULL,
+        loaded_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS term_systems_by_url ON term_systems (tenant, url, version)",
+    """CREATE TABLE IF NOT EXISTS term_concepts (
+        cid INTEGER PRIMARY KEY,
+        sid INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        display TEXT,
+        definition TEXT,
+        active INTEGER NOT NULL,
+        properties TEXT,
+        UNIQUE (sid, code))""",
+    """CREATE TABLE IF NOT EXISTS term_designations (
+        cid INTEGER NOT NULL,
+        language TEXT,
+        use_system TEXT,
+        use_code TEXT,
+        value TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS term_designations_by_cid ON term_designations (cid)",
+    """CREATE TABLE IF NOT EXISTS term_parents (
+        sid INTEGER NOT NULL,
+        child TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        PRIMARY KEY (sid, child, parent)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS term_parents_by_parent ON term_parents (sid, parent, child)",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS term_text USING fts5(
+        text, tokenize='unicode61 remove_diacritics 2')""",
+    """CREATE TABLE IF NOT EXISTS term_expansions (
+        eid INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        key TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (tenant, key))""",
+    """CREATE TABLE IF NOT EXISTS term_members (
+        eid INTEGER NOT NULL,
+        pos INTEGER NOT NULL,
+        cid INTEGER,
+        system TEXT,
+        version TEXT,
+        code TEXT,
+        display TEXT,
+        PRIMARY KEY (eid, pos)) WITHOUT ROWID""",
+)
+
+MAX_EXPANSIONS = 200  # cached per tenant; the oldest go first
+_HEADER_FIELDS = ("name", "title", "status", "content", "hierarchy_meaning", "copyright",
+                  "language")  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, Decimal):
+        return {"decimal": str(value)}
+    return value
+
+
+def _from_json_value(value: object) -> object:
+    if isinstance(value, dict) and "decimal" in value:
+        return Decimal(value["decimal"])
+    return value
+
+
+def _system_row(row: tuple[Any, ...]) -> SystemInfo:
+    sid, url, version, header, count, source = row
+    h = json.loads(header)
+    return SystemInfo(
+        sid, url, version or None, h["name"], h.get("title"), h.get("status", "active"),
+        h.get("content", "complete"), h.get("hierarchy_meaning"), h.get("copyright"),
+        h.get("language"), count, source,
+    )  # fmt: skip
+
+
+def search_text(concept: Concept) -> str:
+    """What the type-ahead filter matches: code, display and designations."""
+    parts = [concept.code, concept.display or ""]
+    parts.extend(d.value for d in concept.designations)
+    return prepare(" ".join(dict.fromkeys(p for p in parts if p)))
+
+
+def match_expression(text: str) -> str | None:
+    """The FTS5 query for type-ahead `text`: each word a prefix, ideograph runs as phrases
+    (in order); None when `text` has no letter or digit. Only quoted tokens reach MATCH."""
+    try:
+        found = phrases(text)
+    except ValueError as exc:
+        raise TerminologyError(400, "too-costly", f"filter: {exc}", "filter") from None
+    if not found:
+        return None
+    return " AND ".join(
+        '"' + " ".join(token.replace('"', '""') for token in phrase) + '"*' for phrase in found
+    )
+
+
+async def _each(concepts: Iterable[Concept] | AsyncIterable[Concept]) -> Any:
+    if isinstance(concepts, AsyncIterable):
+        async for concept in concepts:
+            yield concept
+    else:
+        for concept in concepts:
+            yield concept
+
+
+class SQLiteConceptStore:
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._ready = False
+
+    # -- connections -----------------------------------------------------------
+
+    async def _ensure(self, ctx: Context) -> None:
+        if self._ready:
+            return
+        async with self._store.transaction(ctx) as txn:
+            for statement in SCHEMA:
+                txn.connection.execute(statement)
+        self._ready = True
+
+    async def _reader(self, ctx: Context) -> sqlite3.Connection:
+        await self._ensure(ctx)
+        # the reader, or the writer inside the task's batch (sees its uncommitted writes)
+        return self._store._reads()  # noqa: SLF001 - same storage backend, tables of its own
+
+    # -- loading ---------------------------------------------------------------
+
+    async def load_code_system(
+        self,
+        ctx: Context,
+        header: CodeSystemHeader,
+        concepts: Iterable[Concept] | AsyncIterable[Concept],
+        *,
+        progress: Progress | None = None,
+        source: str = "load",
+        keep_resource: bool = True,
+    ) -> LoadSummary:
+        if not header.url or not header.name:
+            raise TerminologyError(400, "required", "A code system needs a url and a name", "url")
+        await self._ensure(ctx)
+        started = time.perf_counter()
+        header_json = json.dumps({f: getattr(header, f) for f in _HEADER_FIELDS})
+        version = header.version or ""
+        async with self._store.transaction(ctx) as txn:
+            sid = txn.connection.execute(
+                "INSERT INTO term_systems (tenant, url, version, state, header, source, "
+                "loaded_at) VALUES (?, ?, ?, 'loading', ?, ?, ?)",
+                (ctx.tenant, header.url, version, header_json, source, _now()),
+            ).lastrowid
+        assert sid is not None
+        count = designations = 0
+        batch: list[Concept] = []
+        try:
+            async for concept in _each(concepts):
+                batch.append(concept)
+                if len(batch) >= BATCH:
+                    designations += await self._write_batch(ctx, sid, batch)
+                    count += len(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(count)
+            if batch:
+                designations += await self._write_batch(ctx, sid, batch)
+                count += len(batch)
+                if progress is not None:
+                    progress(count)
+        except BaseException:
+            await self._drop_sids(ctx, [sid])
+            raise
+        async with self._store.transaction(ctx) as txn:
+            conn = txn.connection
+            (count,) = conn.execute("SELECT count(*) FROM term_concepts WHERE sid=?",
+                                    (sid,)).fetchone()  # fmt: skip
+            old = [row[0] for row in conn.execute(
+                "SELECT sid FROM term_systems WHERE tenant=? AND url=? AND version=? AND sid<>?",
+                (ctx.tenant, header.url, version, sid),
+            )]  # fmt: skip
+            conn.execute("UPDATE term_systems SET state='ready', count=? WHERE sid=?",
+                         (count, sid))  # fmt: skip
+            conn.execute("UPDATE term_systems SET state='dropped' WHERE sid IN (%s)"
+                         % ",".join("?" * len(old)), old)  # fmt: skip
+            self._clear_expansions(conn, ctx.tenant)
+        await self._drop_sids(ctx, old)
+        resource_id = ""
+        if keep_resource:
+            from terminology.resources import keep_code_system_resource
+
+            resource_id = await keep_code_system_resource(self._store, ctx, header, count)
+        return LoadSummary(header.url, header.version, count, designations,
+                           time.perf_counter() - started, bool(old), resource_id)  # fmt: skip
+
+    async def _write_batch(self, ctx: Context, sid: int, batch: list[Concept]) -> int:
+        designations = 0
+        async with self._store.transaction(ctx) as txn:
+            conn = txn.connection
+            for concept in batch:
+                props = (
+                    json.dumps({k: [_json_value(v) for v in vs]
+                                for k, vs in concept.properties.items()})
+                    if concept.properties else None
+                )  # fmt: skip
+                existing = conn.execute(
+                    "SELECT cid FROM term_concepts WHERE sid=? AND code=?", (sid, concept.code)
+                ).fetchone()
+                if existing:  # a repeated code replaces the earlier one
+                    self._delete_concepts(conn, sid, [existing[0]], [concept.code])
+                cid = conn.execute(
+                    "INSERT INTO term_concepts (sid, code, display, definition, active, "
+                    "properties) VALUES (?, ?, ?, ?, ?, ?)",
+                    (sid, concept.code, concept.display, concept.definition,
+                     int(concept.active), props),
+                ).lastrowid  # fmt: skip
+                if concept.designations:
+                    conn.executemany(
+                        "INSERT INTO term_designations (cid, language, use_system, use_code, "
+                        "value) VALUES (?, ?, ?, ?, ?)",
+                        [(cid, d.language, d.use_system, d.use_code, d.value)
+                         for d in concept.designations],
+                    )  # fmt: skip
+                    designations += len(concept.designations)
+                if concept.parents:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO term_parents (sid, child, parent) VALUES (?, ?, ?)",
+                        [(sid, concept.code, p) for p in concept.parents],
+                    )
+                conn.execute("INSERT INTO term_text (rowid, text) VALUES (?, ?)",
+                             (cid, search_text(concept)))  # fmt: skip
+        return designations
+
+    @staticmethod
+    def _delete_concepts(
+        conn: sqlite3.Connection, sid: int, cids: list[int], codes: list[str]
+    ) -> None:
+        for start in range(0, len(cids), 500):
+            part = cids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            conn.execute(f"DELETE FROM term_text WHERE rowid IN ({marks})", part)
+            conn.execute(f"DELETE FROM term_designations WHERE cid IN ({marks})", part)
+            conn.execute(f"DELETE FROM term_concepts WHERE cid IN ({marks})", part)
+        for start in range(0, len(codes), 500):
+            part2 = codes[start:start + 500]
+            marks = ",".join("?" * len(part2))
+            conn.execute(f"DELETE FROM term_parents WHERE sid=? AND child IN ({marks})",
+                         [sid, *part2])  # fmt: skip
+
+    async def _drop_sids(self, ctx: Context, sids: list[int]) -> None:
+        """Delete the concepts of dropped loads, a batch per transaction."""
+        for sid in sids:
+            while True:
+                async with self._store.transaction(ctx) as txn:
+                    conn = txn.connection
+                    rows = conn.execute(
+                        "SELECT cid, code FROM term_concepts WHERE sid=? LIMIT ?", (sid, BATCH)
+                    ).fetchall()
+                    if not rows:
+                        conn.execute("DELETE FROM term_parents WHERE sid=?", (sid,))
+                        conn.execute("DELETE FROM term_systems WHERE sid=?", (sid,))
+                        break
+                    self._delete_concepts(conn, sid, [r[0] for r in rows], [])
+
+    async def drop_code_system(self, ctx: Context, url: str, version: str | None) -> bool:
+        await self._ensure(ctx)
+        async with self._store.transaction(ctx) as txn:
+            conn = txn.connection
+            sids = [row[0] for row in conn.execute(
+                "SELECT sid FROM term_systems WHERE tenant=? AND url=? AND version=?",
+                (ctx.tenant, url, version or ""),
+            )]  # fmt: skip
+            conn.executemany("UPDATE term_systems SET state='dropped' WHERE sid=?",
+                             [(s,) for s in sids])  # fmt: skip
+            self._clear_expansions(conn, ctx.tenant)
+        await self._drop_sids(ctx, sids)
+        return bool(sids)
+
+    # -- reading ---------------------------------------------------------------
+
+    _SYSTEM_COLUMNS = "sid, url, version, header, count, source"
+
+    async def system(
+        self, ctx: Context, url: str, version: str | None = None
+    ) -> SystemInfo | None:
+        conn = await self._reader(ctx)
+        if version is None:
+            row = conn.execute(
+                f"SELECT {self._SYSTEM_COLUMNS} FROM term_systems WHERE tenant=? AND url=? "
+                "AND state='ready' ORDER BY sid DESC LIMIT 1",
+                (ctx.tenant, url),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                f"SELECT {self._SYSTEM_COLUMNS} FROM term_systems WHERE tenant=? AND url=? "
+                "AND version=? AND state='ready' ORDER BY sid DESC LIMIT 1",
+                (ctx.tenant, url, version),
+            ).fetchone()
+        return _system_row(row) if row else None
+
+    async def systems(self, ctx: Context, url: str | None = None) -> list[SystemInfo]:
+        conn = await self._reader(ctx)
+        sql = f"SELECT {self._SYSTEM_COLUMNS} FROM term_systems WHERE tenant=? AND state='ready'"
+        args: list[Any] = [ctx.tenant]
+        if url is not None:
+            sql += " AND url=?"
+            args.append(url)
+        return [_system_row(row) for row in conn.execute(sql + " ORDER BY url, sid DESC", args)]
+
+    async def concept(self, ctx: Context, system: SystemInfo, code: str) -> ConceptDetail | None:
+        conn = await self._reader(ctx)
+        row = conn.execute(
+            "SELECT cid, display, definition, active, properties FROM term_concepts "
+            "WHERE sid=? AND code=?",
+            (system.sid, code),
+        ).fetchone()
+        if row is None:
+            return None
+        cid, display, definition, active, props = row
+        designations = tuple(
+            Designation(value, language, use_system, use_code)
+            for language, use_system, use_code, value in conn.execute(
+                "SELECT language, use_system, use_code, value FROM term_designations "
+                "WHERE cid=? ORDER BY rowid", (cid,))
+        )  # fmt: skip
+        parents = tuple(r[0] for r in conn.execute(
+            "SELECT parent FROM term_parents WHERE sid=? AND child=?", (system.sid, code)))
+        children = tuple(r[0] for r in conn.execute(
+            "SELECT child FROM term_parents WHERE sid=? AND parent=?", (system.sid, code)))
+        properties = {
+            k: tuple(_from_json_value(v) for v in vs)
+            for k, vs in (json.loads(props) if props else {}).items()
+        }
+        concept = Concept(code, display, definition, designations, parents, properties,
+                          bool(active))  # fmt: skip
+        return ConceptDetail(concept, children)
+
+    async def codes_to_ids(
+        self, ctx: Context, system: SystemInfo, codes: Iterable[str]
+    ) -> dict[str, int]:
+        conn = await self._reader(ctx)
+        wanted = list(dict.fromkeys(codes))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for cid, code in conn.execute(
+                f"SELECT cid, code FROM term_concepts WHERE sid=? AND code IN ({marks})",
+                [system.sid, *part],
+            ):
+                found[code] = cid
+        return found
+
+    async def descendants(self, ctx: Context, system: SystemInfo, code: str) -> set[str]:
+        conn = await self._reader(ctx)
+        return {row[0] for row in conn.execute(
+            "WITH RECURSIVE d(code) AS (SELECT child FROM term_parents WHERE sid=?1 AND parent=?2 "
+            "UNION SELECT p.child FROM term_parents p JOIN d ON p.sid=?1 AND p.parent=d.code) "
+            "SELECT code FROM d", (system.sid, code))} - {code}  # fmt: skip
+
+    async def ancestors(self, ctx: Context, system: SystemInfo, code: str) -> set[str]:
+        conn = await self._reader(ctx)
+        return {row[0] for row in conn.execute(
+            "WITH RECURSIVE a(code) AS (SELECT parent FROM term_parents WHERE sid=?1 AND child=?2 "
+            "UNION SELECT p.parent FROM term_parents p JOIN a ON p.sid=?1 AND p.child=a.code) "
+            "SELECT code FROM a", (system.sid, code))} - {code}  # fmt: skip
+
+    async def subsumes(
+        self, ctx: Context, system: SystemInfo, code_a: str, code_b: str
+    ) -> Subsumption:
+        if code_a == code_b:
+            return "equivalent"
+        if code_a in await self.ancestors(ctx, system, code_b):
+            return "subsumes"
+        if code_b in await self.ancestors(ctx, system, code_a):
+            return "subsumed-by"
+        return "not-subsumed"
+
+    async def select(
+        self, ctx: Context, system: SystemInfo, filters: Iterable[Filter]
+    ) -> list[int]:
+        conn = await self._reader(ctx)
+        clauses: list[str] = ["sid=?"]
+        args: list[Any] = [system.sid]
+        post: list[Filter] = []
+        code_sets: list[tuple[set[str], bool]] = []  # (codes, negated), checked per row
+        for f in filters:
+            codes = await self._codes_for(ctx, system, f)
+            negate = f.op in ("is-not-a", "not-in")
+            if codes is not None and len(codes) <= 500 and not negate:
+                clauses.append(f"code IN ({','.join('?' * len(codes)) or 'NULL'})")
+                args.extend(codes)
+            elif codes is not None:
+                code_sets.append((codes, negate))
+            elif f.property == "display" and f.op == "=":
+                clauses.append("display=?")
+                args.append(f.value)
+            elif f.op in ("=", "regex", "in", "not-in", "exists"):
+                post.append(f)
+            else:
+                raise TerminologyError(
+                    400, "not-supported",
+                    f"Filter operator '{f.op}' on property '{f.property}' is not supported",
+                    "ValueSet.compose.include.filter",
+                )
+        rows = conn.execute(
+            f"SELECT cid, code, display, properties FROM term_concepts "
+            f"WHERE {' AND '.join(clauses)} ORDER BY cid",
+            args,
+        ).fetchall()
+        return [
+            row[0] for row in rows
+            if all((row[1] in codes) != negate for codes, negate in code_sets)
+            and all(_matches(f, row) for f in post)
+        ]  # fmt: skip
+
+    async def _codes_for(self, ctx: Context, system: SystemInfo, f: Filter) -> set[str] | None:
+        """The codes a hierarchy or code filter names; None for a filter on other
+        properties (checked per row)."""
+        op, value = f.op, f.value
+        if f.property not in ("concept", "code"):
+            return None
+        if op == "=":
+            return {value}
+        if op in ("in", "not-in"):
+            return {v.strip() for v in value.split(",") if v.strip()}
+        if op in ("is-a", "is-not-a"):
+            return await self.descendants(ctx, system, value) | {value}
+        if op == "descendent-of":
+            return await self.descendants(ctx, system, value)
+        if op == "generalizes":
+            return await self.ancestors(ctx, system, value) | {value}
+        return None
+
+    # -- expansions ------------------------------------------------------------
+
+    @staticmethod
+    def _clear_expansions(conn: sqlite3.Connection, tenant: str) -> None:
+        conn.execute(
+            "DELETE FROM term_members WHERE eid IN (SELECT eid FROM term_expansions "
+            "WHERE tenant=?)", (tenant,))  # fmt: skip
+        conn.execute("DELETE FROM term_expansions WHERE tenant=?", (tenant,))
+
+    async def clear_expansions(self, ctx: Context) -> None:
+        await self._ensure(ctx)
+        async with self._store.transaction(ctx) as txn:
+            self._clear_expansions(txn.connection, ctx.tenant)
+
+    async def expansion(self, ctx: Context, key: str) -> Expansion | None:
+        conn = await self._reader(ctx)
+        row = conn.execute(
+            "SELECT eid, key, total, created_at FROM term_expansions WHERE tenant=? AND key=?",
+            (ctx.tenant, key),
+        ).fetchone()
+        return Expansion(*row) if row else None
+
+    async def save_expansion(
+        self, ctx: Context, key: str, members: Iterable[Member]
+    ) -> Expansion:
+        await self._ensure(ctx)
+        async with self._store.transaction(ctx) as txn:
+            conn = txn.connection
+            old = conn.execute(
+                "SELECT eid FROM term_expansions WHERE tenant=? AND key=?", (ctx.tenant, key)
+            ).fetchone()
+            if old:
+                conn.execute("DELETE FROM term_members WHERE eid=?", old)
+                conn.execute("DELETE FROM term_expansions WHERE eid=?", old)
+            stale = conn.execute(
+                "SELECT eid FROM term_expansions WHERE tenant=? ORDER BY eid DESC LIMIT -1 "
+                "OFFSET ?", (ctx.tenant, MAX_EXPANSIONS - 1)).fetchall()  # fmt: skip
+            for (eid,) in stale:
+                conn.execute("DELETE FROM term_members WHERE eid=?", (eid,))
+                conn.execute("DELETE FROM term_expansions WHERE eid=?", (eid,))
+            created = _now()
+            eid = conn.execute(
+                "INSERT INTO term_expansions (tenant, key, total, created_at) VALUES (?, ?, 0, ?)",
+                (ctx.tenant, key, created),
+            ).lastrowid
+            total = 0
+
+            def rows() -> Iterator[tuple[Any, ...]]:
+                nonlocal total
+                for pos, m in enumerate(members):
+                    total += 1
+                    yield (eid, pos, m.cid, m.system, m.version, m.code, m.display)
+
+            conn.executemany(
+                "INSERT INTO term_members (eid, pos, cid, system, version, code, display) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows(),
+            )
+            conn.execute("UPDATE term_expansions SET total=? WHERE eid=?", (total, eid))
+        assert eid is not None
+        return Expansion(eid, key, total, created)
+
+    async def expansion_page(
+        self,
+        ctx: Context,
+        expansion: Expansion,
+        *,
+        text: str | None = None,
+        active_only: bool = False,
+        offset: int = 0,
+        count: int | None = None,
+        language: str | None = None,
+    ) -> tuple[int, list[ExpandedConcept]]:
+        conn = await self._reader(ctx)
+        where = ["m.eid=?"]
+        args: list[Any] = [expansion.eid]
+        if text is not None and text.strip():
+            expression = match_expression(text)
+            if expression is None:
+                return 0, []
+            where.append(
+                "(m.cid IN (SELECT rowid FROM term_text WHERE term_text MATCH ?) "
+                "OR (m.cid IS NULL AND m.display LIKE ?))"
+            )
+            args.extend([expression, f"%{text.strip()}%"])
+        join = ""
+        if active_only:
+            join = "LEFT JOIN term_concepts c ON c.cid=m.cid"
+            where.append("(m.cid IS NULL OR c.active=1)")
+        condition = " AND ".join(where)
+        if len(where) == 1:
+            total = expansion.total
+        else:
+            (total,) = conn.execute(
+                f"SELECT count(*) FROM term_members m {join} WHERE {condition}", args
+            ).fetchone()
+        if count == 0:
+            return total, []
+        rows = conn.execute(
+            f"SELECT m.cid, m.system, m.version, m.code, m.display FROM term_members m {join} "
+            f"WHERE {condition} ORDER BY m.pos LIMIT ? OFFSET ?",
+            [*args, -1 if count is None else count, offset],
+        ).fetchall()
+        return total, self._expanded(conn, rows, language)
+
+    def _expanded(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], language: str | None
+    ) -> list[ExpandedConcept]:
+        cids = [row[0] for row in rows if row[0] is not None]
+        info: dict[int, tuple[Any, ...]] = {}
+        designations: dict[int, list[Designation]] = {}
+        systems: dict[int, tuple[str, str]] = {}
+        if cids:
+            marks = ",".join("?" * len(cids))
+            for cid, sid, code, display, active in conn.execute(
+                f"SELECT cid, sid, code, display, active FROM term_concepts WHERE cid IN ({marks})",
+                cids,
+            ):
+                info[cid] = (sid, code, display, active)
+            for cid, lang, use_system, use_code, value in conn.execute(
+                f"SELECT cid, language, use_system, use_code, value FROM term_designations "
+                f"WHERE cid IN ({marks}) ORDER BY rowid", cids,
+            ):  # fmt: skip
+                designations.setdefault(cid, []).append(
+                    Designation(value, lang, use_system, use_code)
+                )
+            sids = {v[0] for v in info.values()}
+            marks = ",".join("?" * len(sids))
+            for sid, url, version in conn.execute(
+                f"SELECT sid, url, version FROM term_systems WHERE sid IN ({marks})", list(sids)
+            ):
+                systems[sid] = (url, version)
+        out: list[ExpandedConcept] = []
+        for cid, system, version, code, display in rows:
+            if cid is None or cid not in info:
+                out.append(ExpandedConcept(system or "", version, code or "", display))
+                continue
+            sid, code, display, active = info[cid]
+            url, version = systems[sid]
+            found = tuple(designations.get(cid, ()))
+            shown = pick_display(display, found, language)
+            out.append(ExpandedConcept(url, version or None, code, shown, bool(active), found))
+        return out
+
+
+def pick_display(
+    display: str | None, designations: tuple[Designation, ...], language: str | None
+) -> str | None:
+    """The display in `language` (an Accept-Language-like list, e.g. "zh-CN,zh;q=0.9,en"):
+    the first designation whose language matches a wanted tag or its primary subtag;
+    else `display`."""
+    if not language or not designations:
+        return display
+    for wanted in _languages(language):
+        if wanted == "*":
+            return display
+        for d in designations:
+            lang = (d.language or "").lower()
+            if lang and (lang == wanted or lang.split("-")[0] == wanted.split("-")[0] == wanted):
+                return d.value
+        for d in designations:
+            lang = (d.language or "").lower()
+            if lang and lang.split("-")[0] == wanted.split("-")[0]:
+                return d.value
+    return display
+
+
+def _languages(header: str) -> list[str]:
+    ranked: list[tuple[float, int, str]] = []
+    for n, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        match = re.search(r"q=([0-9.]+)", params)
+        if match:
+            try:
+                quality = float(match.group(1))
+            except ValueError:
+                quality = 0.0
+        if tag and quality > 0:
+            ranked.append((-quality, n, tag.lower()))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+def _matches(f: Filter, row: tuple[Any, ...]) -> bool:
+    _, code, display, props = row
+    if f.property in ("code", "concept"):
+        values: list[object] = [code]
+    elif f.property == "display":
+        values = [display]
+    else:
+        values = json.loads(props).get(f.property, []) if props else []
+        values = [_from_json_value(v) for v in values]
+    texts = [("true" if v else "false") if isinstance(v, bool) else str(v)
+             for v in values if v is not None]  # fmt: skip
+    if f.op == "exists":
+        return bool(texts) == (f.value != "false")
+    if f.op == "=":
+        return f.value in texts
+    if f.op == "in":
+        wanted = {v.strip() for v in f.value.split(",")}
+        return any(t in wanted for t in texts)
+    if f.op == "not-in":
+        wanted = {v.strip() for v in f.value.split(",")}
+        return not any(t in wanted for t in texts)
+    if f.op == "regex":
+        try:
+            pattern = re.compile(f.value)
+        except re.error:
+            raise TerminologyError(400, "invalid", f"Bad regex in filter: {f.value!r}",
+                                   "ValueSet.compose.include.filter") from None  # fmt: skip
+        return any(pattern.fullmatch(t) for t in texts)
+    return False
