@@ -1,0 +1,877 @@
+"""FHIR search on the MongoDB store: the search index kept inside each resource document,
+the indexes that serve it, and the compilation of a `SearchQuery` into find/aggregate.
+
+The index holds exactly the values search.extract gives the SQLite index (and the
+runtime SearchParameters of search.custom), so one query finds the same ids, in the same
+order, on both backends; tests/test_mongodb_search.py runs the SQLite search tests and
+the Hypothesis oracle against both.
+
+Document contract (the current-resources collection, `COLLECTION`; one document per
+tenant, type and id, as fhir_server/storage/mongodb.py writes it):
+
+    {_id: ObjectId (made at the first write, kept by later ones: the tie-breaker of
+           every sort and the position of a keyset cursor, as SQLite's rid),
+     tenant, type, id, version: int,
+     lastUpdated: "2026-12-04T16:40:00.123456+00:00" (StoredResource.last_updated),
+     deleted: bool, body: bytes (jsonutil.dumps of the stored resource),
+     idx: index_entries(resource)}   # absent or {} on a delete marker
+
+`idx` has one array per value shape, so each compound multikey index covers only its
+own entries; `p` is the parameter code ("code", "subject", "code:text",
+"value-quantity:canonical"; the resource type is the document's own `type`):
+
+    tk: {p, s: system, c: code}      token and uri (s "" for none)
+    st: {p, n: normalised, x: exact} string, and token :text
+    rf: {p, t: target type, i: id}   reference (absolute: t "" or the type, i the URL)
+    dt: {p, lo, hi}                  date ranges, integer microseconds, inclusive
+    nm: {p, lo, hi}                  numbers (doubles, as SQLite's REAL)
+    qt: {p, s, c, v}                 quantities, canonical UCUM under "<code>:canonical"
+    cp: {p, s, c, vs, vc, lo, hi}    composites (search.extract)
+
+A condition on one parameter is one `$elemMatch` on one array, so the index
+(tenant, type, idx.tk.p, idx.tk.c, idx.tk.s) is bounded on every field it names.
+
+Query shape: the clauses are ANDed at the top level of a `find` filter; an unsorted
+search reads in `_id` order with `_id > cursor` (a page costs what page 1 costs); a
+sorted one is an aggregation that computes each sort key from the entries of its
+parameter ($filter, $map, then $min / $max: search.html#sort takes the lowest value
+ascending and the highest descending), puts missing values last, and seeks past the
+cursor's key values and `_id`, as sqlite_index does.
+
+Chains and `_has` are two steps: the ids on the far side first (bounded by
+MAX_LINK_IDS, beyond which the search is a 400 too-costly instead of an unbounded
+`$in`), then a condition on the reference entries. `_text` / `_content` go through the
+search.fulltext.FullTextIndex given to `search` (Elasticsearch with issue 4): its hits,
+bounded by MAX_TEXT_HITS, become an id condition; without an index they are a 400.
+
+Known differences from SQLite, each a clear 400 rather than a silently different answer:
+chains / `_has` / `_text` whose far side exceeds the bounds above, and `_sort=_score`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+
+from conformance.definitions import search_parameters
+from fhir_server.errors import FHIRError, Issue
+from fhir_server.storage.base import Context, SearchPage, StoredResource
+from fhir_server.storage.sqlite_graph import MAX_INCLUDED
+from search import custom
+from search import cursor as cursors
+from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
+from search.extract import extract, index_key
+from search.fulltext import FIELD_OF_PARAMETER, FullTextIndex, text_query
+from search.query import (
+    Clause,
+    CompositeTerm,
+    DateTerm,
+    NumberTerm,
+    QuantityTerm,
+    ReferenceTerm,
+    SearchQuery,
+    SortKey,
+    StringTerm,
+    TokenTerm,
+    UriTerm,
+)
+from search.result import MAX_ROUNDS, Include
+from search.values import MAX_STRING, iso_utc
+
+COLLECTION = "resources"
+INDEX_FIELD = "idx"
+# Far sides of chains and _has, and full-text hits, that a search takes as an id list.
+MAX_LINK_IDS = 50_000
+MAX_TEXT_HITS = 10_000
+# The longest normalised text a stored string can have (MAX_STRING characters, each of
+# which NFKD expands to at most 18): a longer search value cannot match anything.
+_MAX_NORMALIZED = MAX_STRING * 18
+# Above every character: value < prefix + _TOP holds for every value starting with prefix
+# (UTF-8 byte order, which MongoDB compares strings by, is code point order).
+_TOP = "\U0010ffff"
+# Never true for a stored document: an empty id list.
+NOTHING: dict[str, Any] = {"id": {"$in": []}}
+
+ARRAY_OF = {
+    "token": "tk",
+    "uri": "tk",
+    "string": "st",
+    "reference": "rf",
+    "date": "dt",
+    "number": "nm",
+    "quantity": "qt",
+    "composite": "cp",
+}
+# The entry field a sort reads, ascending / descending (as sqlite_index._SORT_COLUMN).
+_SORT_FIELD = {
+    "token": ("c", "c"),
+    "uri": ("c", "c"),
+    "string": ("n", "n"),
+    "reference": ("i", "i"),
+    "date": ("lo", "hi"),
+    "number": ("lo", "hi"),
+    "quantity": ("v", "v"),
+}
+# Types whose terms carry their own parameter (a canonical quantity has another key).
+_PARAM_PER_TERM = frozenset({"quantity", "composite"})
+# What a search reads of a document (never the index entries, except rf for _include).
+_PROJECTION = {"_id": 1, "type": 1, "id": 1, "version": 1, "lastUpdated": 1, "body": 1}
+
+
+def _index(name: str, *fields: str) -> IndexModel:
+    return IndexModel([(f, ASCENDING) for f in fields], name=name)
+
+
+def _entries(array: str, *fields: str) -> tuple[str, ...]:
+    return tuple(f"{INDEX_FIELD}.{array}.{f}" for f in fields)
+
+
+# Created at start-up by the store (create_indexes is idempotent for the same names and
+# keys). Every search is bounded by tenant and type first.
+INDEXES: tuple[IndexModel, ...] = (
+    _index("search_page", "tenant", "type", "_id"),
+    _index("search_last_updated", "tenant", "type", "lastUpdated"),
+    _index("search_token", "tenant", "type", *_entries("tk", "p", "c", "s")),
+    _index("search_string", "tenant", "type", *_entries("st", "p", "n")),
+    _index("search_reference", "tenant", "type", *_entries("rf", "p", "i", "t")),
+    _index("search_date", "tenant", "type", *_entries("dt", "p", "lo", "hi")),
+    _index("search_number", "tenant", "type", *_entries("nm", "p", "lo")),
+    _index("search_quantity", "tenant", "type", *_entries("qt", "p", "c", "v")),
+    _index("search_composite", "tenant", "type", *_entries("cp", "p", "c", "vc")),
+)
+
+
+async def create_indexes(db: Any) -> list[str]:
+    """Create INDEXES on the resources collection (idempotent)."""
+    return list(await db[COLLECTION].create_indexes(list(INDEXES)))
+
+
+def param_code(key: str) -> str:
+    """The `p` of an index key: "Observation.code" -> "code"; "_tag" stays."""
+    return key.partition(".")[2] if "." in key else key
+
+
+# -- index entries --------------------------------------------------------------------
+
+
+def index_entries(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The search index of `resource`, to store as its document's `idx` (only the
+    arrays that have entries; replace `idx` as a whole on update)."""
+    rows = extract(resource)
+    custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
+    out: dict[str, list[dict[str, Any]]] = {}
+    if rows.tokens:
+        out["tk"] = [{"p": param_code(k), "s": s, "c": c} for k, s, c in sorted(rows.tokens)]
+    if rows.strings:
+        out["st"] = [{"p": param_code(k), "n": n, "x": x} for k, n, x in sorted(rows.strings)]
+    if rows.references:
+        out["rf"] = [
+            {"p": param_code(k), "t": t, "i": i} for k, t, i in sorted(rows.references)
+        ]
+    if rows.dates:
+        out["dt"] = [{"p": param_code(k), "lo": lo, "hi": hi} for k, lo, hi in sorted(rows.dates)]
+    if rows.numbers:
+        out["nm"] = [
+            {"p": param_code(k), "lo": lo, "hi": hi} for k, lo, hi in sorted(rows.numbers)
+        ]
+    if rows.quantities:
+        out["qt"] = [
+            {"p": param_code(k), "s": s, "c": c, "v": v} for k, s, c, v in sorted(rows.quantities)
+        ]
+    if rows.composites:
+        out["cp"] = [
+            {"p": param_code(k), "s": s, "c": c, "vs": vs, "vc": vc, "lo": lo, "hi": hi}
+            for k, s, c, vs, vc, lo, hi in sorted(rows.composites, key=repr)
+        ]
+    return out
+
+
+# -- conditions -----------------------------------------------------------------------
+
+
+def _and(*conditions: dict[str, Any]) -> dict[str, Any]:
+    """Conditions ANDed: merged into one document where their fields differ (or are
+    operator documents with different operators), else under $and."""
+    merged: dict[str, Any] = {}
+    rest: list[dict[str, Any]] = []
+    for condition in conditions:
+        clash = False
+        for name, value in condition.items():
+            if name not in merged:
+                continue
+            old = merged[name]
+            if (
+                name.startswith("$")
+                or not (_is_operators(old) and _is_operators(value))
+                or set(old) & set(value)
+            ):
+                clash = True
+        if clash:
+            rest.append(condition)
+            continue
+        for name, value in condition.items():
+            merged[name] = {**merged[name], **value} if name in merged else value
+    if rest:
+        return {"$and": [merged, *rest]} if merged else {"$and": rest}
+    return merged
+
+
+def _is_operators(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
+
+
+def _or(conditions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Conditions ORed; equalities on one same field become one $in (an index range)."""
+    if len(conditions) == 1:
+        return conditions[0]
+    names = {name for condition in conditions for name in condition}
+    if (
+        len(names) == 1
+        and all(len(condition) == 1 for condition in conditions)
+        and not next(iter(names)).startswith("$")
+        and not any(isinstance(v, dict) for condition in conditions for v in condition.values())
+    ):
+        (name,) = names
+        values: list[Any] = []
+        for condition in conditions:
+            if condition[name] not in values:
+                values.append(condition[name])
+        return {name: values[0]} if len(values) == 1 else {name: {"$in": values}}
+    return {"$or": list(conditions)}
+
+
+def _range_condition(prefix: str, low: str, high: str, q_low: Any, q_high: Any) -> dict[str, Any]:
+    """R4 search.html#prefix on a stored [low, high] range against the searched range
+    [q_low, q_high], both inclusive (sqlite_index._date_condition)."""
+    if prefix == "eq":
+        return _and({low: {"$gte": q_low}}, {high: {"$lte": q_high}})
+    if prefix == "ne":
+        return {"$or": [{low: {"$lt": q_low}}, {high: {"$gt": q_high}}]}
+    if prefix == "gt":
+        return {high: {"$gt": q_high}}
+    if prefix == "lt":
+        return {low: {"$lt": q_low}}
+    if prefix == "ge":
+        return {high: {"$gte": q_low}}
+    if prefix == "le":
+        return {low: {"$lte": q_high}}
+    if prefix == "sa":
+        return {low: {"$gt": q_high}}
+    if prefix == "eb":
+        return {high: {"$lt": q_low}}
+    if prefix == "ap":
+        return _and({high: {"$gte": q_low}}, {low: {"$lte": q_high}})
+    raise ValueError(f"unknown date prefix {prefix!r}")
+
+
+_OPERATOR = {"gt": "$gt", "ge": "$gte", "lt": "$lt", "le": "$lte"}
+
+
+def _number_condition(term: NumberTerm, low: str, high: str) -> dict[str, Any]:
+    """R4 search.html#number (sqlite_index._number_condition): eq/ne on the searched
+    number's implicit range [t.low, t.high), gt/lt/ge/le on the number itself."""
+    value, q_low, q_high = float(term.value), float(term.low), float(term.high)
+    prefix = term.prefix
+    if prefix == "eq":
+        return _and({low: {"$gte": q_low}}, {high: {"$lt": q_high}})
+    if prefix == "ne":
+        return {"$or": [{low: {"$lt": q_low}}, {high: {"$gte": q_high}}]}
+    if prefix in ("gt", "ge", "lt", "le"):
+        # the stored range's far end must pass the number (a decimal: low = high)
+        name = high if prefix in ("gt", "ge") else low
+        return {name: {_OPERATOR[prefix]: value}}
+    if prefix == "sa":
+        return {low: {"$gte": q_high}}
+    if prefix == "eb":
+        return {high: {"$lt": q_low}}
+    if prefix == "ap":
+        return _and({high: {"$gte": q_low}}, {low: {"$lte": q_high}})
+    raise ValueError(f"unknown number prefix {prefix!r}")
+
+
+def _starts_with(name: str, text: str) -> dict[str, Any]:
+    return {name: {"$gte": text, "$lt": text + _TOP}}
+
+
+def regex_literal(text: str) -> str:
+    """`text` as a regular expression that matches it literally, read the same by PCRE
+    (MongoDB) and Python's re (mongomock): letters and digits as they are, other ASCII
+    characters backslash-escaped, control characters (NUL included, which a MongoDB
+    pattern cannot hold as such) as \\xHH."""
+    out: list[str] = []
+    for ch in text:
+        if ch.isalnum() or ord(ch) > 0x7F:
+            out.append(ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append("\\" + ch)
+    return "".join(out)
+
+
+def _uri_ancestors(uri: str) -> list[str]:
+    """`uri` and its parents at "/" boundaries, for uri:above (sqlite_index)."""
+    parts = uri.split("/")
+    found = ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return [p for p in found if p and not p.endswith(":") and not p.endswith(":/")]
+
+
+def _token(term: TokenTerm, code: str = "c", system: str = "s") -> dict[str, Any]:
+    condition: dict[str, Any] = {}
+    if term.code is not None:
+        condition[code] = term.code
+    if term.system is not None:
+        condition[system] = term.system
+    return condition
+
+
+def _quantity(key: str, term: QuantityTerm) -> dict[str, Any]:
+    condition: dict[str, Any] = {"p": param_code(key + ":canonical" if term.canonical else key)}
+    if term.code is not None:
+        condition["c"] = term.code
+    if term.system is not None:
+        condition["s"] = term.system
+    return _and(condition, _number_condition(term.number, "v", "v"))
+
+
+def _composite(key: str, term: CompositeTerm) -> dict[str, Any]:
+    second = term.second
+    canonical = isinstance(second, QuantityTerm) and second.canonical
+    condition = {"p": param_code(key + ":canonical" if canonical else key), **_token(term.first)}
+    if isinstance(second, TokenTerm):
+        return {**condition, **_token(second, "vc", "vs")}
+    if isinstance(second, QuantityTerm):
+        if second.code is not None:
+            condition["vc"] = second.code
+        if second.system is not None:
+            condition["vs"] = second.system
+        return _and(condition, _number_condition(second.number, "lo", "hi"))
+    if isinstance(second, DateTerm):
+        return _and(condition, _range_condition(second.prefix, "lo", "hi", second.low, second.high))
+    return _and(condition, _starts_with("vc", second.normalized))
+
+
+def _term(clause: Clause, term: object) -> dict[str, Any]:
+    """The condition on one index entry for one searched value (sqlite_index)."""
+    if isinstance(term, TokenTerm):
+        return _token(term)
+    if isinstance(term, StringTerm):
+        if len(term.normalized) > _MAX_NORMALIZED:
+            return {"n": {"$in": []}}
+        if clause.modifier == "exact":
+            return {"n": term.normalized, "x": term.text}
+        if clause.modifier == "contains":
+            return {"n": {"$regex": regex_literal(term.normalized)}}
+        return _starts_with("n", term.normalized)
+    if isinstance(term, ReferenceTerm):
+        if term.target_type is None:
+            return {"i": term.target_id}
+        return {"i": term.target_id, "t": term.target_type}
+    if isinstance(term, DateTerm):
+        return _range_condition(term.prefix, "lo", "hi", term.low, term.high)
+    if isinstance(term, NumberTerm):
+        return _number_condition(term, "lo", "hi")
+    if isinstance(term, QuantityTerm):
+        return _quantity(clause.key, term)
+    if isinstance(term, CompositeTerm):
+        return _composite(clause.key, term)
+    if isinstance(term, UriTerm):
+        if clause.modifier == "below":
+            return _starts_with("c", term.value)
+        if clause.modifier == "above":
+            return {"c": {"$in": _uri_ancestors(term.value)}}
+        return {"c": term.value}
+    raise TypeError(f"unknown search term {type(term).__name__}")
+
+
+def _column_clause(clause: Clause) -> dict[str, Any]:
+    """_id and _lastUpdated, fields of the document itself."""
+    if clause.missing is not None:
+        return NOTHING if clause.missing else {}
+    conditions: list[dict[str, Any]] = []
+    for term in clause.terms:
+        if isinstance(term, TokenTerm):
+            conditions.append({"id": term.code})
+        elif isinstance(term, DateTerm):
+            low, high = iso_utc(term.low), iso_utc(term.high)
+            conditions.append(_range_condition(term.prefix, "lastUpdated", "lastUpdated", low, high))
+    return _or(conditions)
+
+
+def clause_filter(clause: Clause) -> dict[str, Any]:
+    """The filter of one clause (not _text / _content, see `_text_filter`)."""
+    if clause.code in ("_id", "_lastUpdated"):
+        return _column_clause(clause)
+    array = ARRAY_OF[clause.param_type]
+    key = clause.key
+    if clause.missing is not None:
+        present = {f"{INDEX_FIELD}.{array}": {"$elemMatch": {"p": param_code(key)}}}
+        return {"$nor": [present]} if clause.missing else present
+    if clause.modifier == "text":  # token :text searches the codes' text and display
+        array, key = "st", key + ":text"
+    elif clause.modifier == "of-type":
+        key += ":of-type"
+    conditions = [_term(clause, term) for term in clause.terms]
+    if clause.param_type in _PARAM_PER_TERM:
+        element = _or(conditions)
+    else:
+        element = _and({"p": param_code(key)}, _or(conditions))
+    matched = {f"{INDEX_FIELD}.{array}": {"$elemMatch": element}}
+    return {"$nor": [matched]} if clause.modifier == "not" else matched
+
+
+# -- the filter of a whole query --------------------------------------------------------
+
+
+def _too_costly(name: str, diagnostics: str) -> FHIRError:
+    return FHIRError(400, [Issue("too-costly", diagnostics, expression=(name,))])
+
+
+@dataclass
+class _Compiler:
+    """Compiles queries into filters, running the far sides of chains, `_has` and
+    full-text clauses on the way (they become id lists)."""
+
+    db: Any
+    ctx: Context
+    session: Any = None
+    fulltext: FullTextIndex | None = None
+    ranks: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def collection(self) -> Any:
+        return self.db[COLLECTION]
+
+    def base(self, resource_type: str | None, types: Sequence[str] = ()) -> dict[str, Any]:
+        condition: dict[str, Any] = {"tenant": self.ctx.tenant}
+        if resource_type is not None:
+            condition["type"] = resource_type
+        elif len(types) > 1:
+            condition["type"] = {"$in": list(types)}
+        condition["deleted"] = {"$ne": True}
+        return condition
+
+    async def filter(self, query: SearchQuery) -> dict[str, Any]:
+        conditions = [self.base(query.resource_type, query.types)]
+        for clause in query.clauses:
+            if clause.code in FIELD_OF_PARAMETER:
+                conditions.append(await self._text_filter(query.resource_type, clause))
+            else:
+                conditions.append(clause_filter(clause))
+        for link in query.links:
+            conditions.append(await self._link_filter(link))
+        return _and(*[c for c in conditions if c])
+
+    async def _ids(self, name: str, query: SearchQuery) -> list[str]:
+        """The ids matching `query` (the far side of a chain), at most MAX_LINK_IDS."""
+        cursor = self.collection.find(
+            await self.filter(query), {"_id": 0, "id": 1}, limit=MAX_LINK_IDS + 1,
+            session=self.session,
+        )  # fmt: skip
+        ids = [doc["id"] for doc in await cursor.to_list(None)]
+        if len(ids) > MAX_LINK_IDS:
+            raise _too_costly(name, f"'{name}' matches more than {MAX_LINK_IDS} resources on "
+                              "the far side; add a more selective condition")  # fmt: skip
+        return sorted(ids)
+
+    async def _referenced(self, link: HasClause) -> list[str]:
+        """The ids of link.target_type that the referrers of `_has` point at."""
+        entry = f"{INDEX_FIELD}.rf"
+        pipeline = [
+            {"$match": await self.filter(link.referrers)},
+            {"$unwind": "$" + entry},
+            {"$match": {f"{entry}.p": param_code(link.key), f"{entry}.t": link.target_type}},
+            {"$group": {"_id": f"${entry}.i"}},
+            {"$limit": MAX_LINK_IDS + 1},
+        ]
+        cursor = await self.collection.aggregate(pipeline, session=self.session)
+        ids = [doc["_id"] for doc in await cursor.to_list(None)]
+        if len(ids) > MAX_LINK_IDS:
+            raise _too_costly(link.name, f"'{link.name}' reaches more than {MAX_LINK_IDS} "
+                              "resources; add a more selective condition")  # fmt: skip
+        return sorted(ids)
+
+    async def _link_filter(self, link: LinkClause) -> dict[str, Any]:
+        entries = f"{INDEX_FIELD}.rf"
+        if isinstance(link, ChainClause):
+            conditions = []
+            for target_type, inner in link.targets:
+                ids = await self._ids(link.name, inner)
+                if ids:
+                    element = {"p": param_code(link.key), "t": target_type, "i": _in(ids)}
+                    conditions.append({entries: {"$elemMatch": element}})
+            return _or(conditions) if conditions else NOTHING
+        if isinstance(link, HasClause):
+            ids = await self._referenced(link)
+            return {"id": _in(ids)} if ids else NOTHING
+        if isinstance(link, CompartmentClause):
+            codes = [param_code(key) for key in link.keys]
+            element = {
+                "p": codes[0] if len(codes) == 1 else {"$in": codes},
+                "i": link.compartment_id,
+                "t": link.compartment_type,
+            }
+            return {entries: {"$elemMatch": element}}
+        if isinstance(link, TypedClause):
+            alternatives = [await self.filter(inner) for _, inner in link.alternatives]
+            return _or(alternatives) if alternatives else NOTHING
+        raise TypeError(f"unknown link clause {type(link).__name__}")
+
+    async def _text_filter(self, resource_type: str | None, clause: Clause) -> dict[str, Any]:
+        """_text / _content through the full-text index: its hits as an id condition."""
+        if self.fulltext is None:
+            raise FHIRError(400, [Issue(
+                "not-supported",
+                f"'{clause.code}' needs a full-text search index, and this MongoDB store has "
+                "none configured",
+                expression=(clause.code,),
+            )])  # fmt: skip
+        text = text_query(FIELD_OF_PARAMETER[clause.code], [t.text for t in clause.terms])
+        hits = await self.fulltext.query(
+            self.ctx.tenant, text, resource_type, limit=MAX_TEXT_HITS + 1
+        )
+        if len(hits) > MAX_TEXT_HITS:
+            raise _too_costly(clause.code, f"'{clause.code}' matches more than {MAX_TEXT_HITS} "
+                              "resources; add words or other parameters")  # fmt: skip
+        self.ranks.setdefault(clause.code, [f"{h.resource_type}/{h.id}" for h in hits])
+        by_type: dict[str, list[str]] = {}
+        for hit in hits:
+            if resource_type is None or hit.resource_type == resource_type:
+                by_type.setdefault(hit.resource_type, []).append(hit.id)
+        if resource_type is not None:
+            ids = by_type.get(resource_type, [])
+            return {"id": _in(sorted(set(ids)))} if ids else NOTHING
+        alternatives = [{"type": t, "id": _in(sorted(set(ids)))} for t, ids in by_type.items()]
+        return _or(alternatives) if alternatives else NOTHING
+
+
+def _in(values: Sequence[Any]) -> Any:
+    return values[0] if len(values) == 1 else {"$in": list(values)}
+
+
+# -- sorting and paging -----------------------------------------------------------------
+
+
+def _sort_stages(sorts: Sequence[SortKey]) -> list[dict[str, Any]]:
+    """$addFields computing k<i> (the sort value) and m<i> (1 when it is missing).
+
+    The value list is built first and reduced in a second stage: `$min` of an array
+    field works on MongoDB and mongomock alike, `$min` of an inline $map only on MongoDB."""
+    values: dict[str, Any] = {}
+    reduced: dict[str, Any] = {}
+    missing: dict[str, Any] = {}
+    for index, sort in enumerate(sorts):
+        name = f"k{index}"
+        if sort.code == "_id":
+            values[name] = "$id"
+        elif sort.code == "_lastUpdated":
+            values[name] = "$lastUpdated"
+        elif sort.code == "_score":
+            raise FHIRError(400, [Issue(
+                "not-supported", "'_sort=_score' is not supported on the MongoDB store",
+                expression=("_sort",),
+            )])  # fmt: skip
+        else:
+            array = f"${INDEX_FIELD}.{ARRAY_OF[sort.param_type]}"
+            entries = {
+                "$filter": {
+                    "input": {"$ifNull": [array, []]},
+                    "as": "e",
+                    "cond": {"$eq": ["$$e.p", param_code(sort.key)]},
+                }
+            }
+            column = _SORT_FIELD[sort.param_type][1 if sort.descending else 0]
+            values[name] = {"$map": {"input": entries, "as": "e", "in": f"$$e.{column}"}}
+            reduced[name] = {("$max" if sort.descending else "$min"): f"${name}"}
+        missing[f"m{index}"] = {"$cond": [{"$eq": [{"$ifNull": [f"${name}", None]}, None]}, 1, 0]}
+    stages = [{"$addFields": values}]
+    if reduced:
+        stages.append({"$addFields": reduced})
+    stages.append({"$addFields": missing})
+    return stages
+
+
+def _sort_spec(sorts: Sequence[SortKey]) -> dict[str, int]:
+    spec: dict[str, int] = {}
+    for index, sort in enumerate(sorts):
+        spec[f"m{index}"] = 1
+        spec[f"k{index}"] = -1 if sort.descending else 1
+    spec["_id"] = 1
+    return spec
+
+
+def _seek(sorts: Sequence[SortKey], position: cursors.Position) -> dict[str, Any]:
+    """The documents after `position`: lexicographic over the sort keys (missing values
+    last in both directions), then `_id` (sqlite_index._seek)."""
+    values, rid = position
+    alternatives: list[dict[str, Any]] = []
+    equal: dict[str, Any] = {}
+    for index, (sort, value) in enumerate(zip(sorts, values, strict=True)):
+        key, flag = f"k{index}", f"m{index}"
+        if value is not None:
+            later = {key: {"$lt" if sort.descending else "$gt": value}}
+            alternatives.append({**equal, "$or": [{flag: 1}, later]})
+            equal = {**equal, flag: 0, key: value}
+        else:
+            equal = {**equal, flag: 1}
+    alternatives.append({**equal, "_id": {"$gt": object_id(rid)}})
+    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+
+
+def cursor_rid(doc_id: Any) -> int:
+    """The integer a cursor carries for a document `_id` (an ObjectId, or an int)."""
+    return int(str(doc_id), 16) if isinstance(doc_id, ObjectId) else int(doc_id)
+
+
+def object_id(rid: int) -> Any:
+    """The `_id` a cursor's integer names (cursor_rid reversed)."""
+    return ObjectId(f"{rid:024x}") if rid >= 2**63 else rid
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The compiled page query: a find (`pipeline` None) or an aggregation, and the
+    count of the total (`count_filter`, None for _total=none)."""
+
+    filter: dict[str, Any]
+    count_filter: dict[str, Any] | None
+    sort: dict[str, int]
+    skip: int
+    limit: int
+    pipeline: list[dict[str, Any]] | None = None
+
+    def find_arguments(self) -> dict[str, Any]:
+        return {"filter": self.filter, "projection": _PROJECTION, "sort": list(self.sort.items()),
+                "skip": self.skip, "limit": self.limit}  # fmt: skip
+
+
+async def plan(
+    db: Any,
+    ctx: Context,
+    query: SearchQuery,
+    *,
+    session: Any = None,
+    fulltext: FullTextIndex | None = None,
+) -> Plan:
+    """The MongoDB query documents for one page of `query` (running the far sides of
+    chains, `_has` and `_text` first: their ids are part of the filter)."""
+    compiler = _Compiler(db, ctx, session, fulltext)
+    where = await compiler.filter(query)
+    count_filter = None if query.total == "none" else where
+    offset = 0 if query.position is not None else query.offset
+    limit = query.count + 1  # one more than the page tells whether there is a next page
+    sorts = query.sorts
+    if not sorts:
+        page = where
+        if query.position is not None:
+            page = _and(where, {"_id": {"$gt": object_id(query.position[1])}})
+        return Plan(page, count_filter, {"_id": 1}, offset, limit)
+    pipeline: list[dict[str, Any]] = [{"$match": where}, *_sort_stages(sorts)]
+    if query.position is not None:
+        pipeline.append({"$match": _seek(sorts, query.position)})
+    spec = _sort_spec(sorts)
+    pipeline.append({"$sort": spec})
+    if offset:
+        pipeline.append({"$skip": offset})
+    keys = {f"k{i}": 1 for i in range(len(sorts))}
+    pipeline += [{"$limit": limit}, {"$project": {**_PROJECTION, **keys}}]
+    return Plan(where, count_filter, spec, offset, limit, pipeline)
+
+
+# -- documents as stored resources ------------------------------------------------------
+
+
+def _body(doc: Mapping[str, Any]) -> bytes:
+    body = doc.get("body")
+    if isinstance(body, bytes):
+        return body
+    from fhir_server import jsonutil
+
+    return jsonutil.dumps(body)
+
+
+def stored_resource(doc: Mapping[str, Any]) -> StoredResource:
+    version = int(doc["version"])
+    return StoredResource(
+        doc["type"], doc["id"], version, doc["lastUpdated"], False, _body(doc),
+        "POST" if version == 1 else "PUT",
+    )  # fmt: skip
+
+
+# -- _include / _revinclude -------------------------------------------------------------
+
+_Found = tuple[Any, str, str]  # _id, type, id
+
+
+def _expand(includes: Iterable[Include], frontier: Sequence[Mapping[str, Any]]) -> list[Include]:
+    """A bare `_include=*` as `Type:*` for each type in the frontier (as sqlite_graph)."""
+    out: list[Include] = []
+    for include in includes:
+        if include.source_type != "*":
+            out.append(include)
+            continue
+        for source_type in sorted({doc["type"] for doc in frontier}):
+            params = search_parameters(source_type)
+            codes = tuple(code for code, p in params.items() if p.type == "reference")
+            out.append(replace(include, source_type=source_type, codes=codes))
+    return out
+
+
+_INCLUDE_PROJECTION = {**_PROJECTION, f"{INDEX_FIELD}.rf": 1}
+
+
+async def _forward(
+    compiler: _Compiler, include: Include, frontier: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """What the frontier's resources of include.source_type reference through it."""
+    codes = {param_code(index_key(include.source_type, code)) for code in include.codes}
+    targets: dict[str, set[str]] = {}
+    for doc in frontier:
+        if doc["type"] != include.source_type:
+            continue
+        for entry in doc.get(INDEX_FIELD, {}).get("rf", ()):
+            if entry["p"] not in codes or not entry["t"]:
+                continue
+            if include.target_type is None or entry["t"] == include.target_type:
+                targets.setdefault(entry["t"], set()).add(entry["i"])
+    if not targets:
+        return []
+    alternatives = [{"type": t, "id": _in(sorted(ids))} for t, ids in sorted(targets.items())]
+    where = _and(compiler.base(None), _or(alternatives))
+    cursor = compiler.collection.find(
+        where, _INCLUDE_PROJECTION, sort=[("_id", 1)], session=compiler.session
+    )
+    return list(await cursor.to_list(None))
+
+
+async def _reverse(
+    compiler: _Compiler, include: Include, frontier: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The resources of include.source_type that reference the frontier through it."""
+    params = search_parameters(include.source_type)
+    targets = {t for code in include.codes for t in params[code].targets}
+    by_type: dict[str, list[str]] = {}
+    for doc in frontier:
+        if include.target_type is not None and doc["type"] != include.target_type:
+            continue
+        if targets and doc["type"] not in targets:
+            continue
+        by_type.setdefault(doc["type"], []).append(doc["id"])
+    codes = [param_code(index_key(include.source_type, code)) for code in include.codes]
+    found: list[dict[str, Any]] = []
+    for target_type, ids in by_type.items():
+        element = {"p": _in(codes), "i": _in(ids), "t": target_type}
+        where = _and(
+            compiler.base(include.source_type), {f"{INDEX_FIELD}.rf": {"$elemMatch": element}}
+        )
+        cursor = compiler.collection.find(
+            where, _INCLUDE_PROJECTION, sort=[("_id", 1)], session=compiler.session
+        )
+        found += await cursor.to_list(None)
+    return found
+
+
+async def _included(
+    compiler: _Compiler, includes: Sequence[Include], matches: Sequence[Mapping[str, Any]]
+) -> tuple[list[StoredResource], bool]:
+    """sqlite_graph.included on documents: round 0 applies every include to the
+    matches, each further round (at most MAX_ROUNDS) the :iterate ones to what the round
+    before added; a resource already in the page is never added again, so cycles end."""
+    seen = {doc["_id"] for doc in matches}
+    frontier: list[Mapping[str, Any]] = list(matches)
+    added: list[Mapping[str, Any]] = []
+    truncated = False
+    for round_ in range(1 + MAX_ROUNDS):
+        active = _expand([i for i in includes if round_ == 0 or i.iterate], frontier)
+        if not active or not frontier:
+            break
+        new: list[Mapping[str, Any]] = []
+        for include in active:
+            follow = _reverse if include.reverse else _forward
+            for doc in await follow(compiler, include, frontier):
+                if doc["_id"] in seen:
+                    continue
+                if len(added) + len(new) >= MAX_INCLUDED:
+                    truncated = True
+                    break
+                seen.add(doc["_id"])
+                new.append(doc)
+        added += new
+        frontier = new
+        if truncated:
+            break
+    return [stored_resource(doc) for doc in added], truncated
+
+
+# -- search -----------------------------------------------------------------------------
+
+
+async def search(
+    db: Any,
+    ctx: Context,
+    query: SearchQuery,
+    *,
+    session: Any = None,
+    fulltext: FullTextIndex | None = None,
+) -> SearchPage:
+    """One page of the current resources of ctx.tenant matching `query`, in its sort
+    order (by `_id` when unsorted and among equal sort values), after `query.position`
+    (keyset paging, search.cursor) or from `query.offset`; with its _include /
+    _revinclude resources. `db` is a pymongo AsyncDatabase (or tests/mongo_async.py's
+    facade over mongomock); `session` the caller's, for reads inside a transaction."""
+    compiler = _Compiler(db, ctx, session, fulltext)
+    page_plan = await plan(db, ctx, query, session=session, fulltext=fulltext)
+    collection = compiler.collection
+    total: int | None = None
+    if page_plan.count_filter is not None:
+        total = await collection.count_documents(page_plan.count_filter, session=session)
+    if query.count == 0 or total == 0:
+        return SearchPage([], total)
+    projection = dict(_PROJECTION)
+    if query.result.includes:
+        projection[f"{INDEX_FIELD}.rf"] = 1
+    if page_plan.pipeline is None:
+        cursor = collection.find(
+            page_plan.filter, projection, sort=list(page_plan.sort.items()),
+            skip=page_plan.skip, limit=page_plan.limit, session=session,
+        )  # fmt: skip
+    else:
+        pipeline = page_plan.pipeline
+        if query.result.includes:
+            pipeline = [*pipeline[:-1], {"$project": {**pipeline[-1]["$project"], **projection}}]
+        cursor = await collection.aggregate(pipeline, session=session)
+    docs = list(await cursor.to_list(None))
+    next_cursor = None
+    if len(docs) > query.count:
+        docs = docs[: query.count]
+        last = docs[-1]
+        values = tuple(last.get(f"k{i}") for i in range(len(query.sorts)))
+        next_cursor = cursors.encode(values, cursor_rid(last["_id"]), query.sort_signature)
+    matches = [stored_resource(doc) for doc in docs]
+    if not query.result.includes:
+        return SearchPage(matches, total, next_cursor=next_cursor)
+    included, truncated = await _included(compiler, query.result.includes, docs)
+    return SearchPage(
+        matches, total, included=included, included_truncated=truncated, next_cursor=next_cursor
+    )
+
+
+__all__ = [
+    "COLLECTION",
+    "INDEXES",
+    "INDEX_FIELD",
+    "MAX_LINK_IDS",
+    "MAX_TEXT_HITS",
+    "Plan",
+    "clause_filter",
+    "create_indexes",
+    "index_entries",
+    "plan",
+    "search",
+    "stored_resource",
+]
