@@ -8,6 +8,7 @@ changing signatures.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, AsyncContextManager, Literal, Protocol
@@ -39,6 +40,9 @@ class StoredResource:
     deleted: bool
     body: bytes | None
     method: Literal["POST", "PUT", "DELETE"] = "PUT"
+    # A contained resource found by a search with _contained (search.result): the type
+    # and id of the resource it is contained in; `id` is then its local id.
+    container: tuple[str, str] | None = None
 
     @cached_property
     def resource(self) -> dict[str, Any] | None:
@@ -115,6 +119,18 @@ class Transaction(Protocol):
         """Keep a raw input with its fate; pass `input_id` to update one kept before."""
         ...
 
+    async def claim(self, resource_type: str, criteria: str) -> None:
+        """Claim normalised conditional criteria (operations.criteria_key) before a
+        conditional operation that may create: the store keeps one claim per tenant,
+        type and criteria (a unique key) and lets no two open transactions hold the
+        same claim, so concurrent conditional creates cannot both create."""
+        ...
+
+    async def count_feed(self, feed: str, counts: Mapping[str, int]) -> None:
+        """Add to the feed's counters (e.g. {"received": 1, "stored": 1}) with this
+        transaction, so they stay in step with the inputs it keeps."""
+        ...
+
 
 class ResourceStore(Protocol):
     async def read(self, ctx: Context, resource_type: str, resource_id: str) -> StoredResource | None:
@@ -158,7 +174,19 @@ class ResourceStore(Protocol):
     async def get_input(self, ctx: Context, input_id: int) -> RawInput | None: ...
 
     async def list_inputs(
-        self, ctx: Context, feed: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[RawInput]: ...
+        self,
+        ctx: Context,
+        feed: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[RawInput]:
+        """Newest first; `before` (an input id) pages on from the last one seen."""
+        ...
+
+    async def feed_counters(self, ctx: Context) -> dict[str, dict[str, int]]:
+        """Per feed: the counters added with `Transaction.count_feed`, and "pending",
+        the number of inputs rejected and not (yet) settled."""
+        ...
 
     async def close(self) -> None: ...

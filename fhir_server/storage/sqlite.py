@@ -27,7 +27,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import sqlite_fulltext, sqlite_index, sqlite_reindex
-from fhir_server.storage import sqlite_graph
+from fhir_server.storage import sqlite_contained, sqlite_graph
+from fhir_server.storage import outbox_sqlite
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
 if TYPE_CHECKING:
@@ -82,6 +83,22 @@ _SCHEMA = (
         result BLOB)""",
     "CREATE INDEX IF NOT EXISTS inputs_by_hash ON inputs (tenant, feed, content_hash, status)",
     "CREATE INDEX IF NOT EXISTS inputs_by_status ON inputs (tenant, status, id)",
+    # one row per conditional-create criteria (Transaction.claim); claiming writes it, so
+    # two writers with the same criteria are ordered even across processes
+    """CREATE TABLE IF NOT EXISTS conditional_claims (
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        criteria TEXT NOT NULL,
+        claims INTEGER NOT NULL,
+        PRIMARY KEY (tenant, type, criteria)) WITHOUT ROWID""",
+    # per-feed counters (received, stored, ...), added to in the transaction that
+    # keeps the input, so they agree with the inputs table across restarts and processes
+    """CREATE TABLE IF NOT EXISTS feed_counters (
+        tenant TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (tenant, feed, name)) WITHOUT ROWID""",
 )
 
 # meta elements the server owns; they never make two versions differ
@@ -213,6 +230,8 @@ class SQLiteTransaction:
         )
         sqlite_index.replace_index(self._conn, rid, resource_type, stored, fresh=fresh)
         sqlite_fulltext.replace(self._conn, rid, stored, fresh=fresh)
+        if self._store.search_outbox:  # an external search index: its outbox entry
+            outbox_sqlite.record(self._conn, tenant, resource_type, resource_id, version)
         return StoredResource(resource_type, resource_id, version, now, False, body, method)
 
     async def create(
@@ -277,6 +296,8 @@ class SQLiteTransaction:
         )
         sqlite_index.clear_index(self._conn, rid)
         sqlite_fulltext.remove(self._conn, rid)
+        if self._store.search_outbox:
+            outbox_sqlite.record(self._conn, self._ctx.tenant, resource_type, resource_id, version)
         sqlite_reindex.untrack(self._conn, resource_type, resource_id)
         marker = StoredResource(resource_type, resource_id, version, now, True, None, "DELETE")
         return WriteResult(marker, "deleted")
@@ -316,6 +337,23 @@ class SQLiteTransaction:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    async def count_feed(self, feed: str, counts: Mapping[str, int]) -> None:
+        self._conn.executemany(
+            "INSERT INTO feed_counters (tenant, feed, name, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (tenant, feed, name) DO UPDATE SET value = value + excluded.value",
+            [(self._ctx.tenant, feed, name, n) for name, n in counts.items() if n],
+        )
+
+
+    async def claim(self, resource_type: str, criteria: str) -> None:
+        # BEGIN IMMEDIATE already orders all writers; the row is the unique key the
+        # storage contract asks for, written inside the transaction that creates
+        self._conn.execute(
+            "INSERT INTO conditional_claims (tenant, type, criteria, claims) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (tenant, type, criteria) DO UPDATE SET claims = claims + 1",
+            (self._ctx.tenant, resource_type, criteria),
+        )
+
 
 class SQLiteStore:
     """The ResourceStore protocol on one SQLite file."""
@@ -334,6 +372,8 @@ class SQLiteStore:
             f"sqlite-batch-{id(self)}", default=False
         )
         self._savepoints = 0
+        # set by open(search_outbox=True): writes also add a search_outbox row (outbox_sqlite)
+        self.search_outbox = False
         writer.execute("PRAGMA wal_autocheckpoint=0")
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
@@ -359,7 +399,9 @@ class SQLiteStore:
             conn.close()
 
     @classmethod
-    async def open(cls, path: str | Path, *, synchronous: str = "NORMAL") -> SQLiteStore:
+    async def open(
+        cls, path: str | Path, *, synchronous: str = "NORMAL", search_outbox: bool = False
+    ) -> SQLiteStore:
         if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         path = Path(path)
@@ -375,7 +417,8 @@ class SQLiteStore:
         writer.execute("BEGIN IMMEDIATE")
         try:
             for statement in (
-                *_SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA, *sqlite_reindex.SCHEMA
+                *_SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA, *sqlite_reindex.SCHEMA,
+                *outbox_sqlite.SCHEMA,
             ):
                 writer.execute(statement)
             writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -385,6 +428,7 @@ class SQLiteStore:
             writer.close()
             raise
         store = cls(writer, _connect(path, synchronous.upper()), path, synchronous.upper())
+        store.search_outbox = search_outbox
         sqlite_reindex.load_registry(writer)  # custom SearchParameters of this file
         (latest,) = writer.execute("SELECT max(last_updated) FROM versions").fetchone()
         store._clock.advance_past(latest)
@@ -494,6 +538,8 @@ class SQLiteStore:
             )
             for row in rows
         }
+        # contained resources found with _contained have negative rids (sqlite_contained)
+        by_rid.update(sqlite_contained.stored(conn, [rid for rid in rids if rid < 0]))
         matches = [by_rid[rid] for rid in rids if rid in by_rid]
         if not query.result.includes:
             return SearchPage(matches, total, next_cursor=next_cursor)
@@ -579,10 +625,18 @@ class SQLiteStore:
         return None if row is None else _input_row(row)
 
     async def list_inputs(
-        self, ctx: Context, feed: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        ctx: Context,
+        feed: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[RawInput]:
         where = ["tenant=?"]
         args: list[Any] = [ctx.tenant]
+        if before is not None:
+            where.append("id<?")
+            args.append(before)
         if feed is not None:
             where.append("feed=?")
             args.append(feed)
@@ -595,6 +649,20 @@ class SQLiteStore:
             [*args, limit],
         ).fetchall()
         return [_input_row(row) for row in rows]
+
+    async def feed_counters(self, ctx: Context) -> dict[str, dict[str, int]]:
+        reads = self._reads()
+        counters: dict[str, dict[str, int]] = {}
+        for feed, name, value in reads.execute(
+            "SELECT feed, name, value FROM feed_counters WHERE tenant=?", (ctx.tenant,)
+        ):
+            counters.setdefault(feed, {})[name] = value
+        for feed, pending in reads.execute(
+            "SELECT feed, count(*) FROM inputs WHERE tenant=? AND status='rejected' GROUP BY feed",
+            (ctx.tenant,),
+        ):
+            counters.setdefault(feed, {})["pending"] = pending
+        return counters
 
 
 def _utc_instant(value: str) -> str:
