@@ -85,15 +85,37 @@ class Hit:
     score: float  # higher is more relevant; comparable only within one query
 
 
+@dataclass(frozen=True)
+class Change:
+    """One resource as an index should now hold it: `resource` is the stored version
+    (meta.versionId = `version`), or None when that version is a delete. An index keeps
+    the highest version it was given, so applying a change twice, or an older change
+    after a newer one, leaves the newer state (idempotent, at-least-once safe)."""
+
+    resource_type: str
+    id: str
+    version: int
+    resource: dict[str, Any] | None
+
+
 class FullTextIndex(Protocol):
-    """What a full-text backend offers. `tenant` keeps tenants apart as the resource
-    store does. The SQLite backend also compiles a `TextQuery` into its search SQL, so
-    `_text` combines with other parameters in one statement; `query` answers a
-    full-text search on its own, ranked (best first)."""
+    """What a full-text backend offers, whatever it runs on. `tenant` keeps tenants
+    apart as the resource store does.
+
+    - `index`/`remove`: one resource, now;
+    - `apply`: many changes in one round trip (the outbox indexer, `reindex`); returns
+      one entry per change, None when it was applied (or a newer version already was),
+      else the reason it failed (the change is retried later);
+    - `query`: a full-text search on its own, ranked, best first.
+
+    The SQLite backend also compiles a `TextQuery` into its search SQL, so `_text`
+    combines with other parameters in one statement."""
 
     async def index(self, tenant: str, resource: dict[str, Any]) -> None: ...
 
     async def remove(self, tenant: str, resource_type: str, resource_id: str) -> None: ...
+
+    async def apply(self, tenant: str, changes: Sequence[Change]) -> list[str | None]: ...
 
     async def query(
         self,
@@ -102,6 +124,8 @@ class FullTextIndex(Protocol):
         resource_type: str | None = None,
         limit: int = 100,
     ) -> list[Hit]: ...
+
+    async def close(self) -> None: ...
 
 
 def narrative_text(resource: dict[str, Any]) -> str:
@@ -125,17 +149,19 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def prepare(text: str) -> str:
-    """Text as the index stores it: NFC, ideographs and kana split apart, capped."""
+def prepare(text: str, split: bool = True) -> str:
+    """Text as the index stores it: NFC, ideographs and kana split apart (unless
+    `split` is False: an index with its own CJK analysis wants them whole), capped."""
     text = text[:MAX_DOCUMENT]
     if text.isascii():  # most clinical text: nothing to normalise or split
         return text
-    return _SPLIT.sub(r" \1 ", unicodedata.normalize("NFC", text))
+    text = unicodedata.normalize("NFC", text)
+    return _SPLIT.sub(r" \1 ", text) if split else text
 
 
-def documents(resource: dict[str, Any]) -> Documents:
+def documents(resource: dict[str, Any], split: bool = True) -> Documents:
     """The narrative, and the resource's other strings: an index searches both for
-    `_content`, so the narrative is not stored twice."""
+    `_content`, so the narrative is not stored twice. `split`: as for `prepare`."""
     narrative = narrative_text(resource)
     parts: list[str] = []
     size = len(narrative)
@@ -144,7 +170,29 @@ def documents(resource: dict[str, Any]) -> Documents:
             break
         parts.append(text)
         size += len(text) + 1
-    return Documents(prepare(narrative), prepare("\n".join(parts)))
+    return Documents(prepare(narrative, split), prepare("\n".join(parts), split))
+
+
+_DIV_LANG = re.compile(r"""<div\b[^>]*?\b(?:xml:)?lang\s*=\s*["']([A-Za-z]{2,3})""")
+
+
+def language(resource: dict[str, Any]) -> str | None:
+    """The primary language subtag of the resource's text, lowercase ("de" for
+    "de-CH"): Resource.language, else the `lang`/`xml:lang` of the narrative's div;
+    None when neither says."""
+    declared = resource.get("language")
+    if isinstance(declared, str) and declared[:2].isalpha():
+        return declared.split("-")[0].lower()
+    text = resource.get("text")
+    div = text.get("div") if isinstance(text, dict) else None
+    if isinstance(div, str) and (found := _DIV_LANG.search(div[:512])):
+        return found.group(1).lower()
+    return None
+
+
+def is_split_char(ch: str) -> bool:
+    """True for the characters `prepare` splits apart (Han, kana, Hangul)."""
+    return _SPLIT.fullmatch(ch) is not None
 
 
 def _is_token_char(ch: str) -> bool:
@@ -186,11 +234,14 @@ def text_query(field: Field, values: Sequence[str]) -> TextQuery:
 
 __all__ = [
     "FIELD_OF_PARAMETER",
+    "Change",
     "Documents",
     "FullTextIndex",
     "Hit",
     "TextQuery",
     "documents",
+    "is_split_char",
+    "language",
     "narrative_text",
     "phrases",
     "text_query",

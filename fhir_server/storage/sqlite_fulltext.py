@@ -19,9 +19,17 @@ parameter; it can neither inject SQL nor FTS5 operators.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from search.fulltext import FIELD_OF_PARAMETER, Hit, TextQuery, documents, text_query
+from search.fulltext import (
+    FIELD_OF_PARAMETER,
+    Change,
+    Hit,
+    TextQuery,
+    documents,
+    text_query,
+)
 
 if TYPE_CHECKING:
     from search.query import Clause
@@ -175,6 +183,31 @@ class SQLiteFullText:
         rid = self._rid(tenant, resource_type, resource_id)
         if rid is not None:
             remove(self._conn, rid)
+
+    async def apply(self, tenant: str, changes: Sequence[Change]) -> list[str | None]:
+        """Each change as `index`/`remove` would make it. The store holds one row per
+        resource, so a change older than the stored version is skipped (the store's own
+        write already indexed the newer one)."""
+        results: list[str | None] = []
+        for change in changes:
+            row = self._conn.execute(
+                "SELECT rid, version FROM resources WHERE tenant = ? AND type = ? AND id = ?",
+                (tenant, change.resource_type, change.id),
+            ).fetchone()
+            if row is None:
+                results.append(f"{change.resource_type}/{change.id} is not stored")
+                continue
+            rid, version = row
+            if change.version >= version:
+                if change.resource is None:
+                    remove(self._conn, rid)
+                else:
+                    replace(self._conn, rid, change.resource)
+            results.append(None)
+        return results
+
+    async def close(self) -> None:
+        """The connection belongs to the store, which closes it."""
 
     async def query(
         self,

@@ -1,0 +1,204 @@
+"""The durable outbox between the resource store and an external search index, and the
+background indexer that drains it.
+
+Every resource write or delete adds an outbox entry in the same database transaction
+as the resource (SQLite: table search_outbox, fhir_server.storage.outbox_sqlite;
+MongoDB: collection `outbox`, fhir_server.storage.outbox_mongo). So a crash anywhere
+between the store's commit and the index's answer loses nothing: the entry is still
+there and the indexer takes it up again.
+
+The indexer (`Indexer.drain_once`, looped by `Indexer.run`):
+
+1. takes the due entries, oldest first, a batch at a time;
+2. reads each resource's *current* state from the store (its latest version, or the
+   delete marker) once per resource, however many entries it has;
+3. sends the changes to the index in one bulk request per tenant, each with the
+   resource's version: the index keeps the highest version it was given
+   (search.fulltext.Change), so redelivery and reordering are harmless;
+4. removes the entries the index applied; the others (and all of them when the index
+   cannot be reached) stay, with `attempts` + 1 and a due time after an exponential
+   backoff (`base_delay` * 2^attempts, capped at `max_delay`).
+
+Delivery is at least once and idempotent by (resource, version), and ordered per
+resource because only the current version is ever sent and older versions are
+refused by the index. Several API workers may each run an indexer on the same outbox:
+they may send a change twice, never lose or reorder one.
+
+Metrics: `Indexer.metrics()` gives the pending count (entries in the outbox), how
+many changes were applied, how many failed attempts were rescheduled, and the last
+error's type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fhir_server.storage.base import Context, ResourceStore
+from search.fulltext import Change, FullTextIndex
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    key: str  # the backend's id of the entry
+    tenant: str
+    resource_type: str
+    id: str
+    version: int
+    attempts: int = 0
+
+
+class Outbox(Protocol):
+    async def due(self, now: float, limit: int) -> list[OutboxEntry]:
+        """Entries whose due time (unix seconds) is not after `now`, oldest first."""
+        ...
+
+    async def done(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+    async def retry_later(self, entries: Sequence[OutboxEntry], due: float, error: str) -> None:
+        """Keep `entries`, with one more attempt, until `due`."""
+        ...
+
+    async def pending(self) -> int: ...
+
+
+@dataclass
+class IndexerMetrics:
+    pending: int
+    applied: int
+    retried: int
+    last_error: str | None
+
+
+class Indexer:
+    """Drains `outbox` into `index`, reading resources from `store`."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        outbox: Outbox,
+        index: FullTextIndex,
+        *,
+        batch_size: int = BATCH_SIZE,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._index = index
+        self._batch_size = batch_size
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.applied = 0
+        self.retried = 0
+        self.last_error: str | None = None
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next try of an entry that has failed `attempts` times."""
+        return float(min(self._max_delay, self._base_delay * 2 ** min(attempts, 30)))
+
+    def notify(self) -> None:
+        """Wake the loop now (after a write) instead of at the next poll."""
+        self._wake.set()
+
+    async def metrics(self) -> IndexerMetrics:
+        return IndexerMetrics(
+            await self._outbox.pending(), self.applied, self.retried, self.last_error
+        )
+
+    async def drain_once(self) -> int:
+        """One batch: returns how many entries it took (0 when nothing was due)."""
+        entries = await self._outbox.due(self._clock(), self._batch_size)
+        if not entries:
+            return 0
+        by_resource: dict[tuple[str, str, str], list[OutboxEntry]] = {}
+        for entry in entries:
+            by_resource.setdefault((entry.tenant, entry.resource_type, entry.id), []).append(entry)
+        by_tenant: dict[str, list[tuple[Change, list[OutboxEntry]]]] = {}
+        for (tenant, resource_type, resource_id), group in by_resource.items():
+            change = await self._current(tenant, resource_type, resource_id)
+            if change is None:  # never stored (cannot happen with a transactional outbox)
+                await self._outbox.done(group)
+                continue
+            by_tenant.setdefault(tenant, []).append((change, group))
+        for tenant, items in by_tenant.items():
+            await self._send(tenant, items)
+        return len(entries)
+
+    async def _current(self, tenant: str, resource_type: str, resource_id: str) -> Change | None:
+        stored = await self._store.read(
+            Context(tenant, caller="search-indexer"), resource_type, resource_id
+        )
+        if stored is None:
+            return None
+        resource = None if stored.deleted else stored.resource
+        return Change(resource_type, resource_id, stored.version, resource)
+
+    async def _send(self, tenant: str, items: list[tuple[Change, list[OutboxEntry]]]) -> None:
+        try:
+            results = await self._index.apply(tenant, [change for change, _ in items])
+        except Exception as exc:  # noqa: BLE001 - any failure of the index: retry later
+            error = type(exc).__name__
+            await self._reschedule([e for _, group in items for e in group], error)
+            return
+        applied = [e for (_, group), r in zip(items, results, strict=True) if r is None
+                   for e in group]  # fmt: skip
+        await self._outbox.done(applied)
+        self.applied += sum(1 for r in results if r is None)
+        for (_, group), result in zip(items, results, strict=True):
+            if result is not None:
+                await self._reschedule(group, result)
+
+    async def _reschedule(self, entries: list[OutboxEntry], error: str) -> None:
+        self.last_error = error
+        self.retried += len(entries)
+        now = self._clock()
+        # entries of one resource move together: the most-tried one sets the delay
+        attempts = max(e.attempts for e in entries)
+        await self._outbox.retry_later(entries, now + self.delay(attempts), error)
+        logger.warning(
+            "search index: %d outbox entries not applied (%s); retry in %.0f s",
+            len(entries), error, self.delay(attempts),
+        )  # fmt: skip
+
+    async def run(self, poll_seconds: float = POLL_SECONDS) -> None:
+        """Drain until cancelled. A failure of the store itself (not of the index) is
+        logged and retried after a pause; cancelling loses nothing (entries are removed
+        only after the index has applied them)."""
+        failures = 0
+        while True:
+            try:
+                taken = await self.drain_once()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a store outage
+                failures += 1
+                self.last_error = type(exc).__name__
+                logger.error("search indexer: %s; retrying", type(exc).__name__)
+                await asyncio.sleep(self.delay(failures))
+                continue
+            if taken < self._batch_size:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), poll_seconds)
+                except TimeoutError:
+                    pass
+
+
+async def wait_drained(indexer: Indexer, timeout: float = 30.0) -> None:
+    """Drain until the outbox holds nothing due (for `reindex`, tests and shutdown)."""
+    deadline = time.monotonic() + timeout
+    while await indexer.drain_once():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the search outbox did not drain in time")
