@@ -430,6 +430,7 @@ async def _plan_create(txn: Transaction, entry: _Entry, mapping: dict[str, str])
             entry.planned_id = mapping[key].split("/", 1)[1]
             return mapping[key]
         params = operations.parse_criteria(resource_type, entry.if_none_exist)
+        await operations.claim_criteria(txn, resource_type, params)
         matches = await operations.find_matches(txn, resource_type, params)
         if len(matches) > 1:
             raise FHIRError.simple(
@@ -450,6 +451,7 @@ async def _plan_conditional_update(
     resource_type = entry.resource_type
     assert entry.resource is not None
     params = operations.parse_criteria(resource_type, entry.query)
+    await operations.claim_criteria(txn, resource_type, params)
     matches = await operations.find_matches(txn, resource_type, params)
     if len(matches) > 1:
         raise FHIRError.simple(

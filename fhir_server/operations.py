@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from conformance.validation import validate
 from fhir_server.errors import FHIRError, gone, invalid, not_found
@@ -107,6 +107,27 @@ def parse_criteria(resource_type: str, criteria: str) -> list[tuple[str, str]]:
     return params
 
 
+# parameters that page or shape a result: they never change which resources match
+_NOT_CRITERIA = ("_count", "_offset", "_sort", "_total")
+
+
+def criteria_key(resource_type: str, params: list[tuple[str, str]]) -> str:
+    """Conditional criteria in one normal form: the same criteria written in another
+    order or encoding give the same key ("Patient?identifier=sys%7C1")."""
+    wanted = sorted((k, v) for k, v in params if k not in _NOT_CRITERIA)
+    return f"{resource_type}?{urlencode(wanted)}"
+
+
+async def claim_criteria(
+    txn: Transaction, resource_type: str, params: list[tuple[str, str]]
+) -> None:
+    """Before a conditional operation that may create (If-None-Exist, conditional update,
+    Bundle ifNoneExist), claim its normalised criteria inside the write transaction, so
+    two requests with the same criteria cannot both find nothing and both create: the
+    store enforces one claim per key (a unique key) until the first one commits."""
+    await txn.claim(resource_type, criteria_key(resource_type, params))
+
+
 async def find_matches(
     reader: Reader, resource_type: str, params: list[tuple[str, str]]
 ) -> list[StoredResource]:
@@ -115,7 +136,7 @@ async def find_matches(
     since silently ignoring one would widen the match."""
     from search.query import parse_search
 
-    wanted = [(k, v) for k, v in params if k not in ("_count", "_offset", "_sort", "_total")]
+    wanted = [(k, v) for k, v in params if k not in _NOT_CRITERIA]
     query = parse_search(resource_type, [*wanted, ("_count", "2"), ("_total", "none")], strict=True)
     if not query.clauses:
         # e.g. "identifier=" (an empty value is ignored by search): it would match everything
@@ -151,6 +172,7 @@ async def create(
     then thrown away would be most of their cost."""
     if if_none_exist:
         params = parse_criteria(resource_type, if_none_exist)
+        await claim_criteria(txn, resource_type, params)
         matches = await find_matches(txn, resource_type, params)
         if len(matches) > 1:
             raise _too_many("If-None-Exist")
@@ -210,7 +232,9 @@ async def conditional_update(
 ) -> OperationResult:
     """PUT [base]/[type]?criteria: no match creates, one match updates it, several are 412."""
     validate(resource, resource_type)
-    matches = await find_matches(txn, resource_type, parse_criteria(resource_type, criteria))
+    params = parse_criteria(resource_type, criteria)
+    await claim_criteria(txn, resource_type, params)
+    matches = await find_matches(txn, resource_type, params)
     if len(matches) > 1:
         raise _too_many("The conditional update")
     if not matches:

@@ -1,0 +1,662 @@
+"""The MongoDB store: the storage interface of base.py on PyMongo's asyncio API
+(`pymongo.AsyncMongoClient`), for deployments larger than one machine.
+
+Semantics mirror the embedded store (sqlite.py) exactly: versions count from 1,
+lastUpdated is a strictly increasing UTC instant per process (advanced past the
+newest stored one at the start of every transaction, so several API workers do
+not hand out instants that sort before each other's by more than clock skew), a
+delete writes a version without body, an update equal to the current content
+writes nothing ("unchanged"), history is newest first with `_since` inclusive.
+Document shapes are in mongodb_documents.py. Every document and every query
+carries the tenant of the Context.
+
+Transactions are real multi-document transactions (snapshot read concern,
+majority write concern), so they need a replica set or a sharded cluster: on a
+standalone server `transaction()` raises a 501 OperationOutcome that says so, and
+the server only reads. Plain reads use majority read concern on the primary, so
+a client reads its own acknowledged writes.
+
+Conditional creates (If-None-Exist, Bundle ifNoneExist, the feeds' identity keys)
+call `Transaction.claim(type, criteria)` before they search: the transaction
+waits for a lease on the normalised criteria (collection claim_leases, outside
+the transaction, released when it ends) and then writes the claim document
+(collection claims, unique _id, inside the transaction). Requests for the same
+criteria thus run one after the other and see each other's resource; should a
+lease expire, the claim document still makes the later transaction fail with a
+write conflict (409) rather than create a duplicate.
+
+For the search-index engine (outbox): every resource write and delete calls the
+hooks in `MongoStore.write_hooks` with the open `MongoTransaction` and the new
+`StoredResource`, inside the transaction; a hook inserts its record with
+`txn.collection(OUTBOX)` and `session=txn.session`, so the record commits or
+rolls back with the resource.
+
+Search is compiled by mongodb_search.py (`search(db, ctx, query, session=)`), and
+the index entries kept in each resource document come from its `index_entries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from bson import Binary
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from fhir_server import jsonutil
+from fhir_server.errors import FHIRError, conflict, precondition_failed
+from fhir_server.storage import mongodb_documents as docs
+from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
+from fhir_server.storage.mongodb_errors import (
+    as_fhir_error,
+    mapped,
+    replica_set_required,
+    unavailable,
+)
+from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_meta, content_hash
+
+if TYPE_CHECKING:
+    from search.query import SearchQuery
+
+WriteHook = Callable[["MongoTransaction", StoredResource], Awaitable[None]]
+
+DEFAULT_DATABASE = "fhir_fusion"
+SERVER_SELECTION_TIMEOUT_MS = 10_000
+# a lease outlives any sane transaction; one left by a crashed worker is taken over after it
+LEASE_SECONDS = 30.0
+# how long a conditional create waits for another one on the same criteria
+LEASE_WAIT_SECONDS = 20.0
+
+_INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
+    docs.RESOURCES: [
+        ([("tenant", ASCENDING), ("type", ASCENDING), ("id", ASCENDING)],
+         {"unique": True, "name": "by_type_id"}),
+        ([("tenant", ASCENDING), ("type", ASCENDING), ("lastUpdated", DESCENDING)],
+         {"name": "by_type_time"}),
+        ([("tenant", ASCENDING), ("pc", ASCENDING)], {"name": "by_compartment"}),
+    ],
+    docs.HISTORY: [
+        ([("tenant", ASCENDING), ("type", ASCENDING), ("id", ASCENDING),
+          ("version", ASCENDING)], {"unique": True, "name": "by_version"}),
+        ([("tenant", ASCENDING), ("lastUpdated", DESCENDING)], {"name": "by_time"}),
+        ([("tenant", ASCENDING), ("type", ASCENDING), ("lastUpdated", DESCENDING)],
+         {"name": "by_type_time"}),
+        ([("lastUpdated", DESCENDING)], {"name": "by_instant"}),
+    ],
+    docs.FEED_COUNTS: [
+        ([("tenant", ASCENDING), ("feed", ASCENDING), ("name", ASCENDING)], {"name": "by_feed"}),
+    ],
+    docs.INPUTS: [
+        ([("tenant", ASCENDING), ("feed", ASCENDING), ("contentHash", ASCENDING),
+          ("status", ASCENDING), ("_id", ASCENDING)], {"name": "by_hash"}),
+        ([("tenant", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+         {"name": "by_status"}),
+    ],
+}
+
+
+class StoreUnavailable(RuntimeError):
+    """The store named by a URL cannot be reached or used; the message names it."""
+
+
+def describe_address(url: str) -> str:
+    """host:port list of a MongoDB URL, without user name or password."""
+    parts = urlsplit(url)
+    return parts.netloc.rsplit("@", 1)[-1] or "localhost:27017"
+
+
+def _search_module() -> Any:
+    try:
+        from fhir_server.storage import mongodb_search
+    except ImportError:
+        return None
+    return mongodb_search
+
+
+def _index_entries(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    module = _search_module()
+    if module is None:
+        return {}
+    entries: dict[str, list[dict[str, Any]]] = module.index_entries(resource)
+    return entries
+
+
+async def _search(
+    db: Any, ctx: Context, query: SearchQuery, session: Any, fulltext: Any
+) -> SearchPage:
+    module = _search_module()
+    if module is None:
+        raise FHIRError.simple(
+            501, "not-supported", "Search is not available on the MongoDB store yet"
+        )
+    page: SearchPage = await module.search(db, ctx, query, session=session, fulltext=fulltext)
+    return page
+
+
+class MongoTransaction:
+    """The Transaction protocol inside one MongoDB multi-document transaction."""
+
+    def __init__(self, store: MongoStore, ctx: Context, session: Any) -> None:
+        self._store = store
+        self._ctx = ctx
+        self.session = session
+        self._leases: list[tuple[str, str]] = []
+
+    def collection(self, name: str) -> Any:
+        return self._store.db[name]
+
+    @property
+    def context(self) -> Context:
+        return self._ctx
+
+    async def _current(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.collection(docs.RESOURCES).find_one(
+            docs.resource_filter(self._ctx.tenant, resource_type, resource_id),
+            {"idx": 0},
+            session=self.session,
+        )
+        return found
+
+    @mapped
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        doc = await self._current(resource_type, resource_id)
+        return None if doc is None else docs.stored_from_document(doc)
+
+    @mapped
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await _search(
+            self._store.db, self._ctx, query, self.session, self._store.fulltext
+        )
+
+    @mapped
+    async def claim(self, resource_type: str, criteria: str) -> None:
+        """Serialise conditional creates on the same normalised criteria (see the module
+        docstring); call before searching for the criteria."""
+        key = f"{self._ctx.tenant}|{resource_type}|{criteria}"
+        if any(held == key for held, _ in self._leases):
+            return
+        token = await self._store._acquire_lease(key)
+        self._leases.append((key, token))
+        await self.collection(docs.CLAIMS).update_one(
+            {"_id": key},
+            {"$set": {"tenant": self._ctx.tenant, "type": resource_type},
+             "$inc": {"claims": 1}},
+            upsert=True,
+            session=self.session,
+        )
+
+    async def _release(self) -> None:
+        for key, token in self._leases:
+            try:
+                await self._store.db[docs.CLAIM_LEASES].delete_one({"_id": key, "holder": token})
+            except PyMongoError:
+                pass  # it expires after LEASE_SECONDS
+        self._leases.clear()
+
+    async def _write(
+        self,
+        resource: dict[str, Any],
+        version: int,
+        method: Literal["POST", "PUT"],
+        fresh: bool,
+    ) -> StoredResource:
+        resource_type, resource_id = resource["resourceType"], resource["id"]
+        tenant = self._ctx.tenant
+        now = self._store._clock.now()
+        meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}
+        stored = {"resourceType": resource_type, "id": resource_id, "meta": meta, **resource}
+        stored["meta"] = meta
+        body = jsonutil.dumps(stored)
+        compartment = docs.patient_compartment(stored)
+        fields = {
+            "tenant": tenant, "type": resource_type, "id": resource_id, "version": version,
+            "lastUpdated": now, "deleted": False, "pc": compartment, "body": Binary(body),
+        }
+        current = {**fields, "idx": _index_entries(stored)}
+        resources = self.collection(docs.RESOURCES)
+        if fresh:
+            # _id: a new ObjectId, kept by later versions (the search's keyset position)
+            await resources.insert_one(current, session=self.session)
+        else:
+            # the version filter is the optimistic check; the transaction makes it exact
+            done = await resources.replace_one(
+                {**docs.resource_filter(tenant, resource_type, resource_id),
+                 "version": version - 1},
+                current, session=self.session,
+            )
+            if done.matched_count != 1:
+                raise conflict(f"{resource_type}/{resource_id} was changed by another request")
+        await self.collection(docs.HISTORY).insert_one(
+            {"_id": docs.version_key(tenant, resource_type, resource_id, version),
+             **fields, "method": method},
+            session=self.session,
+        )
+        written = StoredResource(resource_type, resource_id, version, now, False, body, method)
+        await self._store._run_hooks(self, written)
+        return written
+
+    @mapped
+    async def create(
+        self, resource: dict[str, Any], resource_id: str | None = None
+    ) -> WriteResult:
+        resource_id = resource_id or str(uuid.uuid4())
+        if await self._current(resource["resourceType"], resource_id) is not None:
+            raise conflict(f"{resource['resourceType']}/{resource_id} already exists")
+        stored = await self._write({**resource, "id": resource_id}, 1, "POST", fresh=True)
+        return WriteResult(stored, "created")
+
+    @mapped
+    async def update(self, resource: dict[str, Any], if_match: int | None = None) -> WriteResult:
+        resource_type, resource_id = resource["resourceType"], resource["id"]
+        current = await self._current(resource_type, resource_id)
+        if current is None:
+            if if_match is not None:
+                raise precondition_failed(
+                    f"If-Match names version {if_match} of {resource_type}/{resource_id}, "
+                    "which does not exist"
+                )
+            return WriteResult(await self._write(resource, 1, "PUT", fresh=True), "created")
+        version = current["version"]
+        if if_match is not None and if_match != version:
+            raise precondition_failed(
+                f"{resource_type}/{resource_id} is at version {version}, not {if_match}"
+            )
+        if current["deleted"]:
+            return WriteResult(await self._write(resource, version + 1, "PUT", False), "created")
+        body = bytes(current["body"])
+        if _without_server_meta(jsonutil.loads(body)) == _without_server_meta(resource):
+            unchanged = StoredResource(
+                resource_type, resource_id, version, current["lastUpdated"], False, body, "PUT"
+            )
+            return WriteResult(unchanged, "unchanged")
+        return WriteResult(await self._write(resource, version + 1, "PUT", False), "updated")
+
+    @mapped
+    async def delete(
+        self, resource_type: str, resource_id: str, if_match: int | None = None
+    ) -> WriteResult:
+        current = await self._current(resource_type, resource_id)
+        if current is None:
+            return WriteResult(None, "not-found")
+        version = current["version"]
+        if if_match is not None and if_match != version:
+            raise precondition_failed(
+                f"{resource_type}/{resource_id} is at version {version}, not {if_match}"
+            )
+        if current["deleted"]:
+            marker = StoredResource(
+                resource_type, resource_id, version, current["lastUpdated"], True, None, "DELETE"
+            )
+            return WriteResult(marker, "unchanged")
+        tenant = self._ctx.tenant
+        now = self._store._clock.now()
+        version += 1
+        fields = {
+            "tenant": tenant, "type": resource_type, "id": resource_id, "version": version,
+            "lastUpdated": now, "deleted": True, "pc": current.get("pc"), "body": None,
+        }
+        done = await self.collection(docs.RESOURCES).replace_one(
+            {**docs.resource_filter(tenant, resource_type, resource_id), "version": version - 1},
+            {**fields, "idx": {}},
+            session=self.session,
+        )
+        if done.matched_count != 1:
+            raise conflict(f"{resource_type}/{resource_id} was changed by another request")
+        await self.collection(docs.HISTORY).insert_one(
+            {"_id": docs.version_key(tenant, resource_type, resource_id, version),
+             **fields, "method": "DELETE"},
+            session=self.session,
+        )
+        marker = StoredResource(resource_type, resource_id, version, now, True, None, "DELETE")
+        await self._store._run_hooks(self, marker)
+        return WriteResult(marker, "deleted")
+
+    @mapped
+    async def record_input(
+        self,
+        feed: str,
+        content: bytes,
+        status: Literal["stored", "rejected"],
+        reason: str | None = None,
+        result: dict[str, Any] | None = None,
+        input_id: int | None = None,
+    ) -> int:
+        result_json = Binary(jsonutil.dumps(result)) if result is not None else None
+        inputs = self.collection(docs.INPUTS)
+        if input_id is not None:
+            done = await inputs.update_one(
+                {"_id": input_id, "tenant": self._ctx.tenant},
+                {"$set": {"status": status, "reason": reason, "result": result_json}},
+                session=self.session,
+            )
+            if done.matched_count == 0:
+                raise FHIRError.simple(404, "not-found", f"input {input_id} is not known")
+            return input_id
+        # the id comes from a counter outside the transaction: concurrent ingests would
+        # otherwise all conflict on the counter document (an aborted one leaves a gap)
+        new_id = await self._store._next_id(docs.INPUTS)
+        await inputs.insert_one(
+            {
+                "_id": new_id, "tenant": self._ctx.tenant, "feed": feed,
+                "receivedAt": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                "content": Binary(content), "contentHash": content_hash(content),
+                "status": status, "reason": reason, "result": result_json,
+            },
+            session=self.session,
+        )
+        return new_id
+
+
+    @mapped
+    async def count_feed(self, feed: str, counts: Mapping[str, int]) -> None:
+        # one small document per addition rather than $inc on one counter document,
+        # which every concurrent ingest of the feed would conflict on; feed_counters sums
+        additions = [
+            {"tenant": self._ctx.tenant, "feed": feed, "name": name, "n": n,
+             "at": datetime.now(timezone.utc).replace(tzinfo=None)}
+            for name, n in counts.items() if n
+        ]
+        if additions:
+            await self.collection(docs.FEED_COUNTS).insert_many(additions, session=self.session)
+
+
+class MongoStore:
+    """The ResourceStore protocol on one MongoDB database."""
+
+    def __init__(self, client: Any, db: Any, address: str, transactions: bool) -> None:
+        self.client = client
+        self.db = db
+        self.address = address
+        self.supports_transactions = transactions
+        self.write_hooks: list[WriteHook] = []
+        # the full-text index (search.fulltext.FullTextIndex, e.g. Elasticsearch) that
+        # _text / _content go to; None makes them a 400
+        self.fulltext: Any = None
+        self._clock = _Clock()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        database: str | None = None,
+        client: Any = None,
+        server_selection_timeout_ms: int = SERVER_SELECTION_TIMEOUT_MS,
+    ) -> MongoStore:
+        """Connect, check the server answers, create the indexes (idempotent).
+
+        `client` is for tests (an object with the AsyncMongoClient API); by default a
+        `pymongo.AsyncMongoClient` is made for `url` with majority write concern."""
+        address = describe_address(url)
+        if client is None:
+            from pymongo import AsyncMongoClient
+
+            client = AsyncMongoClient(
+                url,
+                serverSelectionTimeoutMS=server_selection_timeout_ms,
+                w="majority",
+                readConcernLevel="majority",
+                tz_aware=False,
+                uuidRepresentation="standard",
+            )
+        try:
+            hello = await client.admin.command("hello")
+            name = database or _database_in(url) or DEFAULT_DATABASE
+            db = client[name]
+            # a replica set names itself; mongos answers msg "isdbgrid"
+            transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
+            store = cls(client, db, address, transactions)
+            await store._create_indexes()
+            latest = await db[docs.HISTORY].find_one(
+                {}, {"lastUpdated": 1}, sort=[("lastUpdated", DESCENDING)]
+            )
+        except PyMongoError as exc:
+            await _close_quietly(client)
+            raise StoreUnavailable(
+                f"cannot use MongoDB at {address}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from None
+        if latest is not None:
+            store._clock.advance_past(latest["lastUpdated"])
+        return store
+
+    async def _create_indexes(self) -> None:
+        for collection, specs in _INDEXES.items():
+            for keys, options in specs:
+                await self.db[collection].create_index(keys, **options)
+        module = _search_module()
+        if module is not None:
+            for spec in getattr(module, "INDEXES", ()):
+                await self.db[docs.RESOURCES].create_indexes([spec])
+
+    async def close(self) -> None:
+        await _close_quietly(self.client)
+
+    async def _run_hooks(self, txn: MongoTransaction, stored: StoredResource) -> None:
+        for hook in self.write_hooks:
+            await hook(txn, stored)
+
+    async def _next_id(self, name: str) -> int:
+        doc = await self.db[docs.COUNTERS].find_one_and_update(
+            {"_id": name}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(doc["n"])
+
+    async def _acquire_lease(self, key: str) -> str:
+        leases = self.db[docs.CLAIM_LEASES]
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + LEASE_WAIT_SECONDS
+        delay = 0.002
+        while True:
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            until = now + timedelta(seconds=LEASE_SECONDS)
+            try:
+                await leases.insert_one({"_id": key, "holder": token, "until": until})
+                return token
+            except DuplicateKeyError:
+                taken = await leases.find_one_and_update(
+                    {"_id": key, "until": {"$lt": now}},
+                    {"$set": {"holder": token, "until": until}},
+                )
+                if taken is not None:
+                    return token
+            if time.monotonic() > deadline:
+                raise FHIRError.simple(
+                    503, "transient",
+                    "Another request with the same conditional-create criteria is still "
+                    "running; retry later",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _advance_clock(self) -> None:
+        latest = await self.db[docs.HISTORY].find_one(
+            {}, {"lastUpdated": 1}, sort=[("lastUpdated", DESCENDING)]
+        )
+        if latest is not None:
+            self._clock.advance_past(latest["lastUpdated"])
+
+    @asynccontextmanager
+    async def transaction(self, ctx: Context) -> AsyncIterator[MongoTransaction]:
+        if not self.supports_transactions:
+            raise replica_set_required("Writing")
+        try:
+            await self._advance_clock()
+            session = self.client.start_session()
+        except PyMongoError as exc:
+            raise as_fhir_error(exc) from exc
+        txn = MongoTransaction(self, ctx, session)
+        try:
+            try:
+                await session.start_transaction(
+                    read_concern=ReadConcern("snapshot"),
+                    write_concern=WriteConcern("majority"),
+                )
+                yield txn
+            except BaseException:
+                if session.in_transaction:
+                    try:
+                        await session.abort_transaction()
+                    except PyMongoError:
+                        pass  # the server aborts an abandoned transaction by itself
+                raise
+            try:
+                await _commit(session)
+            except PyMongoError as exc:
+                raise as_fhir_error(exc) from exc
+        finally:
+            await txn._release()
+            try:
+                await session.end_session()
+            except PyMongoError:
+                pass
+
+    @asynccontextmanager
+    async def batch(self, ctx: Context) -> AsyncIterator[None]:
+        """A hint the MongoDB store does not take: each transaction commits on its own."""
+        yield
+
+    # -- reads ---------------------------------------------------------------
+
+    @mapped
+    async def read(
+        self, ctx: Context, resource_type: str, resource_id: str
+    ) -> StoredResource | None:
+        doc = await self.db[docs.RESOURCES].find_one(
+            docs.resource_filter(ctx.tenant, resource_type, resource_id), {"idx": 0}
+        )
+        return None if doc is None else docs.stored_from_document(doc)
+
+    @mapped
+    async def vread(
+        self, ctx: Context, resource_type: str, resource_id: str, version: int
+    ) -> StoredResource | None:
+        doc = await self.db[docs.HISTORY].find_one(
+            {"_id": docs.version_key(ctx.tenant, resource_type, resource_id, version),
+             "tenant": ctx.tenant}
+        )
+        return None if doc is None else docs.stored_from_document(doc)
+
+    @mapped
+    async def history(
+        self,
+        ctx: Context,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        since: str | None = None,
+        count: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StoredResource], int]:
+        where: dict[str, Any] = {"tenant": ctx.tenant}
+        if resource_type is not None:
+            where["type"] = resource_type
+        if resource_id is not None:
+            where["id"] = resource_id
+        if since is not None:
+            where["lastUpdated"] = {"$gte": _utc_instant(since)}
+        history = self.db[docs.HISTORY]
+        total = await history.count_documents(where)
+        found = history.find(
+            where, sort=[("lastUpdated", DESCENDING), ("version", DESCENDING)],
+            skip=offset, limit=count,
+        )
+        return [docs.stored_from_document(doc) for doc in await found.to_list(None)], total
+
+    @mapped
+    async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
+        return await _search(self.db, ctx, query, None, self.fulltext)
+
+    # -- raw feed inputs -----------------------------------------------------
+
+    @mapped
+    async def find_input(
+        self, ctx: Context, feed: str, content_hash: str, status: str = "stored"
+    ) -> RawInput | None:
+        found = self.db[docs.INPUTS].find(
+            {"tenant": ctx.tenant, "feed": feed, "contentHash": content_hash, "status": status},
+            sort=[("_id", ASCENDING)], limit=1,
+        )
+        rows = await found.to_list(1)
+        return docs.input_from_document(rows[0]) if rows else None
+
+    @mapped
+    async def get_input(self, ctx: Context, input_id: int) -> RawInput | None:
+        doc = await self.db[docs.INPUTS].find_one({"_id": input_id, "tenant": ctx.tenant})
+        return None if doc is None else docs.input_from_document(doc)
+
+    @mapped
+    async def list_inputs(
+        self,
+        ctx: Context,
+        feed: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[RawInput]:
+        where: dict[str, Any] = {"tenant": ctx.tenant}
+        if before is not None:
+            where["_id"] = {"$lt": before}
+        if feed is not None:
+            where["feed"] = feed
+        if status is not None:
+            where["status"] = status
+        found = self.db[docs.INPUTS].find(where, sort=[("_id", DESCENDING)], limit=limit)
+        return [docs.input_from_document(doc) for doc in await found.to_list(None)]
+
+    @mapped
+    async def feed_counters(self, ctx: Context) -> dict[str, dict[str, int]]:
+        counters: dict[str, dict[str, int]] = {}
+        sums = await self.db[docs.FEED_COUNTS].aggregate([
+            {"$match": {"tenant": ctx.tenant}},
+            {"$group": {"_id": {"feed": "$feed", "name": "$name"}, "n": {"$sum": "$n"}}},
+        ])
+        for row in await sums.to_list(None):
+            counters.setdefault(row["_id"]["feed"], {})[row["_id"]["name"]] = int(row["n"])
+        pending = await self.db[docs.INPUTS].aggregate([
+            {"$match": {"tenant": ctx.tenant, "status": "rejected"}},
+            {"$group": {"_id": "$feed", "n": {"$sum": 1}}},
+        ])
+        for row in await pending.to_list(None):
+            counters.setdefault(row["_id"], {})["pending"] = int(row["n"])
+        return counters
+
+
+async def _commit(session: Any) -> None:
+    """Commit, retrying while the outcome is unknown (the driver's rule: a commit may
+    be retried; the server applies it once)."""
+    for attempt in range(3):
+        try:
+            await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            if not exc.has_error_label("UnknownTransactionCommitResult") or attempt == 2:
+                raise
+
+
+async def _close_quietly(client: Any) -> None:
+    try:
+        await client.close()
+    except Exception:  # closing a client that never connected must not hide the cause
+        pass
+
+
+def _database_in(url: str) -> str | None:
+    path = urlsplit(url).path.lstrip("/")
+    return path or None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    # server selection errors carry the topology description; keep the head only
+    return text.split(", Timeout:")[0][:300]
+
+
+__all__ = ["MongoStore", "MongoTransaction", "StoreUnavailable", "describe_address", "unavailable"]

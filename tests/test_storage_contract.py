@@ -1,0 +1,283 @@
+"""The storage contract (fhir_server/storage/base.py) that every backend passes: SQLite
+on a real file, MongoDB through mongomock, and a real MongoDB when
+FHIR_FUSION_TEST_MONGODB is set (see tests/storage_backends.py for what mongomock
+cannot check)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from storage_backends import backend, requires_search  # noqa: F401 - the fixture
+
+from fhir_server import operations
+from fhir_server.errors import FHIRError
+from fhir_server.storage.base import Context
+
+pytestmark = pytest.mark.anyio
+
+CTX = Context()
+
+GLUCOSE: dict[str, Any] = {
+    "resourceType": "Observation",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+    "valueQuantity": {
+        "value": Decimal("5.50"),
+        "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mmol/L",
+    },
+}
+
+
+def patient(**fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "name": [{"family": "Chalmers"}], **fields}
+
+
+async def create(store: Any, resource: dict[str, Any], resource_id: str | None = None) -> Any:
+    async with store.transaction(CTX) as txn:
+        return (await txn.create(resource, resource_id)).stored
+
+
+async def update(store: Any, resource: dict[str, Any], if_match: int | None = None) -> Any:
+    async with store.transaction(CTX) as txn:
+        return await txn.update(resource, if_match)
+
+
+async def test_create_assigns_id_and_version_and_keeps_decimal_digits(backend: Any) -> None:
+    stored = await create(backend, GLUCOSE)
+    assert stored.version == 1 and stored.method == "POST" and not stored.deleted
+    assert len(stored.id) == 36  # a UUID
+    assert b'"value":5.50' in stored.body
+    read = await backend.read(CTX, "Observation", stored.id)
+    assert read.body == stored.body
+    assert read.resource["meta"] == {"versionId": "1", "lastUpdated": stored.last_updated}
+    assert read.resource["valueQuantity"]["value"] == Decimal("5.50")
+
+
+async def test_update_makes_versions_and_unchanged_content_writes_nothing(backend: Any) -> None:
+    first = await create(backend, patient(), "p1")
+    second = await update(backend, patient(id="p1", gender="female"))
+    assert second.outcome == "updated" and second.stored.version == 2
+    assert second.stored.last_updated > first.last_updated
+    # the same content again, even with other server meta, is not a new version
+    same = await update(backend, patient(id="p1", gender="female",
+                                         meta={"versionId": "9", "lastUpdated": "2020-01-01"}))
+    assert same.outcome == "unchanged" and same.stored.version == 2
+    versions, total = await backend.history(CTX, "Patient", "p1")
+    assert total == 2 and [v.version for v in versions] == [2, 1]
+    old = await backend.vread(CTX, "Patient", "p1", 1)
+    assert old.resource.get("gender") is None and old.method == "POST"
+    assert await backend.vread(CTX, "Patient", "p1", 3) is None
+
+
+async def test_if_match_mismatch_is_412_and_writes_nothing(backend: Any) -> None:
+    await create(backend, patient(), "p1")
+    with pytest.raises(FHIRError) as caught:
+        await update(backend, patient(id="p1", gender="male"), if_match=7)
+    assert caught.value.status == 412
+    assert "at version 1, not 7" in str(caught.value)
+    with pytest.raises(FHIRError) as unknown:
+        await update(backend, patient(id="nobody"), if_match=1)
+    assert unknown.value.status == 412
+    assert (await backend.read(CTX, "Patient", "p1")).version == 1
+    assert await backend.read(CTX, "Patient", "nobody") is None
+
+
+async def test_update_as_create_delete_and_create_again(backend: Any) -> None:
+    made = await update(backend, patient(id="p9"))
+    assert made.outcome == "created" and made.stored.version == 1
+    async with backend.transaction(CTX) as txn:
+        gone = await txn.delete("Patient", "p9")
+    assert gone.outcome == "deleted" and gone.stored.version == 2 and gone.stored.deleted
+    marker = await backend.read(CTX, "Patient", "p9")
+    assert marker.deleted and marker.body is None and marker.method == "DELETE"
+    async with backend.transaction(CTX) as txn:
+        again = await txn.delete("Patient", "p9")
+        nothing = await txn.delete("Patient", "never")
+    assert again.outcome == "unchanged" and again.stored.version == 2
+    assert nothing.outcome == "not-found"
+    back = await update(backend, patient(id="p9", gender="other"))
+    assert back.outcome == "created" and back.stored.version == 3
+    versions, total = await backend.history(CTX, "Patient", "p9")
+    assert total == 3
+    assert [(v.version, v.deleted, v.method) for v in versions] == [
+        (3, False, "PUT"), (2, True, "DELETE"), (1, False, "PUT")]
+
+
+async def test_create_with_an_existing_id_conflicts(backend: Any) -> None:
+    await create(backend, patient(), "p1")
+    with pytest.raises(FHIRError) as caught:
+        await create(backend, patient(), "p1")
+    assert caught.value.status == 409
+    assert (await backend.history(CTX, "Patient", "p1"))[1] == 1
+
+
+async def test_failed_transaction_leaves_nothing(backend: Any) -> None:
+    await create(backend, patient(), "kept")
+    with pytest.raises(RuntimeError, match="entry 3 failed"):
+        async with backend.transaction(CTX) as txn:
+            await txn.create(patient(), "p-new")
+            await txn.update(patient(id="kept", gender="male"))
+            await txn.delete("Patient", "kept")
+            await txn.record_input("hl7v2", b"MSH|^~\\&|", "stored")
+            raise RuntimeError("entry 3 failed")
+    assert await backend.read(CTX, "Patient", "p-new") is None
+    kept = await backend.read(CTX, "Patient", "kept")
+    assert kept.version == 1 and not kept.deleted
+    assert (await backend.history(CTX))[1] == 1
+    assert await backend.list_inputs(CTX) == []
+
+
+async def test_reads_inside_a_transaction_see_its_writes(backend: Any) -> None:
+    async with backend.transaction(CTX) as txn:
+        await txn.create(patient(), "p1")
+        seen = await txn.read("Patient", "p1")
+        assert seen is not None and seen.version == 1
+        await txn.update(patient(id="p1", gender="female"))
+        assert (await txn.read("Patient", "p1")).version == 2
+
+
+async def test_history_since_count_and_offset(backend: Any) -> None:
+    first = await create(backend, patient(), "a")
+    await create(backend, GLUCOSE, "g")
+    third = await update(backend, patient(id="a", gender="male"))
+    everything, total = await backend.history(CTX)
+    assert total == 3
+    assert [(v.resource_type, v.id, v.version) for v in everything] == [
+        ("Patient", "a", 2), ("Observation", "g", 1), ("Patient", "a", 1)]
+    page, total = await backend.history(CTX, count=1, offset=1)
+    assert total == 3 and [(v.id, v.version) for v in page] == [("g", 1)]
+    # _since is inclusive and compared as an instant, whatever its zone
+    since, total = await backend.history(CTX, since=third.stored.last_updated)
+    assert total == 1 and since[0].version == 2
+    assert (await backend.history(CTX, "Patient", since=first.last_updated))[1] == 2
+    with pytest.raises(FHIRError) as caught:
+        await backend.history(CTX, since="2026-01-01T10:00:00")  # no time zone
+    assert caught.value.status == 400
+
+
+async def test_tenants_do_not_see_each_other(backend: Any) -> None:
+    other = Context(tenant="clinic-b")
+    await create(backend, patient(), "shared-id")
+    async with backend.transaction(other) as txn:
+        made = await txn.create(patient(gender="female"), "shared-id")
+    assert made.outcome == "created" and made.stored.version == 1
+    assert (await backend.read(CTX, "Patient", "shared-id")).resource.get("gender") is None
+    assert (await backend.read(other, "Patient", "shared-id")).resource["gender"] == "female"
+    assert (await backend.history(other))[1] == 1
+    async with backend.transaction(other) as txn:
+        await txn.record_input("hl7v2", b"MSH|b", "stored")
+    assert await backend.list_inputs(CTX) == []
+    assert await backend.find_input(CTX, "hl7v2", hashlib.sha256(b"MSH|b").hexdigest()) is None
+
+
+async def test_raw_inputs_are_kept_found_by_hash_and_settled(backend: Any) -> None:
+    content = b"MSH|^~\\&|LAB|HOSP|||20260101||ORU^R01|1|P|2.5"
+    digest = hashlib.sha256(content).hexdigest()
+    async with backend.transaction(CTX) as txn:
+        rejected = await txn.record_input("hl7v2", content, "rejected", reason="no PID")
+    kept = await backend.get_input(CTX, rejected)
+    assert (kept.status, kept.reason, kept.content, kept.content_hash) == (
+        "rejected", "no PID", content, digest)
+    assert await backend.find_input(CTX, "hl7v2", digest) is None
+    assert (await backend.find_input(CTX, "hl7v2", digest, "rejected")).id == rejected
+    async with backend.transaction(CTX) as txn:
+        same = await txn.record_input("hl7v2", content, "stored", result={"n": Decimal("1.0")},
+                                      input_id=rejected)
+        later = await txn.record_input("csv", b"a,b", "stored")
+    assert same == rejected and later > rejected
+    settled = await backend.find_input(CTX, "hl7v2", digest)
+    assert settled.id == rejected and settled.result == {"n": Decimal("1.0")}
+    assert [i.id for i in await backend.list_inputs(CTX)] == [later, rejected]
+    assert [i.id for i in await backend.list_inputs(CTX, feed="hl7v2")] == [rejected]
+    assert [i.id for i in await backend.list_inputs(CTX, before=later)] == [rejected]
+    with pytest.raises(FHIRError) as caught:
+        async with backend.transaction(CTX) as txn:
+            await txn.record_input("hl7v2", content, "stored", input_id=later + 100)
+    assert caught.value.status == 404
+
+
+async def test_feed_counters_add_up_with_their_transactions(backend: Any) -> None:
+    async with backend.transaction(CTX) as txn:
+        await txn.count_feed("hl7v2", {"received": 1, "stored": 1})
+    async with backend.transaction(CTX) as txn:
+        await txn.count_feed("hl7v2", {"received": 1, "rejected": 1})
+        await txn.record_input("hl7v2", b"bad", "rejected", reason="no MSH")
+    with pytest.raises(RuntimeError):
+        async with backend.transaction(CTX) as txn:
+            await txn.count_feed("hl7v2", {"received": 5})
+            raise RuntimeError("rolled back")
+    assert await backend.feed_counters(CTX) == {
+        "hl7v2": {"received": 2, "stored": 1, "rejected": 1, "pending": 1}}
+
+
+async def test_batch_keeps_a_failed_transaction_apart(backend: Any) -> None:
+    async with backend.batch(CTX):
+        async with backend.transaction(CTX) as txn:
+            await txn.create(patient(), "ok")
+        with pytest.raises(FHIRError):
+            async with backend.transaction(CTX) as txn:
+                await txn.create(patient(), "bad")
+                await txn.create(patient(), "ok")  # 409
+        assert (await backend.read(CTX, "Patient", "ok")).version == 1
+    assert await backend.read(CTX, "Patient", "bad") is None
+    assert (await backend.read(CTX, "Patient", "ok")).version == 1
+
+
+async def test_claims_on_the_same_criteria_wait_for_each_other(backend: Any) -> None:
+    """Transaction.claim: a second transaction claiming criteria an open one holds goes on
+    only after the first has committed, so it sees the first one's resource."""
+    order: list[str] = []
+    first_claimed = asyncio.Event()
+
+    async def first() -> None:
+        async with backend.transaction(CTX) as txn:
+            await txn.claim("Patient", "Patient?identifier=urn%3Amrn%7C7")
+            first_claimed.set()
+            await asyncio.sleep(0.05)
+            await txn.create(patient(), "mrn-7")
+            order.append("first committed")
+
+    async def second() -> None:
+        await first_claimed.wait()
+        async with backend.transaction(CTX) as txn:
+            await txn.claim("Patient", "Patient?identifier=urn%3Amrn%7C7")
+            seen = await txn.read("Patient", "mrn-7")
+            order.append("second sees it" if seen is not None else "second sees nothing")
+
+    await asyncio.gather(first(), second())
+    assert order == ["first committed", "second sees it"]
+
+
+async def test_conditional_create_finds_instead_of_creating(backend: Any) -> None:
+    requires_search(backend)
+    body = patient(identifier=[{"system": "urn:mrn", "value": "42"}])
+    async with backend.transaction(CTX) as txn:
+        made = await operations.create(txn, body, "Patient", if_none_exist="identifier=urn:mrn|42")
+    async with backend.transaction(CTX) as txn:
+        found = await operations.create(
+            txn, body, "Patient", if_none_exist="Patient?identifier=urn%3Amrn%7C42")
+    assert (made.status, found.status) == (201, 200)
+    assert found.stored.id == made.stored.id
+
+
+async def test_fifty_parallel_conditional_creates_make_one_resource(backend: Any) -> None:
+    requires_search(backend)
+    body = patient(identifier=[{"system": "urn:mrn", "value": "50"}])
+
+    async def attempt() -> int:
+        async with backend.transaction(CTX) as txn:
+            result = await operations.create(
+                txn, body, "Patient", if_none_exist="identifier=urn:mrn|50")
+        return result.status
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert sorted(statuses) == [200] * 49 + [201]
+    history, total = await backend.history(CTX, "Patient")
+    assert total == 1
