@@ -344,7 +344,6 @@ class SQLiteTransaction:
             [(self._ctx.tenant, feed, name, n) for name, n in counts.items() if n],
         )
 
-
     async def claim(self, resource_type: str, criteria: str) -> None:
         # BEGIN IMMEDIATE already orders all writers; the row is the unique key the
         # storage contract asks for, written inside the transaction that creates
