@@ -1,0 +1,146 @@
+"""A DICOM instance -> a transaction Bundle for the pipeline.
+
+The pipeline's raw-input table does not hold the DICOM file: the file (up to hundreds
+of megabytes for a multi-frame study) is kept in the content-addressed blob store, and
+the raw input is a small reference to it, `{"blob":"sha256:<hex>","size":<n>}`. The
+same file gives the same reference, so the pipeline's dedupe by SHA-256 still finds a
+resent file; a retry from the dead-letter queue reads the file back from the blob store.
+
+The Bundle: the Patient (conditional create on its identifier, so a Patient the HL7v2
+feed made is used as it is and not overwritten), the DICOMweb Endpoint (conditional
+create, one per server) and the ImagingStudy (conditional update on its Study Instance
+UID), which is the stored study with this instance merged in (`study.merge`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from adapters.dicom import codes
+from adapters.dicom.reading import DicomInputError, read_dataset, text
+from adapters.dicom.study import endpoint, imaging_study, merge, patient, patient_identifier
+from adapters.dicom.study import uid_identifier
+from adapters.hl7v2.bundle import BundleBuilder, search_token
+from adapters.translation import Source, Translation, TranslationError
+from fhir_server.storage.base import Context, ResourceStore
+from fhir_server.storage.blobs import BlobRef, BlobStore, blob_store_for
+
+FEED = "dicom"
+DEFAULT_PUBLIC_BASE = "http://127.0.0.1:8080"
+_public_base = [DEFAULT_PUBLIC_BASE]
+
+JSON = dict[str, Any]
+
+
+def set_public_base(url: str) -> None:
+    """The server's address as clients reach it (scheme://host:port, no path), for the
+    Endpoint's WADO-RS address; `serve` sets it from its HTTP address. The Endpoint is
+    created once, with the address known then."""
+    _public_base[0] = url.rstrip("/")
+
+
+def wado_rs_base() -> str:
+    return _public_base[0] + "/dicomweb"
+
+
+def encode_reference(ref: BlobRef) -> bytes:
+    return json.dumps({"blob": f"sha256:{ref.digest}", "size": ref.size},
+                      separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+def decode_reference(raw: bytes) -> tuple[str, int]:
+    """(digest, size) of a kept DICOM input; raises TranslationError for anything else."""
+    try:
+        found = json.loads(raw.decode("ascii"))
+        blob = found["blob"]
+        if not isinstance(blob, str) or not blob.startswith("sha256:"):
+            raise ValueError
+        return blob.removeprefix("sha256:"), int(found["size"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise TranslationError("the dicom feed takes a blob reference "
+                               "{\"blob\":\"sha256:...\",\"size\":n}, not the file itself; "
+                               "send files through adapters.dicom.ingest_dicom_bytes") from None
+
+
+def load_blob(blobs: BlobStore, raw: bytes) -> bytes:
+    digest, _ = decode_reference(raw)
+    try:
+        data = blobs.get(digest)
+    except ValueError:
+        data = None
+    if data is None:
+        raise TranslationError(f"the DICOM file sha256:{digest} is not in the blob store "
+                               f"{blobs.root}")
+    return data
+
+
+async def current_study(store: ResourceStore, ctx: Context, study_uid: str) -> JSON | None:
+    from fhir_server.operations import StoreReader, find_matches, parse_criteria
+
+    criteria = search_token(uid_identifier(study_uid))
+    matches = await find_matches(StoreReader(store, ctx), "ImagingStudy",
+                                 parse_criteria("ImagingStudy", criteria))
+    if len(matches) > 1:
+        raise TranslationError("more than one ImagingStudy has this Study Instance UID")
+    return matches[0].resource if matches else None
+
+
+async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, ref: BlobRef,
+                             sender: str) -> Translation:
+    """The Bundle for one checked dataset (see `reading.read_dataset`)."""
+    study_uid = text(ds, "StudyInstanceUID")
+    builder = BundleBuilder(f"dicom|{ref.digest}")
+    key = patient_identifier(ds)
+    patient_url = builder.add(f"Patient|{key['system']}|{key['value']}", patient(ds, key),
+                              match=key, create_only=True)
+    address = wado_rs_base()
+    endpoint_resource = endpoint(address)
+    endpoint_url = builder.add("Endpoint", endpoint_resource,
+                               match=endpoint_resource["identifier"][0], create_only=True)
+    new = imaging_study(ds, patient_url, endpoint_url)
+    merged = merge(await current_study(store, ctx, study_uid), new)
+    builder.add("ImagingStudy", merged, match=uid_identifier(study_uid))
+    sop_uid = text(ds, "SOPInstanceUID")
+    source = Source(
+        kind=f"DICOM {text(ds, 'Modality') or 'instance'}",
+        message_id=f"urn:oid:{sop_uid}",
+        message_system=codes.DICOM_UID,
+        sender=sender,
+    )
+    details: JSON = {
+        "study": study_uid,
+        "series": text(ds, "SeriesInstanceUID"),
+        "instance": sop_uid,
+        "sop_class": text(ds, "SOPClassUID"),
+        "blob": f"sha256:{ref.digest}",
+        "size": ref.size,
+    }
+    syntax = text(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else ""
+    if syntax:
+        details["transfer_syntax"] = syntax
+    return Translation(builder.bundle(), source, details)
+
+
+async def translate_kept(store: ResourceStore, ctx: Context, raw: bytes) -> Translation:
+    """The pipeline's translator for the dicom feed (used by retry): reads the file
+    back from the blob store beside the store's database."""
+    blobs = blob_store_for(store)
+    data = load_blob(blobs, raw)
+    digest, _ = decode_reference(raw)
+    ds = read_dataset(data)
+    ref = BlobRef(digest, len(data), blobs.path_for(digest))
+    return await translate_instance(store, ctx, ds, ref, "dead-letter retry")
+
+
+def translator() -> Any:
+    """The dicom feed's translator for `adapters.pipeline.DEFAULT_TRANSLATORS`."""
+    from adapters.translation import StoreTranslator
+
+    return StoreTranslator(translate_kept)
+
+
+__all__ = ["FEED", "DicomInputError", "decode_reference", "encode_reference",
+           "set_public_base", "translate_instance", "translator", "wado_rs_base"]
