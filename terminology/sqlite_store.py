@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from search.fulltext import phrases, prepare
+from terminology.language import pick_display
 from terminology.model import CodeSystemHeader, Concept, Designation
 from terminology.store import (
     BATCH,
@@ -99,6 +100,8 @@ SCHEMA = (
         code TEXT,
         display TEXT,
         PRIMARY KEY (eid, pos)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS term_members_by_cid ON term_members (eid, cid)",
+    "CREATE INDEX IF NOT EXISTS term_members_by_code ON term_members (eid, code, system)",
 )
 
 MAX_EXPANSIONS = 200  # cached per tenant; the oldest go first
@@ -592,6 +595,33 @@ class SQLiteConceptStore:
         ).fetchall()
         return total, self._expanded(conn, rows, language)
 
+    async def expansion_find(
+        self, ctx: Context, expansion: Expansion, system: str | None, code: str
+    ) -> ExpandedConcept | None:
+        conn = await self._reader(ctx)
+        rows: list[tuple[Any, ...]] = []
+        if system is not None:
+            cids = [row[0] for row in conn.execute(
+                "SELECT c.cid FROM term_systems s JOIN term_concepts c ON c.sid=s.sid "
+                "WHERE s.tenant=? AND s.url=? AND s.state='ready' AND c.code=?",
+                (ctx.tenant, system, code))]  # fmt: skip
+            for cid in cids:
+                rows += conn.execute(
+                    "SELECT cid, system, version, code, display FROM term_members "
+                    "WHERE eid=? AND cid=? LIMIT 1", (expansion.eid, cid)).fetchall()  # fmt: skip
+            if not rows:
+                rows = conn.execute(
+                    "SELECT cid, system, version, code, display FROM term_members "
+                    "WHERE eid=? AND code=? AND system=? LIMIT 1",
+                    (expansion.eid, code, system)).fetchall()  # fmt: skip
+        else:  # no system given: the code alone (ValueSet $validate-code with only `code`)
+            rows = conn.execute(
+                "SELECT m.cid, m.system, m.version, m.code, m.display FROM term_members m "
+                "LEFT JOIN term_concepts c ON c.cid=m.cid WHERE m.eid=? AND "
+                "(m.code=? OR c.code=?) LIMIT 1", (expansion.eid, code, code)).fetchall()  # fmt: skip
+        found = self._expanded(conn, rows[:1], None)
+        return found[0] if found else None
+
     def _expanded(
         self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], language: str | None
     ) -> list[ExpandedConcept]:
@@ -624,50 +654,13 @@ class SQLiteConceptStore:
             if cid is None or cid not in info:
                 out.append(ExpandedConcept(system or "", version, code or "", display))
                 continue
-            sid, code, display, active = info[cid]
+            sid, code, concept_display, active = info[cid]
             url, version = systems[sid]
             found = tuple(designations.get(cid, ()))
-            shown = pick_display(display, found, language)
+            # a display the ValueSet gives for the concept wins over the code system's
+            shown = pick_display(display or concept_display, found, language)
             out.append(ExpandedConcept(url, version or None, code, shown, bool(active), found))
         return out
-
-
-def pick_display(
-    display: str | None, designations: tuple[Designation, ...], language: str | None
-) -> str | None:
-    """The display in `language` (an Accept-Language-like list, e.g. "zh-CN,zh;q=0.9,en"):
-    the first designation whose language matches a wanted tag or its primary subtag;
-    else `display`."""
-    if not language or not designations:
-        return display
-    for wanted in _languages(language):
-        if wanted == "*":
-            return display
-        for d in designations:
-            lang = (d.language or "").lower()
-            if lang and (lang == wanted or lang.split("-")[0] == wanted.split("-")[0] == wanted):
-                return d.value
-        for d in designations:
-            lang = (d.language or "").lower()
-            if lang and lang.split("-")[0] == wanted.split("-")[0]:
-                return d.value
-    return display
-
-
-def _languages(header: str) -> list[str]:
-    ranked: list[tuple[float, int, str]] = []
-    for n, part in enumerate(header.split(",")):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        match = re.search(r"q=([0-9.]+)", params)
-        if match:
-            try:
-                quality = float(match.group(1))
-            except ValueError:
-                quality = 0.0
-        if tag and quality > 0:
-            ranked.append((-quality, n, tag.lower()))
-    return [tag for _, _, tag in sorted(ranked)]
 
 
 def _matches(f: Filter, row: tuple[Any, ...]) -> bool:

@@ -49,6 +49,7 @@ Expansions (terminology.expand builds them from ValueSet.compose)
       `text` is type-ahead: every word must start a word of the concept's display, a
       designation or the code; case and accents folded; ideographs matched character
       by character in order (FTS5 index over the designations).
+    `expansion_find(ctx, expansion, system, code)` -> ExpandedConcept | None (membership)
     `clear_expansions(ctx)`               every cached expansion of the tenant; called
                                           on every load and when CodeSystem/ValueSet
                                           resources change (terminology.service).
@@ -211,6 +212,10 @@ class ConceptStore(Protocol):
         count: int | None = None,
         language: str | None = None,
     ) -> tuple[int, list[ExpandedConcept]]: ...
+
+    async def expansion_find(
+        self, ctx: Context, expansion: Expansion, system: str | None, code: str
+    ) -> ExpandedConcept | None: ...
 
     async def clear_expansions(self, ctx: Context) -> None: ...
 

@@ -1,0 +1,297 @@
+"""ValueSet expansion from compose (R4 valueset.html#expansion): include/exclude by
+system (whole system, listed concepts, or filters) and by other value sets, version
+pinning, and cached member lists paged with a type-ahead filter.
+
+An expansion's members are computed once per (value set, compose, pinned versions)
+and kept in the concept store (`term_members`); `$expand` pages, filters and
+translates displays over them, so a 100,000-concept value set is not rebuilt per call.
+The cache is cleared when code systems are loaded or CodeSystem/ValueSet resources
+change (terminology.service.sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from terminology import resources, ucum
+from terminology.store import ExpandedConcept, Expansion, Filter, Member, TerminologyError
+
+if TYPE_CHECKING:
+    from fhir_server.storage.base import Context
+    from terminology.service import TerminologyService
+
+MAX_DEPTH = 8  # value sets including value sets; deeper is taken as a loop
+MAX_UNPAGED = 10_000  # an $expand without count returns at most this many
+_Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Pins:
+    """Code system versions from $expand's system-version / force-system-version."""
+
+    default: dict[str, str] = field(default_factory=dict)
+    force: dict[str, str] = field(default_factory=dict)
+
+    def version(self, system: str, given: str | None) -> str | None:
+        return self.force.get(system) or given or self.default.get(system)
+
+
+@dataclass(frozen=True)
+class ExpandRequest:
+    text: str | None = None
+    offset: int = 0
+    count: int | None = None
+    active_only: bool = False
+    language: str | None = None
+    include_designations: bool = False
+    include_definition: bool = False
+    pins: Pins = Pins()
+    exclude_systems: tuple[str, ...] = ()
+
+
+def implicit_value_set(url: str) -> dict[str, Any] | None:
+    """The ValueSet a `<system>?fhir_vs[=isa/<code>]` url stands for (R4 implicit value
+    sets: all codes, or a subsumption subset)."""
+    system, sep, rest = url.partition("?fhir_vs")
+    if not sep:
+        return None
+    include: dict[str, Any] = {"system": system}
+    if rest.startswith("=isa/"):
+        include["filter"] = [{"property": "concept", "op": "is-a", "value": rest[5:]}]
+    elif rest:
+        return None
+    return {"resourceType": "ValueSet", "url": url, "status": "active",
+            "compose": {"include": [include]}}  # fmt: skip
+
+
+async def find_value_set(
+    service: TerminologyService, ctx: Context, canonical: str, where: str = "url"
+) -> dict[str, Any]:
+    url, version = resources.split_canonical(canonical)
+    found = await resources.find(service.store, ctx, "ValueSet", url, version)
+    if found:
+        newest = max(found, key=lambda r: (str((r.resource or {}).get("version", "")),
+                                           r.last_updated))  # fmt: skip
+        return newest.resource or {}
+    implicit = implicit_value_set(url)
+    if implicit is not None:
+        return implicit
+    for system in await service.concepts.systems(ctx):
+        if url == f"{system.url}/vs" or url == system.url:  # e.g. http://loinc.org/vs
+            return {"resourceType": "ValueSet", "url": url, "status": "active",
+                    "compose": {"include": [{"system": system.url}]}}  # fmt: skip
+    raise TerminologyError(404, "not-found", f"The value set {canonical} is not known", where)
+
+
+def _key(member: Member) -> _Key:
+    return ("c", member.cid) if member.cid is not None else (member.system, member.code)
+
+
+class _Builder:
+    def __init__(self, service: TerminologyService, ctx: Context, pins: Pins) -> None:
+        self.service, self.ctx, self.pins = service, ctx, pins
+
+    async def members(self, value_set: dict[str, Any], depth: int = 0) -> list[Member]:
+        if depth > MAX_DEPTH:
+            raise TerminologyError(
+                400, "processing",
+                f"Value set {value_set.get('url')} includes value sets more than {MAX_DEPTH} "
+                "deep (a loop?)",
+            )  # fmt: skip
+        compose = value_set.get("compose")
+        if not isinstance(compose, dict):
+            expansion = value_set.get("expansion") or {}
+            if expansion.get("contains"):  # a stored, pre-expanded value set
+                return [Member(None, c.get("system"), c.get("version"), c.get("code"),
+                               c.get("display"))
+                        for c in _flatten(expansion["contains"]) if c.get("code")]  # fmt: skip
+            raise TerminologyError(
+                400, "not-supported",
+                f"Value set {value_set.get('url')} has no compose to expand", "ValueSet.compose",
+            )  # fmt: skip
+        included: dict[_Key, Member] = {}
+        for n, include in enumerate(compose.get("include") or []):
+            where = f"ValueSet.compose.include[{n}]"
+            for member in await self.include(include, depth, where):
+                included.setdefault(_key(member), member)
+        excluded: set[_Key] = set()
+        for n, exclude in enumerate(compose.get("exclude") or []):
+            where = f"ValueSet.compose.exclude[{n}]"
+            excluded.update(_key(m) for m in await self.include(exclude, depth, where))
+        return [m for k, m in included.items() if k not in excluded]
+
+    async def include(self, include: dict[str, Any], depth: int, where: str) -> list[Member]:
+        system = include.get("system")
+        out: list[Member] | None = None
+        if isinstance(system, str):
+            out = await self._system_part(system, include, where)
+        for canonical in include.get("valueSet") or []:
+            value_set = await find_value_set(self.service, self.ctx, canonical, where)
+            members = await self.members(value_set, depth + 1)
+            if out is None:
+                out = members
+            else:
+                keys = {_key(m) for m in members}
+                out = [m for m in out if _key(m) in keys]
+        return out or []
+
+    async def _system_part(self, system: str, include: dict[str, Any], where: str) -> list[Member]:
+        version = self.pins.version(system, include.get("version"))
+        listed = [c for c in include.get("concept") or [] if isinstance(c.get("code"), str)]
+        filters = [
+            Filter(f.get("property", ""), f.get("op", ""), str(f.get("value", "")))
+            for f in include.get("filter") or []
+        ]
+        if system == ucum.UCUM:
+            if not listed:
+                raise TerminologyError(400, "too-costly", "UCUM cannot be enumerated", where)
+            return [Member(None, system, None, c["code"], c.get("display"))
+                    for c in listed if ucum.is_valid(c["code"])]  # fmt: skip
+        info = await self.service.find_code_system(self.ctx, system, version)
+        if info is None:
+            if listed and not filters:  # the value set says all there is to know
+                return [Member(None, system, version, c["code"], c.get("display"))
+                        for c in listed]  # fmt: skip
+            known = "" if version is None else f" version {version}"
+            raise TerminologyError(
+                400, "not-found", f"The code system {system}{known} is not known", where
+            )
+        if listed:
+            ids = await self.service.concepts.codes_to_ids(
+                self.ctx, info, [c["code"] for c in listed]
+            )
+            return [Member(ids[c["code"]], display=c.get("display"))
+                    for c in listed if c["code"] in ids]  # fmt: skip
+        cids = await self.service.concepts.select(self.ctx, info, filters)
+        return [Member(cid) for cid in cids]
+
+
+def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in contains:
+        out.append(item)
+        out.extend(_flatten(item.get("contains") or []))
+    return out
+
+
+def _cache_key(value_set: dict[str, Any], pins: Pins) -> str:
+    text = json.dumps(
+        {"url": value_set.get("url"), "version": value_set.get("version"),
+         "compose": value_set.get("compose"), "expansion": value_set.get("expansion"),
+         "pins": [sorted(pins.default.items()), sorted(pins.force.items())]},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def expansion_of(
+    service: TerminologyService, ctx: Context, value_set: dict[str, Any], pins: Pins = Pins()
+) -> Expansion:
+    """The cached member list of `value_set`, built on first use."""
+    await service.sync(ctx)
+    key = _cache_key(value_set, pins)
+    found = await service.concepts.expansion(ctx, key)
+    if found is not None:
+        return found
+    members = await _Builder(service, ctx, pins).members(value_set)
+    return await service.concepts.save_expansion(ctx, key, members)
+
+
+async def expand_all(
+    service: TerminologyService, ctx: Context, value_set: dict[str, Any]
+) -> list[ExpandedConcept]:
+    expansion = await expansion_of(service, ctx, value_set)
+    _, concepts = await service.concepts.expansion_page(ctx, expansion)
+    return concepts
+
+
+def _active_only(value_set: dict[str, Any], request: ExpandRequest) -> bool:
+    return request.active_only or (value_set.get("compose") or {}).get("inactive") is False
+
+
+async def expand(
+    service: TerminologyService, ctx: Context, value_set: dict[str, Any], request: ExpandRequest
+) -> dict[str, Any]:
+    """The ValueSet with its `expansion` (one page of it when `count` is given)."""
+    expansion = await expansion_of(service, ctx, value_set, request.pins)
+    count = request.count
+    if count is None and not request.text and expansion.total > MAX_UNPAGED:
+        raise TerminologyError(
+            400, "too-costly",
+            f"The value set has {expansion.total} concepts; page it with count and offset, or "
+            "narrow it with filter",
+        )  # fmt: skip
+    total, concepts = await service.concepts.expansion_page(
+        ctx, expansion, text=request.text, active_only=_active_only(value_set, request),
+        offset=request.offset, count=count if count is not None else MAX_UNPAGED,
+        language=request.language,
+    )  # fmt: skip
+    excluded = set(request.exclude_systems)
+    contains = [_contains(c, request) for c in concepts if c.system not in excluded]
+    parameters: list[dict[str, Any]] = [{"name": "offset", "valueInteger": request.offset}]
+    if count is not None:
+        parameters.append({"name": "count", "valueInteger": count})
+    if request.text:
+        parameters.append({"name": "filter", "valueString": request.text})
+    if request.active_only:
+        parameters.append({"name": "activeOnly", "valueBoolean": True})
+    if request.language:
+        parameters.append({"name": "displayLanguage", "valueCode": request.language})
+    for system, version in {**request.pins.default, **request.pins.force}.items():
+        parameters.append({"name": "version", "valueUri": f"{system}|{version}"})
+    out = {k: v for k, v in value_set.items() if k not in ("expansion", "text")}
+    out["resourceType"] = "ValueSet"
+    out["expansion"] = {
+        "identifier": f"urn:uuid:{uuid.uuid4()}",
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "total": total,
+        "offset": request.offset,
+        "parameter": parameters,
+        **({"contains": contains} if contains else {}),
+    }
+    return out
+
+
+def _contains(concept: ExpandedConcept, request: ExpandRequest) -> dict[str, Any]:
+    item: dict[str, Any] = {"system": concept.system}
+    if concept.version:
+        item["version"] = concept.version
+    if not concept.active:
+        item["inactive"] = True
+    item["code"] = concept.code
+    if concept.display:
+        item["display"] = concept.display
+    if request.include_designations and concept.designations:
+        item["designation"] = [designation_json(d) for d in concept.designations]
+    return item
+
+
+def designation_json(d: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if d.language:
+        out["language"] = d.language
+    if d.use_code:
+        out["use"] = {k: v for k, v in (("system", d.use_system), ("code", d.use_code)) if v}
+    out["value"] = d.value
+    return out
+
+
+async def contains(
+    service: TerminologyService,
+    ctx: Context,
+    value_set: dict[str, Any],
+    system: str | None,
+    code: str,
+    pins: Pins = Pins(),
+) -> ExpandedConcept | None:
+    """The concept of the value set with this system and code, if it is a member."""
+    expansion = await expansion_of(service, ctx, value_set, pins)
+    found = await service.concepts.expansion_find(ctx, expansion, system, code)
+    if found is not None and not found.active and _active_only(value_set, ExpandRequest()):
+        return None
+    return found
