@@ -61,6 +61,7 @@ from pymongo import ASCENDING, IndexModel
 from conformance.definitions import search_parameters
 from fhir_server.errors import FHIRError, Issue
 from fhir_server.storage.base import Context, SearchPage, StoredResource
+from fhir_server.storage.mongodb_documents import RESOURCES, stored_from_document
 from fhir_server.storage.sqlite_graph import MAX_INCLUDED
 from search import custom
 from search import cursor as cursors
@@ -83,7 +84,7 @@ from search.query import (
 from search.result import MAX_ROUNDS, Include
 from search.values import MAX_STRING, iso_utc
 
-COLLECTION = "resources"
+COLLECTION = RESOURCES
 INDEX_FIELD = "idx"
 # Far sides of chains and _has, and full-text hits, that a search takes as an id list.
 MAX_LINK_IDS = 50_000
@@ -120,7 +121,9 @@ _SORT_FIELD = {
 # Types whose terms carry their own parameter (a canonical quantity has another key).
 _PARAM_PER_TERM = frozenset({"quantity", "composite"})
 # What a search reads of a document (never the index entries, except rf for _include).
-_PROJECTION = {"_id": 1, "type": 1, "id": 1, "version": 1, "lastUpdated": 1, "body": 1}
+_PROJECTION = {
+    "_id": 1, "type": 1, "id": 1, "version": 1, "lastUpdated": 1, "deleted": 1, "body": 1
+}  # fmt: skip
 
 
 def _index(name: str, *fields: str) -> IndexModel:
@@ -135,7 +138,6 @@ def _entries(array: str, *fields: str) -> tuple[str, ...]:
 # keys). Every search is bounded by tenant and type first.
 INDEXES: tuple[IndexModel, ...] = (
     _index("search_page", "tenant", "type", "_id"),
-    _index("search_last_updated", "tenant", "type", "lastUpdated"),
     _index("search_token", "tenant", "type", *_entries("tk", "p", "c", "s")),
     _index("search_string", "tenant", "type", *_entries("st", "p", "n")),
     _index("search_reference", "tenant", "type", *_entries("rf", "p", "i", "t")),
@@ -619,18 +621,33 @@ def _seek(sorts: Sequence[SortKey], position: cursors.Position) -> dict[str, Any
             equal = {**equal, flag: 0, key: value}
         else:
             equal = {**equal, flag: 1}
-    alternatives.append({**equal, "_id": {"$gt": object_id(rid)}})
+    alternatives.append({**equal, "_id": {"$gt": document_id(rid)}})
     return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
 
 
 def cursor_rid(doc_id: Any) -> int:
-    """The integer a cursor carries for a document `_id` (an ObjectId, or an int)."""
-    return int(str(doc_id), 16) if isinstance(doc_id, ObjectId) else int(doc_id)
+    """The integer a keyset cursor carries (search.cursor) for a document `_id`: its
+    bytes behind a tag byte, 1 for a string ("<tenant>/<type>/<id>", the store's key),
+    2 for an ObjectId."""
+    if isinstance(doc_id, ObjectId):
+        return int.from_bytes(b"\x02" + doc_id.binary, "big")
+    return int.from_bytes(b"\x01" + str(doc_id).encode(), "big")
 
 
-def object_id(rid: int) -> Any:
-    """The `_id` a cursor's integer names (cursor_rid reversed)."""
-    return ObjectId(f"{rid:024x}") if rid >= 2**63 else rid
+def document_id(rid: int) -> Any:
+    """The `_id` a cursor's integer names (cursor_rid reversed); 400 for one that
+    names none (a cursor of another store)."""
+    raw = rid.to_bytes(max((rid.bit_length() + 7) // 8, 1), "big") if rid > 0 else b""
+    if raw[:1] == b"\x02" and len(raw) == 13:
+        return ObjectId(raw[1:])
+    if raw[:1] == b"\x01":
+        try:
+            return raw[1:].decode()
+        except UnicodeDecodeError:
+            pass
+    raise FHIRError(400, [Issue(
+        "invalid", "'_cursor' is not a cursor of this search", expression=(cursors.PARAMETER,)
+    )])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -669,7 +686,7 @@ async def plan(
     if not sorts:
         page = where
         if query.position is not None:
-            page = _and(where, {"_id": {"$gt": object_id(query.position[1])}})
+            page = _and(where, {"_id": {"$gt": document_id(query.position[1])}})
         return Plan(page, count_filter, {"_id": 1}, offset, limit)
     pipeline: list[dict[str, Any]] = [{"$match": where}, *_sort_stages(sorts)]
     if query.position is not None:
@@ -681,26 +698,6 @@ async def plan(
     keys = {f"k{i}": 1 for i in range(len(sorts))}
     pipeline += [{"$limit": limit}, {"$project": {**_PROJECTION, **keys}}]
     return Plan(where, count_filter, spec, offset, limit, pipeline)
-
-
-# -- documents as stored resources ------------------------------------------------------
-
-
-def _body(doc: Mapping[str, Any]) -> bytes:
-    body = doc.get("body")
-    if isinstance(body, bytes):
-        return body
-    from fhir_server import jsonutil
-
-    return jsonutil.dumps(body)
-
-
-def stored_resource(doc: Mapping[str, Any]) -> StoredResource:
-    version = int(doc["version"])
-    return StoredResource(
-        doc["type"], doc["id"], version, doc["lastUpdated"], False, _body(doc),
-        "POST" if version == 1 else "PUT",
-    )  # fmt: skip
 
 
 # -- _include / _revinclude -------------------------------------------------------------
@@ -805,7 +802,7 @@ async def _included(
         frontier = new
         if truncated:
             break
-    return [stored_resource(doc) for doc in added], truncated
+    return [stored_from_document(doc) for doc in added], truncated
 
 
 # -- search -----------------------------------------------------------------------------
@@ -852,7 +849,7 @@ async def search(
         last = docs[-1]
         values = tuple(last.get(f"k{i}") for i in range(len(query.sorts)))
         next_cursor = cursors.encode(values, cursor_rid(last["_id"]), query.sort_signature)
-    matches = [stored_resource(doc) for doc in docs]
+    matches = [stored_from_document(doc) for doc in docs]
     if not query.result.includes:
         return SearchPage(matches, total, next_cursor=next_cursor)
     included, truncated = await _included(compiler, query.result.includes, docs)
@@ -873,5 +870,4 @@ __all__ = [
     "index_entries",
     "plan",
     "search",
-    "stored_resource",
 ]
