@@ -45,6 +45,7 @@ class AsyncMockClient:
         self.down = False
         self._calls_left: int | None = None
         self.locks: dict[LockKey, MockSession] = {}
+        self.writes = 0  # documents written, for tests that fail a request part-way
         self.admin = _Admin(self)
 
     def fail_after(self, calls: int) -> None:
@@ -204,6 +205,7 @@ class AsyncMockCollection:
     # -- write guard ----------------------------------------------------------
 
     def _guard(self, session: MockSession | None, doc_id: Any) -> None:
+        self._client.writes += 1
         key: LockKey = (self.database.name, self.name, doc_id)
         owner = self._client.locks.get(key)
         if owner is not None and owner is not session:

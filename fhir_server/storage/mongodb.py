@@ -400,14 +400,13 @@ class MongoStore:
         if client is None:
             from pymongo import AsyncMongoClient
 
-            client = AsyncMongoClient(
-                url,
-                serverSelectionTimeoutMS=server_selection_timeout_ms,
-                w="majority",
-                readConcernLevel="majority",
-                tz_aware=False,
-                uuidRepresentation="standard",
-            )
+            options: dict[str, Any] = {"w": "majority", "readConcernLevel": "majority"}
+            if "serverselectiontimeoutms" not in url.lower():  # the URL's own value wins
+                options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+            try:
+                client = AsyncMongoClient(url, tz_aware=False, **options)
+            except (PyMongoError, ValueError) as exc:  # a malformed URL or option
+                raise StoreUnavailable(f"cannot use MongoDB at {address}: {exc}") from None
         try:
             hello = await client.admin.command("hello")
             name = database or _database_in(url) or DEFAULT_DATABASE
@@ -656,7 +655,7 @@ def _database_in(url: str) -> str | None:
 def _first_line(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     # server selection errors carry the topology description; keep the head only
-    return text.split(", Timeout:")[0][:300]
+    return text.split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
 
 
 __all__ = ["MongoStore", "MongoTransaction", "StoreUnavailable", "describe_address", "unavailable"]
