@@ -152,3 +152,29 @@ def test_the_store_setting_takes_a_mongodb_url_from_the_environment() -> None:
     assert resolve_serve_config({}, {}).store is None
     with pytest.raises(ConfigError, match="FHIR_FUSION_STORE.*not a MongoDB URL"):
         resolve_serve_config({}, {"FHIR_FUSION_STORE": "postgres://db/fhir"})
+
+
+async def test_a_locked_sqlite_database_is_503_until_it_is_free(tmp_path: Path) -> None:
+    """The same rule on the embedded store: another process holding the write lock past
+    the busy timeout is a 503, and the next request after it lets go succeeds."""
+    import sqlite3
+
+    from fhir_server.errors import FHIRError
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    store = await SQLiteStore.open(tmp_path / "fhir.db")
+    try:
+        store._writer.execute("PRAGMA busy_timeout=50")
+        other = sqlite3.connect(tmp_path / "fhir.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(FHIRError) as caught:
+            async with store.transaction(Context()) as txn:
+                await txn.create(dict(PATIENT), "p1")
+        assert caught.value.status == 503
+        assert "SQLite database is unavailable (database is locked)" in str(caught.value)
+        other.execute("ROLLBACK")
+        other.close()
+        async with store.transaction(Context()) as txn:
+            assert (await txn.create(dict(PATIENT), "p1")).outcome == "created"
+    finally:
+        await store.close()

@@ -466,7 +466,15 @@ class SQLiteStore:
                 self._in_batch.reset(token)
 
     def _begin(self) -> None:
-        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            # another process held the write lock past busy_timeout, or the file went away:
+            # a 503 the client may retry, as for a MongoDB outage
+            raise FHIRError.simple(
+                503, "transient",
+                f"The SQLite database is unavailable ({exc}); nothing was written. Retry later.",
+            ) from None
         # Another process (an offline `ingest` beside the server) may have written
         # later instants; never hand out one that sorts before them.
         (latest,) = self._writer.execute("SELECT max(last_updated) FROM versions").fetchone()
@@ -521,6 +529,13 @@ class SQLiteStore:
         )
 
     def _search(self, conn: sqlite3.Connection, ctx: Context, query: SearchQuery) -> SearchPage:
+        if any(c.modifier in ("in", "not-in", "above", "below") and c.param_type == "token"
+               for c in query.clauses):
+            # only SQLiteStore.search resolves them: expanding may write (the concept store)
+            raise FHIRError.simple(
+                400, "not-supported",
+                "Token :in, :not-in, :above and :below are not supported inside a transaction",
+            )  # fmt: skip
         found = sqlite_index.search_page(conn, ctx.tenant, query)
         rids, total, next_cursor = found.rids, found.total, found.next_cursor
         if not rids:
@@ -600,6 +615,11 @@ class SQLiteStore:
         return [_version_row(row) for row in rows], total
 
     async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
+        # token :in/:not-in/:above/:below become plain token clauses over the codes they
+        # stand for (the terminology tables live in this file too)
+        from terminology.search_modifiers import resolve
+
+        query = await resolve(self, ctx, query)
         return self._search(self._reads(), ctx, query)
 
     # -- raw feed inputs -----------------------------------------------------
