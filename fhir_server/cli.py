@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--type", action="append", default=[], metavar="TYPE",
         help="only resources of this type (repeatable; default all)",
     )  # fmt: skip
+    reindex_command.add_argument(
+        "--search-index", default=None, metavar="URL",
+        help="also rebuild this external search index, e.g. elasticsearch://host:9200 "
+        "(env FHIR_FUSION_SEARCH_INDEX)",
+    )  # fmt: skip
+    reindex_command.add_argument(
+        "--recreate-search-index", action="store_true",
+        help="drop and create the external index first (new mappings or analysis plugins)",
+    )  # fmt: skip
     _add_data_dir(reindex_command)
     reindex_command.set_defaults(command="reindex", run=_run_reindex)
 
@@ -194,7 +203,9 @@ async def serve(config: ServeConfig) -> int:
     store = await _open_store(config.data_dir, config.sqlite_synchronous)
     mllp_server: asyncio.Server | None = None
     demo_task: asyncio.Task[None] | None = None
+    search: Any = None  # fhir_server.search_index.RunningIndex with --search-index
     try:
+        search = await _start_search_index(store, config.search_index)
         pipeline = Pipeline(store)
         app = create_app(store)
         server = _Server(
@@ -251,8 +262,23 @@ async def serve(config: ServeConfig) -> int:
                 close_clients()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(mllp_server.wait_closed(), 5)
+        if search is not None:
+            await search.stop()
         await store.close()
         log.info("store closed")
+
+
+async def _start_search_index(store: Any, url: str | None) -> Any:
+    """The external search index and its outbox indexer, running; None without one."""
+    if not url:
+        return None
+    from fhir_server import search_index
+    from search.elasticsearch_index import SearchIndexError
+
+    try:
+        return await search_index.start(store, url)
+    except SearchIndexError as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def _serve_http(server: uvicorn.Server) -> int:
@@ -320,6 +346,11 @@ def _print_banner(config: ServeConfig, http_port: int, mllp_port: int) -> None:
         lines.append(f"  MLLP (HL7v2)    {_url_host(config.host).strip('[]')}:{mllp_port}")
     else:
         lines.append("  MLLP (HL7v2)    off")
+    if config.search_index:
+        from search.elasticsearch_index import ElasticsearchConfig
+
+        es_url = ElasticsearchConfig.parse(config.search_index).url
+        lines.append(f"  search index    Elasticsearch {es_url} (outbox in the store)")
     lines.append("Press Ctrl+C to stop.")
     print("\n".join(lines), flush=True)
 
@@ -393,11 +424,22 @@ async def ingest(data_dir: Path, paths: list[Path]) -> int:
 
 def _run_reindex(args: argparse.Namespace) -> int:
     _configure_logging("warning")
-    return asyncio.run(reindex_store(_data_dir(args), tuple(args.type)))
+    search_index = resolve_setting("search_index", args.search_index)
+    return asyncio.run(
+        reindex_store(
+            _data_dir(args), tuple(args.type), search_index, args.recreate_search_index
+        )
+    )
 
 
-async def reindex_store(data_dir: Path, types: tuple[str, ...]) -> int:
-    """Run (or resume) a reindex job over the store to completion, showing progress."""
+async def reindex_store(
+    data_dir: Path,
+    types: tuple[str, ...],
+    search_index: str | None = None,
+    recreate_search_index: bool = False,
+) -> int:
+    """Run (or resume) a reindex job over the store to completion, showing progress;
+    then rebuild the external search index, when one is given."""
     from conformance.definitions import RESOURCE_TYPES
     from fhir_server import reindex
 
@@ -406,6 +448,9 @@ async def reindex_store(data_dir: Path, types: tuple[str, ...]) -> int:
             raise CommandError(f"--type {name} is not an R4 resource type")
     store = await _open_store(data_dir)
     try:
+        if search_index and not _is_sqlite(store):  # MongoDB indexes on every write
+            await _rebuild_search_index(store, search_index, types, recreate_search_index)
+            return 0
         job = await reindex.start(store, Context(), tuple(sorted(set(types))))
         if job.processed:
             print(f"resuming reindex job {job.id} at {job.processed} of {job.total}")
@@ -419,9 +464,56 @@ async def reindex_store(data_dir: Path, types: tuple[str, ...]) -> int:
 
         job = await reindex.run(store, Context(), job, progress=show)
         print(f"reindex job {job.id} completed: {job.processed} resources")
+        if search_index:
+            await _rebuild_search_index(store, search_index, types, recreate_search_index)
     finally:
         await store.close()
     return 0
+
+
+def _is_sqlite(store: object) -> bool:
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    return isinstance(store, SQLiteStore)
+
+
+async def _rebuild_search_index(
+    store: Any, url: str, types: tuple[str, ...], recreate: bool
+) -> None:
+    """fhir_server.search_index.rebuild of the default tenant, with progress."""
+    from elastic_transport import TransportError
+
+    from fhir_server import search_index
+    from search.elasticsearch_index import ElasticsearchIndex, SearchIndexError
+
+    try:
+        index = ElasticsearchIndex.connect(url)
+    except ValueError as exc:
+        raise CommandError(f"--search-index: {exc}") from None
+    last = [0.0]
+
+    def show(progress: search_index.RebuildProgress) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - last[0] >= 2:
+            last[0] = now
+            print(f"search index: {progress.processed} of {progress.total}", file=sys.stderr)
+
+    try:
+        await index.check()
+        done = await search_index.rebuild(
+            store, index, Context().tenant, tuple(sorted(set(types))), recreate=recreate,
+            progress=show,
+        )  # fmt: skip
+    except (SearchIndexError, TransportError) as exc:
+        raise CommandError(str(exc) or type(exc).__name__) from None
+    finally:
+        await index.close()
+    print(
+        f"search index {index.config.url} rebuilt: {done.processed} resources"
+        + (f", {done.failed} refused (see the Elasticsearch logs)" if done.failed else "")
+    )
+    if done.failed:
+        raise CommandError(f"{done.failed} resources were not indexed")
 
 
 def _run_deadletter(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ class ServeConfig:
     log_level: str
     sqlite_synchronous: str
     mllp_idle_timeout: float = 300.0  # seconds; a silent MLLP connection is closed
+    # an Elasticsearch URL (fhir_server.search_index); None: only the SQLite FTS5 index
+    search_index: str | None = None
 
     @property
     def database_path(self) -> Path:
@@ -46,6 +48,12 @@ class ServeConfig:
 
 def database_path(data_dir: Path) -> Path:
     return data_dir / DATABASE_FILE
+
+
+def _search_index(text: str) -> str | None:
+    from fhir_server.search_index import parse_setting  # imports the Elasticsearch client
+
+    return parse_setting(text)
 
 
 def _integer(text: str) -> int:
@@ -138,6 +146,13 @@ SETTINGS: tuple[Setting, ...] = (
         300.0,
         _seconds,
         "seconds an MLLP connection may send nothing before it is closed",
+    ),
+    Setting(
+        "search_index",
+        None,
+        _search_index,
+        "an external search index kept through a durable outbox: elasticsearch://host:port "
+        "(?prefix=, ?replicas=); empty for the SQLite store's own FTS5 index only",
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -1,0 +1,192 @@
+"""An external search index beside the store: choosing it, attaching the outbox to
+either store, running the indexer with the server, and rebuilding the index from the
+store (`fhir-fusion reindex --search-index`).
+
+`--search-index` / FHIR_FUSION_SEARCH_INDEX: empty (or `sqlite`) keeps the default,
+the SQLite store's own FTS5 index, written in its transactions; an Elasticsearch URL
+(search.elasticsearch_index) adds the Elasticsearch index, kept current through the
+durable outbox (fhir_server.outbox). With SQLite the FTS5 index is still kept and
+still answers `_text`/`_content` in REST searches, so the two can be compared; the
+Elasticsearch index answers `ElasticsearchIndex.query` (the MongoDB search and later
+per-patient documents use it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server import jsonutil
+from fhir_server.outbox import Indexer, Outbox
+from fhir_server.storage.base import ResourceStore
+from search.elasticsearch_index import ElasticsearchConfig, ElasticsearchIndex
+from search.fulltext import Change
+
+BATCH_SIZE = 500
+
+
+def parse_setting(text: str) -> str | None:
+    """The setting's value: None for the built-in FTS5 index, else a checked URL."""
+    text = text.strip()
+    if not text or text.lower() in {"sqlite", "fts5"}:
+        return None
+    ElasticsearchConfig.parse(text)  # ValueError naming what is wrong
+    return text
+
+
+def outbox_of(store: ResourceStore) -> Outbox:
+    """The store's outbox, writing to it from now on (SQLite or MongoDB)."""
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        from fhir_server.storage.outbox_sqlite import SQLiteOutbox
+
+        store.search_outbox = True
+        return SQLiteOutbox(store)
+    from fhir_server.storage.mongodb import MongoStore
+
+    if isinstance(store, MongoStore):
+        from fhir_server.storage.outbox_mongo import MongoOutbox
+
+        return MongoOutbox(store)
+    raise TypeError(f"no search outbox for {type(store).__name__}")
+
+
+async def enable_outbox(store: ResourceStore) -> Outbox:
+    from fhir_server.storage.mongodb import MongoStore
+
+    if isinstance(store, MongoStore):
+        from fhir_server.storage.outbox_mongo import MongoOutbox
+
+        return await MongoOutbox.enable(store)
+    return outbox_of(store)
+
+
+@dataclass
+class RunningIndex:
+    """The index, its indexer and the task draining the outbox while the server runs."""
+
+    index: ElasticsearchIndex
+    indexer: Indexer
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.task.cancel()  # loses nothing: entries stay until the index has them
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.index.close()
+
+
+async def start(store: ResourceStore, url: str) -> RunningIndex:
+    """Check the cluster (SearchIndexError when it cannot be reached), attach the outbox
+    and start draining it."""
+    index = ElasticsearchIndex.connect(url)
+    try:
+        await index.check()
+        outbox = await enable_outbox(store)
+    except BaseException:
+        await index.close()
+        raise
+    indexer = Indexer(store, outbox, index)
+    return RunningIndex(index, indexer, asyncio.create_task(indexer.run()))
+
+
+# -- rebuild ------------------------------------------------------------------------
+
+
+async def _sqlite_batches(
+    store: Any, tenant: str, types: tuple[str, ...], size: int
+) -> AsyncIterator[list[Change]]:
+    scope = f" AND type IN ({','.join('?' * len(types))})" if types else ""
+    after = 0
+    while True:
+        rows = store._reader.execute(
+            f"SELECT rid, type, id, version, deleted, body FROM resources WHERE tenant = ? "
+            f"AND rid > ?{scope} ORDER BY rid LIMIT ?",
+            [tenant, after, *types, size],
+        ).fetchall()
+        if not rows:
+            return
+        yield [Change(t, i, v, None if d or b is None else jsonutil.loads(b))
+               for _, t, i, v, d, b in rows]  # fmt: skip
+        after = rows[-1][0]
+        await asyncio.sleep(0)
+
+
+async def _mongo_batches(
+    store: Any, tenant: str, types: tuple[str, ...], size: int
+) -> AsyncIterator[list[Change]]:
+    from fhir_server.storage.mongodb_documents import RESOURCES
+
+    query: dict[str, Any] = {"tenant": tenant}
+    if types:
+        query["type"] = {"$in": list(types)}
+    after: Any = None
+    while True:
+        page = {**query, "_id": {"$gt": after}} if after is not None else query
+        cursor = store.db[RESOURCES].find(page, {"idx": 0}).sort("_id", 1).limit(size)
+        docs = await cursor.to_list(length=size)
+        if not docs:
+            return
+        yield [Change(d["type"], d["id"], int(d["version"]),
+                      None if d.get("deleted") or d.get("body") is None
+                      else jsonutil.loads(bytes(d["body"]))) for d in docs]  # fmt: skip
+        after = docs[-1]["_id"]
+
+
+async def _count(store: Any, tenant: str, types: tuple[str, ...]) -> int:
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        scope = f" AND type IN ({','.join('?' * len(types))})" if types else ""
+        (total,) = store._reader.execute(
+            f"SELECT count(*) FROM resources WHERE tenant = ?{scope}", [tenant, *types]
+        ).fetchone()
+        return int(total)
+    from fhir_server.storage.mongodb_documents import RESOURCES
+
+    query: dict[str, Any] = {"tenant": tenant}
+    if types:
+        query["type"] = {"$in": list(types)}
+    return int(await store.db[RESOURCES].count_documents(query))
+
+
+@dataclass(frozen=True)
+class RebuildProgress:
+    processed: int
+    total: int
+    failed: int
+
+
+async def rebuild(
+    store: ResourceStore,
+    index: ElasticsearchIndex,
+    tenant: str,
+    types: tuple[str, ...] = (),
+    *,
+    recreate: bool = False,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[RebuildProgress], None] | None = None,
+) -> RebuildProgress:
+    """Send every current resource (and delete marker) of `tenant` to the index, with
+    its version, a bulk request per batch. Writes made meanwhile are safe: the outbox
+    delivers them, and the external versions keep whichever is newer. `recreate` drops
+    the tenant's index first (new mappings, or a Chinese plugin installed since)."""
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    await index.ensure_index(tenant, recreate=recreate)
+    total = await _count(store, tenant, types)
+    batches = (_sqlite_batches if isinstance(store, SQLiteStore) else _mongo_batches)(
+        store, tenant, types, batch_size
+    )
+    processed = failed = 0
+    async for changes in batches:
+        results = await index.apply(tenant, changes)
+        failed += sum(1 for result in results if result is not None)
+        processed += len(changes)
+        if progress is not None:
+            progress(RebuildProgress(processed, total, failed))
+    return RebuildProgress(processed, total, failed)
