@@ -9,6 +9,12 @@ lost and a stored resource always has its input. An input that cannot be transla
 stored is kept as "rejected" with the reason, in a transaction of its own; nothing is
 dropped. The same bytes twice are found by their SHA-256 and answered "duplicate" with
 the first result, creating nothing.
+
+Every feed has durable counters (received, stored, duplicate, rejected, reprocessed,
+recovered), added to in the transaction that keeps the input, so they survive restarts
+and agree across processes: received = stored + duplicate + rejected; a retry counts as
+reprocessed, and as recovered when it stores. A caller that splits one delivery into
+inputs of several records (a CSV file in chunks of rows) counts records with `units`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from adapters.translation import Translation, TranslationError, Translator, describe_failure
+from adapters.translation import (
+    AnyTranslator,
+    StoreTranslator,
+    Translation,
+    TranslationError,
+    describe_failure,
+)
 from fhir_server.bundles import process_bundle
 from fhir_server.errors import FHIRError
 from fhir_server.storage.base import Context, RawInput, ResourceStore, Transaction
@@ -62,29 +74,40 @@ class IngestResult:
         return text
 
 
-def _hl7v2_translator() -> Translator:
+def _hl7v2_translator() -> AnyTranslator:
     from adapters.hl7v2.translate import translate_bytes
 
     return translate_bytes
 
 
+def _csv_translator() -> AnyTranslator:
+    from adapters.csv.translate import TRANSLATOR
+
+    return TRANSLATOR
+
+
 # Feeds known by name; a translator is loaded the first time its feed is used.
-DEFAULT_TRANSLATORS: dict[str, Callable[[], Translator]] = {"hl7v2": _hl7v2_translator}
+DEFAULT_TRANSLATORS: dict[str, Callable[[], AnyTranslator]] = {
+    "hl7v2": _hl7v2_translator,
+    "csv": _csv_translator,
+}
+
+COUNTERS = ("received", "stored", "duplicate", "rejected", "reprocessed", "recovered")
 
 
 class Pipeline:
     def __init__(self, store: ResourceStore,
-                 translators: dict[str, Translator] | None = None) -> None:
+                 translators: dict[str, AnyTranslator] | None = None) -> None:
         self.store = store
-        self._translators: dict[str, Translator] = dict(translators or {})
+        self._translators: dict[str, AnyTranslator] = dict(translators or {})
         # Identical inputs arriving at once are processed one after the other, so the
         # second sees the first as a duplicate instead of racing it.
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock and its users
 
-    def register(self, feed: str, translator: Translator) -> None:
+    def register(self, feed: str, translator: AnyTranslator) -> None:
         self._translators[feed] = translator
 
-    def translator(self, feed: str) -> Translator:
+    def translator(self, feed: str) -> AnyTranslator:
         found = self._translators.get(feed)
         if found is None:
             factory = DEFAULT_TRANSLATORS.get(feed)
@@ -94,18 +117,36 @@ class Pipeline:
             found = self._translators[feed] = factory()
         return found
 
-    async def ingest(self, ctx: Context, feed: str, raw: bytes) -> IngestResult:
+    async def ingest(self, ctx: Context, feed: str, raw: bytes, *,
+                     translation: Translation | None = None, units: int = 1,
+                     keep_rejected: bool = True) -> IngestResult:
+        """`translation` is one the caller already made from `raw` (having had to look
+        inside to split its delivery); `units` the records `raw` holds, for the counters.
+        With `keep_rejected=False` a failure is returned without keeping or counting
+        the input, for a caller that then takes it apart (a CSV chunk, row by row)."""
         translator = self.translator(feed)
         digest = hashlib.sha256(raw).hexdigest()
         async with self._one_at_a_time(digest):
             earlier = await self.store.find_input(ctx, feed, digest)
             if earlier is not None:
+                async with self.store.transaction(ctx) as txn:
+                    await txn.count_feed(feed, {"received": units, "duplicate": units})
                 return IngestResult("duplicate", earlier.id, feed, result=earlier.result)
             # The same content rejected before is the same dead letter received again:
             # it is counted there, and a success now settles it.
             before = await self.store.find_input(ctx, feed, digest, status="rejected")
+            arrival = _Arrival(units, retry=False, keep_rejected=keep_rejected)
             return await self._process(ctx, feed, raw, digest, translator,
-                                       before.id if before else None, _received(before))
+                                       before.id if before else None, _received(before),
+                                       translation=translation, arrival=arrival)
+
+    async def counters(self, ctx: Context) -> dict[str, dict[str, int]]:
+        """Per feed, every counter of COUNTERS (0 when never added to) and "pending",
+        the rejected inputs not settled yet."""
+        found = await self.store.feed_counters(ctx)
+        feeds = sorted({*found, *self._translators, *DEFAULT_TRANSLATORS})
+        return {feed: {name: found.get(feed, {}).get(name, 0) for name in (*COUNTERS, "pending")}
+                for feed in feeds}
 
     async def keep_rejected(self, ctx: Context, feed: str, raw: bytes,
                             reason: str) -> IngestResult:
@@ -116,7 +157,8 @@ class Pipeline:
         async with self._one_at_a_time(digest):
             before = await self.store.find_input(ctx, feed, digest, status="rejected")
             return await self._reject(ctx, feed, raw, reason, None,
-                                      before.id if before else None, _received(before))
+                                      before.id if before else None, _received(before),
+                                      _Arrival(1, retry=False))
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, digest: str) -> AsyncIterator[None]:
@@ -149,27 +191,41 @@ class Pipeline:
             async with self.store.transaction(ctx) as txn:
                 await txn.record_input(raw.feed, raw.content, "stored", result=result,
                                        input_id=raw.id)
+                await txn.count_feed(raw.feed, {"reprocessed": 1, "recovered": 1})
             return IngestResult("duplicate", earlier.id, raw.feed, result=earlier.result)
         return await self._process(ctx, raw.feed, raw.content, digest, translator, raw.id,
-                                   raw.result)
+                                   raw.result, arrival=_Arrival(1, retry=True))
 
-    async def rejected(self, ctx: Context, feed: str | None = None,
-                       limit: int = 100) -> list[RawInput]:
-        return await self.store.list_inputs(ctx, feed=feed, status="rejected", limit=limit)
+    async def rejected(self, ctx: Context, feed: str | None = None, limit: int = 100,
+                       before: int | None = None) -> list[RawInput]:
+        """Rejected inputs, newest first; `before` (an input id) pages on."""
+        return await self.store.list_inputs(ctx, feed=feed, status="rejected", limit=limit,
+                                            before=before)
+
+    async def _translate(self, ctx: Context, translator: AnyTranslator,
+                         raw: bytes) -> Translation:
+        if isinstance(translator, StoreTranslator):
+            return await translator.translate(self.store, ctx, raw)
+        return translator(raw)
 
     async def _process(self, ctx: Context, feed: str, raw: bytes, digest: str,
-                       translator: Translator, input_id: int | None,
-                       received: dict[str, Any] | None = None) -> IngestResult:
+                       translator: AnyTranslator, input_id: int | None,
+                       received: dict[str, Any] | None = None, *,
+                       translation: Translation | None = None,
+                       arrival: _Arrival) -> IngestResult:
         """`input_id` names the rejected entry this input settles or updates; `received`
         is what that entry keeps about how often it arrived."""
         try:
-            translation = translator(raw)
+            if translation is None:
+                translation = await self._translate(ctx, translator, raw)
         except TranslationError as exc:
-            return await self._reject(ctx, feed, raw, str(exc), exc, input_id, received)
+            return await self._reject(ctx, feed, raw, str(exc), exc, input_id, received,
+                                      arrival)
         except Exception as exc:  # a translator bug must not lose the input
             log.error("translator for feed %s failed: %s", feed, describe_failure(exc))
             reason = f"internal error in the {feed} translator ({type(exc).__name__})"
-            return await self._reject(ctx, feed, raw, reason, exc, input_id, received)
+            return await self._reject(ctx, feed, raw, reason, exc, input_id, received,
+                                      arrival)
 
         bundle = translation.bundle
         keep = translation.details.get("keep_existing")
@@ -177,8 +233,8 @@ class Pipeline:
             try:
                 await _keep_existing(self.store, ctx, bundle, set(keep))
             except FHIRError as exc:
-                return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id,
-                                          received)
+                return await self._reject(ctx, feed, raw, _located(translation, exc), exc,
+                                          input_id, received, arrival)
         bundle["entry"].append(_provenance(translation, digest))
         summary: dict[str, Any] = {
             "details": translation.details,
@@ -189,26 +245,47 @@ class Pipeline:
         async def keep_input(txn: Transaction) -> None:
             kept.append(await txn.record_input(feed, raw, "stored", result=summary,
                                                input_id=input_id))
+            await txn.count_feed(feed, arrival.counts("stored"))
 
         try:
             response = await process_bundle(self.store, ctx, bundle, before_commit=keep_input)
         except FHIRError as exc:
-            return await self._reject(ctx, feed, raw, _fhir_reason(exc), exc, input_id,
-                                      received)
+            return await self._reject(ctx, feed, raw, _located(translation, exc), exc,
+                                      input_id, received, arrival)
         except Exception as exc:  # the store or the engine failed: keep the input if we can
             log.error("storing input on feed %s failed: %s", feed, describe_failure(exc))
             reason = f"internal error while storing ({type(exc).__name__})"
-            return await self._reject(ctx, feed, raw, reason, exc, input_id, received)
+            return await self._reject(ctx, feed, raw, reason, exc, input_id, received,
+                                      arrival)
         return IngestResult("stored", kept[0], feed, result=summary, response=response)
 
     async def _reject(self, ctx: Context, feed: str, raw: bytes, reason: str,
                       error: Exception | None, input_id: int | None,
-                      received: dict[str, Any] | None = None) -> IngestResult:
+                      received: dict[str, Any] | None, arrival: _Arrival) -> IngestResult:
+        if not arrival.keep_rejected:
+            return IngestResult("rejected", None, feed, reason=reason, error=error)
         async with self.store.transaction(ctx) as txn:
             kept = await txn.record_input(feed, raw, "rejected", reason=reason,
                                           result=received, input_id=input_id)
+            await txn.count_feed(feed, arrival.counts("rejected"))
         log.info("input %s on feed %s rejected: %s", kept, feed, reason)
         return IngestResult("rejected", kept, feed, reason=reason, error=error)
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """How an input came to be processed, for the counters: received (`units` records)
+    or re-processed from the dead-letter queue."""
+
+    units: int
+    retry: bool
+    keep_rejected: bool = True
+
+    def counts(self, outcome: Literal["stored", "rejected"]) -> dict[str, int]:
+        if self.retry:
+            return {"reprocessed": self.units, "recovered": self.units if outcome == "stored"
+                    else 0}
+        return {"received": self.units, outcome: self.units}
 
 
 async def _keep_existing(store: ResourceStore, ctx: Context, bundle: dict[str, Any],
@@ -259,6 +336,13 @@ def _entry_summary(entry: dict[str, Any]) -> dict[str, str]:
     elif "?" in request["url"]:
         summary["match"] = request["url"]
     return summary
+
+
+def _located(translation: Translation, exc: FHIRError) -> str:
+    """The reason a translated input was refused, prefixed with where in the input it
+    is when the translator says (a CSV row's line)."""
+    where = translation.details.get("where")
+    return f"{where}: {_fhir_reason(exc)}" if where else _fhir_reason(exc)
 
 
 def _fhir_reason(exc: FHIRError) -> str:

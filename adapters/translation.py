@@ -8,9 +8,12 @@ feed-specific detail, such as `Hl7Error` for HL7v2) when the input cannot be tak
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from fhir_server.storage.base import Context, ResourceStore
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,17 @@ class TranslationError(Exception):
 
 
 Translator = Callable[[bytes], Translation]
+
+
+@dataclass(frozen=True)
+class StoreTranslator:
+    """A translator that reads the store while it translates: the CSV feed looks up
+    ConceptMaps there. The pipeline awaits it with its store and the caller's context."""
+
+    translate: Callable[[ResourceStore, Context, bytes], Awaitable[Translation]]
+
+
+AnyTranslator = Union[Translator, StoreTranslator]
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -80,6 +80,7 @@ class EndpointGroup:
 # win over {type}/{id}.
 ENDPOINT_GROUPS: tuple[str, ...] = (
     "fhir_server.reindex:ENDPOINTS",
+    "fhir_server.ingest_endpoints:ENDPOINTS",
     "fhir_server.terminology_endpoints:ENDPOINTS",
 )
 

@@ -529,6 +529,13 @@ class SQLiteStore:
         )
 
     def _search(self, conn: sqlite3.Connection, ctx: Context, query: SearchQuery) -> SearchPage:
+        if any(c.modifier in ("in", "not-in", "above", "below") and c.param_type == "token"
+               for c in query.clauses):
+            # only SQLiteStore.search resolves them: expanding may write (the concept store)
+            raise FHIRError.simple(
+                400, "not-supported",
+                "Token :in, :not-in, :above and :below are not supported inside a transaction",
+            )  # fmt: skip
         found = sqlite_index.search_page(conn, ctx.tenant, query)
         rids, total, next_cursor = found.rids, found.total, found.next_cursor
         if not rids:
@@ -608,6 +615,11 @@ class SQLiteStore:
         return [_version_row(row) for row in rows], total
 
     async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
+        # token :in/:not-in/:above/:below become plain token clauses over the codes they
+        # stand for (the terminology tables live in this file too)
+        from terminology.search_modifiers import resolve
+
+        query = await resolve(self, ctx, query)
         return self._search(self._reads(), ctx, query)
 
     # -- raw feed inputs -----------------------------------------------------

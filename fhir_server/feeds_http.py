@@ -1,0 +1,174 @@
+"""The feeds' counters and the dead-letter queue over HTTP, for the operator console.
+
+    GET  /admin/feeds                       counters per feed (JSON)
+    GET  /admin/deadletter?feed=&_count=&before=
+                                            rejected inputs, newest first, without content
+    GET  /admin/deadletter/{id}             one input: feed, status, reason, received, size
+    GET  /admin/deadletter/{id}/content     the raw input as received (a download)
+    POST /admin/deadletter/{id}/retry       process it again; the outcome
+
+Raw inputs hold patient data: only `content` returns them, one input at a time, and
+the listing never does. These routes have no authorisation of their own yet: they are
+for the operator's network until SMART on FHIR authorisation guards them.
+Errors are OperationOutcomes, as everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from adapters.pipeline import Pipeline
+from fhir_server.errors import FHIRError
+from fhir_server.rest import http
+from fhir_server.rest.handlers import Handlers
+from fhir_server.storage.base import RawInput
+
+PREFIX = "/admin"
+DEFAULT_COUNT = 50
+MAX_COUNT = 500
+# what a downloaded raw input is, by feed (a CSV input is a row envelope, JSON)
+CONTENT_TYPES = {"hl7v2": "x-application/hl7-v2+er7", "csv": "application/json",
+                 "dicom": "application/dicom"}
+_JSON = "application/json; charset=utf-8"
+
+
+class FeedsHttp:
+    def __init__(self, handlers: Handlers) -> None:
+        self._handlers = handlers
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None or self._pipeline.store is not self._handlers.store:
+            self._pipeline = Pipeline(self._handlers.store)
+        return self._pipeline
+
+    async def counters(self, request: Request) -> Response:
+        return _json({"feeds": await self.pipeline.counters(self._handlers.ctx)})
+
+    async def listing(self, request: Request) -> Response:
+        params = request.query_params
+        feed = params.get("feed") or None
+        count = _number(params.get("_count"), "_count", DEFAULT_COUNT)
+        if not 1 <= count <= MAX_COUNT:
+            raise FHIRError.simple(400, "value", f"_count must be 1 to {MAX_COUNT}", "_count")
+        before = _number(params.get("before"), "before", None)
+        found = await self.pipeline.rejected(self._handlers.ctx, feed, count + 1, before)
+        items = [_summary(raw, request) for raw in found[:count]]
+        result: dict[str, Any] = {"items": items, "next": None}
+        if len(found) > count:
+            query = {k: v for k, v in (("feed", feed), ("_count", str(count)),
+                                       ("before", str(found[count - 1].id))) if v}
+            result["next"] = f"{_base(request)}/deadletter?{urlencode(query)}"
+        return _json(result)
+
+    async def show(self, request: Request) -> Response:
+        raw = await self._input(request)
+        detail = _summary(raw, request)
+        detail["result"] = _safe_result(raw)
+        return _json(detail)
+
+    async def content(self, request: Request) -> Response:
+        raw = await self._input(request)
+        media = CONTENT_TYPES.get(raw.feed, "application/octet-stream")
+        headers = {"Content-Disposition": f'attachment; filename="input-{raw.id}.{raw.feed}"',
+                   "Cache-Control": "no-store"}
+        return Response(raw.content, media_type=media, headers=headers)
+
+    async def retry(self, request: Request) -> Response:
+        input_id = _input_id(request)
+        try:
+            outcome = await self.pipeline.retry(self._handlers.ctx, input_id)
+        except LookupError:
+            raise FHIRError.simple(404, "not-found", f"input {input_id} is not known") from None
+        except ValueError as exc:  # the feed's translator is not in this build
+            raise FHIRError.simple(409, "not-supported", str(exc)) from None
+        body = {"input": input_id, "status": outcome.status, "reason": outcome.reason,
+                "stored_as": outcome.input_id if outcome.status != "rejected" else None}
+        return _json(body)
+
+    async def _input(self, request: Request) -> RawInput:
+        input_id = _input_id(request)
+        raw = await self._handlers.store.get_input(self._handlers.ctx, input_id)
+        if raw is None:
+            raise FHIRError.simple(404, "not-found", f"input {input_id} is not known")
+        return raw
+
+
+def _summary(raw: RawInput, request: Request) -> dict[str, Any]:
+    """What the listing shows of an input: never its content."""
+    received = raw.result if raw.status == "rejected" and isinstance(raw.result, dict) else {}
+    return {
+        "id": raw.id,
+        "feed": raw.feed,
+        "status": raw.status,
+        "reason": raw.reason,
+        "received": raw.received_at,
+        "times_received": int(received.get("received", 1)),
+        "last_received": received.get("last_received", raw.received_at),
+        "size": len(raw.content),
+        "content": f"{_base(request)}/deadletter/{raw.id}/content",
+        "retry": f"{_base(request)}/deadletter/{raw.id}/retry",
+    }
+
+
+def _safe_result(raw: RawInput) -> dict[str, Any] | None:
+    """What a stored input made (resource types and the criteria they are found by)."""
+    if raw.status != "stored" or not isinstance(raw.result, dict):
+        return None
+    return {"resources": raw.result.get("resources", []),
+            "duplicate_of": raw.result.get("duplicate_of")}
+
+
+def _input_id(request: Request) -> int:
+    text = request.path_params["input_id"]
+    if not text.isdigit() or len(text) > 18:
+        raise FHIRError.simple(404, "not-found", "There is no input with this id")
+    return int(text)
+
+
+def _number(text: str | None, name: str, default: int | None) -> Any:
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or len(text) > 18:
+        raise FHIRError.simple(400, "value", f"{name} must be a whole number", name)
+    return int(text)
+
+
+def _base(request: Request) -> str:
+    return http.base_url(request, PREFIX)
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False), media_type=_JSON,
+                    headers={"Cache-Control": "no-store"})
+
+
+def routes(handlers: Handlers) -> list[BaseRoute]:
+    """The routes for fhir_server.app.OTHER_ROUTES."""
+    feeds = FeedsHttp(handlers)
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except FHIRError as exc:
+                return http.outcome_response(exc)
+
+        return endpoint
+
+    return [
+        Route(f"{PREFIX}/feeds", guarded(feeds.counters), methods=["GET"]),
+        Route(f"{PREFIX}/deadletter", guarded(feeds.listing), methods=["GET"]),
+        Route(f"{PREFIX}/deadletter/{{input_id}}", guarded(feeds.show), methods=["GET"]),
+        Route(f"{PREFIX}/deadletter/{{input_id}}/content", guarded(feeds.content),
+              methods=["GET"]),
+        Route(f"{PREFIX}/deadletter/{{input_id}}/retry", guarded(feeds.retry),
+              methods=["POST"]),
+    ]
