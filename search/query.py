@@ -3,14 +3,15 @@
 A repeated parameter is an AND, a comma inside one value an OR (search.html#combining);
 `\\,` `\\|` `\\$` and `\\\\` escape those characters (search.html#escaping).
 
-Supported now: token (code, system|code, |code, system|; :not, :text, :of-type), string
+Supported now: token (code, system|code, |code, system|; :not, :text, :of-type; :in,
+:not-in, :above, :below through terminology.search_modifiers), string
 (starts-with on the normalised text; :exact, :contains), reference (Type/id, id,
 absolute URL, :Type), date, number and quantity (prefixes eq ne gt lt ge le sa eb ap;
 quantity as value, value|system|code, value||unit, UCUM units compared canonically),
 uri (:below, :above), the composites of search.composites (`$`-separated), `_id`,
 `_lastUpdated`, `:missing` on all of these, and `_count`, `_offset`, `_cursor` (keyset
 paging, search.cursor), `_sort` (several keys), `_total`. The special type (Location
-near), token :in/:not-in/:above/:below and other composites give 400 "not supported".
+near) and other composites give 400 "not supported".
 Unknown parameters are ignored and listed in `SearchQuery.ignored`, unless the client
 asked for strict handling (`Prefer: handling=strict`), which makes them a 400.
 
@@ -89,7 +90,9 @@ _NOT_APPLIED = frozenset(
     }
 )  # fmt: skip
 _MODIFIERS = {
-    "token": frozenset({"missing", "not", "text", "of-type"}),
+    # in / not-in / above / below: rewritten into plain token clauses by the terminology
+    # service before a search runs (terminology.search_modifiers)
+    "token": frozenset({"missing", "not", "text", "of-type", "in", "not-in", "above", "below"}),
     "string": frozenset({"missing", "exact", "contains"}),
     "reference": frozenset({"missing"}),  # plus a resource type, e.g. subject:Patient
     "date": frozenset({"missing"}),
@@ -445,7 +448,14 @@ def _terms(
     for raw in split_escaped(value, ","):
         if not raw:
             raise _error(name, f"Search parameter '{name}' has an empty value in its list")
-        if param.type == "token" and modifier == "of-type":
+        if param.type == "token" and modifier in ("in", "not-in"):  # a ValueSet canonical
+            terms.append(UriTerm(raw, unescape(raw)))
+        elif param.type == "token" and modifier in ("above", "below"):
+            term = _token_term(name, raw)
+            if not term.system or not term.code:
+                raise _error(name, f"Search parameter '{name}' takes system|code")
+            terms.append(term)
+        elif param.type == "token" and modifier == "of-type":
             terms.append(_of_type_term(name, raw))
         elif param.type == "token" and modifier != "text":
             terms.append(_token_term(name, raw))
