@@ -466,7 +466,15 @@ class SQLiteStore:
                 self._in_batch.reset(token)
 
     def _begin(self) -> None:
-        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            # another process held the write lock past busy_timeout, or the file went away:
+            # a 503 the client may retry, as for a MongoDB outage
+            raise FHIRError.simple(
+                503, "transient",
+                f"The SQLite database is unavailable ({exc}); nothing was written. Retry later.",
+            ) from None
         # Another process (an offline `ingest` beside the server) may have written
         # later instants; never hand out one that sorts before them.
         (latest,) = self._writer.execute("SELECT max(last_updated) FROM versions").fetchone()
