@@ -200,7 +200,7 @@ async def serve(config: ServeConfig) -> int:
     from adapters.pipeline import Pipeline
     from fhir_server.app import create_app
 
-    store = await _open_store(config.data_dir, config.sqlite_synchronous)
+    store = await _open_store(config.data_dir, config.sqlite_synchronous, url=config.store)
     mllp_server: asyncio.Server | None = None
     demo_task: asyncio.Task[None] | None = None
     search: Any = None  # fhir_server.search_index.RunningIndex with --search-index
@@ -379,10 +379,19 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 async def _open_store(
-    data_dir: Path, synchronous: str | None = None, *, must_exist: bool = False
+    data_dir: Path,
+    synchronous: str | None = None,
+    *,
+    must_exist: bool = False,
+    url: str | None = None,
 ) -> SQLiteStore:
-    """The store in `data_dir`; `must_exist` (read-only commands) refuses to create it."""
+    """The store in `data_dir`; `must_exist` (read-only commands) refuses to create it.
+    A MongoDB URL (`url`, else FHIR_FUSION_STORE) opens the MongoDB store instead."""
     from fhir_server.storage.sqlite import SQLiteStore
+
+    url = url or resolve_setting("store", None)
+    if url:
+        return await _open_mongodb(url)  # type: ignore[no-any-return]  # same protocol
 
     path = database_path(data_dir)
     if must_exist and not path.is_file():
@@ -394,6 +403,18 @@ async def _open_store(
         return await SQLiteStore.open(path, synchronous=synchronous.upper())
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise CommandError(f"cannot open the database {path}: {exc}") from None
+
+
+async def _open_mongodb(url: str) -> Any:
+    """The MongoDB store at `url`; a server that cannot be reached within the server
+    selection timeout (10 s unless the URL sets serverSelectionTimeoutMS) is an error
+    naming MongoDB and the address, never a server left waiting."""
+    from fhir_server.storage.mongodb import MongoStore, StoreUnavailable
+
+    try:
+        return await MongoStore.open(url)
+    except StoreUnavailable as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def _open(data_dir: Path, *, must_exist: bool = False) -> tuple[SQLiteStore, Pipeline]:

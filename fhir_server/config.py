@@ -36,6 +36,7 @@ class ServeConfig:
     mllp_idle_timeout: float = 300.0  # seconds; a silent MLLP connection is closed
     # an Elasticsearch URL (fhir_server.search_index); None: only the SQLite FTS5 index
     search_index: str | None = None
+    store: str | None = None  # a MongoDB URL; None keeps the SQLite file in data_dir
 
     @property
     def database_path(self) -> Path:
@@ -54,6 +55,27 @@ def _search_index(text: str) -> str | None:
     from fhir_server.search_index import parse_setting  # imports the Elasticsearch client
 
     return parse_setting(text)
+
+
+MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+
+def is_mongodb_url(text: str) -> bool:
+    return text.strip().lower().startswith(MONGODB_SCHEMES)
+
+
+def _store(text: str) -> str | None:
+    """A MongoDB URL (mongodb://host:port/database?replicaSet=rs0), or empty for the
+    embedded SQLite store in the data folder."""
+    text = text.strip()
+    if not text or text.lower() == "sqlite":
+        return None
+    if not is_mongodb_url(text):
+        raise ValueError(
+            f"{text!r} is not a MongoDB URL (mongodb://host:port/database); leave it empty "
+            "for the SQLite file in the data folder"
+        )
+    return text
 
 
 def _integer(text: str) -> int:
@@ -153,6 +175,13 @@ SETTINGS: tuple[Setting, ...] = (
         _search_index,
         "an external search index kept through a durable outbox: elasticsearch://host:port "
         "(?prefix=, ?replicas=); empty for the SQLite store's own FTS5 index only",
+    ),
+    Setting(
+        "store",
+        None,
+        _store,
+        "where resources are stored: a MongoDB URL (a replica set, for transactions), "
+        "or empty for the SQLite file in the data folder",
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
