@@ -38,6 +38,11 @@ def location(stored: StoredResource) -> str:
 
 
 def full_url(base_url: str, stored: StoredResource) -> str:
+    container = stored.container
+    if container is not None:
+        # a contained resource (_containedType=contained): its container's URL and
+        # "#" with its local id, the form of a local reference to it
+        return f"{base_url}/{container[0]}/{container[1]}#{stored.id}"
     return f"{base_url}/{stored.resource_type}/{stored.id}"
 
 

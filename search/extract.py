@@ -11,7 +11,10 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
   "<key>:of-type" as (type system, "<type code>|<value>"), for :of-type.
 - string: normalised text (search.values.normalize_text) with the exact original;
   HumanName gives family, given, prefix, suffix and text; Address each of its parts.
-- reference: (target type, target id) from Reference.reference, canonical and uri.
+- reference: (target type, target id) from Reference.reference, canonical and uri. A
+  local reference "#x" to a resource in the resource's own `contained` gives
+  (that resource's type, "#x"), so chains can follow it into the contained resource
+  (search.html#contained); one to nothing contained gives no row.
 - date: [low, high] microsecond ranges from date, dateTime, instant, Period, Timing.
 
 - number: [low, high] from decimal and integer values (both the value), Range (its ends).
@@ -164,10 +167,19 @@ def _string(rows: IndexRows, key: str, value: Any) -> None:
                 _add_string(rows, key, item)
 
 
+# The target type of a local reference ("#x") until resolve_local_references finds
+# the contained resource it names; no resource type starts with "#".
+LOCAL = "#"
+
+
 def _reference(rows: IndexRows, key: str, value: Any) -> None:
     if type(value) is dict:
         value = value.get("reference")
     if type(value) is str:
+        if value.startswith("#"):
+            if len(value) > 1:
+                rows.references.add((key, LOCAL, value))
+            return
         target = split_reference(value)
         if target is not None:
             rows.references.add((key, target[0], target[1]))
@@ -357,11 +369,32 @@ def _slow_plan(resource_type: str) -> Plan:
     return _plan(resource_type, fast=False)
 
 
+def resolve_local_references(rows: IndexRows, resource: dict[str, Any]) -> None:
+    """Give the local references ("#x") among `rows` the type of the resource with id x
+    in `resource.contained`; drop those that name nothing contained."""
+    local = [row for row in rows.references if row[1] == LOCAL]
+    if not local:
+        return
+    types: dict[str, str] = {}
+    contained = resource.get("contained")
+    for item in contained if type(contained) is list else ():
+        if type(item) is dict and type(item.get("id")) is str:
+            rtype = item.get("resourceType")
+            if type(rtype) is str and rtype in RESOURCE_TYPES:
+                types["#" + item["id"]] = rtype
+    for row in local:
+        rows.references.discard(row)
+        key, _, target = row
+        if target in types:
+            rows.references.add((key, types[target], target))
+
+
 def _run(plan: Plan, resource: dict[str, Any]) -> IndexRows:
     rows = IndexRows()
     for key, getter, convert in plan:
         for value in getter(resource):
             convert(rows, key, value)
+    resolve_local_references(rows, resource)
     return rows
 
 

@@ -1,6 +1,12 @@
 """Result parameters that shape a searchset rather than filter it (R4 search.html#return):
-`_include`, `_revinclude` (with `:iterate` and `*`), `_summary`, `_elements` and
-`_contained`.
+`_include`, `_revinclude` (with `:iterate` and `*`), `_summary`, `_elements`,
+`_contained` and `_containedType`.
+
+`_contained` (search.html#contained): `false` (default) searches top-level resources
+only, `true` only the resources contained in others, `both` either. With
+`_containedType=container` (default) a match inside a resource returns that container
+(once, however many of its contained resources match); with `contained` it returns the
+contained resource itself.
 
 `_include=Observation:subject[:Patient]` adds the resources that the matches reference
 through Observation.subject; `_revinclude=Observation:subject` adds the Observations
@@ -23,6 +29,7 @@ RESULT_PARAMETERS = frozenset(
 )
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 CONTAINED_MODES = ("false", "true", "both")
+CONTAINED_TYPES = ("container", "contained")
 MAX_ROUNDS = 4  # rounds of :iterate after the first
 
 
@@ -52,7 +59,8 @@ class ResultParams:
     includes: tuple[Include, ...] = ()
     summary: str | None = None  # true | text | data | count | false
     elements: tuple[str, ...] = ()
-    contained: str = "false"
+    contained: str = "false"  # false | true | both
+    contained_type: str = "container"  # container | contained
 
     def to_params(self) -> list[tuple[str, str]]:
         params = [(include.name, include.raw) for include in self.includes]
@@ -62,6 +70,8 @@ class ResultParams:
             params.append(("_elements", ",".join(self.elements)))
         if self.contained != "false":
             params.append(("_contained", self.contained))
+            if self.contained_type != "container":
+                params.append(("_containedType", self.contained_type))
         return params
 
 
@@ -125,6 +135,7 @@ def parse_result_params(params: list[tuple[str, str]]) -> ResultParams:
     summary: str | None = None
     elements: tuple[str, ...] = ()
     contained = "false"
+    contained_type = "container"
     seen: set[str] = set()
     for name, value in params:
         base = name.partition(":")[0]
@@ -148,16 +159,12 @@ def parse_result_params(params: list[tuple[str, str]]) -> ResultParams:
         elif base == "_contained":
             if value not in CONTAINED_MODES:
                 raise _error(name, "'_contained' takes false, true or both")
-            if value != "false":
-                raise _error(
-                    name,
-                    "Searching contained resources (_contained) is not supported",
-                    "not-supported",
-                )
             contained = value
-        elif base == "_containedType" and value not in ("container", "contained"):
-            raise _error(name, "'_containedType' takes container or contained")
-    return ResultParams(tuple(includes), summary, elements, contained)
+        elif base == "_containedType":
+            if value not in CONTAINED_TYPES:
+                raise _error(name, "'_containedType' takes container or contained")
+            contained_type = value
+    return ResultParams(tuple(includes), summary, elements, contained, contained_type)
 
 
 @cache

@@ -45,7 +45,12 @@ class SearchDB:
         return self.add(jsonutil.loads(json.dumps(resource).encode()), **kwargs)
 
     def ids_of(self, rids: list[int]) -> list[str]:
+        """The ids of these rids; a contained resource's as "<container id>#<local id>"."""
         id_of = dict(self.conn.execute("SELECT rid, id FROM resources"))
+        id_of.update(self.conn.execute(
+            "SELECT c.rid, r.id || '#' || c.id FROM contained c JOIN resources r "
+            "ON r.rid = c.container"
+        ))  # fmt: skip
         return [id_of[rid] for rid in rids]
 
     def page(self, query: SearchQuery) -> sqlite_index.IndexPage:

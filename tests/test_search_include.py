@@ -246,7 +246,7 @@ async def test_include_through_post_search(graph: httpx.AsyncClient) -> None:
         pytest.param("_revinclude:deep", "Observation:subject", ":iterate", id="bad-modifier"),
         pytest.param("_summary", "maybe", "true, text, data", id="bad-summary"),
         pytest.param("_contained", "sometimes", "false, true or both", id="bad-contained"),
-        pytest.param("_contained", "true", "not supported", id="contained-not-supported"),
+        pytest.param("_containedType", "inner", "container or contained", id="bad-contained-type"),
     ],
 )
 async def test_bad_result_parameters_are_400(

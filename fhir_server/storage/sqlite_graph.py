@@ -17,9 +17,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conformance.definitions import search_parameters
+from fhir_server.storage import sqlite_contained
 from fhir_server.storage.base import StoredResource
 from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
 from search.extract import index_key
@@ -28,8 +29,15 @@ from search.result import MAX_ROUNDS, Include
 if TYPE_CHECKING:
     from search.query import SearchQuery
 
-# Compiles the WHERE condition (on alias r of resources) of a search, with its arguments.
-WhereFn = Callable[[str, "SearchQuery"], tuple[str, list[Any]]]
+class WhereFn(Protocol):
+    """Compiles the WHERE condition (on alias r of resources, or of the contained table)
+    of a search, with its arguments; `drive=False`: every condition a per-row probe."""
+
+    def __call__(
+        self, tenant: str, query: SearchQuery, *, drive: bool = True
+    ) -> tuple[str, list[Any]]: ...
+
+
 ParamId = Callable[[str], int]
 
 MAX_INCLUDED = 1000  # included resources per page, over all rounds
@@ -41,9 +49,15 @@ def _marks(count: int) -> str:
 
 
 def link_sql(
-    tenant: str, link: LinkClause, where: WhereFn, param_id: ParamId
+    tenant: str,
+    link: LinkClause,
+    where: WhereFn,
+    param_id: ParamId,
+    contained: frozenset[str] = frozenset(),
 ) -> tuple[str, list[Any]]:
-    """The condition on alias r for one link clause."""
+    """The condition on alias r for one link clause. `contained`: the types of which the
+    tenant has contained resources; a chain to one of them is also evaluated inside the
+    contained resources a local reference ("#x") points at (search.html#contained)."""
     if isinstance(link, ChainClause):
         parts: list[str] = []
         args: list[Any] = []
@@ -54,6 +68,13 @@ def link_sql(
                 f"AND x.target_id IN (SELECT r.id FROM resources r WHERE {inner_where})"
             )
             args += [param_id(link.key), target_type, *inner_args]
+            if target_type in contained:
+                probe_where, probe_args = where(tenant, inner, drive=False)
+                branch, branch_args = sqlite_contained.chain_branch(
+                    param_id(link.key), target_type, probe_where
+                )
+                parts.append(branch)
+                args += [*branch_args, *probe_args]
         return f"r.rid IN ({' UNION ALL '.join(parts)})", args
     if isinstance(link, HasClause):
         inner_where, inner_args = where(tenant, link.referrers)
@@ -97,6 +118,7 @@ def links_sql(
     where: WhereFn,
     param_id: ParamId,
     lead_links: bool = False,
+    contained: frozenset[str] = frozenset(),
 ) -> tuple[Conditions, Conditions]:
     """The conditions of `query.types` and `query.links`, to be ANDed to the others, as
     (those to put first, the rest).
@@ -114,7 +136,7 @@ def links_sql(
     if len(query.types) > 1:
         rest.append((f"r.type IN ({_marks(len(query.types))})", list(query.types)))
     for link in query.links:
-        sql, values = link_sql(tenant, link, where, param_id)
+        sql, values = link_sql(tenant, link, where, param_id, contained)
         leading = isinstance(link, CompartmentClause) or (
             lead_links and isinstance(link, ChainClause | HasClause)
         )
@@ -184,6 +206,8 @@ def _reverse(
     targets = {t for code in include.codes for t in params[code].targets}
     by_type: dict[str, list[str]] = {}
     for row in frontier:
+        if row[0] < 0:  # a contained resource (sqlite_contained): nothing points at it by id
+            continue
         if include.target_type is not None and row[1] != include.target_type:
             continue
         if targets and row[1] not in targets:

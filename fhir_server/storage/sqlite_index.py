@@ -33,14 +33,14 @@ import sqlite3
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from fhir_server.errors import FHIRError
-from fhir_server.storage import sqlite_graph
+from fhir_server.storage import sqlite_contained, sqlite_graph
 from fhir_server.storage import sqlite_fulltext
 from search import custom
-from search.extract import extract
+from search.extract import IndexRows, extract, resolve_local_references
 from search.fulltext import FIELD_OF_PARAMETER
 from search.chain import ChainClause, HasClause
 from search import cursor as cursors
@@ -107,6 +107,7 @@ SCHEMA: tuple[str, ...] = (
     # count checks each matching rid in this small index, not in the table of bodies
     "DROP INDEX IF EXISTS resources_by_type",
     "CREATE INDEX IF NOT EXISTS resources_live ON resources (tenant, type, deleted)",
+    *sqlite_contained.SCHEMA,
 )
 
 _TABLES = (
@@ -136,10 +137,16 @@ def param_id(key: str) -> int:
     return zlib.crc32(key.encode()) & 0x7FFFFFFF
 
 
-def clear_index(conn: sqlite3.Connection, rid: int) -> None:
-    """Remove every index row of `rid` (the resource was deleted)."""
+def _clear_rows(conn: sqlite3.Connection, rid: int) -> None:
     for table in _TABLES:
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+
+
+def clear_index(conn: sqlite3.Connection, rid: int) -> None:
+    """Remove every index row of `rid` (the resource was deleted), its contained
+    resources' included."""
+    _clear_rows(conn, rid)
+    sqlite_contained.clear(conn, rid, lambda contained: _clear_rows(conn, contained))
 
 
 def replace_index(
@@ -154,10 +161,25 @@ def replace_index(
     `fresh`: rid was just inserted, so it has no rows to remove."""
     if resource.get("resourceType") != resource_type:
         resource = {**resource, "resourceType": resource_type}
-    rows = extract(resource)
-    custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
     if not fresh:
         clear_index(conn, rid)
+    _insert_rows(conn, rid, _rows(resource))
+    contained = sqlite_contained.resources_of(resource)
+    if contained:  # each indexed under a negative rid of its own (sqlite_contained)
+        sqlite_contained.store(
+            conn, rid, contained,
+            lambda crid, _, item: _insert_rows(conn, crid, _rows(item)),
+        )  # fmt: skip
+
+
+def _rows(resource: dict[str, Any]) -> IndexRows:
+    rows = extract(resource)
+    custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
+    resolve_local_references(rows, resource)
+    return rows
+
+
+def _insert_rows(conn: sqlite3.Connection, rid: int, rows: IndexRows) -> None:
     if rows.tokens:
         conn.executemany(
             "INSERT OR IGNORE INTO search_token (param, system, code, rid) VALUES (?, ?, ?, ?)",
@@ -625,16 +647,24 @@ def _where(
     hulls: frozenset[str] = frozenset(),
     hint: bool = True,
     lead_links: bool = False,
+    *,
+    drive: bool = True,
+    contained: frozenset[str] = frozenset(),
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause over `resources r` for `query`; `hulls` holds the date keys whose
-    hull rows exist (search_page checks; files indexed before them lack them).
+    """The WHERE clause over `resources r` (or the contained table, which has the same
+    columns) for `query`; `hulls` holds the date keys whose hull rows exist (search_page
+    checks; files indexed before them lack them).
 
     With a driving clause and `hint`, "+" keeps SQLite from walking resources_live
     instead of the driver's rids (a page reads them in rid order and stops early);
-    a count goes without it and checks each rid in resources_live."""
+    a count goes without it and checks each rid in resources_live. `drive=False` makes
+    every condition a per-row probe (the table itself drives). `contained`: the types
+    with contained resources in the tenant, into which chains also look."""
     # a compartment drives by itself (sqlite_graph.leads), so do selective chains and
     # _has when search_page measured them so (links_drive)
-    driver = None if lead_links or sqlite_graph.leads(query) else _driver(query)
+    driver = (
+        None if not drive or lead_links or sqlite_graph.leads(query) else _driver(query)
+    )
     plus = "+" if driver is not None and hint else ""
     conditions = [f"{plus}r.tenant = ?", "r.deleted = 0"]
     args: list[Any] = [tenant]
@@ -654,7 +684,10 @@ def _where(
         args.extend(values)
     if query.links or query.types:  # chains, _has, compartment, _type (search.chain)
         # a compartment goes right after the tenant (see sqlite_graph.links_sql)
-        lead, rest = sqlite_graph.links_sql(tenant, query, _where, param_id, lead_links)
+        where = partial(_where, contained=contained)
+        lead, rest = sqlite_graph.links_sql(
+            tenant, query, where, param_id, lead_links and drive, contained
+        )
         lead_args = [value for _, values in lead for value in values]
         conditions[1:1] = [sql for sql, _ in lead]
         args[1:1] = lead_args
@@ -704,40 +737,136 @@ class IndexPage:
     next_cursor: str | None = None
 
 
+def contained_types(conn: sqlite3.Connection, tenant: str) -> frozenset[str]:
+    """The types of which `tenant` has contained resources: one index seek per type
+    (a skip-scan of contained_live), nothing when there are none."""
+    rows = conn.execute(
+        "WITH RECURSIVE t(type) AS (SELECT min(type) FROM contained WHERE tenant = ?1 "
+        "UNION ALL SELECT (SELECT min(type) FROM contained WHERE tenant = ?1 AND type > t.type) "
+        "FROM t WHERE t.type IS NOT NULL) SELECT type FROM t WHERE type IS NOT NULL",
+        (tenant,),
+    ).fetchall()
+    return frozenset(row[0] for row in rows)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One table a search reads (resources, or contained for _contained=true|both), its
+    WHERE, and the column that names a match (the container's rid for
+    _containedType=container)."""
+
+    table: str
+    where: str
+    args: list[Any]
+    rid: str = "r.rid"
+
+
+def _sources(
+    conn: sqlite3.Connection,
+    tenant: str,
+    query: SearchQuery,
+    hulls: frozenset[str],
+    lead_links: bool,
+    hint: bool,
+) -> list[_Source]:
+    mode = query.result.contained
+    types = contained_types(conn, tenant) if query.links or mode != "false" else frozenset()
+    where, args = _where(tenant, query, hulls, hint, lead_links, contained=types)
+    sources: list[_Source] = []
+    if mode != "true":
+        sources.append(_Source("resources", where, args))
+    if mode != "false" and (query.resource_type is None or query.resource_type in types):
+        grouped = query.result.contained_type == "container"
+        sources.append(_Source(
+            sqlite_contained.TABLE, where, args, "r.container" if grouped else "r.rid"
+        ))  # fmt: skip
+    return sources
+
+
+def _grouped(query: SearchQuery) -> bool:
+    """Whether matches inside resources are returned as their containers (each once)."""
+    return query.result.contained != "false" and query.result.contained_type == "container"
+
+
+def _count(conn: sqlite3.Connection, query: SearchQuery, sources: list[_Source]) -> int:
+    if not sources:
+        return 0
+    if _grouped(query) and len(sources) > 1:  # a container may match in both ways
+        union = " UNION ".join(
+            f"SELECT {s.rid} FROM {s.table} r WHERE {s.where}" for s in sources
+        )
+        args = [value for s in sources for value in s.args]
+        (found,) = _execute(conn, f"SELECT COUNT(*) FROM ({union})", args).fetchone()
+        return int(found)
+    total = 0
+    for source in sources:
+        distinct = "DISTINCT " if source.rid != "r.rid" else ""
+        (found,) = _execute(
+            conn,
+            f"SELECT COUNT({distinct}{source.rid}) FROM {source.table} r WHERE {source.where}",
+            source.args,
+        ).fetchone()
+        total += int(found)
+    return total
+
+
 def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> IndexPage:
     """The page of current resources of `tenant` matching `query`, in its sort order
     (by rid when unsorted, and by rid among equal sort values): the rows after
-    `query.position` when it has one (keyset paging), else from `query.offset`."""
+    `query.position` when it has one (keyset paging), else from `query.offset`.
+
+    With `_contained=true|both` (search.result) contained resources match too: their
+    rids are negative (sqlite_contained); with `_containedType=container` each match
+    inside a resource gives that resource's rid instead, once, sorted by the lowest
+    (ascending) or highest (descending) sort value of its matching contained resources."""
     hulls = _hull_keys(conn, query)
     lead_links = links_drive(conn, tenant, query)
-    where, args = _where(tenant, query, hulls, lead_links=lead_links)
+    sources = _sources(conn, tenant, query, hulls, lead_links, hint=True)
     total: int | None = None
     if query.total != "none":
-        count_where, count_args = _where(tenant, query, hulls, hint=False, lead_links=lead_links)
-        (total,) = _execute(
-            conn, f"SELECT COUNT(*) FROM resources r WHERE {count_where}", count_args
-        ).fetchone()
-    if query.count == 0 or total == 0:
+        count_sources = _sources(conn, tenant, query, hulls, lead_links, hint=False)
+        total = _count(conn, query, count_sources)
+    if query.count == 0 or total == 0 or not sources:
         return IndexPage([], total)
 
     sorts = query.sorts
-    columns = ["r.rid AS rid"]
+    columns: list[str] = []
     select_args: list[Any] = []
     for index, sort in enumerate(sorts):
         sql, values = _score_sql(query) if sort.code == "_score" else _sort_sql(sort)
         columns.append(f"{sql} AS k{index}")
         select_args.extend(values)
-    inner = f"SELECT {', '.join(columns)} FROM resources r WHERE {where}"
-    params: list[Any] = [*select_args, *args]
-    if query.position is not None and not sorts:
-        # unsorted: the rid range itself, an index seek
-        inner += " AND r.rid > ?"
-        params.append(query.position[1])
-    seek = ""
+    parts: list[str] = []
+    params: list[Any] = []
+    for source in sources:
+        parts.append(
+            f"SELECT {', '.join([f'{source.rid} AS rid', *columns])} "
+            f"FROM {source.table} r WHERE {source.where}"
+        )
+        params += [*select_args, *source.args]
+    seeks: list[str] = []
+    if len(parts) == 1 and not _grouped(query):
+        inner = parts[0]
+        if query.position is not None and not sorts:
+            # unsorted: the rid range itself, an index seek
+            inner += " AND r.rid > ?"
+            params.append(query.position[1])
+    else:
+        inner = " UNION ALL ".join(parts)
+        if _grouped(query):
+            keys = [
+                f"{'MAX' if sort.descending else 'MIN'}(k{index}) AS k{index}"
+                for index, sort in enumerate(sorts)
+            ]
+            inner = f"SELECT {', '.join(['rid', *keys])} FROM ({inner}) GROUP BY rid"
+        if query.position is not None and not sorts:
+            seeks.append("rid > ?")
+            params.append(query.position[1])
     if query.position is not None and sorts:
         seek_sql, seek_args = _seek(sorts, query.position)
-        seek = f" WHERE {seek_sql}"
+        seeks.append(f"({seek_sql})")
         params.extend(seek_args)
+    seek = f" WHERE {' AND '.join(seeks)}" if seeks else ""
     offset = 0 if query.position is not None else query.offset
     sql = f"SELECT * FROM ({inner}){seek} ORDER BY {_order(sorts)} LIMIT ? OFFSET ?"
     # one row more than the page tells whether there is a next page
