@@ -14,13 +14,13 @@ import json
 import os
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bson import Binary
 from mongo_async import AsyncMockClient
 
 from fhir_server import jsonutil
-from fhir_server.storage import mongodb_documents as docs
 from fhir_server.storage import mongodb_search
 from fhir_server.storage.base import Context, SearchPage
 from search.query import SearchQuery, parse_search
@@ -47,9 +47,9 @@ def document(
     tenant: str = "default",
     version: int = 1,
 ) -> dict[str, Any]:
-    """The current-resource document the store writes for `resource`."""
+    """The current-resource document the store writes for `resource` (its _id, an
+    ObjectId, is made by the insert)."""
     return {
-        "_id": docs.resource_key(tenant, resource["resourceType"], resource["id"]),
         "tenant": tenant,
         "type": resource["resourceType"],
         "id": resource["id"],
@@ -59,6 +59,13 @@ def document(
         "body": Binary(jsonutil.dumps(resource)),
         mongodb_search.INDEX_FIELD: mongodb_search.index_entries(resource),
     }
+
+
+@dataclass(frozen=True)
+class Page:
+    rids: list[str]  # the ids: what stands for SQLite's rids in the tests
+    total: int | None
+    next_cursor: str | None
 
 
 class MongoSearchDB:
@@ -92,14 +99,28 @@ class MongoSearchDB:
         """Store a resource written with floats: via JSON text, so numbers become Decimal."""
         self.add(jsonutil.loads(json.dumps(resource).encode()), **kwargs)
 
-    def page(self, query: SearchQuery) -> SearchPage:
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """Turn the document into a delete marker, as the store does."""
+        where = {"tenant": self.ctx.tenant, "type": resource_type, "id": resource_id}
+        change = {"$set": {"deleted": True, "body": None, mongodb_search.INDEX_FIELD: []}}
+        self.run(self.collection.update_one(where, change))
+
+    def search_page(self, query: SearchQuery) -> SearchPage:
         return self.run(mongodb_search.search(self.db, self.ctx, query))
+
+    def page(self, query: SearchQuery) -> Page:
+        """The page as SearchDB.page gives it, with ids in place of rids."""
+        found = self.search_page(query)
+        return Page([stored.id for stored in found.resources], found.total, found.next_cursor)
+
+    def ids_of(self, rids: list[str]) -> list[str]:
+        return rids
 
     def search(self, resource_type: str | None, params: list[tuple[str, str]]) -> list[str]:
         """The ids found, in result order (all of them: _count 1000 unless given)."""
         if not any(name == "_count" for name, _ in params):
             params = [*params, ("_count", "1000")]
-        return [found.id for found in self.page(parse_search(resource_type, params)).resources]
+        return self.page(parse_search(resource_type, params)).rids
 
     def found(self, resource_type: str | None, query: str) -> set[str]:
         from tests.search_index_db import parse_qs

@@ -677,6 +677,13 @@ async def plan(
 ) -> Plan:
     """The MongoDB query documents for one page of `query` (running the far sides of
     chains, `_has` and `_text` first: their ids are part of the filter)."""
+    contained = getattr(query.result, "contained", "false")
+    if contained != "false":
+        raise FHIRError(400, [Issue(
+            "not-supported",
+            "Searching contained resources (_contained) is not supported on the MongoDB store",
+            expression=("_contained",),
+        )])  # fmt: skip
     compiler = _Compiler(db, ctx, session, fulltext)
     where = await compiler.filter(query)
     count_filter = None if query.total == "none" else where
