@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Routes outside the FHIR base (e.g. DICOMweb): "module:function" of functions taking
 # the core Handlers and returning Starlette routes. Imported when an app is created.
-OTHER_ROUTES: tuple[str, ...] = ("fhir_server.feeds_http:routes",)
+OTHER_ROUTES: tuple[str, ...] = ("fhir_server.feeds_http:routes", "fhir_server.dicomweb:routes")
 
 
 def _other_routes(handlers: Handlers) -> list[BaseRoute]:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CLI_CONTEXT = Context(caller="cli")
 MLLP_CONTEXT = Context(caller="mllp")
+DICOM_CONTEXT = Context(caller="dicom")
 
 
 class CommandError(Exception):
@@ -95,8 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(command="serve", run=_run_serve)
 
     ingest = commands.add_parser("ingest", help="load feed files into the store, offline")
-    ingest.add_argument("feed", choices=["hl7v2"], help="kind of input")
-    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files to load")
+    ingest.add_argument("feed", choices=["hl7v2", "dicom"], help="kind of input")
+    ingest.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH",
+        help="files to load (dicom: also folders, walked recursively, and DICOMDIRs)",
+    )  # fmt: skip
     _add_data_dir(ingest)
     ingest.set_defaults(command="ingest", run=_run_ingest)
 
@@ -202,6 +206,7 @@ async def serve(config: ServeConfig) -> int:
 
     store = await _open_store(config.data_dir, config.sqlite_synchronous, url=config.store)
     mllp_server: asyncio.Server | None = None
+    dicom_listener: Any = None  # adapters.dicom.scp.DicomListener
     demo_task: asyncio.Task[None] | None = None
     search: Any = None  # fhir_server.search_index.RunningIndex with --search-index
     try:
@@ -232,6 +237,10 @@ async def serve(config: ServeConfig) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        if config.dicom_port:
+            dicom_listener = _start_dicom(config, pipeline)
+            if dicom_listener is None:
+                return 1
         with _stop_on_signals(server):
             serving = asyncio.create_task(_serve_http(server))
             while not server.started and not serving.done():
@@ -244,7 +253,12 @@ async def serve(config: ServeConfig) -> int:
                 return await serving or 1
             http_port = server.servers[0].sockets[0].getsockname()[1]
             mllp_port = mllp_server.sockets[0].getsockname()[1] if mllp_server else 0
-            _print_banner(config, http_port, mllp_port)
+            if dicom_listener is not None:
+                from adapters.dicom.translate import set_public_base
+
+                set_public_base(f"http://{_url_host(config.host)}:{http_port}")
+            _print_banner(config, http_port, mllp_port,
+                          dicom_listener.port if dicom_listener else 0)
             if config.demo:
                 demo_task = asyncio.create_task(_feed_demo(config, mllp_port))
             return await serving
@@ -262,10 +276,32 @@ async def serve(config: ServeConfig) -> int:
                 close_clients()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(mllp_server.wait_closed(), 5)
+        if dicom_listener is not None:
+            # in a thread: a C-STORE being answered needs this loop to finish its store work
+            await asyncio.to_thread(dicom_listener.stop)
         if search is not None:
             await search.stop()
         await store.close()
         log.info("store closed")
+
+
+def _start_dicom(config: ServeConfig, pipeline: Pipeline) -> Any:
+    """The DICOM listener (adapters/dicom/scp.py) on config.dicom_port; None, after
+    saying why, when the port cannot be had."""
+    from adapters.dicom.scp import start_dicom_listener
+
+    try:
+        return start_dicom_listener(
+            pipeline, DICOM_CONTEXT, config.host, config.dicom_port,
+            ae_title=config.dicom_ae, allowed_callers=config.dicom_allowed_aes,
+        )  # fmt: skip
+    except OSError as exc:
+        print(
+            f"fhir-fusion: cannot listen for DICOM on {config.host}:{config.dicom_port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return None
 
 
 async def _start_search_index(store: Any, url: str | None) -> Any:
@@ -328,7 +364,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _print_banner(config: ServeConfig, http_port: int, mllp_port: int) -> None:
+def _print_banner(
+    config: ServeConfig, http_port: int, mllp_port: int, dicom_port: int = 0
+) -> None:
     base = f"http://{_url_host(config.host)}:{http_port}/fhir"
     lines = [
         f"fhir-fusion {__version__} (FHIR {FHIR_VERSION}) on {config.database_path.resolve()}",
@@ -346,6 +384,12 @@ def _print_banner(config: ServeConfig, http_port: int, mllp_port: int) -> None:
         lines.append(f"  MLLP (HL7v2)    {_url_host(config.host).strip('[]')}:{mllp_port}")
     else:
         lines.append("  MLLP (HL7v2)    off")
+    if dicom_port:
+        where = f"{_url_host(config.host).strip('[]')}:{dicom_port}"
+        lines.append(f"  DICOM (C-STORE) {config.dicom_ae} at {where}")
+        lines.append(f"  DICOMweb        http://{_url_host(config.host)}:{http_port}/dicomweb")
+    else:
+        lines.append("  DICOM           off")
     if config.search_index:
         from search.elasticsearch_index import ElasticsearchConfig
 
@@ -426,7 +470,22 @@ async def _open(data_dir: Path, *, must_exist: bool = False) -> tuple[SQLiteStor
 
 def _run_ingest(args: argparse.Namespace) -> int:
     _configure_logging("warning")
+    if args.feed == "dicom":
+        return asyncio.run(ingest_dicom(_data_dir(args), args.paths))
     return asyncio.run(ingest(_data_dir(args), args.paths))
+
+
+async def ingest_dicom(data_dir: Path, paths: list[Path]) -> int:
+    """As `ingest`, for DICOM files, folders and DICOMDIRs (adapters/dicom/files.py)."""
+    from adapters.dicom.files import ingest_dicom_paths
+
+    store, pipeline = await _open(data_dir)
+    try:
+        summary = await ingest_dicom_paths(pipeline, CLI_CONTEXT, paths)
+    finally:
+        await store.close()
+    print(summary)
+    return 1 if summary.unreadable else 0
 
 
 async def ingest(data_dir: Path, paths: list[Path]) -> int:

@@ -36,6 +36,9 @@ class ServeConfig:
     mllp_idle_timeout: float = 300.0  # seconds; a silent MLLP connection is closed
     # an Elasticsearch URL (fhir_server.search_index); None: only the SQLite FTS5 index
     search_index: str | None = None
+    dicom_port: int = 11112  # 0 turns the DICOM listener off
+    dicom_ae: str = "FHIRFUSION"
+    dicom_allowed_aes: tuple[str, ...] = ()  # calling AE titles taken; empty: any
     store: str | None = None  # a MongoDB URL; None keeps the SQLite file in data_dir
 
     @property
@@ -132,6 +135,19 @@ def _synchronous(text: str) -> str:
     return lowered
 
 
+def _ae_title(text: str) -> str:
+    """A DICOM AE title (PS3.5 VR AE): 1-16 characters, no backslash or control
+    characters, not only spaces."""
+    cleaned = text.strip()
+    if not cleaned or len(cleaned) > 16 or "\\" in cleaned or any(ord(c) < 32 for c in cleaned):
+        raise ValueError(f"{text!r} is not a DICOM AE title (1-16 characters, no backslash)")
+    return cleaned
+
+
+def _ae_titles(text: str) -> tuple[str, ...]:
+    return tuple(_ae_title(t) for t in text.split(",") if t.strip())
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # ServeConfig field and argparse dest
@@ -175,6 +191,14 @@ SETTINGS: tuple[Setting, ...] = (
         _search_index,
         "an external search index kept through a durable outbox: elasticsearch://host:port "
         "(?prefix=, ?replicas=); empty for the SQLite store's own FTS5 index only",
+    ),
+    Setting("dicom_port", 11112, _port, "DICOM port (C-STORE, C-ECHO); 0 turns it off"),
+    Setting("dicom_ae", "FHIRFUSION", _ae_title, "AE title of the DICOM listener"),
+    Setting(
+        "dicom_allowed_aes",
+        (),
+        _ae_titles,
+        "calling AE titles the DICOM listener accepts, comma-separated; empty: any",
     ),
     Setting(
         "store",

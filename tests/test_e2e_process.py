@@ -69,6 +69,7 @@ class ServerProcess:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--mllp-port", str(self.mllp_port),
+            "--dicom-port", "0",
             "--data-dir", str(self.data_dir),
             *self.extra,
         ]  # fmt: skip
@@ -363,20 +364,22 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         proc.stop()
 
 
-@pytest.mark.parametrize("busy", ["--port", "--mllp-port"])
+@pytest.mark.parametrize("busy", ["--port", "--mllp-port", "--dicom-port"])
 def test_a_port_in_use_is_a_clear_start_failure(tmp_path: Path, busy: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--port": str(free_port()), "--mllp-port": str(free_port()), busy: str(port)}
+        ports = {"--port": str(free_port()), "--mllp-port": str(free_port()),
+                 "--dicom-port": str(free_port()), busy: str(port)}
         done = subprocess.run(
             [sys.executable, "-m", "fhir_server.cli", "serve", "--data-dir", str(tmp_path),
              *(item for pair in ports.items() for item in pair)],
             capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         )  # fmt: skip
     assert done.returncode != 0
-    what = "the HTTP server on" if busy == "--port" else "cannot listen for MLLP on"
+    what = {"--port": "the HTTP server on", "--mllp-port": "cannot listen for MLLP on",
+            "--dicom-port": "cannot listen for DICOM on"}[busy]
     assert f"fhir-fusion: {what} 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
     assert "store closed" in done.stderr

@@ -3,8 +3,10 @@
 `ingest_dicom_bytes` is the one entry for a DICOM instance, whatever brought it: it
 keeps the file in the blob store (fsynced), checks it, translates it with the stored
 ImagingStudy of its study merged in, and stores it through the pipeline. Instances of
-one study are processed one at a time (per pipeline and tenant), so that two arriving
-together both end up in the study instead of the second overwriting the first.
+one study are processed one at a time, so that two arriving
+together both end up in the study instead of the second overwriting the first (per
+store and tenant, within this process; a retry from the dead-letter queue does not take
+this lock).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def _register(pipeline: Pipeline) -> None:
 @contextlib.asynccontextmanager
 async def _one_study_at_a_time(pipeline: Pipeline, ctx: Context,
                                study_uid: str) -> AsyncIterator[None]:
-    key = (id(pipeline), ctx.tenant or "", study_uid)
+    # by store, not pipeline: the listener and the HTTP $ingest may each have their own
+    key = (id(pipeline.store), ctx.tenant or "", study_uid)
     lock, users = _study_locks.get(key, (asyncio.Lock(), 0))
     _study_locks[key] = (lock, users + 1)
     try:

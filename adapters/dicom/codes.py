@@ -10,6 +10,8 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ENDPOINT_CONNECTION = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 BODY_PART_TEXT = "urn:fhir-fusion:dicom:body-part-examined"
 NUMBER_OF_FRAMES = "urn:fhir-fusion:extension:dicom-number-of-frames"
+# Where the instance's file is: "sha256:<hex>" in the blob store (for WADO-RS)
+FILE_SHA256 = "urn:fhir-fusion:extension:dicom-file-sha256"
 ENDPOINT_SYSTEM = "urn:fhir-fusion:endpoint"
 # Patients sent without Patient ID: one per study, so they are never merged by accident.
 STUDY_PATIENT_SYSTEM = "urn:fhir-fusion:dicom:patient-of-study"

@@ -201,12 +201,33 @@ def merge(current: JSON | None, new: JSON) -> JSON:
         joined = {**incoming, **{k: v for k, v in existing.items() if k != "instance"}}
         instances = {i["uid"]: i for i in existing.get("instance", [])}
         for inst in incoming.get("instance", []):
-            instances[inst["uid"]] = inst
+            instances[inst["uid"]] = _keep_file(instances.get(inst["uid"]), inst)
         joined["instance"] = sorted(instances.values(), key=_order)
         series[incoming["uid"]] = joined
     merged["series"] = sorted(series.values(), key=_order)
     _count(merged)
     return merged
+
+
+def _keep_file(before: JSON | None, inst: JSON) -> JSON:
+    """A resent instance keeps the file it was first stored with: the same instance in
+    other bytes (another transfer syntax) changes nothing, WADO-RS serves the first."""
+    if before is None:
+        return inst
+    kept = [e for e in before.get("extension", []) if e["url"] == codes.FILE_SHA256]
+    if not kept:
+        return inst
+    others = [e for e in inst.get("extension", []) if e["url"] != codes.FILE_SHA256]
+    return {**inst, "extension": others + kept}
+
+
+def instance_file(instance: JSON) -> str | None:
+    """The blob digest (hex) of an ImagingStudy.series.instance, if it names one."""
+    for ext in instance.get("extension", []):
+        if ext.get("url") == codes.FILE_SHA256:
+            value = str(ext.get("valueString", ""))
+            return value.removeprefix("sha256:") if value.startswith("sha256:") else None
+    return None
 
 
 def _order(item: JSON) -> tuple[int, str]:

@@ -101,6 +101,9 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
     endpoint_url = builder.add("Endpoint", endpoint_resource,
                                match=endpoint_resource["identifier"][0], create_only=True)
     new = imaging_study(ds, patient_url, endpoint_url)
+    instance = new["series"][0]["instance"][0]
+    instance.setdefault("extension", []).append(
+        {"url": codes.FILE_SHA256, "valueString": f"sha256:{ref.digest}"})
     merged = merge(await current_study(store, ctx, study_uid), new)
     builder.add("ImagingStudy", merged, match=uid_identifier(study_uid))
     sop_uid = text(ds, "SOPInstanceUID")

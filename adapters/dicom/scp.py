@@ -1,0 +1,142 @@
+"""The DICOM listener: a pynetdicom Storage SCP (C-STORE for every storage SOP class,
+with the uncompressed and the common compressed transfer syntaxes, kept as received)
+and Verification SCP (C-ECHO).
+
+pynetdicom serves each association in a thread of its own. The C-STORE handler keeps
+the file in the blob store and reads it there, in that thread, then hands the store
+work to the asyncio loop that owns the store (`asyncio.run_coroutine_threadsafe`) and
+waits for it: the response is success (0x0000) only once the instance and its
+resources are committed. Bad input is kept as rejected and answered with a failure
+status (0xA900 dataset does not match, 0xC000 cannot understand); a failure of the
+store with 0xA700 (out of resources). Calling AE titles can be limited to an
+allow-list; pynetdicom then rejects other callers' associations (A-ASSOCIATE-RJ,
+calling AE title not recognised).
+
+Accepted sockets get TCP_NODELAY: a C-STORE response is a small PDU written after
+the request has been read, which Nagle's algorithm would hold back until the peer's
+delayed ACK (40 ms or more per instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from adapters.dicom import ingest_checked, prepare_instance
+from adapters.dicom.reading import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, DicomInputError
+from adapters.pipeline import Pipeline
+from adapters.translation import describe_failure
+from fhir_server.storage.base import Context
+from fhir_server.storage.blobs import BlobStore, blob_store_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AE_TITLE = "FHIRFUSION"
+STORE_TIMEOUT = 120.0  # seconds the SCP waits for the store before answering 0xA700
+SUCCESS = 0x0000
+
+
+def check_ae_title(title: str) -> str:
+    """An AE title (PS3.5 AE VR): 1-16 characters, no backslash or control characters,
+    not only spaces."""
+    cleaned = title.strip()
+    if not cleaned or len(title) > 16 or "\\" in title or any(ord(c) < 32 for c in title):
+        raise ValueError(f"{title!r} is not a DICOM AE title (1-16 characters, no '\\')")
+    return cleaned
+
+
+@dataclass
+class DicomListener:
+    """A running Storage SCP; `port` is the bound port (useful after asking for 0)."""
+
+    server: Any
+    ae: AE
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.ae.shutdown()
+
+
+def start_dicom_listener(pipeline: Pipeline, ctx: Context, host: str, port: int, *,
+                         ae_title: str = DEFAULT_AE_TITLE,
+                         allowed_callers: Iterable[str] = (),
+                         blobs: BlobStore | None = None,
+                         loop: asyncio.AbstractEventLoop | None = None) -> DicomListener:
+    """Start the SCP in its own threads; call from the loop that owns the store (or pass
+    it as `loop`). `allowed_callers` empty accepts any calling AE title."""
+    loop = loop or asyncio.get_running_loop()
+    blobs = blobs or blob_store_for(pipeline.store)
+    ae = AE(ae_title=check_ae_title(ae_title))
+    ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs for big instances
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    allowed = [check_ae_title(a) for a in allowed_callers]
+    if allowed:
+        ae.require_calling_aet = allowed
+
+    def on_store(event: Any) -> int:
+        return _store(event, pipeline, ctx, blobs, loop)
+
+    handlers = [
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_C_ECHO, lambda event: SUCCESS),
+        (evt.EVT_CONN_OPEN, _no_delay),
+    ]
+    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+    return DicomListener(server, ae)
+
+
+def _no_delay(event: Any) -> None:
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (or already closed): nothing to tune
+
+
+def _store(event: Any, pipeline: Pipeline, ctx: Context, blobs: BlobStore,
+           loop: asyncio.AbstractEventLoop) -> int:
+    calling = str(event.assoc.requestor.ae_title).strip() or "unknown"
+    try:
+        data = event.encoded_dataset(include_meta=True)
+    except Exception as exc:
+        log.warning("C-STORE from %s without a readable dataset: %s", calling,
+                    describe_failure(exc))
+        return CANNOT_UNDERSTAND
+    try:
+        ref, checked = prepare_instance(blobs, data)
+    except OSError as exc:  # the file could not be kept: nothing is acknowledged
+        log.error("C-STORE from %s: blob store failed: %s", calling, describe_failure(exc))
+        return OUT_OF_RESOURCES
+    work = ingest_checked(pipeline, ctx, ref, checked, source=f"DICOM AE {calling}")
+    future = asyncio.run_coroutine_threadsafe(work, loop)
+    try:
+        result = future.result(STORE_TIMEOUT)
+    except FutureTimeout:
+        future.cancel()
+        log.error("C-STORE from %s: the store did not answer in %ss", calling, STORE_TIMEOUT)
+        return OUT_OF_RESOURCES
+    except Exception as exc:
+        log.error("C-STORE from %s failed: %s", calling, describe_failure(exc))
+        return OUT_OF_RESOURCES
+    if result.ok:
+        return SUCCESS
+    if isinstance(result.error, DicomInputError):
+        return result.error.status
+    # translated but refused by the store (validation) or a storage failure
+    return OUT_OF_RESOURCES if result.reason and "internal error" in result.reason \
+        else CANNOT_UNDERSTAND
