@@ -86,10 +86,17 @@ def _csv_translator() -> AnyTranslator:
     return TRANSLATOR
 
 
+def _dicom_translator() -> AnyTranslator:
+    from adapters.dicom.translate import translator
+
+    return translator()  # reads the kept file back from the blob store (retry)
+
+
 # Feeds known by name; a translator is loaded the first time its feed is used.
 DEFAULT_TRANSLATORS: dict[str, Callable[[], AnyTranslator]] = {
     "hl7v2": _hl7v2_translator,
     "csv": _csv_translator,
+    "dicom": _dicom_translator,
 }
 
 COUNTERS = ("received", "stored", "duplicate", "rejected", "reprocessed", "recovered")

@@ -420,3 +420,28 @@ def test_issuer_qualifiers_give_the_oid_system_hl7v2_gives_cx4(tmp_path: Path) -
             {k: i[k] for k in ("system", "value")} for i in patient["identifier"]]
 
     scenario(tmp_path, body)
+
+
+def test_a_kept_input_is_reprocessed_from_the_blob_store(tmp_path: Path) -> None:
+    """A DICOM input kept as rejected (here: as if the store had failed) is retried by a
+    fresh Pipeline, as `fhir-fusion deadletter retry` does: the translator reads the file
+    back from the blob store beside the database."""
+    from adapters.dicom import prepare_instance
+    from adapters.dicom.translate import encode_reference
+
+    data = (DICOM / "pydicom_MR_small.dcm").read_bytes()
+
+    async def body(env: Env) -> None:
+        ref, _ = prepare_instance(blob_store_for(env.store), data)
+        kept = await env.pipeline.keep_rejected(CTX, "dicom", encode_reference(ref),
+                                                "internal error while storing (simulated)")
+        retried = await Pipeline(env.store).retry(CTX, kept.input_id)  # type: ignore[arg-type]
+        assert retried.status == "stored", retried.reason
+        study = await env.study(read("pydicom_MR_small.dcm").StudyInstanceUID)
+        assert study["numberOfInstances"] == 1
+        # the file itself is not an input of the dicom feed: it takes references
+        wrong = await env.pipeline.ingest(CTX, "dicom", data)
+        assert wrong.status == "rejected"
+        assert "blob reference" in (wrong.reason or "")
+
+    scenario(tmp_path, body)

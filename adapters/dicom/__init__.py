@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pydicom.dataset import Dataset
 
 from adapters.dicom.reading import DicomInputError, read_dataset, text
-from adapters.dicom.translate import FEED, encode_reference, translate_instance, translator
+from adapters.dicom.translate import FEED, encode_reference, translate_instance
 from adapters.pipeline import IngestResult, Pipeline
 from fhir_server.storage.base import Context
 from fhir_server.storage.blobs import BlobRef, BlobStore, blob_store_for
@@ -54,7 +54,6 @@ async def ingest_checked(pipeline: Pipeline, ctx: Context, ref: BlobRef,
                          checked: Dataset | DicomInputError, *,
                          source: str) -> IngestResult:
     """The store half of `ingest_dicom_bytes`, on the loop that owns the store."""
-    _register(pipeline)
     raw = encode_reference(ref)
     if isinstance(checked, DicomInputError):
         result = await pipeline.keep_rejected(ctx, FEED, raw, str(checked))
@@ -68,13 +67,6 @@ async def ingest_checked(pipeline: Pipeline, ctx: Context, ref: BlobRef,
             result.error = exc
             return result
         return await pipeline.ingest(ctx, FEED, raw, translation=translation)
-
-
-def _register(pipeline: Pipeline) -> None:
-    try:
-        pipeline.translator(FEED)
-    except ValueError:  # not in DEFAULT_TRANSLATORS of this pipeline version
-        pipeline.register(FEED, translator())
 
 
 @contextlib.asynccontextmanager

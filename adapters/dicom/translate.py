@@ -24,7 +24,7 @@ from adapters.dicom.reading import DicomInputError, read_dataset, text
 from adapters.dicom.study import endpoint, imaging_study, merge, patient, patient_identifier
 from adapters.dicom.study import uid_identifier
 from adapters.hl7v2.bundle import BundleBuilder, search_token
-from adapters.translation import Source, Translation, TranslationError
+from adapters.translation import Source, StoreTranslator, Translation, TranslationError
 from fhir_server.storage.base import Context, ResourceStore
 from fhir_server.storage.blobs import BlobRef, BlobStore, blob_store_for
 
@@ -138,10 +138,8 @@ async def translate_kept(store: ResourceStore, ctx: Context, raw: bytes) -> Tran
     return await translate_instance(store, ctx, ds, ref, "dead-letter retry")
 
 
-def translator() -> Any:
+def translator() -> StoreTranslator:
     """The dicom feed's translator for `adapters.pipeline.DEFAULT_TRANSLATORS`."""
-    from adapters.translation import StoreTranslator
-
     return StoreTranslator(translate_kept)
 
 
