@@ -133,7 +133,7 @@ class IngestEndpoints:
 
     async def _csv(self, request: Request, content_type: str) -> Response:
         from adapters.csv.ingest import ingest_csv
-        from adapters.csv.mapping import MappingError
+        from adapters.csv.mapping import MappingError, builtin_names
         from adapters.csv.reader import CsvFormatError
 
         params = request.query_params
@@ -141,10 +141,11 @@ class IngestEndpoints:
         if not mapping:
             raise FHIRError.simple(400, "required", "CSV input needs the mapping parameter "
                                    "(e.g. mapping=lab-results)", "mapping")
-        if not _builtin_name(mapping):
+        known = builtin_names()
+        if mapping not in known:
             # a mapping file on the server's disk is for the CLI, not for any HTTP client
-            raise FHIRError.simple(400, "value", "mapping must be a built-in mapping name",
-                                   "mapping")
+            raise FHIRError.simple(400, "value", "mapping must be a built-in mapping name "
+                                   f"(known: {', '.join(known)})", "mapping")
         encoding = params.get("encoding") or _charset(content_type)
         try:
             summary = await ingest_csv(self.pipeline, self._handlers.ctx, await _body(request),
@@ -162,12 +163,6 @@ class IngestEndpoints:
         entries = [_row_entry(row) for row in summary.rows]
         bundle = {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
         return http.json_response(jsonutil.dumps(bundle))
-
-
-def _builtin_name(text: str) -> bool:
-    from adapters.csv.mapping import builtin_names
-
-    return text in builtin_names()
 
 
 def _charset(content_type: str) -> str | None:

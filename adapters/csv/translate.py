@@ -182,8 +182,9 @@ class RowTranslator:
                                             "where": where})
 
     def _cell(self, row: Record, name: str) -> str:
-        n = self._index[name]
-        return row.cells[n].strip() if n < len(row.cells) else ""
+        """The cell's text, stripped; "" for an optional column the file does not have."""
+        n = self._index.get(name)
+        return row.cells[n].strip() if n is not None and n < len(row.cells) else ""
 
     def _value(self, col: Column, text: str, row: Record) -> Any:
         kind = col.type
