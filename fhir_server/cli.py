@@ -96,11 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(command="serve", run=_run_serve)
 
     ingest = commands.add_parser("ingest", help="load feed files into the store, offline")
-    ingest.add_argument("feed", choices=["hl7v2", "dicom"], help="kind of input")
+    ingest.add_argument("feed", choices=["hl7v2", "dicom", "csv"], help="kind of input")
     ingest.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH",
         help="files to load (dicom: also folders, walked recursively, and DICOMDIRs)",
     )  # fmt: skip
+    csv_options = ingest.add_argument_group("csv")
+    csv_options.add_argument("--mapping", metavar="NAME|PATH",
+                             help="csv: a built-in mapping (patients, lab-results, vital-signs) "
+                                  "or a mapping file (YAML/TOML)")
+    csv_options.add_argument("--encoding", help="csv: the files' encoding (default: detected)")
+    csv_options.add_argument("--delimiter", help="csv: one character (default: sniffed)")
+    csv_options.add_argument("--dry-run", action="store_true",
+                             help="csv: show the first resources it would make; store nothing")
     _add_data_dir(ingest)
     ingest.set_defaults(command="ingest", run=_run_ingest)
 
@@ -472,7 +480,36 @@ def _run_ingest(args: argparse.Namespace) -> int:
     _configure_logging("warning")
     if args.feed == "dicom":
         return asyncio.run(ingest_dicom(_data_dir(args), args.paths))
+    if args.feed == "csv":
+        return _run_ingest_csv(args)
     return asyncio.run(ingest(_data_dir(args), args.paths))
+
+
+def _run_ingest_csv(args: argparse.Namespace) -> int:
+    from adapters.csv.cli import dry_run
+
+    if not args.mapping:
+        raise CommandError("ingest csv needs --mapping NAME|PATH")
+    if args.dry_run:
+        status, text = dry_run(args.paths, args.mapping, args.encoding, args.delimiter)
+        print(text)
+        return status
+    return asyncio.run(ingest_csv_files(_data_dir(args), args.paths, args.mapping,
+                                        args.encoding, args.delimiter))
+
+
+async def ingest_csv_files(data_dir: Path, paths: list[Path], mapping: str,
+                           encoding: str | None, delimiter: str | None) -> int:
+    from adapters.csv.cli import ingest_paths
+
+    store, pipeline = await _open(data_dir)
+    try:
+        status, text = await ingest_paths(pipeline, CLI_CONTEXT, paths, mapping, encoding,
+                                          delimiter)
+    finally:
+        await store.close()
+    print(text)
+    return status
 
 
 async def ingest_dicom(data_dir: Path, paths: list[Path]) -> int:
