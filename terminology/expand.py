@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from terminology import resources, ucum
+from terminology import content, resources, ucum
 from terminology.store import ExpandedConcept, Expansion, Filter, Member, TerminologyError
 
 if TYPE_CHECKING:
@@ -78,11 +78,15 @@ async def find_value_set(
         newest = max(found, key=lambda r: (str((r.resource or {}).get("version", "")),
                                            r.last_updated))  # fmt: skip
         return newest.resource or {}
+    shipped = content.shipped_value_set(url, version)
+    if shipped is not None:
+        return shipped
     implicit = implicit_value_set(url)
     if implicit is not None:
         return implicit
-    for system in await service.concepts.systems(ctx):
-        if url == f"{system.url}/vs" or url == system.url:  # e.g. http://loinc.org/vs
+    if url.endswith("/vs"):  # "all codes" value sets, e.g. http://loinc.org/vs
+        system = await service.find_code_system(ctx, url[: -len("/vs")])
+        if system is not None:
             return {"resourceType": "ValueSet", "url": url, "status": "active",
                     "compose": {"include": [{"system": system.url}]}}  # fmt: skip
     raise TerminologyError(404, "not-found", f"The value set {canonical} is not known", where)

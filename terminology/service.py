@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from search.query import parse_search
-from terminology import ucum
+from terminology import content, ucum
 from terminology.model import CodeSystemHeader, Concept, Designation
 from terminology.store import (
     ConceptDetail,
@@ -165,7 +165,10 @@ class TerminologyService:
         self, ctx: Context, url: str, version: str | None = None
     ) -> SystemInfo | None:
         await self.sync(ctx)
-        return await self.concepts.system(ctx, url, version)
+        found = await self.concepts.system(ctx, url, version)
+        if found is None and await content.ensure_code_system(self.concepts, ctx, url):
+            found = await self.concepts.system(ctx, url, version)  # shipped, loaded just now
+        return found
 
     async def code_system(
         self, ctx: Context, url: str, version: str | None = None, where: str = "system"
