@@ -1,6 +1,6 @@
 """ORU^R01 throughput: from files (ingest_files) and over MLLP with an ACK per message.
 
-    .venv/bin/python benchmarks/bench_hl7v2.py [--messages 2000]
+    .venv/bin/python benchmarks/bench_hl7v2.py [--messages 2000] [--store mongodb://...]
 
 Each run uses a fresh SQLite store in a temporary folder and the deterministic demo
 feed's ORU^R01 messages (1 to 4 OBX each, patients recurring as in a real feed). The
@@ -25,7 +25,7 @@ from adapters.ingest import ingest_files
 from adapters.pipeline import Pipeline
 from fhir_server import demo
 from fhir_server.storage.base import Context
-from fhir_server.storage.sqlite import SQLiteStore
+from stores import STORE_HELP, fresh_database, open_store  # benchmarks/, the script's folder
 
 CTX = Context(caller="bench")
 
@@ -39,14 +39,15 @@ def oru_messages(count: int) -> list[bytes]:
     return messages[:count]
 
 
-async def bench_files(folder: Path, messages: list[bytes]) -> float:
+async def bench_files(folder: Path, messages: list[bytes], store_url: str | None = None) -> float:
     inbox = folder / "inbox"
     inbox.mkdir()
     per_file = 100
     for i in range(0, len(messages), per_file):
         (inbox / f"batch{i // per_file:04d}.hl7").write_bytes(
             b"\n".join(m.replace(b"\r", b"\n") for m in messages[i:i + per_file]))
-    store = await SQLiteStore.open(folder / "files.sqlite3")
+    store = await open_store(store_url and fresh_database(store_url, "files"),
+                             folder / "files.sqlite3")
     try:
         start, cpu = time.perf_counter(), time.process_time()
         summary = await ingest_files(Pipeline(store), CTX, [inbox])
@@ -78,8 +79,10 @@ async def _client(port: int, messages: list[bytes]) -> int:
     return accepted
 
 
-async def bench_mllp(folder: Path, messages: list[bytes], connections: int) -> float:
-    store = await SQLiteStore.open(folder / f"mllp{connections}.sqlite3")
+async def bench_mllp(folder: Path, messages: list[bytes], connections: int,
+                     store_url: str | None = None) -> float:
+    store = await open_store(store_url and fresh_database(store_url, f"mllp{connections}"),
+                             folder / f"mllp{connections}.sqlite3")
     server = await start_mllp_server(Pipeline(store), CTX, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -96,29 +99,31 @@ async def bench_mllp(folder: Path, messages: list[bytes], connections: int) -> f
     return len(messages) / elapsed
 
 
-async def main(count: int, profile: bool) -> None:
+async def main(count: int, profile: bool, store_url: str | None = None) -> None:
     messages = oru_messages(count)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            await bench_files(folder, messages)
+            await bench_files(folder, messages, store_url)
             profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
             return
-        files = await bench_files(folder, messages)
+        files = await bench_files(folder, messages, store_url)
         print(f"files (ingest_files):          {files:8.0f} ORU^R01/s  (target 500)")
-        one = await bench_mllp(folder, messages, 1)
+        one = await bench_mllp(folder, messages, 1, store_url)
         print(f"MLLP, 1 connection, ACK each:  {one:8.0f} ORU^R01/s  (target 300)")
-        four = await bench_mllp(folder, messages, 4)
+        four = await bench_mllp(folder, messages, 4, store_url)
         print(f"MLLP, 4 connections:           {four:8.0f} ORU^R01/s")
-        print(f"({len(messages)} messages per run, fresh SQLite store each)")
+        where = "MongoDB database" if store_url else "SQLite store"
+        print(f"({len(messages)} messages per run, fresh {where} each)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="profile the file run")
+    parser.add_argument("--store", metavar="URL", help=STORE_HELP)
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.profile))
+    asyncio.run(main(args.messages, args.profile, args.store))

@@ -7,6 +7,7 @@ Queries the server answers with 400 "not supported" are listed as such: the benc
 uses whatever search features exist when it runs. It is not a test.
 
     .venv/bin/python benchmarks/bench_search.py --db /tmp/bench.db [--repeat 30]
+    .venv/bin/python benchmarks/bench_search.py --store mongodb://127.0.0.1:27017/bench
 
 Targets (issue 3, 1M resources, 2 cores): selective token/date/reference p95 < 30 ms;
 a page of 100 with _include < 150 ms; page 1,000 no slower than page 1; RSS < 500 MB.
@@ -38,8 +39,12 @@ Case = tuple[str, str, dict[str, str] | list[tuple[str, str]]]
 def app_factory() -> object:
     """For `uvicorn --factory`: the app on the store named by FHIR_FUSION_BENCH_DB."""
     from fhir_server.app import create_app
+    from fhir_server.storage.mongodb import MongoStore
     from fhir_server.storage.sqlite import SQLiteStore
 
+    url = os.environ.get("FHIR_FUSION_BENCH_STORE")
+    if url:
+        return create_app(store_factory=lambda: MongoStore.open(url))
     path = os.environ["FHIR_FUSION_BENCH_DB"]
     return create_app(store_factory=lambda: SQLiteStore.open(path))
 
@@ -174,13 +179,21 @@ async def run(base: str, repeat: int, pid: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", type=Path, required=True, help="a generated store file")
+    parser.add_argument("--db", type=Path, help="a generated store file")
+    parser.add_argument("--store", metavar="URL",
+                        help="a MongoDB database filled by generate_data.py --store, instead "
+                             "of --db; an unreachable one skips the benchmark")
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per query")
     args = parser.parse_args()
-    if not args.db.exists():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.store:
+        _check_mongodb(args.store)
+        env["FHIR_FUSION_BENCH_STORE"] = args.store
+    elif args.db is None or not args.db.exists():
         raise SystemExit(f"{args.db} does not exist; run benchmarks/generate_data.py first")
+    else:
+        env["FHIR_FUSION_BENCH_DB"] = str(args.db)
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FHIR_FUSION_BENCH_DB": str(args.db)}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "benchmarks.bench_search:app_factory", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -194,6 +207,18 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _check_mongodb(url: str) -> None:
+    """Skip (exit 0 with a message) when the MongoDB server does not answer."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.stores import open_store
+
+    async def probe() -> None:
+        store = await open_store(url, Path("unused"))
+        await store.close()
+
+    asyncio.run(probe())
 
 
 async def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:

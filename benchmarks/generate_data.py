@@ -14,6 +14,10 @@ Encounter `enc-<n>-<k>`, Observation `obs-<n>-<k>`, Organization `org-<n>`, with
 zero-padded to 7 digits.
 
     .venv/bin/python benchmarks/generate_data.py --out /tmp/bench.db --resources 100000
+    .venv/bin/python benchmarks/generate_data.py --store mongodb://127.0.0.1:27017/bench
+
+It ends with the bytes stored per resource (SQLite: the file after VACUUM; MongoDB:
+dbStats storageSize + indexSize).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.stores import STORE_HELP, bytes_per_resource, open_store  # noqa: E402
 from fhir_server.storage.base import Context  # noqa: E402
-from fhir_server.storage.sqlite import SQLiteStore  # noqa: E402
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -202,16 +206,20 @@ def patient_record(n: int, organizations: int, rng: random.Random) -> list[dict[
     return out
 
 
-async def generate(out: Path, resources: int, seed: int, batch: int) -> tuple[int, float]:
-    """Write about `resources` resources into a new store at `out`; (count, seconds)."""
-    if out.exists():
+async def generate(
+    out: Path, resources: int, seed: int, batch: int, store_url: str | None = None
+) -> tuple[int, float, str]:
+    """Write about `resources` resources into a new store at `out` (or the MongoDB
+    database of `store_url`); (count, seconds, bytes stored per resource)."""
+    if store_url is None and out.exists():
         raise SystemExit(f"{out} exists; give a new file")
     rng = random.Random(seed)
     patients = max(resources // RESOURCES_PER_PATIENT, 1)
     organizations = max(patients // 200, 5)
-    store = await SQLiteStore.open(out)
+    store = await open_store(store_url, out)
     ctx = Context()
     written = 0
+    closed = False
     began = time.perf_counter()
     try:
         pending: list[dict[str, Any]] = [organization(n) for n in range(organizations)]
@@ -227,26 +235,29 @@ async def generate(out: Path, resources: int, seed: int, batch: int) -> tuple[in
                 if written % 20_000 < batch:
                     rate = written / (time.perf_counter() - began)
                     print(f"{written:>9} resources, {rate:,.0f}/s", file=sys.stderr)
+        seconds = time.perf_counter() - began
+        size = await bytes_per_resource(store, None if store_url else out, written)
+        closed = store_url is None  # measuring SQLite closes the store to VACUUM the file
     finally:
-        await store.close()
-    return written, time.perf_counter() - began
+        if not closed:
+            await store.close()
+    return written, seconds, size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="new SQLite store file")
+    parser.add_argument("--out", type=Path, help="new SQLite store file")
+    parser.add_argument("--store", metavar="URL", help=STORE_HELP)
     parser.add_argument("--resources", type=int, default=100_000, help="about this many")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch", type=int, default=500, help="resources per transaction")
     args = parser.parse_args()
-    count, seconds = asyncio.run(generate(args.out, args.resources, args.seed, args.batch))
-    size = args.out.stat().st_size + sum(
-        p.stat().st_size for p in args.out.parent.glob(args.out.name + "-*")
+    if args.out is None and args.store is None:
+        parser.error("give --out FILE (SQLite) or --store mongodb://...")
+    count, seconds, size = asyncio.run(
+        generate(args.out or Path("unused"), args.resources, args.seed, args.batch, args.store)
     )
-    print(
-        f"{count} resources in {seconds:.1f} s ({count / seconds:,.0f}/s); "
-        f"{size / 2**20:.0f} MiB on disk, {size / count / 1024:.2f} KiB per resource"
-    )
+    print(f"{count} resources in {seconds:.1f} s ({count / seconds:,.0f}/s); {size}")
 
 
 if __name__ == "__main__":
