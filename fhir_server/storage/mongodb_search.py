@@ -419,12 +419,18 @@ def clause_filter(clause: Clause) -> dict[str, Any]:
     elif clause.modifier == "of-type":
         key += ":of-type"
     conditions = [_term(clause, term) for term in clause.terms]
-    if clause.param_type in _PARAM_PER_TERM:
-        element = _or(conditions)
-    else:
-        element = _and({"p": param_code(key)}, _or(conditions))
-    matched = {f"{INDEX_FIELD}.{array}": {"$elemMatch": element}}
-    return {"$nor": [matched]} if clause.modifier == "not" else matched
+    own = {} if clause.param_type in _PARAM_PER_TERM else {"p": param_code(key)}
+    values = _or(conditions)
+    # One $elemMatch when the values fold into one condition (codes into one $in);
+    # else one per value under a top-level $or, which the planner answers as a union
+    # of index ranges (an $or inside $elemMatch would leave the values unbounded).
+    alternatives = [values] if "$or" not in values else conditions
+    matched = [
+        {f"{INDEX_FIELD}.{array}": {"$elemMatch": _and(own, value)}} for value in alternatives
+    ]
+    if clause.modifier == "not":
+        return {"$nor": matched}
+    return matched[0] if len(matched) == 1 else {"$or": matched}
 
 
 # -- the filter of a whole query --------------------------------------------------------
