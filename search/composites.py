@@ -6,11 +6,18 @@ Observation.component); each component is then evaluated on the same element, so
 code and whose value both match, not a code in one component and a value in another.
 
 The components come from search/data/composites.json (scripts/generate_composites.py,
-from the R4 SearchParameter.component definitions). Supported are the two-part
-composites whose first part is a token and whose second is a token, quantity, date or
-string: 41 of the 46 R4 composites. The others (MolecularSequence's token$number$number
-coordinates, DocumentReference relatesto reference$token) give 400 "not supported"
-(search.query).
+from the R4 SearchParameter.component definitions). All 46 R4 composites are supported,
+in three shapes:
+
+- token $ token|quantity|date|string (41 of them, e.g. code-value-quantity);
+- token $ number $ number: MolecularSequence's four coordinates, e.g.
+  `chromosome-window-coordinate=1$lt345$gt123` (chromosome 1, windowStart < 345,
+  windowEnd > 123); the numbers are compared as stored, without converting between the
+  0-based and 1-based coordinate systems;
+- reference $ token: DocumentReference `relationship=DocumentReference/1$replaces`.
+
+A component expression may start with `%resource.` (the variant coordinates read the
+chromosome of the whole resource for each variant).
 """
 
 from __future__ import annotations
@@ -24,6 +31,16 @@ from conformance.definitions import RESOURCE_TYPES, search_parameters
 
 DATA = Path(__file__).resolve().parent / "data" / "composites.json"
 SECOND_TYPES = frozenset({"token", "quantity", "date", "string"})
+SHAPES = frozenset(
+    {*(("token", second) for second in SECOND_TYPES), ("token", "number", "number"),
+     ("reference", "token")}
+)  # fmt: skip
+RESOURCE_PREFIX = "%resource."  # a component read on the resource, not the element
+# R4 gives DocumentReference-relationship's relatesto (reference) component the
+# expression "code" and its relation (token) component "target": definitions and
+# expressions are crossed (R5 pairs relatesto with target). Each component here reads
+# the element its type fits, so the value is `[reference]$[relation code]`.
+_CROSSED = frozenset({"http://hl7.org/fhir/SearchParameter/DocumentReference-relationship"})
 
 
 @dataclass(frozen=True)
@@ -37,12 +54,10 @@ def _by_url() -> dict[str, tuple[Component, ...]]:
     raw = json.loads(DATA.read_text("utf-8"))["composites"]
     found: dict[str, tuple[Component, ...]] = {}
     for url, parts in raw.items():
+        if url in _CROSSED:
+            parts = [[parts[0][0], parts[1][1]], [parts[1][0], parts[0][1]]]
         components = tuple(Component(kind, expression) for kind, expression in parts)
-        if (
-            len(components) == 2
-            and components[0].type == "token"
-            and components[1].type in SECOND_TYPES
-        ):
+        if tuple(c.type for c in components) in SHAPES:
             found[url] = components
     return found
 

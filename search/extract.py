@@ -24,9 +24,10 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
   canonical unit as code and the canonical value.
 - uri: the uri, as a token row without system.
 - composite: one row per element the composite selects and combination of its
-  components' values (search.composites): the first (token) component's system and
-  code, the second's code/system (token, quantity unit, normalised string) and
-  low/high (quantity value, date range).
+  components' values (search.composites): the first component's system and code (a
+  token; for a reference, its target type and id), the second's code/system (token,
+  quantity unit, normalised string) and low/high (quantity value, date range); for
+  token$number$number, v_low holds the first number and v_high the second.
 
 _id and _lastUpdated are not extracted: they are columns of the resources table.
 Composite parameters without known components (search.composites) are not indexed.
@@ -42,7 +43,7 @@ from functools import cache
 from typing import Any
 
 from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
-from search.composites import Component, components
+from search.composites import RESOURCE_PREFIX, Component, components
 from search.paths import Getter, compile_path, slow_getter, split_union
 from search.units import UCUM, to_canonical
 from search.values import (
@@ -293,21 +294,52 @@ def _component_values(component: Component, values: list[Any]) -> ComponentValue
     return out
 
 
+def _component_getter(
+    expression: str, resource_type: str
+) -> Callable[[Any, Any], list[Any]]:
+    """A getter of one component on (resource, element): relative to the element, or to
+    the resource for `%resource.` expressions."""
+    if expression.startswith(RESOURCE_PREFIX):
+        on_resource = compile_path(expression[len(RESOURCE_PREFIX) :], resource_type)[0]
+        return lambda resource, element: on_resource(resource)
+    on_element = compile_path(expression, resource_type)[0]
+    return lambda resource, element: on_element(element)
+
+
+def _first_pairs(component: Component, values: list[Any]) -> list[tuple[str, str]]:
+    """(system, code) of a composite's first component: a token's, or a reference's
+    (target type, target id)."""
+    found = IndexRows()
+    for value in values:
+        (_reference if component.type == "reference" else _token)(found, "", value)
+    if component.type == "reference":
+        return [(rtype, target) for _, rtype, target in found.references if rtype != LOCAL]
+    return [(system, code) for k, system, code in found.tokens if k == ""]
+
+
 def _composite_converter(parts: tuple[Component, ...], resource_type: str) -> Converter:
     """Rows for one composite parameter: its expression selects the elements (the
-    getter of the plan), and its two components are read from each element."""
-    first, second = (compile_path(c.expression, resource_type)[0] for c in parts)
+    getter of the plan gives (resource, element) pairs), and its components are read
+    from each element."""
+    getters = [_component_getter(c.expression, resource_type) for c in parts]
 
-    def convert(rows: IndexRows, key: str, element: Any) -> None:
+    def convert(rows: IndexRows, key: str, pair: Any) -> None:
+        resource, element = pair
         if type(element) is not dict:
             return
-        codes = IndexRows()
-        for value in first(element):
-            _token(codes, "", value)
-        pairs = [(system, code) for k, system, code in codes.tokens if k == ""]
+        pairs = _first_pairs(parts[0], getters[0](resource, element))
         if not pairs:
             return
-        for suffix, v_system, v_code, low, high in _component_values(parts[1], second(element)):
+        if len(parts) == 3:  # token$number$number: both numbers in one row
+            starts = [n for n in map(_decimal, getters[1](resource, element)) if n is not None]
+            ends = [n for n in map(_decimal, getters[2](resource, element)) if n is not None]
+            for system, code in pairs:
+                for start in starts:
+                    for end in ends:
+                        rows.composites.add((key, system, code, "", "", float(start), float(end)))
+            return
+        second = _component_values(parts[1], getters[1](resource, element))
+        for suffix, v_system, v_code, low, high in second:
             for system, code in pairs:
                 rows.composites.add((key + suffix, system, code, v_system, v_code, low, high))
 
@@ -316,7 +348,8 @@ def _composite_converter(parts: tuple[Component, ...], resource_type: str) -> Co
 
 def _element_getter(expression: str, resource_type: str) -> Getter:
     """The getter of a composite's own expression, which may name the resource itself
-    ("Observation" or "Observation | Observation.component")."""
+    ("Observation" or "Observation | Observation.component"): (resource, element) pairs,
+    so that a component can read the resource (`%resource.`)."""
     getters: list[Getter | None] = [
         None if part == resource_type else compile_path(part, resource_type)[0]
         for part in split_union(expression)
@@ -325,7 +358,8 @@ def _element_getter(expression: str, resource_type: str) -> Getter:
     def getter(resource: dict[str, Any]) -> list[Any]:
         out: list[Any] = []
         for part in getters:
-            out.extend([resource] if part is None else part(resource))
+            elements = [resource] if part is None else part(resource)
+            out.extend((resource, element) for element in elements)
         return out
 
     return getter
@@ -340,7 +374,7 @@ def _plan(resource_type: str, fast: bool) -> Plan:
             continue
         if param.type == "composite":
             parts = components(resource_type, code)
-            if parts is not None and len(parts) == 2:
+            if parts is not None:
                 steps.append((
                     index_key(resource_type, code),
                     _element_getter(param.expression, resource_type),

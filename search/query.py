@@ -8,10 +8,10 @@ Supported now: token (code, system|code, |code, system|; :not, :text, :of-type; 
 (starts-with on the normalised text; :exact, :contains), reference (Type/id, id,
 absolute URL, :Type), date, number and quantity (prefixes eq ne gt lt ge le sa eb ap;
 quantity as value, value|system|code, value||unit, UCUM units compared canonically),
-uri (:below, :above), the composites of search.composites (`$`-separated), `_id`,
-`_lastUpdated`, `:missing` on all of these, and `_count`, `_offset`, `_cursor` (keyset
-paging, search.cursor), `_sort` (several keys), `_total`. The special type (Location
-near) and other composites give 400 "not supported".
+uri (:below, :above), the composites of search.composites (`$`-separated: all 46 R4
+ones), `_id`, `_lastUpdated`, `:missing` on all of these, and `_count`, `_offset`,
+`_cursor` (keyset paging, search.cursor), `_sort` (several keys), `_total`. The special
+type (Location near) gives 400 "not supported".
 Unknown parameters are ignored and listed in `SearchQuery.ignored`, unless the client
 asked for strict handling (`Prefer: handling=strict`), which makes them a 400.
 
@@ -169,11 +169,14 @@ class UriTerm:
 
 @dataclass(frozen=True)
 class CompositeTerm:
-    """`a$b`: the first (token) and second component of one element."""
+    """`a$b` or `a$b$c`: the components of one element (search.composites). `first` is a
+    TokenTerm except for reference$token composites; `third` is set only for the
+    token$number$number ones, whose `second` is then a NumberTerm."""
 
     raw: str
-    first: TokenTerm
-    second: TokenTerm | QuantityTerm | StringTerm | DateTerm
+    first: TokenTerm | ReferenceTerm
+    second: TokenTerm | QuantityTerm | StringTerm | DateTerm | NumberTerm
+    third: NumberTerm | None = None
 
 
 Term = (
@@ -414,12 +417,18 @@ def _quantity_term(name: str, raw: str) -> QuantityTerm:
     return QuantityTerm(raw, canonical, None, unit, canonical=True)
 
 
-def _composite_term(name: str, parts: tuple[Component, ...], raw: str) -> CompositeTerm:
+def _composite_term(
+    name: str, param: SearchParamDef, parts: tuple[Component, ...], raw: str
+) -> CompositeTerm:
     values = split_escaped(raw, "$")
     if len(values) != len(parts) or not all(values):
         raise _error(name, f"Search parameter '{name}' needs {len(parts)} values joined by $")
-    first = _token_term(name, values[0])
-    second: TokenTerm | QuantityTerm | StringTerm | DateTerm
+    first: TokenTerm | ReferenceTerm
+    if parts[0].type == "reference":
+        first = _reference_term(name, param, values[0], None, None)
+    else:
+        first = _token_term(name, values[0])
+    second: TokenTerm | QuantityTerm | StringTerm | DateTerm | NumberTerm
     kind = parts[1].type
     if kind == "token":
         second = _token_term(name, values[1])
@@ -427,10 +436,13 @@ def _composite_term(name: str, parts: tuple[Component, ...], raw: str) -> Compos
         second = _quantity_term(name, values[1])
     elif kind == "date":
         second = _date_term(name, values[1])
+    elif kind == "number":
+        second = _number_term(name, values[1])
     else:
         text = unescape(values[1])
         second = StringTerm(values[1], text, normalize_text(text))
-    return CompositeTerm(raw, first, second)
+    third = _number_term(name, values[2]) if len(parts) == 3 else None
+    return CompositeTerm(raw, first, second, third)
 
 
 def _terms(
@@ -471,7 +483,7 @@ def _terms(
         elif param.type == "uri":
             terms.append(UriTerm(raw, unescape(raw)))
         elif param.type == "composite":
-            terms.append(_composite_term(name, parts, raw))
+            terms.append(_composite_term(name, param, parts, raw))
         else:
             terms.append(_date_term(name, raw))
     return tuple(terms)

@@ -119,17 +119,17 @@ async def test_each_listed_interaction_is_served(
         assert response.status_code in (200, 201, 204), (code, response.text)
 
 
-def test_unsupported_composites_are_not_advertised() -> None:
-    """MolecularSequence's coordinate composites (token$number$number) and
-    DocumentReference relationship (reference$token) answer 400, so the statement
-    leaves them out; Observation's code-value-quantity is listed."""
+def test_every_r4_composite_is_advertised() -> None:
+    """All 46 R4 composites are searchable, so listed: MolecularSequence's coordinate
+    composites (token$number$number), DocumentReference relationship (reference$token)
+    and Observation's code-value-quantity among them."""
     from conformance.capability import search_params
 
-    molecular = {p["name"] for p in search_params("MolecularSequence")}
-    assert "chromosome-variant-coordinate" not in molecular
-    assert "referenceseqid-window-coordinate" not in molecular
-    document = {p["name"] for p in search_params("DocumentReference")}
-    assert "relationship" not in document
-    assert {"relatesto", "relation"} <= document  # its plain reference and token parts are
+    molecular = {p["name"]: p["type"] for p in search_params("MolecularSequence")}
+    for code in ("chromosome-variant-coordinate", "chromosome-window-coordinate",
+                 "referenceseqid-variant-coordinate", "referenceseqid-window-coordinate"):
+        assert molecular[code] == "composite"
+    document = {p["name"]: p["type"] for p in search_params("DocumentReference")}
+    assert document["relationship"] == "composite"
     observation = {p["name"]: p["type"] for p in search_params("Observation")}
     assert observation["code-value-quantity"] == "composite"

@@ -190,7 +190,8 @@ def _issue(resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         # token :in/:not-in/:above/:below: tests/test_terminology_search.py
         ("Observation", [("code:below", "http://loinc.org|")], "invalid"),
         ("Location", [("near", "42.2|-83.7|10|km")], "not-supported"),
-        ("MolecularSequence", [("chromosome-variant-coordinate", "1$gt1$lt9")], "not-supported"),
+        ("MolecularSequence", [("chromosome-variant-coordinate", "1$gt1")], "invalid"),
+        ("MolecularSequence", [("chromosome-variant-coordinate", "1$gt1$x")], "invalid"),
         ("Patient", [("_sort", "birthdate,name,family,given,gender,address")], "invalid"),
         ("Patient", [("_count", "1e3")], "invalid"),
     ],

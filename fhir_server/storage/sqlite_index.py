@@ -318,11 +318,24 @@ def _composite_condition(key: str, term: CompositeTerm) -> tuple[str, list[Any]]
     canonical = isinstance(second, QuantityTerm) and second.canonical
     conditions = ["param = ?"]
     args: list[Any] = [param_id(key + ":canonical" if canonical else key)]
-    for column, value in (("code", term.first.code), ("system", term.first.system)):
+    first = term.first
+    # a reference first component is stored as (system, code) = (target type, id)
+    first_columns = (
+        (("code", first.target_id), ("system", first.target_type))
+        if isinstance(first, ReferenceTerm)
+        else (("code", first.code), ("system", first.system))
+    )
+    for column, value in first_columns:
         if value is not None:
             conditions.append(f"{column} = ?")
             args.append(value)
-    if isinstance(second, TokenTerm):
+    if term.third is not None and isinstance(second, NumberTerm):
+        # token$number$number: the numbers are v_low and v_high, each a plain decimal
+        for number, column in ((second, "v_low"), (term.third, "v_high")):
+            sql, values = _number_condition(number, column, column)
+            conditions.append(sql)
+            args.extend(values)
+    elif isinstance(second, TokenTerm):
         for column, value in (("v_code", second.code), ("v_system", second.system)):
             if value is not None:
                 conditions.append(f"{column} = ?")
