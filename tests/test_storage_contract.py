@@ -281,3 +281,82 @@ async def test_fifty_parallel_conditional_creates_make_one_resource(backend: Any
     assert sorted(statuses) == [200] * 49 + [201]
     history, total = await backend.history(CTX, "Patient")
     assert total == 1
+
+
+# -- search: one case of every parameter type, same answers on every backend ----------
+
+SEARCHED: list[dict[str, Any]] = [
+    {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1974-12-25",
+     "identifier": [{"system": "urn:mrn", "value": "1"}],
+     "name": [{"family": "Chalmers", "given": ["Peter"]}]},
+    {"resourceType": "Patient", "id": "p2", "gender": "male", "birthDate": "1990-01-01",
+     "identifier": [{"system": "urn:mrn", "value": "2"}],
+     "name": [{"family": "Müller", "given": ["José"]}]},
+    {**GLUCOSE, "id": "o1", "subject": {"reference": "Patient/p1"},
+     "effectiveDateTime": "2026-03-01T10:00:00Z"},
+    {**GLUCOSE, "id": "o2", "subject": {"reference": "Patient/p2"},
+     "effectiveDateTime": "2026-03-02T10:00:00Z",
+     "valueQuantity": {**GLUCOSE["valueQuantity"], "value": Decimal("4.1")}},
+    {"resourceType": "RiskAssessment", "id": "r1", "status": "final",
+     "subject": {"reference": "Patient/p1"},
+     "prediction": [{"probabilityDecimal": Decimal("0.8")}]},
+    {"resourceType": "ValueSet", "id": "vs1", "status": "active",
+     "url": "http://example.org/fhir/ValueSet/glucose"},
+]
+
+SEARCH_CASES = [
+    pytest.param("Patient", [("identifier", "urn:mrn|1")], ["p1"], id="token"),
+    pytest.param("Patient", [("gender", "male")], ["p2"], id="token-code"),
+    pytest.param("Patient", [("family", "mul")], ["p2"], id="string-folded-prefix"),
+    pytest.param("Patient", [("name:exact", "Chalmers")], ["p1"], id="string-exact"),
+    pytest.param("Patient", [("birthdate", "1974-12")], ["p1"], id="date-month"),
+    pytest.param("Observation", [("date", "ge2026-03-02")], ["o2"], id="date-prefix"),
+    pytest.param("Observation", [("subject", "Patient/p1")], ["o1"], id="reference"),
+    pytest.param("Observation", [("value-quantity", "gt5|http://unitsofmeasure.org|mmol/L")],
+                 ["o1"], id="quantity"),
+    pytest.param("RiskAssessment", [("probability", "gt0.5")], ["r1"], id="number"),
+    pytest.param("ValueSet", [("url", "http://example.org/fhir/ValueSet/glucose")], ["vs1"],
+                 id="uri"),
+    pytest.param("Observation", [("code-value-quantity", "http://loinc.org|2345-7$lt5")],
+                 ["o2"], id="composite"),
+    pytest.param("Patient", [("_id", "p2")], ["p2"], id="_id"),
+    pytest.param("Observation", [("subject:Patient.gender", "female")], ["o1"], id="chain"),
+    pytest.param("Patient", [("_has:Observation:subject:date", "lt2026-03-02")], ["p1"],
+                 id="_has"),
+    pytest.param("Patient", [("_sort", "-birthdate")], ["p2", "p1"], id="_sort"),
+]
+
+
+@pytest.mark.parametrize(("resource_type", "params", "expected"), SEARCH_CASES)
+async def test_search_answers_the_same_on_every_backend(
+    backend: Any, resource_type: str, params: list[tuple[str, str]], expected: list[str]
+) -> None:
+    from search.query import parse_search
+
+    requires_search(backend)
+    async with backend.transaction(CTX) as txn:
+        for resource in SEARCHED:
+            await txn.update(resource)
+    page = await backend.search(CTX, parse_search(resource_type, params))
+    assert [r.id for r in page.resources] == expected
+    assert page.total == len(expected)
+
+
+async def test_search_skips_deleted_resources_and_pages_by_cursor(backend: Any) -> None:
+    from search.query import parse_search
+
+    requires_search(backend)
+    async with backend.transaction(CTX) as txn:
+        for n in range(5):
+            await txn.update(patient(id=f"pg{n}", identifier=[{"system": "urn:pg", "value": "x"}]))
+        await txn.delete("Patient", "pg2")
+    query = parse_search("Patient", [("identifier", "urn:pg|x"), ("_count", "2")])
+    seen: list[str] = []
+    page = await backend.search(CTX, query)
+    assert page.total == 4
+    while True:
+        seen += [r.id for r in page.resources]
+        if page.next_cursor is None:
+            break
+        page = await backend.search(CTX, query.after(page.next_cursor))
+    assert sorted(seen) == ["pg0", "pg1", "pg3", "pg4"] and len(seen) == 4
