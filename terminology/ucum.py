@@ -9,8 +9,8 @@ same factors the quantity search index uses.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from search.units import UCUM, _registry, canonical_unit
 from terminology.model import Concept
@@ -32,18 +32,27 @@ def system_info() -> SystemInfo:
                       "not-present", None, COPYRIGHT, "en", 0, "ucum")  # fmt: skip
 
 
+@cache
+def _parser() -> Any:
+    from ucumvert import get_ucum_parser
+
+    return get_ucum_parser()
+
+
 @lru_cache(maxsize=4096)
 def problem(code: str) -> str | None:
-    """Why `code` is not a valid UCUM unit, or None when it is."""
+    """Why `code` is not a valid UCUM unit, or None when it is: UCUM's grammar over its
+    atom table (ucumvert's parser), so special units pint cannot convert, such as [pH],
+    are valid too."""
     if not code or len(code) > _MAX_UNIT or code != code.strip() or " " in code:
         return f"'{code[:_MAX_UNIT]}' is not a valid UCUM unit: empty, too long or with spaces"
     try:
-        _registry().from_ucum(code)
-    except Exception as exc:  # noqa: BLE001 - ucumvert raises several kinds for bad units
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "not a valid UCUM unit" in first:  # ucumvert's message names the unit and the place
-            return first[:200]
-        return f"'{code}' is not a valid UCUM unit ({first[:120]})"
+        _parser().parse(code)
+    except Exception as exc:  # noqa: BLE001 - lark raises several kinds for bad input
+        char, column = getattr(exc, "char", None), getattr(exc, "column", None)
+        if char is not None and column is not None:
+            return f"'{code}' is not a valid UCUM unit: unexpected character '{char}' at column {column}"
+        return f"'{code}' is not a valid UCUM unit: unexpected end of input"
     return None
 
 
@@ -78,7 +87,9 @@ def convert(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
         )
     base = value * a[1] + a[2]
     result = (base - b[2]) / b[1]
-    return result.normalize() if result == result.to_integral_value() else result
+    # the factors carry 12 significant digits (search.units) and offsets add their own
+    # rounding: 10 significant digits of the result are exact (98.6 [degF] is 37 Cel)
+    return Decimal(format(Decimal(f"{result:.10g}").normalize(), "f"))
 
 
 def lookup(code: str) -> ConceptDetail:
