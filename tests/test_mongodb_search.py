@@ -19,12 +19,17 @@ import pytest
 from mongodb_search_db import MongoSearchDB
 from search_graph import RESOURCES as GRAPH
 
+import test_search_composite_shapes as shapes
 import test_search_paging as paging
 import test_search_spec_examples as spec
 import test_search_types as types
 from fhir_server.errors import FHIRError
 from search.query import parse_search
 from test_search_compartment import test_compartment_membership_is_always_applied  # noqa: F401
+from test_search_composite_shapes import (  # noqa: F401
+    test_composite_search,
+    test_missing_on_a_coordinate_composite,
+)
 from test_search_paging import (  # noqa: F401 - collected here, on MongoDB
     test_a_cursor_of_another_sort_is_a_400,
     test_a_tampered_cursor_is_a_400,
@@ -80,8 +85,30 @@ def _graph_db() -> MongoSearchDB:
     return database
 
 
+def _shapes_db() -> MongoSearchDB:
+    """test_search_composite_shapes' resources: sequences and document relations."""
+    database = MongoSearchDB()
+    database.add(shapes._sequence("s1", "1", "NC_000001.11", (124, 344), [(200, 201)]))  # noqa: SLF001
+    database.add(shapes._sequence("s2", "1", "NC_000001.11", (400, 500),  # noqa: SLF001
+                                  [(410, 411), (480, 481)]))  # fmt: skip
+    database.add(shapes._sequence("s3", "2", "NC_000002.12", (124, 344), [(300, 301)]))  # noqa: SLF001
+    for doc_id, relations in (("d2", [("replaces", "d1"), ("appends", "d0")]),
+                              ("d3", [("transforms", "d1")])):  # fmt: skip
+        database.add({
+            "resourceType": "DocumentReference", "id": doc_id, "status": "current",
+            "content": [{"attachment": {"url": f"http://example.org/{doc_id}.pdf"}}],
+            "relatesTo": [{"code": code, "target": {"reference": f"DocumentReference/{target}"}}
+                          for code, target in relations],
+        })  # fmt: skip
+    return database
+
+
 _SHARED = {"test_search_spec_examples": _spec_db, "test_search_types": _types_db}
-_FRESH = {"test_search_paging": _paging_db, "test_search_compartment": _graph_db}
+_FRESH = {
+    "test_search_paging": _paging_db,
+    "test_search_compartment": _graph_db,
+    "test_search_composite_shapes": _shapes_db,
+}
 
 
 @pytest.fixture

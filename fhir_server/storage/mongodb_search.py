@@ -344,7 +344,23 @@ def _quantity(key: str, term: QuantityTerm) -> dict[str, Any]:
 def _composite(key: str, term: CompositeTerm) -> dict[str, Any]:
     second = term.second
     canonical = isinstance(second, QuantityTerm) and second.canonical
-    condition = {"p": param_code(key + ":canonical" if canonical else key), **_token(term.first)}
+    first = term.first
+    # a reference first component is stored as (s, c) = (target type, target id)
+    head = (
+        _token(TokenTerm(first.raw, first.target_type, first.target_id))
+        if isinstance(first, ReferenceTerm)
+        else _token(first)
+    )
+    condition = {"p": param_code(key + ":canonical" if canonical else key), **head}
+    if term.third is not None and isinstance(second, NumberTerm):
+        # token$number$number: the first number in lo, the second in hi, each a decimal
+        return _and(
+            condition,
+            _number_condition(second, "lo", "lo"),
+            _number_condition(term.third, "hi", "hi"),
+        )
+    if isinstance(second, NumberTerm):
+        return _and(condition, _number_condition(second, "lo", "hi"))
     if isinstance(second, TokenTerm):
         return {**condition, **_token(second, "vc", "vs")}
     if isinstance(second, QuantityTerm):
