@@ -19,6 +19,7 @@ import pydicom
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
 
 from adapters.translation import TranslationError
 
@@ -83,7 +84,7 @@ def read_dataset(data: bytes) -> Dataset:
         check_character_set(ds)
         _check_uids(ds, part10)
         _check_pixel_length(ds)
-        _decode_all(ds)
+        _decode_used(ds)
     return ds
 
 
@@ -141,18 +142,35 @@ def _check_pixel_length(ds: Dataset) -> None:
             f"{expected}", CANNOT_UNDERSTAND)
 
 
-def _decode_all(ds: Dataset) -> None:
-    """Convert every element now (pydicom converts lazily), so that a broken element is
-    found here and named, rather than in the middle of the translation."""
-    for elem in ds.iterall():
-        if elem.tag == 0x7FE00010:
-            continue
+# The elements the translation reads (adapters/dicom/study.py). pydicom converts values
+# lazily; converting all of a CT header's ~250 elements costs more than the rest of the
+# check, and the others are kept in the file as they are.
+USED = (
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+    "SeriesInstanceUID", "StudyID", "AccessionNumber", "Modality", "StudyDate", "StudyTime",
+    "SeriesDate", "SeriesTime", "TimezoneOffsetFromUTC", "StudyDescription",
+    "SeriesDescription", "SeriesNumber", "InstanceNumber", "NumberOfFrames",
+    "BodyPartExamined", "Laterality", "ImageLaterality", "ReferringPhysicianName",
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientSex", "PatientBirthDate",
+    "InstitutionName", "ContentLabel", "DocumentTitle", "ProcedureCodeSequence",
+    "IssuerOfPatientIDQualifiersSequence", "Rows", "Columns", "BitsAllocated",
+    "SamplesPerPixel",
+)
+
+
+def _decode_used(ds: Dataset) -> None:
+    """Convert the elements the translation reads now, so that a broken one is found
+    here and named, rather than in the middle of the translation."""
+    for keyword in USED:
         try:
-            _ = elem.value
+            value = ds.get(keyword)
+            if isinstance(value, Sequence):
+                for item in value:
+                    for elem in item.iterall():
+                        _ = elem.value
         except Exception as exc:
-            raise DicomInputError(
-                f"element {elem.tag} cannot be decoded ({type(exc).__name__})",
-                CANNOT_UNDERSTAND) from None
+            raise DicomInputError(f"{keyword} cannot be decoded ({type(exc).__name__})",
+                                  CANNOT_UNDERSTAND) from None
 
 
 def text(ds: Dataset, keyword: str) -> str:

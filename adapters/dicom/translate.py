@@ -6,10 +6,11 @@ the raw input is a small reference to it, `{"blob":"sha256:<hex>","size":<n>}`. 
 same file gives the same reference, so the pipeline's dedupe by SHA-256 still finds a
 resent file; a retry from the dead-letter queue reads the file back from the blob store.
 
-The Bundle: the Patient (conditional create on its identifier, so a Patient the HL7v2
-feed made is used as it is and not overwritten), the DICOMweb Endpoint (conditional
-create, one per server) and the ImagingStudy (conditional update on its Study Instance
-UID), which is the stored study with this instance merged in (`study.merge`).
+The Bundle for the first instance of a study: the Patient (conditional create on its
+identifier, so a Patient the HL7v2 feed made is used as it is and not overwritten), the
+DICOMweb Endpoint (conditional create, one per server) and the ImagingStudy (conditional
+update on its Study Instance UID). For a later instance: only the stored ImagingStudy
+with this instance merged in (`study.merge`), an update of the version it was read at.
 """
 
 from __future__ import annotations
@@ -93,19 +94,37 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
     """The Bundle for one checked dataset (see `reading.read_dataset`)."""
     study_uid = text(ds, "StudyInstanceUID")
     builder = BundleBuilder(f"dicom|{ref.digest}")
-    key = patient_identifier(ds)
-    patient_url = builder.add(f"Patient|{key['system']}|{key['value']}", patient(ds, key),
-                              match=key, create_only=True)
-    address = wado_rs_base()
-    endpoint_resource = endpoint(address)
-    endpoint_url = builder.add("Endpoint", endpoint_resource,
-                               match=endpoint_resource["identifier"][0], create_only=True)
+    current = await current_study(store, ctx, study_uid)
+    if current is not None and current.get("subject") and current.get("endpoint"):
+        # a later instance of a known study: its Patient and Endpoint are linked already
+        # (both are create-only), so the Bundle only updates the study
+        patient_url = current["subject"]["reference"]
+        endpoint_url = current["endpoint"][0]["reference"]
+    else:
+        key = patient_identifier(ds)
+        patient_url = builder.add(f"Patient|{key['system']}|{key['value']}",
+                                  patient(ds, key), match=key, create_only=True)
+        endpoint_resource = endpoint(wado_rs_base())
+        endpoint_url = builder.add("Endpoint", endpoint_resource,
+                                   match=endpoint_resource["identifier"][0], create_only=True)
     new = imaging_study(ds, patient_url, endpoint_url)
     instance = new["series"][0]["instance"][0]
     instance.setdefault("extension", []).append(
         {"url": codes.FILE_SHA256, "valueString": f"sha256:{ref.digest}"})
-    merged = merge(await current_study(store, ctx, study_uid), new)
-    builder.add("ImagingStudy", merged, match=uid_identifier(study_uid))
+    merged = merge(current, new)
+    if current is None:
+        builder.add("ImagingStudy", merged, match=uid_identifier(study_uid))
+    else:
+        # the version merged into: a change by anyone else meanwhile (a retry from the
+        # dead-letter queue, another process) fails this transaction (412) instead of
+        # being overwritten, and the input is kept as rejected, to be retried
+        merged["id"] = current["id"]
+        url = builder.full_url("ImagingStudy")
+        builder.entries.append({
+            "fullUrl": url, "resource": merged,
+            "request": {"method": "PUT", "url": f"ImagingStudy/{current['id']}",
+                        "ifMatch": f'W/"{current["meta"]["versionId"]}"'},
+        })
     sop_uid = text(ds, "SOPInstanceUID")
     source = Source(
         kind=f"DICOM {text(ds, 'Modality') or 'instance'}",
