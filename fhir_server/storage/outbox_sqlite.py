@@ -24,6 +24,8 @@ from fhir_server.storage.base import Context
 if TYPE_CHECKING:
     from fhir_server.storage.sqlite import SQLiteStore
 
+_CONTEXT = Context(caller="search-indexer")  # the outbox spans tenants; rows carry theirs
+
 SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS search_outbox (
         seq INTEGER PRIMARY KEY,
@@ -88,5 +90,3 @@ class SQLiteOutbox:
             (count,) = txn.connection.execute("SELECT count(*) FROM search_outbox").fetchone()
         return int(count)
 
-
-_CONTEXT = Context(caller="search-indexer")
