@@ -246,8 +246,14 @@ def test_lri_cbc_values_units_ranges_and_flags() -> None:
     assert report["effectiveDateTime"] == "2011-01-03T14:34:28-08:00"
     assert report["issued"] == "2011-01-04T17:00:28-08:00"
     wbc = by_loinc(bundle, "26464-8")
-    assert wbc["valueQuantity"] == {"value": Decimal("105600"), "unit": "cells per microliter",
-                                    "system": "http://unitsofmeasure.org", "code": "{cells}/uL"}
+    assert wbc["valueQuantity"] == {
+        "value": Decimal("105600"), "unit": "cells per microliter",
+        "system": "http://unitsofmeasure.org", "code": "{cells}/uL",
+        # 105600 per microliter = 105.6 x 10^9 per litre (terminology/standardise.py)
+        "extension": [{"url": "http://fhir-fusion.org/StructureDefinition/canonical-quantity",
+                       "valueQuantity": {"value": Decimal("105.600"), "unit": "10*9/L",
+                                         "system": "http://unitsofmeasure.org",
+                                         "code": "10*9/L"}}]}
     assert wbc["interpretation"][0]["coding"][0] == {
         "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
         "code": "HH", "display": "Critical high"}

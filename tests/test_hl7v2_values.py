@@ -27,21 +27,31 @@ def observation(obx: str, version: str = "2.5.1") -> dict[str, Any]:
     return found[0]
 
 
+def canonical(value: str, unit: str) -> dict[str, Any]:
+    """The canonical quantity terminology/standardise.py adds (1.50 mg/dL = 0.0150 g/L)."""
+    return {"url": "http://fhir-fusion.org/StructureDefinition/canonical-quantity",
+            "valueQuantity": {"value": Decimal(value), "unit": unit,
+                              "system": "http://unitsofmeasure.org", "code": unit}}
+
+
 @pytest.mark.parametrize(
     ("obx", "key", "expected"),
     [
         pytest.param("OBX|1|NM|2345-7^Glucose^LN||1.50|mg/dL^^UCUM|||||F", "valueQuantity",
                      {"value": Decimal("1.50"), "unit": "mg/dL",
-                      "system": "http://unitsofmeasure.org", "code": "mg/dL"}, id="NM-UCUM"),
+                      "system": "http://unitsofmeasure.org", "code": "mg/dL",
+                      "extension": [canonical("0.0150", "g/L")]}, id="NM-UCUM"),
         pytest.param("OBX|1|NM|2345-7^Glucose^LN||98|mg/dL|||||F", "valueQuantity",
                      {"value": Decimal("98"), "unit": "mg/dL",
-                      "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+                      "system": "http://unitsofmeasure.org", "code": "mg/dL",
+                      "extension": [canonical("0.98", "g/L")]},
                      id="NM-plain-UCUM-unit"),
         pytest.param("OBX|1|NM|2345-7^Glucose^LN||98|MG/DL|||||F", "valueQuantity",
                      {"value": Decimal("98"), "unit": "MG/DL"}, id="NM-not-UCUM"),
         pytest.param("OBX|1|SN|2345-7^Glucose^LN||>^300|mg/dL|||||F", "valueQuantity",
                      {"value": Decimal("300"), "unit": "mg/dL", "comparator": ">",
-                      "system": "http://unitsofmeasure.org", "code": "mg/dL"}, id="SN-comparator"),
+                      "system": "http://unitsofmeasure.org", "code": "mg/dL",
+                      "extension": [canonical("3.00", "g/L")]}, id="SN-comparator"),
         pytest.param("OBX|1|SN|5778-6^Color^LN||^1^:^128||||||F", "valueRatio",
                      {"numerator": {"value": Decimal("1")},
                       "denominator": {"value": Decimal("128")}},

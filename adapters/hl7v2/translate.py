@@ -30,6 +30,7 @@ from adapters.hl7v2.patient import patient, replaced_patient
 from adapters.hl7v2.results import diagnostic_report, observation, order_identifiers, report_key
 from adapters.hl7v2.visit import encounter
 from adapters.translation import Source, Translation
+from terminology.standardise import StandardisationReport, standardise_observation
 
 JSON = dict[str, Any]
 
@@ -98,10 +99,11 @@ def translate(msg: Message, options: dt.Hl7Options) -> Translation:
     sender = dt.sender_system(msg.msh)
     org_url = _sender_organization(msg.msh, builder)
     warnings: list[Hl7Error] = []
+    terminology = StandardisationReport(data_sources(msg.msh))
     if msg.message_type.upper() == "ADT":
         focus = _adt(msg, builder, sender, options)
     else:
-        focus = _oru(msg, builder, sender, options, warnings)
+        focus = _oru(msg, builder, sender, options, warnings, terminology)
     header = _message_header(msg, org_url, focus, options)
     builder.entries.insert(0, {"fullUrl": builder.full_url("MessageHeader"), "resource": header,
                                "request": {"method": "POST", "url": "MessageHeader"}})
@@ -122,7 +124,18 @@ def translate(msg: Message, options: dt.Hl7Options) -> Translation:
         details["keep_existing"] = sorted(builder.keep_existing)
     if warnings:
         details["warnings"] = [warning_details(w) for w in warnings]
+    if terminology.details():  # standard codes, canonical units, unmapped codes, warnings
+        details["terminology"] = terminology.details()
     return Translation(builder.bundle(), source, details)
+
+
+def data_sources(msh: Segment) -> tuple[str, ...]:
+    """The names a source ConceptMap can give this sender (terminology/standardise.py),
+    most specific first: "<MSH-4>/<MSH-3>", "<MSH-4>", "<MSH-3>"."""
+    facility = msh.get(4) or msh.get(4, 2)
+    application = msh.get(3) or msh.get(3, 2)
+    names = [f"{facility}/{application}"] if facility and application else []
+    return tuple(dict.fromkeys([*names, *(n for n in (facility, application) if n)]))
 
 
 def _require(msg: Message, name: str) -> Segment:
@@ -165,7 +178,7 @@ def _adt(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
 
 
 def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Options,
-         warnings: list[Hl7Error]) -> list[str]:
+         warnings: list[Hl7Error], terminology: StandardisationReport) -> list[str]:
     """Walk the segments in order: PID opens a patient, PV1 its visit, ORC/OBR a report,
     OBX a result of the current report."""
     focus: list[str] = []
@@ -226,6 +239,7 @@ def _oru(msg: Message, builder: BundleBuilder, sender: str, options: dt.Hl7Optio
                 set_id = f"{set_id}.{position}"
             set_ids.add(set_id)
             obs = observation(seg, obr, options, warnings)
+            standardise_observation(obs, terminology.sources, report=terminology)
             obs["subject"] = {"reference": patient_url}
             if encounter_url:
                 obs["encounter"] = {"reference": encounter_url}

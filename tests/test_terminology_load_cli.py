@@ -1,0 +1,91 @@
+"""`fhir-fusion terminology load KIND PATH`: a loader run into the concept store of the
+data folder, with a summary; a bad file is exit status 1 naming the file and line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fhir_server.cli import main
+from fhir_server.storage.base import Context
+from fhir_server.storage.sqlite import SQLiteStore
+from terminology.store import concept_store
+from test_terminology_load import ICD10_CLAML, _write_loinc_release
+
+
+def _concept(data_dir: Path, url: str, code: str) -> tuple[str | None, list[str]]:
+    async def read() -> tuple[str | None, list[str]]:
+        store = await SQLiteStore.open(data_dir / "fhir-fusion.sqlite3")
+        try:
+            concepts = concept_store(store)
+            system = await concepts.system(Context(), url)
+            assert system is not None
+            found = await concepts.concept(Context(), system, code)
+            assert found is not None
+            return found.concept.display, sorted(d.language or "" for d in
+                                                 found.concept.designations)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_load_loinc_prints_a_summary_and_fills_the_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    release = tmp_path / "Loinc_2.77"
+    _write_loinc_release(release)
+    data = tmp_path / "data"
+    status = main(["terminology", "load", "loinc", str(release), "--version", "2.77",
+                   "--language", "zh-CN", "--data-dir", str(data)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.startswith("loaded LOINC (http://loinc.org version 2.77): 3 concepts, "
+                          "10 designations, languages en, zh-CN, in ")
+    assert "licence notice: This material contains content from LOINC" in out
+    display, languages = _concept(data, "http://loinc.org", "2345-7")
+    assert display == "Glucose [Mass/volume] in Serum or Plasma"
+    assert "zh-CN" in languages
+
+
+def test_load_icd10_claml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "icd10.xml"
+    path.write_text(ICD10_CLAML, encoding="utf-8")
+    data = tmp_path / "data"
+    assert main(["terminology", "load", "icd10-claml", str(path), "--data-dir", str(data)]) == 0
+    assert "4 concepts" in capsys.readouterr().out
+    assert _concept(data, "http://hl7.org/fhir/sid/icd-10", "E11")[0] == "Type 2 diabetes mellitus"
+
+
+def test_load_codelist_with_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lab.csv"
+    path.write_text("Code,Name,中文名\nGLU,Glucose,葡萄糖\n", encoding="utf-8")
+    data = tmp_path / "data"
+    url = "http://hospital-a.example/fhir/CodeSystem/lab"
+    assert main(["terminology", "load", "codelist", str(path), "--url", url,
+                 "--code-column", "Code", "--display-column", "Name",
+                 "--language-column", "zh-CN=中文名", "--data-dir", str(data)]) == 0
+    assert "1 concepts, 2 designations, languages en, zh-CN" in capsys.readouterr().out
+    assert _concept(data, url, "GLU") == ("Glucose", ["en", "zh-CN"])
+
+
+def test_bad_file_is_exit_1_naming_file_and_line(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "Loinc.csv"
+    path.write_text("LOINC_NUM;COMPONENT;PROPERTY\n2345-7;Glucose;MCnc\n", encoding="utf-8")
+    status = main(["terminology", "load", "loinc", str(path), "--data-dir",
+                   str(tmp_path / "data")])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert f"fhir-fusion: cannot load loinc: {path}, line 1: missing column" in err
+    assert "semicolon-separated" in err
+
+
+def test_codelist_without_url_is_refused(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lab.csv"
+    path.write_text("code,display\nGLU,Glucose\n", encoding="utf-8")
+    assert main(["terminology", "load", "codelist", str(path), "--data-dir",
+                 str(tmp_path / "data")]) == 1
+    assert "needs the URL of its code system (--url)" in capsys.readouterr().err
