@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     messages.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write")
     messages.set_defaults(command="demo-messages", run=_run_demo_messages)
+
+    from terminology.cli import add_terminology_command
+
+    add_terminology_command(commands, _add_data_dir)
     return parser
 
 
@@ -216,10 +220,14 @@ async def serve(config: ServeConfig) -> int:
     mllp_server: asyncio.Server | None = None
     dicom_listener: Any = None  # adapters.dicom.scp.DicomListener
     demo_task: asyncio.Task[None] | None = None
+    maps_task: asyncio.Task[None] | None = None  # source ConceptMaps for the adapters
     search: Any = None  # fhir_server.search_index.RunningIndex with --search-index
     try:
         search = await _start_search_index(store, config.search_index)
         pipeline = Pipeline(store)
+        from terminology.standardise import keep_refreshed
+
+        maps_task = asyncio.create_task(keep_refreshed(store, MLLP_CONTEXT))
         app = create_app(store)
         server = _Server(
             uvicorn.Config(
@@ -271,6 +279,8 @@ async def serve(config: ServeConfig) -> int:
                 demo_task = asyncio.create_task(_feed_demo(config, mllp_port))
             return await serving
     finally:
+        if maps_task is not None:
+            maps_task.cancel()
         if demo_task is not None:
             demo_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -472,7 +482,10 @@ async def _open_mongodb(url: str) -> Any:
 async def _open(data_dir: Path, *, must_exist: bool = False) -> tuple[SQLiteStore, Pipeline]:
     from adapters.pipeline import Pipeline
 
+    from terminology.standardise import refresh
+
     store = await _open_store(data_dir, must_exist=must_exist)
+    await refresh(store, CLI_CONTEXT)  # the source ConceptMaps the HL7v2 translator applies
     return store, Pipeline(store)
 
 
