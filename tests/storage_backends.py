@@ -38,14 +38,6 @@ BACKENDS = [
 ]
 
 
-def has_mongodb_search() -> bool:
-    try:
-        from fhir_server.storage import mongodb_search  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 async def open_backend(kind: str, tmp_path: Path) -> tuple[Any, Any]:
     """The store, and a cleanup token (the real database's name)."""
     if kind == "sqlite":
@@ -71,8 +63,3 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     finally:
         await close_backend(store, token)
 
-
-def requires_search(store: Any) -> None:
-    """Skip on the MongoDB store until mongodb_search.py (the search compiler) exists."""
-    if isinstance(store, MongoStore) and not has_mongodb_search():
-        pytest.skip("fhir_server/storage/mongodb_search.py is not there yet")

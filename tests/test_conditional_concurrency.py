@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from storage_backends import BACKENDS, close_backend, open_backend, requires_search
+from storage_backends import BACKENDS, close_backend, open_backend
 
 from fhir_server.app import create_app
 from fhir_server.storage.base import Context
@@ -85,7 +85,6 @@ async def test_fifty_parallel_conditional_creates_on_mongodb_make_one_patient(
 ) -> None:
     store, token = await open_backend(kind, tmp_path)
     try:
-        requires_search(store)
         transport = httpx.ASGITransport(app=create_app(store))
         async with httpx.AsyncClient(transport=transport, base_url="http://fhir.test/fhir/") as c:
             _check(await _fire(c, 50))

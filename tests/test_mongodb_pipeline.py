@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from storage_backends import BACKENDS, close_backend, open_backend, requires_search
+from storage_backends import BACKENDS, close_backend, open_backend
 
 from adapters.pipeline import Pipeline
 from fhir_server.storage.base import Context
@@ -27,7 +27,6 @@ MONGO_BACKENDS = [p for p in BACKENDS if p.id != "sqlite"]
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     opened, token = await open_backend(request.param, tmp_path)
     try:
-        requires_search(opened)
         yield opened
     finally:
         await close_backend(opened, token)

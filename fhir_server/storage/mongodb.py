@@ -32,12 +32,14 @@ hooks in `MongoStore.write_hooks` with the open `MongoTransaction` and the new
 rolls back with the resource.
 
 Search is compiled by mongodb_search.py (`search(db, ctx, query, session=)`), and
-the index entries kept in each resource document come from its `index_entries`.
+the index entries kept in each resource document come from its `index_entries`;
+its INDEXES are created at start-up with the store's own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -55,6 +57,7 @@ from pymongo.write_concern import WriteConcern
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import mongodb_documents as docs
+from fhir_server.storage import mongodb_search
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 from fhir_server.storage.mongodb_errors import (
     as_fhir_error,
@@ -66,6 +69,8 @@ from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_met
 
 if TYPE_CHECKING:
     from search.query import SearchQuery
+
+log = logging.getLogger(__name__)
 
 WriteHook = Callable[["MongoTransaction", StoredResource], Awaitable[None]]
 
@@ -92,6 +97,10 @@ _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
          {"name": "by_type_time"}),
         ([("lastUpdated", DESCENDING)], {"name": "by_instant"}),
     ],
+    # written inside transactions: created here, as MongoDB before 4.4 cannot create a
+    # collection inside one
+    docs.CLAIMS: [([("tenant", ASCENDING), ("type", ASCENDING)], {"name": "by_type"})],
+    docs.CLAIM_LEASES: [([("until", ASCENDING)], {"name": "by_expiry"})],
     docs.FEED_COUNTS: [
         ([("tenant", ASCENDING), ("feed", ASCENDING), ("name", ASCENDING)], {"name": "by_feed"}),
     ],
@@ -114,32 +123,10 @@ def describe_address(url: str) -> str:
     return parts.netloc.rsplit("@", 1)[-1] or "localhost:27017"
 
 
-def _search_module() -> Any:
-    try:
-        from fhir_server.storage import mongodb_search
-    except ImportError:
-        return None
-    return mongodb_search
-
-
-def _index_entries(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    module = _search_module()
-    if module is None:
-        return {}
-    entries: dict[str, list[dict[str, Any]]] = module.index_entries(resource)
-    return entries
-
-
 async def _search(
     db: Any, ctx: Context, query: SearchQuery, session: Any, fulltext: Any
 ) -> SearchPage:
-    module = _search_module()
-    if module is None:
-        raise FHIRError.simple(
-            501, "not-supported", "Search is not available on the MongoDB store yet"
-        )
-    page: SearchPage = await module.search(db, ctx, query, session=session, fulltext=fulltext)
-    return page
+    return await mongodb_search.search(db, ctx, query, session=session, fulltext=fulltext)
 
 
 class MongoTransaction:
@@ -221,7 +208,7 @@ class MongoTransaction:
             "tenant": tenant, "type": resource_type, "id": resource_id, "version": version,
             "lastUpdated": now, "deleted": False, "pc": compartment, "body": Binary(body),
         }
-        current = {**fields, "idx": _index_entries(stored)}
+        current = {**fields, "idx": mongodb_search.index_entries(stored)}
         resources = self.collection(docs.RESOURCES)
         if fresh:
             # _id: a new ObjectId, kept by later versions (the search's keyset position)
@@ -425,16 +412,18 @@ class MongoStore:
             ) from None
         if latest is not None:
             store._clock.advance_past(latest["lastUpdated"])
+        if not transactions:
+            log.warning(
+                "MongoDB at %s is a standalone server, without transactions: every write "
+                "will be refused with a 501 until it runs as a replica set", address,
+            )
         return store
 
     async def _create_indexes(self) -> None:
         for collection, specs in _INDEXES.items():
             for keys, options in specs:
                 await self.db[collection].create_index(keys, **options)
-        module = _search_module()
-        if module is not None:
-            for spec in getattr(module, "INDEXES", ()):
-                await self.db[docs.RESOURCES].create_indexes([spec])
+        await mongodb_search.create_indexes(self.db)
 
     async def close(self) -> None:
         await _close_quietly(self.client)
@@ -499,13 +488,14 @@ class MongoStore:
                     read_concern=ReadConcern("snapshot"),
                     write_concern=WriteConcern("majority"),
                 )
+            except PyMongoError as exc:
+                raise as_fhir_error(exc) from exc
+            try:
                 yield txn
-            except BaseException:
-                if session.in_transaction:
-                    try:
-                        await session.abort_transaction()
-                    except PyMongoError:
-                        pass  # the server aborts an abandoned transaction by itself
+            except BaseException as exc:
+                await _abort_quietly(session)
+                if isinstance(exc, PyMongoError):  # e.g. from a write hook's own call
+                    raise as_fhir_error(exc) from exc
                 raise
             try:
                 await _commit(session)
@@ -638,6 +628,14 @@ async def _commit(session: Any) -> None:
         except PyMongoError as exc:
             if not exc.has_error_label("UnknownTransactionCommitResult") or attempt == 2:
                 raise
+
+
+async def _abort_quietly(session: Any) -> None:
+    if session.in_transaction:
+        try:
+            await session.abort_transaction()
+        except PyMongoError:
+            pass  # the server aborts an abandoned transaction by itself
 
 
 async def _close_quietly(client: Any) -> None:
