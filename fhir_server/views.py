@@ -163,7 +163,8 @@ def searchset(
         understood_params(query, system=not path),
         query.count,
         query.offset,
-        page.total,
+        # an estimated total cannot place the last page or end the next links
+        page.total if query.total == "accurate" else None,
         len(page.resources),
         getattr(page, "next_cursor", None),
     )
