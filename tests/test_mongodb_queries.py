@@ -215,6 +215,10 @@ CASES = [
         [
             ("find", live("Patient", **elem("st", p="name", n={"$gte": "peter", "$lt": "peter" + TOP})),
              {"_id": 0, "id": 1}, {"limit": mongodb_search.MAX_LINK_IDS + 1}),
+            # is any subject a local reference to a contained Patient? (none here)
+            ("find", live("Observation", **elem("rf", p="subject", t="Patient",
+                                                i={"$gte": "#", "$lt": "#" + TOP})),
+             {"_id": 1}, {"limit": 1}),
             ("find", live("Observation", **elem("rf", p="subject", t="Patient",
                                                 i={"$in": ["pat-peter", "pat-smith"]})),
              PROJECTION, FIRST_PAGE),
@@ -365,3 +369,47 @@ def test_index_specifications() -> None:
         "search_composite": [("tenant", 1), ("type", 1), ("idx.cp.p", 1), ("idx.cp.c", 1),
                              ("idx.cp.vc", 1)],
     }  # fmt: skip
+
+
+def test_chain_into_a_contained_resource() -> None:
+    """search.html#contained: a chain through a local reference ("#med1") is evaluated
+    on the container's `idx.cn` entry of that resource (nested $elemMatch), bounded by
+    the container's local reference entry, which the reference index serves; the probe
+    before it finds that such references exist."""
+    from test_search_contained import RESOURCES as MEDICATIONS
+
+    loop = asyncio.new_event_loop()
+    try:
+        db = AsyncMockClient()["fhir"]
+        request = MEDICATIONS[1]  # mr1, whose medication is its contained #med1
+        loop.run_until_complete(db[mongodb_search.COLLECTION].insert_one(document(request)))
+        query = parse_search(
+            "MedicationRequest", [("medication.ingredient-code", "1191"), ("_total", "none")]
+        )
+        ids, recorded = _record((loop, db), query)
+    finally:
+        loop.close()
+    local = elem("rf", p="medication", t="Medication", i={"$gte": "#", "$lt": "#" + TOP})
+    assert ids == ["mr1"]
+    assert recorded == [
+        ("find", live("Medication", **elem("tk", p="ingredient-code", c="1191")),
+         {"_id": 0, "id": 1}, {"limit": mongodb_search.MAX_LINK_IDS + 1}),
+        ("find", live("MedicationRequest", **local), {"_id": 1}, {"limit": 1}),
+        ("find", live("MedicationRequest", **local, **{"idx.cn": {"$elemMatch": {
+            "via": "medication", "t": "Medication",
+            "tk": {"$elemMatch": {"p": "ingredient-code", "c": "1191"}},
+        }}}), PROJECTION, FIRST_PAGE),
+    ]  # fmt: skip
+
+
+def test_contained_resources_are_indexed_inside_their_container() -> None:
+    from test_search_contained import RESOURCES as MEDICATIONS
+
+    entries = mongodb_search.index_entries(MEDICATIONS[4])  # mr4: contains a and b, uses #a
+    assert [(e["t"], e["i"], e["via"]) for e in entries["cn"]] == [
+        ("Medication", "a", ["medication"]), ("Medication", "b", []),
+    ]  # fmt: skip
+    assert {"p": "medication", "t": "Medication", "i": "#a"} in entries["rf"]
+    assert entries["cn"][1]["tk"] == [
+        {"p": "ingredient-code", "s": "http://www.nlm.nih.gov/research/umls/rxnorm", "c": "1191"}
+    ]

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from storage_backends import REAL_MONGODB, close_backend, open_backend
+from test_search_contained import _medication, _request
 
 from test_search_chain import (  # noqa: F401 - collected here, on MongoDB
     test_bad_chains_are_400_naming_the_parameter,
@@ -28,6 +29,10 @@ from test_search_chain import (  # noqa: F401 - collected here, on MongoDB
     test_system_search_type_is_kept_in_links,
     test_system_search_unknown_type_is_400,
     test_system_search_with_type,
+)
+from test_search_contained import meds  # noqa: F401 - its fixture
+from test_search_contained import (  # noqa: F401
+    test_a_chain_is_evaluated_inside_contained_resources,
 )
 from test_search_include import (  # noqa: F401
     test_bad_result_parameters_are_400,
@@ -108,3 +113,29 @@ async def test_deep_chain_and_has_run_on_mongodb(client: httpx.AsyncClient) -> N
     response = await client.get("Observation", params={name: "x"})
     assert response.status_code == 200, response.text
     assert response.json()["total"] == 0
+
+
+async def test_chains_into_contained_follow_their_container(meds: httpx.AsyncClient) -> None:
+    """The chain half of test_search_contained's test_contained_rows_follow_their_container:
+    updating the container re-indexes what it contains, deleting it removes them."""
+    changed = _request("mr1", "#med1", _medication("med1", "161"))
+    assert (await meds.put("MedicationRequest/mr1", json=changed)).status_code == 200
+    assert (await meds.delete("MedicationRequest/mr4")).status_code in (200, 204)
+    response = await meds.get("MedicationRequest", params={"medication.ingredient-code": "161"})
+    assert response.status_code == 200, response.text
+    found = {entry["resource"]["id"] for entry in response.json()["entry"]}
+    assert found == {"mr1", "mr3"}
+    response = await meds.get("MedicationRequest", params={"medication.ingredient-code": "1191"})
+    assert {entry["resource"]["id"] for entry in response.json()["entry"]} == {"mr2"}
+
+
+@pytest.mark.parametrize("mode", ["true", "both"])
+async def test_contained_search_is_a_400_on_mongodb(meds: httpx.AsyncClient, mode: str) -> None:
+    """_contained=true|both is not implemented on MongoDB: a 400 naming it, never an
+    answer that silently leaves the contained resources out."""
+    response = await meds.get("Medication", params={"ingredient-code": "1191", "_contained": mode})
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert (issue["code"], issue["expression"]) == ("not-supported", ["_contained"])
+    response = await meds.get("Medication", params={"ingredient-code": "1191", "_contained": "false"})
+    assert {entry["resource"]["id"] for entry in response.json()["entry"]} == {"top"}

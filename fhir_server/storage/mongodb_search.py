@@ -62,11 +62,12 @@ from conformance.definitions import search_parameters
 from fhir_server.errors import FHIRError, Issue
 from fhir_server.storage.base import Context, SearchPage, StoredResource
 from fhir_server.storage.mongodb_documents import RESOURCES, stored_from_document
+from fhir_server.storage.sqlite_contained import resources_of
 from fhir_server.storage.sqlite_graph import MAX_INCLUDED
 from search import custom
 from search import cursor as cursors
 from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
-from search.extract import extract, index_key
+from search.extract import IndexRows, extract, index_key, resolve_local_references
 from search.fulltext import FIELD_OF_PARAMETER, FullTextIndex, text_query
 from search.query import (
     Clause,
@@ -161,12 +162,8 @@ def param_code(key: str) -> str:
 # -- index entries --------------------------------------------------------------------
 
 
-def index_entries(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The search index of `resource`, to store as its document's `idx` (only the
-    arrays that have entries; replace `idx` as a whole on update)."""
-    rows = extract(resource)
-    custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
-    out: dict[str, list[dict[str, Any]]] = {}
+def _arrays(rows: IndexRows) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if rows.tokens:
         out["tk"] = [{"p": param_code(k), "s": s, "c": c} for k, s, c in sorted(rows.tokens)]
     if rows.strings:
@@ -190,6 +187,41 @@ def index_entries(resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             {"p": param_code(k), "s": s, "c": c, "vs": vs, "vc": vc, "lo": lo, "hi": hi}
             for k, s, c, vs, vc, lo, hi in sorted(rows.composites, key=repr)
         ]
+    return out
+
+
+def _rows(resource: dict[str, Any]) -> IndexRows:
+    """What sqlite_index indexes for a resource (search.extract, then search.custom)."""
+    rows = extract(resource)
+    custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
+    resolve_local_references(rows, resource)
+    return rows
+
+
+def index_entries(resource: dict[str, Any]) -> dict[str, Any]:
+    """The search index of `resource`, to store as its document's `idx` (only the
+    arrays that have entries; replace `idx` as a whole on update).
+
+    Its contained resources (search.html#contained) go under `cn`, each with the same
+    arrays plus t (type), i (local id), via (the codes of the container's reference
+    parameters that point at it, "#<id>") and lu (the container's meta.lastUpdated),
+    so that a chain follows a local reference into it as on SQLite."""
+    rows = _rows(resource)
+    out = _arrays(rows)
+    contained = resources_of(resource)
+    if contained:
+        meta = resource.get("meta")
+        last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+        entries = []
+        for item in contained:
+            local = "#" + item["id"]
+            via = sorted({param_code(k) for k, t, i in rows.references
+                          if i == local and t == item["resourceType"]})  # fmt: skip
+            entry: dict[str, Any] = {"t": item["resourceType"], "i": item["id"], "via": via}
+            if isinstance(last_updated, str):
+                entry["lu"] = last_updated
+            entries.append({**entry, **_arrays(_rows(item))})
+        out["cn"] = entries
     return out
 
 
@@ -407,28 +439,43 @@ def _term(clause: Clause, term: object) -> dict[str, Any]:
     raise TypeError(f"unknown search term {type(term).__name__}")
 
 
-def _column_clause(clause: Clause) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Paths:
+    """Where a condition finds the index arrays, the id and lastUpdated: on a resource
+    document, or inside one of its contained entries (`idx.cn`)."""
+
+    index: str
+    id: str
+    last_updated: str
+
+
+DOCUMENT = Paths(INDEX_FIELD + ".", "id", "lastUpdated")
+CONTAINED = Paths("", "i", "lu")
+
+
+def _column_clause(clause: Clause, paths: Paths) -> dict[str, Any]:
     """_id and _lastUpdated, fields of the document itself."""
     if clause.missing is not None:
         return NOTHING if clause.missing else {}
     conditions: list[dict[str, Any]] = []
     for term in clause.terms:
         if isinstance(term, TokenTerm):
-            conditions.append({"id": term.code})
+            conditions.append({paths.id: term.code})
         elif isinstance(term, DateTerm):
             low, high = iso_utc(term.low), iso_utc(term.high)
-            conditions.append(_range_condition(term.prefix, "lastUpdated", "lastUpdated", low, high))
+            field = paths.last_updated
+            conditions.append(_range_condition(term.prefix, field, field, low, high))
     return _or(conditions)
 
 
-def clause_filter(clause: Clause) -> dict[str, Any]:
+def clause_filter(clause: Clause, paths: Paths = DOCUMENT) -> dict[str, Any]:
     """The filter of one clause (not _text / _content, see `_text_filter`)."""
     if clause.code in ("_id", "_lastUpdated"):
-        return _column_clause(clause)
+        return _column_clause(clause, paths)
     array = ARRAY_OF[clause.param_type]
     key = clause.key
     if clause.missing is not None:
-        present = {f"{INDEX_FIELD}.{array}": {"$elemMatch": {"p": param_code(key)}}}
+        present = {f"{paths.index}{array}": {"$elemMatch": {"p": param_code(key)}}}
         return {"$nor": [present]} if clause.missing else present
     if clause.modifier == "text":  # token :text searches the codes' text and display
         array, key = "st", key + ":text"
@@ -442,7 +489,7 @@ def clause_filter(clause: Clause) -> dict[str, Any]:
     # of index ranges (an $or inside $elemMatch would leave the values unbounded).
     alternatives = [values] if "$or" not in values else conditions
     matched = [
-        {f"{INDEX_FIELD}.{array}": {"$elemMatch": _and(own, value)}} for value in alternatives
+        {f"{paths.index}{array}": {"$elemMatch": _and(own, value)}} for value in alternatives
     ]
     if clause.modifier == "not":
         return {"$nor": matched}
@@ -480,15 +527,22 @@ class _Compiler:
         condition["deleted"] = {"$ne": True}
         return condition
 
-    async def filter(self, query: SearchQuery) -> dict[str, Any]:
-        conditions = [self.base(query.resource_type, query.types)]
+    async def filter(self, query: SearchQuery, paths: Paths = DOCUMENT) -> dict[str, Any]:
+        """The filter of `query` on resource documents, or with CONTAINED the condition
+        on one contained entry (the far side of a chain through a local reference)."""
+        if paths is DOCUMENT:
+            conditions = [self.base(query.resource_type, query.types)]
+        else:
+            conditions = [{"t": query.resource_type}]
         for clause in query.clauses:
-            if clause.code in FIELD_OF_PARAMETER:
+            if clause.code not in FIELD_OF_PARAMETER:
+                conditions.append(clause_filter(clause, paths))
+            elif paths is DOCUMENT:
                 conditions.append(await self._text_filter(query.resource_type, clause))
-            else:
-                conditions.append(clause_filter(clause))
+            else:  # contained resources have no full-text documents (nor on SQLite)
+                conditions.append(NOTHING)
         for link in query.links:
-            conditions.append(await self._link_filter(link))
+            conditions.append(await self._link_filter(link, paths))
         return _and(*[c for c in conditions if c])
 
     async def _ids(self, name: str, query: SearchQuery) -> list[str]:
@@ -520,19 +574,24 @@ class _Compiler:
                               "resources; add a more selective condition")  # fmt: skip
         return sorted(ids)
 
-    async def _link_filter(self, link: LinkClause) -> dict[str, Any]:
-        entries = f"{INDEX_FIELD}.rf"
+    async def _link_filter(self, link: LinkClause, paths: Paths) -> dict[str, Any]:
+        entries = f"{paths.index}rf"
         if isinstance(link, ChainClause):
             conditions = []
+            code = param_code(link.key)
             for target_type, inner in link.targets:
                 ids = await self._ids(link.name, inner)
                 if ids:
-                    element = {"p": param_code(link.key), "t": target_type, "i": _in(ids)}
+                    element = {"p": code, "t": target_type, "i": _in(ids)}
                     conditions.append({entries: {"$elemMatch": element}})
+                if paths is DOCUMENT:
+                    inside = await self._contained_branch(link, target_type, inner)
+                    if inside is not None:
+                        conditions.append(inside)
             return _or(conditions) if conditions else NOTHING
         if isinstance(link, HasClause):
             ids = await self._referenced(link)
-            return {"id": _in(ids)} if ids else NOTHING
+            return {paths.id: _in(ids)} if ids else NOTHING
         if isinstance(link, CompartmentClause):
             codes = [param_code(key) for key in link.keys]
             element = {
@@ -541,10 +600,30 @@ class _Compiler:
                 "t": link.compartment_type,
             }
             return {entries: {"$elemMatch": element}}
-        if isinstance(link, TypedClause):
+        if isinstance(link, TypedClause) and paths is DOCUMENT:
             alternatives = [await self.filter(inner) for _, inner in link.alternatives]
             return _or(alternatives) if alternatives else NOTHING
         raise TypeError(f"unknown link clause {type(link).__name__}")
+
+    async def _contained_branch(
+        self, link: ChainClause, target_type: str, inner: SearchQuery
+    ) -> dict[str, Any] | None:
+        """The chain evaluated inside the resources' own contained resources of
+        `target_type` that the chained parameter points at ("#x"; search.html#contained),
+        as sqlite_contained.chain_branch does. None when no resource of the type has
+        such a local reference (one index probe): the branch could match nothing."""
+        code = param_code(link.key)
+        local = {f"{INDEX_FIELD}.rf": {"$elemMatch": {
+            "p": code, "t": target_type, "i": {"$gte": "#", "$lt": "#" + _TOP},
+        }}}  # fmt: skip
+        searched = link.key.partition(".")[0]
+        probe = self.collection.find(
+            _and(self.base(searched), local), {"_id": 1}, limit=1, session=self.session
+        )
+        if not await probe.to_list(1):
+            return None
+        element = _and({"via": code}, await self.filter(inner, CONTAINED))
+        return _and(local, {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
 
     async def _text_filter(self, resource_type: str | None, clause: Clause) -> dict[str, Any]:
         """_text / _content through the full-text index: its hits as an id condition."""
