@@ -240,3 +240,32 @@ def test_unsupported_on_mongodb_is_a_400_naming_the_parameter() -> None:
         db.close()
 
 
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ([("subject:Patient.name", "peter")], "subject:Patient.name"),
+        ([("_has:Observation:patient:code", "718-7,8867-4,85354-9")],
+         "_has:Observation:patient:code"),
+    ],
+)  # fmt: skip
+def test_a_far_side_beyond_the_bound_is_a_400(
+    monkeypatch: pytest.MonkeyPatch, params: list[tuple[str, str]], name: str
+) -> None:
+    """A chain or _has whose far side has more than MAX_LINK_IDS resources would be an
+    unbounded $in: a 400 too-costly naming the parameter (SQLite answers it)."""
+    from fhir_server.storage import mongodb_search
+
+    db = _graph_db()
+    try:
+        resource_type = "Patient" if name.startswith("_has") else "Observation"
+        assert db.search(resource_type, params)  # within the bound: found
+        monkeypatch.setattr(mongodb_search, "MAX_LINK_IDS", 1)
+        with pytest.raises(FHIRError) as caught:
+            db.search(resource_type, params)
+        (issue,) = caught.value.outcome()["issue"]
+        assert (caught.value.status, issue["code"]) == (400, "too-costly")
+        assert issue["expression"] == [name]
+    finally:
+        db.close()
