@@ -370,3 +370,11 @@ async def test_writes_are_invisible_to_others_until_commit(backend: Any) -> None
         assert await backend.read(CTX, "Patient", "hidden") is None
         assert (await backend.history(CTX))[1] == 0
     assert (await backend.read(CTX, "Patient", "hidden")).version == 1
+
+
+async def test_a_count_of_zero_gives_no_rows_but_the_total(backend: Any) -> None:
+    await create(backend, patient(), "p1")
+    async with backend.transaction(CTX) as txn:
+        await txn.record_input("hl7v2", b"MSH|z", "stored")
+    assert await backend.history(CTX, count=0) == ([], 1)
+    assert await backend.list_inputs(CTX, limit=0) == []

@@ -553,6 +553,8 @@ class MongoStore:
             where["lastUpdated"] = {"$gte": _utc_instant(since)}
         history = self.db[docs.HISTORY]
         total = await history.count_documents(where)
+        if count <= 0:  # MongoDB reads limit 0 as "no limit"; SQLite's LIMIT 0 as none
+            return [], total
         found = history.find(
             where, sort=[("lastUpdated", DESCENDING), ("version", DESCENDING)],
             skip=offset, limit=count,
@@ -597,6 +599,8 @@ class MongoStore:
             where["feed"] = feed
         if status is not None:
             where["status"] = status
+        if limit <= 0:
+            return []
         found = self.db[docs.INPUTS].find(where, sort=[("_id", DESCENDING)], limit=limit)
         return [docs.input_from_document(doc) for doc in await found.to_list(None)]
 
