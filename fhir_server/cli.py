@@ -323,8 +323,18 @@ def _start_dicom(config: ServeConfig, pipeline: Pipeline) -> Any:
 
 
 async def _start_search_index(store: Any, url: str | None) -> Any:
-    """The external search index and its outbox indexer, running; None without one."""
+    """The external search index and its outbox indexer, running; None without one
+    (then a SQLite file that had an index attached is detached from it)."""
     if not url:
+        if getattr(store, "search_outbox", False):
+            from fhir_server import search_index
+
+            dropped = await search_index.detach_outbox(store)
+            log.warning(
+                "no --search-index: the store's external search index is detached (%d pending "
+                "changes dropped); run `fhir-fusion reindex --search-index URL` before using "
+                "it again", dropped,
+            )  # fmt: skip
         return None
     from fhir_server import search_index
     from search.elasticsearch_index import SearchIndexError

@@ -21,11 +21,12 @@ from typing import Any
 
 from fhir_server import jsonutil
 from fhir_server.outbox import Indexer, Outbox
-from fhir_server.storage.base import ResourceStore
+from fhir_server.storage.base import Context, ResourceStore
 from search.elasticsearch_index import ElasticsearchConfig, ElasticsearchIndex
 from search.fulltext import Change
 
 BATCH_SIZE = 500
+_CONTEXT = Context(caller="search-index")
 
 
 def parse_setting(text: str) -> str | None:
@@ -37,32 +38,40 @@ def parse_setting(text: str) -> str | None:
     return text
 
 
-def outbox_of(store: ResourceStore) -> Outbox:
-    """The store's outbox, writing to it from now on (SQLite or MongoDB)."""
+async def enable_outbox(store: ResourceStore) -> Outbox:
+    """The store's outbox, written by every write from now on (SQLite: also by later
+    openings of the file, e.g. an offline `ingest`; MongoDB: by this process's store)."""
     from fhir_server.storage.sqlite import SQLiteStore
 
     if isinstance(store, SQLiteStore):
-        from fhir_server.storage.outbox_sqlite import SQLiteOutbox
+        from fhir_server.storage import outbox_sqlite
 
+        async with store.transaction(_CONTEXT) as txn:
+            outbox_sqlite.attach(txn.connection)
         store.search_outbox = True
-        return SQLiteOutbox(store)
-    from fhir_server.storage.mongodb import MongoStore
-
-    if isinstance(store, MongoStore):
-        from fhir_server.storage.outbox_mongo import MongoOutbox
-
-        return MongoOutbox(store)
-    raise TypeError(f"no search outbox for {type(store).__name__}")
-
-
-async def enable_outbox(store: ResourceStore) -> Outbox:
+        return outbox_sqlite.SQLiteOutbox(store)
     from fhir_server.storage.mongodb import MongoStore
 
     if isinstance(store, MongoStore):
         from fhir_server.storage.outbox_mongo import MongoOutbox
 
         return await MongoOutbox.enable(store)
-    return outbox_of(store)
+    raise TypeError(f"no search outbox for {type(store).__name__}")
+
+
+async def detach_outbox(store: ResourceStore) -> int:
+    """A SQLite store served without a search index: stop writing outbox rows, drop the
+    pending ones (how many is returned; the index needs `reindex` when attached again)."""
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore) or not store.search_outbox:
+        return 0
+    from fhir_server.storage import outbox_sqlite
+
+    async with store.transaction(_CONTEXT) as txn:
+        dropped = outbox_sqlite.detach(txn.connection)
+    store.search_outbox = False
+    return dropped
 
 
 @dataclass

@@ -127,3 +127,22 @@ async def test_serve_indexes_what_clients_write(tmp_path: Path, fake: FakeElasti
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_offline_ingest_beside_an_attached_index_fills_the_outbox(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "shared" / "samples" / "hl7v2" / (
+        "fhirconverter_ADT-A01-01.hl7")  # fmt: skip
+    store = await SQLiteStore.open(tmp_path / "fhir-fusion.sqlite3", search_outbox=True)
+    await store.close()
+    code, out, err = await _run("ingest", "hl7v2", str(sample), "--data-dir", str(tmp_path))
+    assert code == 0, err
+    store = await SQLiteStore.open(tmp_path / "fhir-fusion.sqlite3")
+    try:
+        written = store._reader.execute(
+            "SELECT count(*) FROM versions WHERE deleted = 0").fetchone()[0]  # fmt: skip
+        pending = store._reader.execute(
+            "SELECT count(*) FROM search_outbox").fetchone()[0]  # fmt: skip
+        assert written > 0
+        assert pending == written  # one outbox row per version the ingest wrote
+    finally:
+        await store.close()

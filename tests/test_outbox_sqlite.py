@@ -211,3 +211,39 @@ async def test_a_refused_document_is_retried_alone(
     finally:
         await index.close()
         await store.close()
+
+
+async def test_a_file_with_an_index_attached_keeps_its_outbox_when_reopened(
+    tmp_path: Path, fake: FakeElasticsearch
+) -> None:
+    from fhir_server import search_index
+
+    path = tmp_path / "fhir.db"
+    store = await _open(path)  # a server with --search-index attached the index
+    await store.close()
+    offline = await SQLiteStore.open(path)  # e.g. `fhir-fusion ingest` beside it
+    try:
+        assert offline.search_outbox
+        await _write(offline, _patient("p1", "Chalmers"))
+        assert await SQLiteOutbox(offline).pending() == 1
+        assert await search_index.detach_outbox(offline) == 1  # serve without an index
+    finally:
+        await offline.close()
+    plain = await SQLiteStore.open(path)
+    try:
+        assert not plain.search_outbox
+        await _write(plain, _patient("p2", "Wang"))
+        assert await SQLiteOutbox(plain).pending() == 0
+        running = await search_index.start(plain, fake.url)  # attached again
+        try:
+            await _write(plain, _patient("p3", "Li"))
+            for _ in range(200):
+                if fake.live():
+                    break
+                await asyncio.sleep(0.02)
+            assert fake.live() == {"Patient/p3": 1}  # p2 needs a reindex, as documented
+            assert (await running.indexer.metrics()).pending == 0
+        finally:
+            await running.stop()
+    finally:
+        await plain.close()

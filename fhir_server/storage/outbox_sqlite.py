@@ -6,6 +6,12 @@ write leaves no row; a committed one always has its row, so a crash between the
 store and the index loses nothing: the indexer (fhir_server.outbox) finds the row
 after a restart.
 
+Once an index is attached (`attach`, recorded in table search_outbox_state), every
+later opening of the file writes outbox rows, so offline commands (`fhir-fusion
+ingest`) beside a server with an index add their rows too; `detach` (serve without a
+search index) stops that and drops the pending rows, after which the index must be
+rebuilt (`fhir-fusion reindex --search-index`) when it is attached again.
+
 Rows: seq (order of writes), tenant, type, id, version (the version written; the
 indexer indexes whatever is current when it gets there, so only the existence of a
 row matters), attempts, due (unix time before which the row is not retried) and the
@@ -37,7 +43,28 @@ SCHEMA: tuple[str, ...] = (
         due REAL NOT NULL DEFAULT 0,
         error TEXT)""",
     "CREATE INDEX IF NOT EXISTS search_outbox_due ON search_outbox (due, seq)",
+    """CREATE TABLE IF NOT EXISTS search_outbox_state (
+        only INTEGER PRIMARY KEY CHECK (only = 1),
+        attached_at TEXT NOT NULL)""",
 )
+
+
+def attached(conn: sqlite3.Connection) -> bool:
+    """Whether an external search index is attached to this file."""
+    return conn.execute("SELECT 1 FROM search_outbox_state").fetchone() is not None
+
+
+def attach(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO search_outbox_state (only, attached_at) "
+        "VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    )
+
+
+def detach(conn: sqlite3.Connection) -> int:
+    """Stop writing outbox rows; returns how many pending rows were dropped."""
+    conn.execute("DELETE FROM search_outbox_state")
+    return conn.execute("DELETE FROM search_outbox").rowcount
 
 
 def record(

@@ -371,7 +371,8 @@ class SQLiteStore:
             f"sqlite-batch-{id(self)}", default=False
         )
         self._savepoints = 0
-        # set by open(search_outbox=True): writes also add a search_outbox row (outbox_sqlite)
+        # writes also add a search_outbox row (outbox_sqlite): set by open(search_outbox=True)
+        # and by a file an external search index is attached to
         self.search_outbox = False
         writer.execute("PRAGMA wal_autocheckpoint=0")
         self._stop = threading.Event()
@@ -420,6 +421,8 @@ class SQLiteStore:
                 *outbox_sqlite.SCHEMA,
             ):
                 writer.execute(statement)
+            if search_outbox:
+                outbox_sqlite.attach(writer)
             writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             writer.execute("COMMIT")
         except BaseException:
@@ -427,7 +430,7 @@ class SQLiteStore:
             writer.close()
             raise
         store = cls(writer, _connect(path, synchronous.upper()), path, synchronous.upper())
-        store.search_outbox = search_outbox
+        store.search_outbox = search_outbox or outbox_sqlite.attached(writer)
         sqlite_reindex.load_registry(writer)  # custom SearchParameters of this file
         (latest,) = writer.execute("SELECT max(last_updated) FROM versions").fetchone()
         store._clock.advance_past(latest)
