@@ -96,8 +96,13 @@ async def test_lab_results_and_vital_signs_from_the_observations_excerpt(
     assert (vitals.count("stored"), vitals.count("skipped")) == (18, 24)
     (hb,) = await find(store, "Observation", ("code", "http://loinc.org|718-7"),
                        ("date", "2020-02-06"))
-    assert hb["valueQuantity"] == {"value": Decimal("16.8"), "unit": "g/dL",
-                                   "system": "http://unitsofmeasure.org", "code": "g/dL"}
+    assert hb["valueQuantity"] == {
+        "value": Decimal("16.8"), "unit": "g/dL", "system": "http://unitsofmeasure.org",
+        "code": "g/dL",
+        # the canonical form terminology/standardise.py adds: 16.8 g/dL = 168 g/L
+        "extension": [{"url": "http://fhir-fusion.org/StructureDefinition/canonical-quantity",
+                       "valueQuantity": {"value": 168, "unit": "g/L", "code": "g/L",
+                                         "system": "http://unitsofmeasure.org"}}]}
     assert hb["category"][0]["coding"][0]["code"] == "laboratory"
     assert hb["effectiveDateTime"] == "2020-02-06T08:45:50Z"
     patient = (await find(store, "Patient", ("identifier", f"{SYNTHEA}|{OBS_PATIENTS[0]}")))[0]

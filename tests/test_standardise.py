@@ -356,3 +356,55 @@ def test_target_not_in_the_loaded_code_system_is_a_warning(db: Path) -> None:
     assert [i["diagnostics"] for i in terminology["outcome"]["issue"]] == [
         "ConceptMap http://hospital.example/fhir/ConceptMap/sfac-winpath-to-loinc maps "
         "'tt-0003-05' to '33914-3', which is not in http://loinc.org (version 2.77)"]
+
+
+def test_csv_feed_applies_the_source_map_of_its_mapping(db: Path) -> None:
+    """The AKTIN sample with the example mapping docs/csv-examples/aktin-observations.yaml:
+    the source is the mapping's name; glucose gains LOINC 2339-0 and its value in g/L,
+    weight is mapped too, the rest is listed as unmapped."""
+    from adapters.csv.ingest import ingest_csv
+
+    csv_samples = SAMPLE.parent / "csv"
+    mapping = Path(__file__).resolve().parents[1] / "docs" / "csv-examples"
+    aktin = {"resourceType": "ConceptMap", "url": "urn:example:aktin:source-map",
+             "status": "active", "useContext": source_context("aktin-observations"),
+             "group": [{"source": "urn:example:aktin:observation-type", "target": LOINC,
+                        "element": [
+                            {"code": "blood_glucose", "target": [{
+                                "code": "2339-0", "equivalence": "equivalent",
+                                "display": "Glucose [Mass/volume] in Blood"}]},
+                            {"code": "weight", "target": [{
+                                "code": "29463-7", "equivalence": "equivalent",
+                                "display": "Body weight"}]}]}]}
+
+    async def scenario() -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        store = await SQLiteStore.open(db)
+        try:
+            await _put(store, aktin)
+            pipeline = Pipeline(store)
+            await ingest_csv(pipeline, CTX, (csv_samples / "aktin_patients.csv").read_bytes(),
+                             str(mapping / "aktin-patients.yaml"))
+            summary = await ingest_csv(
+                pipeline, CTX, (csv_samples / "aktin_observations.csv").read_bytes(),
+                str(mapping / "aktin-observations.yaml"))
+            assert summary.count("stored") == 6
+            inputs = await store.list_inputs(CTX, feed="csv", status="stored", limit=10)
+            details = [i.result["details"] for i in inputs if i.result]
+            return await _observations(store), details
+        finally:
+            await store.close()
+
+    observations, details = run(scenario())
+    glucose = observations["blood_glucose"]
+    assert glucose["code"]["coding"][1] == {"system": LOINC, "code": "2339-0",
+                                            "display": "Glucose [Mass/volume] in Blood",
+                                            "userSelected": False}
+    assert glucose["valueQuantity"]["extension"][0]["valueQuantity"] == {
+        "value": Decimal("0.95"), "unit": "g/L", "system": UCUM, "code": "g/L"}
+    assert observations["weight"]["code"]["coding"][1]["code"] == "29463-7"
+    (terminology,) = [d["terminology"] for d in details if d.get("mapping") ==
+                      "aktin-observations"]
+    assert terminology["sources"] == ["aktin-observations"]
+    assert terminology["mapped"] == 2
+    assert sorted(e["code"] for e in terminology["unmapped"]) == [
+        "blood_pressure", "heart_rate", "height", "temperature"]

@@ -85,6 +85,9 @@ def read_envelope(raw: bytes) -> tuple[Mapping, list[str], list[Record]]:
 async def concept_translators(store: ResourceStore, ctx: Context,
                               mapping: Mapping) -> dict[str, CodeTranslator]:
     """The code translations a mapping asks for, read from the store once per file."""
+    from terminology.standardise import refresh
+
+    await refresh(store, ctx)  # the source ConceptMaps `RowTranslator.translation` applies
     found: dict[str, CodeTranslator] = {}
     for col in mapping.columns:
         if col.concept_map and col.concept_map not in found:
@@ -178,8 +181,11 @@ class RowTranslator:
         where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
         source = Source(kind=f"CSV ({self.mapping.name} mapping)", sender="CSV file")
-        return Translation(bundle, source, {"mapping": self.mapping.name, "rows": len(lines),
-                                            "where": where})
+        details = {"mapping": self.mapping.name, "rows": len(lines), "where": where}
+        terminology = _standardise(bundle["entry"], self.mapping.name)
+        if terminology:
+            details["terminology"] = terminology
+        return Translation(bundle, source, details)
 
     def _cell(self, row: Record, name: str) -> str:
         """The cell's text, stripped; "" for an optional column the file does not have."""
@@ -234,6 +240,19 @@ class RowTranslator:
                 quantity["system"] = values.UCUM
                 quantity["code"] = code
         return quantity
+
+
+def _standardise(entries: list[dict[str, Any]], source: str) -> dict[str, Any] | None:
+    """Local codes to LOINC by the source ConceptMap named for this mapping, canonical
+    UCUM quantities; what was unmapped or doubtful, for the input's details
+    (terminology/standardise.py)."""
+    from terminology.standardise import StandardisationReport, standardise_observation
+
+    report = StandardisationReport((source,))
+    for entry in entries:
+        if entry["resource"]["resourceType"] == "Observation":
+            standardise_observation(entry["resource"], report.sources, report=report)
+    return report.details()
 
 
 def _coding(system: str | None, code: str, display: str) -> dict[str, str]:
