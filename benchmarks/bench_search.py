@@ -184,6 +184,9 @@ def main() -> None:
                         help="a MongoDB database filled by generate_data.py --store, instead "
                              "of --db; an unreachable one skips the benchmark")
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per query")
+    parser.add_argument("--search-index", metavar="URL", default=None,
+                        help="also rebuild this Elasticsearch index from --db and time the "
+                        "_text/_content cases on it (benchmarks/bench_search_index.py)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.store:
@@ -204,6 +207,10 @@ def main() -> None:
     try:
         asyncio.run(_wait_ready(base, process))
         asyncio.run(run(base, args.repeat, process.pid))
+        if args.search_index:
+            from bench_search_index import cluster_figures
+
+            asyncio.run(cluster_figures(args.db, args.search_index, args.repeat, cases(1, 1)))
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -105,6 +105,40 @@ async def main(count: int, url: str | None, repeat: int) -> None:
         await store.close()
 
 
+async def cluster_figures(db: Path, url: str, repeat: int, cases: list[Any]) -> None:
+    """For bench_search.py --search-index: rebuild the Elasticsearch index from the
+    generated store `db` (resources per second), then time its `_text`/`_content`
+    cases there, as ElasticsearchIndex.query answers them (ids and scores, 20 hits)."""
+    from fhir_server import search_index
+
+    store = await SQLiteStore.open(db)
+    index = ElasticsearchIndex.connect(url)
+    try:
+        await index.check()
+        began = time.perf_counter()
+        done = await search_index.rebuild(store, index, "default", recreate=True)
+        took = time.perf_counter() - began
+        print(f"Elasticsearch rebuilt from the store: {done.processed} resources, "
+              f"{done.processed / took:,.0f}/s, {done.failed} refused")  # fmt: skip
+        await index._client.indices.refresh(index=f"{index.config.prefix}-default")
+        for label, rtype, params in cases:
+            items = params.items() if isinstance(params, dict) else params
+            texts = [(k, v) for k, v in items if k in ("_text", "_content")]
+            if not texts:
+                continue
+            field = "narrative" if texts[0][0] == "_text" else "content"
+            query = text_query(field, texts[0][1].split(","))
+            times = []
+            for _ in range(repeat):
+                began = time.perf_counter()
+                hits = await index.query("default", query, rtype, 20)
+                times.append((time.perf_counter() - began) * 1000)
+            print(f"Elasticsearch {label:<30} {_percentiles(times)}  hits {len(hits)}")
+    finally:
+        await index.close()
+        await store.close()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resources", type=int, default=5000)

@@ -121,6 +121,8 @@ class FakeElasticsearch:
             if head not in self.indices:
                 return 404, _error("index_not_found_exception", 404)
             return 200, {"took": 1, "timed_out": False, "hits": {"hits": self.search_hits}}
+        if rest == "_refresh":
+            return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
         if rest == "_mapping":
             return 200, {head: {"mappings": self.indices[head]["mappings"]}}
         if rest.startswith("_doc/"):
