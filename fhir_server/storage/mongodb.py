@@ -66,6 +66,7 @@ from fhir_server.storage.mongodb_errors import (
     unavailable,
 )
 from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_meta, content_hash
+from search import custom
 
 if TYPE_CHECKING:
     from search.query import SearchQuery
@@ -121,6 +122,31 @@ def describe_address(url: str) -> str:
     """host:port list of a MongoDB URL, without user name or password."""
     parts = urlsplit(url)
     return parts.netloc.rsplit("@", 1)[-1] or "localhost:27017"
+
+
+def _track_search_parameter(stored: dict[str, Any], version: int) -> None:
+    """A SearchParameter written: checked, and its parameter defined for this process
+    (as sqlite_reindex.track). Resources stored before it are not reindexed on MongoDB
+    ($reindex is SQLite-only), so it finds those written after."""
+    param = custom.definition(stored, version)
+    if param is None:
+        custom.REGISTRY.forget(str(stored["id"]))
+    else:
+        custom.REGISTRY.define(param)
+
+
+async def _load_search_parameters(db: Any) -> None:
+    params: list[tuple[custom.CustomParam, bool]] = []
+    found = db[docs.RESOURCES].find({"type": "SearchParameter", "deleted": False},
+                                    {"body": 1, "version": 1})
+    for doc in await found.to_list(None):
+        try:
+            param = custom.definition(jsonutil.loads(bytes(doc["body"])), doc["version"])
+        except Exception:  # noqa: BLE001 - a definition stored before a stricter check
+            continue
+        if param is not None:
+            params.append((param, False))
+    custom.REGISTRY.replace_all(params)
 
 
 async def _search(
@@ -203,6 +229,8 @@ class MongoTransaction:
         stored = {"resourceType": resource_type, "id": resource_id, "meta": meta, **resource}
         stored["meta"] = meta
         body = jsonutil.dumps(stored)
+        if resource_type == "SearchParameter":
+            _track_search_parameter(stored, version)  # 400 when it cannot be indexed
         compartment = docs.patient_compartment(stored)
         fields = {
             "tenant": tenant, "type": resource_type, "id": resource_id, "version": version,
@@ -303,6 +331,8 @@ class MongoTransaction:
              **fields, "method": "DELETE"},
             session=self.session,
         )
+        if resource_type == "SearchParameter":
+            custom.REGISTRY.forget(resource_id)
         marker = StoredResource(resource_type, resource_id, version, now, True, None, "DELETE")
         await self._store._run_hooks(self, marker)
         return WriteResult(marker, "deleted")
@@ -402,6 +432,7 @@ class MongoStore:
             transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
             store = cls(client, db, address, transactions)
             await store._create_indexes()
+            await _load_search_parameters(db)
             latest = await db[docs.HISTORY].find_one(
                 {}, {"lastUpdated": 1}, sort=[("lastUpdated", DESCENDING)]
             )
