@@ -1,6 +1,7 @@
 """ORU^R01 throughput: from files (ingest_files) and over MLLP with an ACK per message.
 
     .venv/bin/python benchmarks/bench_hl7v2.py [--messages 2000] [--store mongodb://...]
+        [--search-index elasticsearch://...]
 
 Each run uses a fresh SQLite store in a temporary folder and the deterministic demo
 feed's ORU^R01 messages (1 to 4 OBX each, patients recurring as in a real feed). The
@@ -26,6 +27,7 @@ from adapters.pipeline import Pipeline
 from fhir_server import demo
 from fhir_server.storage.base import Context
 from stores import STORE_HELP, fresh_database, open_store  # benchmarks/, the script's folder
+from stores import SEARCH_INDEX_HELP, finish_search_index, start_search_index
 
 CTX = Context(caller="bench")
 
@@ -39,7 +41,8 @@ def oru_messages(count: int) -> list[bytes]:
     return messages[:count]
 
 
-async def bench_files(folder: Path, messages: list[bytes], store_url: str | None = None) -> float:
+async def bench_files(folder: Path, messages: list[bytes], store_url: str | None = None,
+                      search_index: str | None = None) -> float:
     inbox = folder / "inbox"
     inbox.mkdir()
     per_file = 100
@@ -48,10 +51,13 @@ async def bench_files(folder: Path, messages: list[bytes], store_url: str | None
             b"\n".join(m.replace(b"\r", b"\n") for m in messages[i:i + per_file]))
     store = await open_store(store_url and fresh_database(store_url, "files"),
                              folder / "files.sqlite3")
+    indexer = await start_search_index(store, search_index)
     try:
         start, cpu = time.perf_counter(), time.process_time()
         summary = await ingest_files(Pipeline(store), CTX, [inbox])
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if indexer is not None:
+            print(await finish_search_index(indexer))
     finally:
         await store.close()
     if summary.stored != len(messages):
@@ -99,7 +105,8 @@ async def bench_mllp(folder: Path, messages: list[bytes], connections: int,
     return len(messages) / elapsed
 
 
-async def main(count: int, profile: bool, store_url: str | None = None) -> None:
+async def main(count: int, profile: bool, store_url: str | None = None,
+               search_index: str | None = None) -> None:
     messages = oru_messages(count)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -110,7 +117,7 @@ async def main(count: int, profile: bool, store_url: str | None = None) -> None:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
             return
-        files = await bench_files(folder, messages, store_url)
+        files = await bench_files(folder, messages, store_url, search_index)
         print(f"files (ingest_files):          {files:8.0f} ORU^R01/s  (target 500)")
         one = await bench_mllp(folder, messages, 1, store_url)
         print(f"MLLP, 1 connection, ACK each:  {one:8.0f} ORU^R01/s  (target 300)")
@@ -125,5 +132,6 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="profile the file run")
     parser.add_argument("--store", metavar="URL", help=STORE_HELP)
+    parser.add_argument("--search-index", metavar="URL", help=SEARCH_INDEX_HELP)
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.profile, args.store))
+    asyncio.run(main(args.messages, args.profile, args.store, args.search_index))

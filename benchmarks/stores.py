@@ -1,4 +1,5 @@
-"""The store a benchmark runs on: the SQLite file it names, or MongoDB with `--store URL`.
+"""The store a benchmark runs on: the SQLite file it names, or MongoDB with `--store URL`;
+and with `--search-index URL` the Elasticsearch index `serve` would keep beside it.
 
 A MongoDB URL that cannot be reached makes the benchmark stop with a message and exit
 status 0 ("skipped"), so a script run without a server says so instead of failing.
@@ -7,6 +8,7 @@ status 0 ("skipped"), so a script run without a server says so instead of failin
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ sys.path.insert(0, str(ROOT))
 from fhir_server.storage.mongodb import MongoStore, StoreUnavailable  # noqa: E402
 from fhir_server.storage.sqlite import SQLiteStore  # noqa: E402
 
+SEARCH_INDEX_HELP = (
+    "an Elasticsearch URL (elasticsearch://host:9200?replicas=0): the outbox indexer runs "
+    "while the benchmark writes, as in serve; an unreachable one skips the benchmark"
+)
 STORE_HELP = (
     "a MongoDB URL (mongodb://host:port/database, a replica set) to run on instead of "
     "SQLite; an unreachable one skips the benchmark"
@@ -66,3 +72,29 @@ async def bytes_per_resource(store: Any, sqlite_path: Path | None, resources: in
         f"{size / 2**20:.1f} MiB for {resources} resources: {size / resources:,.0f} bytes "
         f"({size / resources / 1024:.2f} KiB) per resource ({what})"
     )
+
+
+async def start_search_index(store: Any, url: str | None) -> Any:
+    """`serve`'s outbox and indexer on `store`, draining into the index at `url` while
+    the benchmark writes; None without a URL."""
+    if url is None:
+        return None
+    from fhir_server import search_index
+    from search.elasticsearch_index import SearchIndexError
+
+    try:
+        return await search_index.start(store, url)
+    except SearchIndexError as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        raise SystemExit(0) from None
+
+
+async def finish_search_index(running: Any) -> str:
+    """Apply what the indexer has not applied yet and stop it; a line with the figures."""
+    if running is None:
+        return ""
+    began = time.perf_counter()
+    await running.stop(drain=True)
+    metrics = running.indexer
+    return (f"search index: {metrics.applied} changes applied, {metrics.retried} retried; "
+            f"outbox empty {time.perf_counter() - began:.2f} s after the last write")

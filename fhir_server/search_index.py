@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server import jsonutil
-from fhir_server.outbox import Indexer, Outbox
+from fhir_server.outbox import Indexer, Outbox, wait_drained
 from fhir_server.storage.base import Context, ResourceStore
 from search.elasticsearch_index import ElasticsearchConfig, ElasticsearchIndex
 from search.fulltext import Change
@@ -82,11 +82,17 @@ class RunningIndex:
     indexer: Indexer
     task: asyncio.Task[None]
 
-    async def stop(self) -> None:
-        self.task.cancel()  # loses nothing: entries stay until the index has them
+    async def stop(self, drain: bool = False) -> None:
+        """Stop the indexer (losing nothing: entries stay until the index has them);
+        `drain` first applies every due entry (benchmarks, tests)."""
+        self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        await self.index.close()
+        try:
+            if drain:
+                await wait_drained(self.indexer, timeout=3600)
+        finally:
+            await self.index.close()
 
 
 async def start(store: ResourceStore, url: str) -> RunningIndex:
