@@ -157,3 +157,16 @@ def test_a_header_without_the_mappings_columns_is_refused_naming_them() -> None:
     _, header, _ = read(b"observation_id,patient_id,value\n1,2,3\n")
     with pytest.raises(CsvFormatError, match="lacks the column.*CODE.*lab-results"):
         RowTranslator(csv_mapping.load("lab-results"), header, {})
+
+
+def test_the_json_schema_lists_what_the_loader_takes() -> None:
+    import json
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs"
+                         / "csv-mapping.schema.json").read_text())
+    assert tuple(schema["properties"]["resource"]["enum"]) == csv_mapping.RESOURCE_TYPES
+    column = schema["$defs"]["column"]["properties"]
+    assert tuple(column["type"]["enum"]) == csv_mapping.VALUE_TYPES
+    assert set(schema["properties"]) == {"name", "title", "description", "resource", "identity",
+                                         "columns", "constants", "when", "date_formats",
+                                         "timezone", "null_values"}

@@ -284,8 +284,8 @@ def test_unknown_feed_is_a_clear_error(db: Path) -> None:
     async def scenario() -> None:
         store = await SQLiteStore.open(db)
         try:
-            with pytest.raises(ValueError, match="no translator for feed 'dicom'"):
-                await Pipeline(store).ingest(CTX, "dicom", b"x")
+            with pytest.raises(ValueError, match="no translator for feed 'fax'"):
+                await Pipeline(store).ingest(CTX, "fax", b"x")
         finally:
             await store.close()
 

@@ -1,7 +1,7 @@
 """CSV mapping files: which resource each row becomes and where each column goes.
 
-A mapping is a YAML or TOML file (schema: docs/csv-mapping.md and
-adapters/csv/mapping.schema.json). The built-in ones live in adapters/csv/mappings/
+A mapping is a YAML or TOML file (docs/csv-mapping.md; a JSON Schema for editors in
+docs/csv-mapping.schema.json). The built-in ones live in adapters/csv/mappings/
 and are found by name (`patients`, `lab-results`, `vital-signs`). Loading checks the
 whole file and names the bad key, so a mapping error is found before any row is read.
 """
@@ -219,7 +219,8 @@ def _get(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
 def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
-        raise MappingError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise MappingError(f"{where}: unknown key {unknown[0]!r} "
+                           f"(known: {', '.join(sorted(known))})")
 
 
 def _check_path(path: str, where: str) -> None:
