@@ -6,9 +6,9 @@ store (`fhir-fusion reindex --search-index`).
 the SQLite store's own FTS5 index, written in its transactions; an Elasticsearch URL
 (search.elasticsearch_index) adds the Elasticsearch index, kept current through the
 durable outbox (fhir_server.outbox). With SQLite the FTS5 index is still kept and
-still answers `_text`/`_content` in REST searches, so the two can be compared; the
-Elasticsearch index answers `ElasticsearchIndex.query` (the MongoDB search and later
-per-patient documents use it).
+still answers `_text`/`_content` in REST searches; with MongoDB, `start` hands the
+Elasticsearch index to the store (`MongoStore.fulltext`), whose searches send
+`_text`/`_content` to it (fhir_server.storage.mongodb_search).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class RunningIndex:
     index: ElasticsearchIndex
     indexer: Indexer
     task: asyncio.Task[None]
+    store: ResourceStore | None = None  # a MongoStore whose searches use `index`
 
     async def stop(self, drain: bool = False) -> None:
         """Stop the indexer (losing nothing: entries stay until the index has them);
@@ -88,6 +89,8 @@ class RunningIndex:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        if self.store is not None and getattr(self.store, "fulltext", None) is self.index:
+            self.store.fulltext = None  # type: ignore[attr-defined]
         try:
             if drain:
                 await wait_drained(self.indexer, timeout=3600)
@@ -106,7 +109,11 @@ async def start(store: ResourceStore, url: str) -> RunningIndex:
         await index.close()
         raise
     indexer = Indexer(store, outbox, index)
-    return RunningIndex(index, indexer, asyncio.create_task(indexer.run()))
+    searching = None
+    if hasattr(store, "fulltext"):  # MongoDB: `_text`/`_content` searches ask the index
+        store.fulltext = index
+        searching = store
+    return RunningIndex(index, indexer, asyncio.create_task(indexer.run()), searching)
 
 
 # -- rebuild ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from elasticsearch_fake import FakeElasticsearch
 from fhir_server import search_index
-from fhir_server.outbox import Indexer
+from fhir_server.outbox import Indexer, wait_drained
 from fhir_server.storage.base import Context
 from fhir_server.storage.mongodb import MongoStore
 from fhir_server.storage.outbox_mongo import MongoOutbox
@@ -88,3 +88,38 @@ async def test_indexer_drains_and_reindex_rebuilds(
         assert fake.docs[("fhir-fusion-default", "Patient/p2")] == (2, None)
     finally:
         await index.close()
+
+
+async def test_rest_text_search_on_mongodb_asks_elasticsearch(
+    store: MongoStore, fake: FakeElasticsearch
+) -> None:
+    import httpx
+
+    from fhir_server.app import create_app
+
+    running = await search_index.start(store, fake.url)
+    try:
+        transport = httpx.ASGITransport(app=create_app(store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir/") as client:
+            for cid in ("c1", "c2"):
+                response = await client.put(f"Condition/{cid}", json={
+                    "resourceType": "Condition", "id": cid,
+                    "subject": {"reference": "Patient/p1"},
+                    "text": {"status": "generated", "div":
+                             '<div xmlns="http://www.w3.org/1999/xhtml">Hypertension</div>'}})
+                assert response.status_code == 201, response.text  # fmt: skip
+            await wait_drained(running.indexer)  # the tenant's index exists from here on
+            fake.search_hits = [{"_id": "Condition/c2", "_score": None, "sort": [1.0, "", ""],
+                                 "_source": {"resourceType": "Condition", "id": "c2"}}]
+            found = await client.get("Condition", params={"_text": "hypertension"})
+            assert found.status_code == 200, found.text
+        assert [e["resource"]["id"] for e in found.json()["entry"]] == ["c2"]
+        (request,) = fake.of("POST", "/fhir-fusion-default/_search")
+        body = request.json()
+        assert body["query"]["bool"]["filter"][1] == {"term": {"resourceType": "Condition"}}
+        phrase = body["query"]["bool"]["must"][0]["bool"]["must"][0]["bool"]["should"][0]
+        assert phrase["multi_match"]["query"] == "hypertension"
+    finally:
+        await running.stop(drain=True)
+    assert store.fulltext is None
+    assert fake.live() == {"Condition/c1": 1, "Condition/c2": 1}
