@@ -26,7 +26,8 @@ they may send a change twice, never lose or reorder one.
 
 Metrics: `Indexer.metrics()` gives the pending count (entries in the outbox), how
 many changes were applied, how many failed attempts were rescheduled, and the last
-error's type.
+error's type; the running loop logs them (INFO) every `report_seconds` while anything
+is pending, so an index falling behind shows in the server log.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 POLL_SECONDS = 0.5
+REPORT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,18 @@ class Indexer:
             len(entries), error, self.delay(attempts),
         )  # fmt: skip
 
-    async def run(self, poll_seconds: float = POLL_SECONDS) -> None:
+    async def run(
+        self, poll_seconds: float = POLL_SECONDS, report_seconds: float = REPORT_SECONDS
+    ) -> None:
         """Drain until cancelled. A failure of the store itself (not of the index) is
         logged and retried after a pause; cancelling loses nothing (entries are removed
         only after the index has applied them)."""
         failures = 0
+        reported = time.monotonic()
         while True:
+            if time.monotonic() - reported >= report_seconds:
+                reported = time.monotonic()
+                await self._report()
             try:
                 taken = await self.drain_once()
                 failures = 0
@@ -194,6 +202,18 @@ class Indexer:
                     await asyncio.wait_for(self._wake.wait(), poll_seconds)
                 except TimeoutError:
                     pass
+
+
+    async def _report(self) -> None:
+        try:
+            metrics = await self.metrics()
+        except Exception:  # noqa: BLE001 - the store is down: the loop reports that
+            return
+        if metrics.pending:
+            logger.info(
+                "search index: %d changes pending, %d applied, %d retried, last error %s",
+                metrics.pending, metrics.applied, metrics.retried, metrics.last_error,
+            )  # fmt: skip
 
 
 async def wait_drained(indexer: Indexer, timeout: float = 30.0) -> None:

@@ -239,3 +239,25 @@ def test_language_chooses_the_fields(resource: dict[str, Any], suffix: str) -> N
     body = {"resourceType": "Basic", "id": "b", "meta": {"versionId": "1"},
             "text": {"div": "<div>x</div>"}, **resource}  # fmt: skip
     assert f"narrative_{suffix}" in es_mappings.document(body, None)
+
+
+async def test_an_existing_index_keeps_the_analysis_it_was_made_with(
+    fake: FakeElasticsearch, index: ElasticsearchIndex
+) -> None:
+    await index.ensure_index("default")  # made without a Chinese plugin
+    fake.plugins = ["analysis-smartcn"]  # installed later
+    later = ElasticsearchIndex.connect(fake.url)
+    try:
+        await later.check()
+        patient = {"resourceType": "Patient", "id": "p", "language": "zh", "meta": {"versionId": "1"},
+                   "text": {"div": "<div>王芳</div>"}}  # fmt: skip
+        assert await later.apply("default", [Change("Patient", "p", 1, patient)]) == [None]
+        assert len(fake.of("GET", "/fhir-fusion-default/_mapping")) == 1
+        document = fake.of("PUT", "/_bulk")[-1].ndjson()[1]
+        assert "narrative_cjk" in document and "narrative_zh" not in document
+        # recreate (reindex --recreate-search-index) makes it with the plugin
+        await later.ensure_index("default", recreate=True)
+        props = fake.of("PUT", "/fhir-fusion-default")[-1].json()["mappings"]["properties"]
+        assert props["narrative_zh"] == {"type": "text", "analyzer": "smartcn"}
+    finally:
+        await later.close()

@@ -247,3 +247,29 @@ async def test_a_file_with_an_index_attached_keeps_its_outbox_when_reopened(
             await running.stop()
     finally:
         await plain.close()
+
+
+async def test_the_running_indexer_reports_pending_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await _open(tmp_path / "fhir.db")
+    down = ElasticsearchIndex.connect(f"elasticsearch://127.0.0.1:{_closed_port()}")
+    try:
+        await _write(store, _patient("p1", "Chalmers"))
+        indexer = Indexer(store, SQLiteOutbox(store), down, base_delay=60.0)
+        with caplog.at_level("INFO", logger="fhir_server.outbox"):
+            task = asyncio.create_task(indexer.run(poll_seconds=0.01, report_seconds=0.05))
+            for _ in range(300):
+                if any("changes pending" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        messages = [r.getMessage() for r in caplog.records]
+        assert "search index: 1 changes pending, 0 applied, 1 retried, last error " \
+            "ConnectionError" in messages
+        assert "Chalmers" not in " ".join(messages)  # no patient data in the log
+    finally:
+        await down.close()
+        await store.close()
