@@ -86,6 +86,8 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS search_date_rid ON search_date (rid, param)",
     # dates by the order of magnitude of their width, then start: see _date_driver
     f"CREATE INDEX IF NOT EXISTS search_date_span ON search_date (param, {_SPAN}, low)",
+    # dates by their end: a page sorted by -date walks it newest first (_sorted_walk)
+    "CREATE INDEX IF NOT EXISTS search_date_high ON search_date (param, high)",
     """CREATE TABLE IF NOT EXISTS search_number (
         param INTEGER NOT NULL, low REAL NOT NULL, high REAL NOT NULL, rid INTEGER NOT NULL,
         PRIMARY KEY (param, low, high, rid)) WITHOUT ROWID""",
@@ -895,6 +897,89 @@ def _estimate(
     return round(rows * matched / ESTIMATE_EXACT)
 
 
+# A search sorted by one date parameter walks that parameter's index in sort order when
+# its driving list has more rows than this (or it has none): the page then costs about
+# page size / share of matching resources, instead of a sort of every match.
+WALK_ABOVE = 5000
+
+
+def _walks(conn: sqlite3.Connection, tenant: str, query: SearchQuery, hulls: frozenset[str],
+           lead_links: bool) -> bool:  # fmt: skip
+    """Whether the page of `query` should come from _sorted_walk."""
+    if (
+        len(query.sorts) != 1
+        or query.sorts[0].param_type != "date"
+        or query.sorts[0].code in ("_id", "_lastUpdated")
+        or query.resource_type is None
+        or query.result.contained != "false"
+        or query.offset
+        or lead_links
+        or sqlite_graph.leads(query)
+        or any(c.code == "_id" and c.missing is None for c in query.clauses)
+    ):
+        return False
+    found = _driving_list(tenant, query, hulls, lead_links)
+    if found is None:
+        return _driver(query) is None  # nothing drives: the walk is the best order there is
+    inner, args = found
+    (head,) = _execute(
+        conn, f"SELECT count(*) FROM ({inner} LIMIT ?)", [*args, WALK_ABOVE + 1]
+    ).fetchone()
+    return bool(head > WALK_ABOVE)
+
+
+def _sorted_walk(
+    conn: sqlite3.Connection, tenant: str, query: SearchQuery, hulls: frozenset[str]
+) -> list[Any]:
+    """The page rows (rid, sort value) of a search sorted by one date parameter, read in
+    sort order from the date index (descending: search_date_high by high; ascending: the
+    primary key by low), each row checked against every condition, then the matches
+    without a value (rid order): one more than the page when there are more. A
+    resource's row counts only at its own sort value (its highest high descending, its
+    lowest low ascending), so none comes twice."""
+    sort = query.sorts[0]
+    types = contained_types(conn, tenant) if query.links else frozenset()
+    where, args = _where(tenant, query, hulls, hint=False, drive=False, contained=types)
+    limit = query.count + 1
+    position = query.position
+    rows: list[Any] = []
+    if position is None or position[0][0] is not None:
+        if sort.descending:
+            column, index, order = "high", "INDEXED BY search_date_high", "d.high DESC, d.rid"
+            first = "(s.high > d.high OR (s.high = d.high AND s.low < d.low))"
+            after = "(d.high < ? OR (d.high = ? AND d.rid > ?))"
+        else:
+            # the primary key (param, low, high, rid): NOT INDEXED keeps it
+            column, index, order = "low", "NOT INDEXED", "d.low, d.rid"
+            first = "(s.low < d.low OR (s.low = d.low AND s.high < d.high))"
+            after = "(d.low > ? OR (d.low = ? AND d.rid > ?))"
+        seek_args: list[Any] = []
+        seek = ""
+        if position is not None:
+            seek = f" AND {after}"
+            seek_args = [position[0][0], position[0][0], position[1]]
+        key = param_id(sort.key)
+        sql = (
+            f"SELECT d.rid, d.{column} FROM search_date d {index} "
+            "CROSS JOIN resources r ON r.rid = d.rid "
+            f"WHERE d.param = ?{seek} AND NOT EXISTS (SELECT 1 FROM search_date s "
+            f"WHERE s.rid = d.rid AND s.param = d.param AND {first}) AND {where} "
+            f"ORDER BY {order} LIMIT ?"
+        )
+        rows = _execute(conn, sql, [key, *seek_args, *args, limit]).fetchall()
+    if len(rows) < limit:
+        after_rid = position[1] if position is not None and position[0][0] is None else None
+        sql = (
+            f"SELECT r.rid, NULL FROM resources r WHERE {where} AND NOT EXISTS (SELECT 1 "
+            "FROM search_date s WHERE s.rid = r.rid AND s.param = ?)"
+            + (" AND r.rid > ?" if after_rid is not None else "")
+            + " ORDER BY r.rid LIMIT ?"
+        )
+        extra = [*args, param_id(sort.key)] + ([after_rid] if after_rid is not None else [])
+        rows += _execute(conn, sql, [*extra, limit - len(rows)]).fetchall()
+    return rows
+
+
 def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> IndexPage:
     """The page of current resources of `tenant` matching `query`, in its sort order
     (by rid when unsorted, and by rid among equal sort values): the rows after
@@ -918,6 +1003,8 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     if query.count == 0 or (total == 0 and query.total == "accurate") or not sources:
         return IndexPage([], total)
 
+    if _walks(conn, tenant, query, hulls, lead_links):
+        return _paged(query, _sorted_walk(conn, tenant, query, hulls), total)
     sorts = query.sorts
     columns: list[str] = []
     select_args: list[Any] = []
@@ -960,6 +1047,11 @@ def search_page(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> In
     sql = f"SELECT * FROM ({inner}){seek} ORDER BY {_order(sorts)} LIMIT ? OFFSET ?"
     # one row more than the page tells whether there is a next page
     rows = _execute(conn, sql, [*params, query.count + 1, offset]).fetchall()
+    return _paged(query, rows, total)
+
+
+def _paged(query: SearchQuery, rows: list[Any], total: int | None) -> IndexPage:
+    """The page of `rows` (rid, sort values...), at most one more than the page size."""
     next_cursor = None
     if len(rows) > query.count:
         rows = rows[: query.count]
