@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from elasticsearch import AsyncElasticsearch
-from elasticsearch import ApiError, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from search import es_mappings, es_query
 from search.fulltext import Change, Hit, TextQuery
@@ -222,7 +221,9 @@ class ElasticsearchIndex:
     async def index(self, tenant: str, resource: dict[str, Any]) -> None:
         version = int((resource.get("meta") or {}).get("versionId", 1))
         change = Change(resource["resourceType"], resource["id"], version, resource)
-        await self._raise_failed(await self.apply(tenant, [change]))
+        (failed,) = await self.apply(tenant, [change])
+        if failed is not None:
+            raise SearchIndexError(f"Elasticsearch refused the document: {failed}")
 
     async def remove(self, tenant: str, resource_type: str, resource_id: str) -> None:
         """Drop the document whatever its version (`apply` with the delete's version is
@@ -238,12 +239,6 @@ class ElasticsearchIndex:
         # wait_for: the change is searchable when the call returns (tests); otherwise
         # the parameter is left out and the index refreshes on its own schedule
         return {"refresh": "wait_for"} if self._refresh else {}
-
-    @staticmethod
-    async def _raise_failed(results: list[str | None]) -> None:
-        failed = [result for result in results if result is not None]
-        if failed:
-            raise SearchIndexError(f"Elasticsearch refused the document: {failed[0]}")
 
     # -- reads ----------------------------------------------------------------------
 

@@ -261,3 +261,18 @@ async def test_an_existing_index_keeps_the_analysis_it_was_made_with(
         assert props["narrative_zh"] == {"type": "text", "analyzer": "smartcn"}
     finally:
         await later.close()
+
+
+async def test_index_and_remove_one_resource(
+    fake: FakeElasticsearch, index: ElasticsearchIndex
+) -> None:
+    await index.index("default", _condition("c1", "<div>Asthma</div>", 2))
+    assert fake.live() == {"Condition/c1": 2}
+    fake.fail_ids = {"Condition/c2"}
+    with pytest.raises(Exception, match="refused the document: index 503"):
+        await index.index("default", _condition("c2", "<div>Asthma</div>"))
+    await index.remove("default", "Condition", "c1")
+    (delete,) = fake.of("DELETE", "/fhir-fusion-default/_doc/Condition/c1")
+    assert delete.params == {}
+    assert fake.live() == {}
+    await index.remove("default", "Condition", "never-indexed")  # 404 is fine
