@@ -4,6 +4,7 @@ emulated by the facade failing every call, as an unreachable server does."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -178,3 +179,33 @@ async def test_a_locked_sqlite_database_is_503_until_it_is_free(tmp_path: Path) 
             assert (await txn.create(dict(PATIENT), "p1")).outcome == "created"
     finally:
         await store.close()
+
+
+async def test_claims_in_opposite_orders_do_not_wait_for_each_other_for_long() -> None:
+    """Two transactions each holding one claim and wanting the other's: the one asking
+    while it holds a claim gives up after a short wait (503, retry), so the other goes on."""
+    from fhir_server.errors import FHIRError
+
+    store = await MongoStore.open("mongodb://mongomock/fhir", client=AsyncMockClient())
+    first_holds = asyncio.Event()
+    second_holds = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def bundle(mine: str, theirs: str, holds: asyncio.Event, other: asyncio.Event) -> None:
+        try:
+            async with store.transaction(Context()) as txn:
+                await txn.claim("Patient", mine)
+                holds.set()
+                await other.wait()
+                await txn.claim("Patient", theirs)
+            outcomes.append("committed")
+        except FHIRError as exc:
+            outcomes.append(f"{exc.status}")
+
+    started = time.monotonic()
+    await asyncio.gather(bundle("Patient?identifier=a", "Patient?identifier=b", first_holds,
+                                second_holds),
+                         bundle("Patient?identifier=b", "Patient?identifier=a", second_holds,
+                                first_holds))
+    assert sorted(outcomes) == ["503", "committed"]
+    assert time.monotonic() - started < 10

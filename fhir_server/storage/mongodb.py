@@ -163,6 +163,8 @@ class MongoTransaction:
         self._ctx = ctx
         self.session = session
         self._leases: list[tuple[str, str]] = []
+        # orders transactions for the claim leases: start time, then a random tie-break
+        self._age = f"{time.time():017.6f}-{uuid.uuid4().hex[:8]}"
 
     def collection(self, name: str) -> Any:
         return self._store.db[name]
@@ -197,7 +199,7 @@ class MongoTransaction:
         key = f"{self._ctx.tenant}|{resource_type}|{criteria}"
         if any(held == key for held, _ in self._leases):
             return
-        token = await self._store._acquire_lease(key)
+        token = await self._store._acquire_lease(key, self._age, bool(self._leases))
         self._leases.append((key, token))
         await self.collection(docs.CLAIMS).update_one(
             {"_id": key},
@@ -469,7 +471,11 @@ class MongoStore:
         )
         return int(doc["n"])
 
-    async def _acquire_lease(self, key: str) -> str:
+    async def _acquire_lease(self, key: str, age: str, holding: bool) -> str:
+        """Wait for the lease on `key`. `age` orders transactions (older first); one that
+        already holds leases gives way at once to an older holder (wait-die), so two
+        Bundles claiming the same criteria in opposite orders cannot wait on each other:
+        the younger one answers 503 and its client retries."""
         leases = self.db[docs.CLAIM_LEASES]
         token = uuid.uuid4().hex
         deadline = time.monotonic() + LEASE_WAIT_SECONDS
@@ -477,22 +483,22 @@ class MongoStore:
         while True:
             now = datetime.now(timezone.utc).replace(tzinfo=None)
             until = now + timedelta(seconds=LEASE_SECONDS)
+            lease = {"holder": token, "until": until, "age": age}
             try:
-                await leases.insert_one({"_id": key, "holder": token, "until": until})
+                await leases.insert_one({"_id": key, **lease})
                 return token
             except DuplicateKeyError:
                 taken = await leases.find_one_and_update(
-                    {"_id": key, "until": {"$lt": now}},
-                    {"$set": {"holder": token, "until": until}},
+                    {"_id": key, "until": {"$lt": now}}, {"$set": lease}
                 )
                 if taken is not None:
                     return token
+            if holding:
+                current = await leases.find_one({"_id": key}, {"age": 1})
+                if current is not None and current.get("age", "") < age:
+                    raise _busy()
             if time.monotonic() > deadline:
-                raise FHIRError.simple(
-                    503, "transient",
-                    "Another request with the same conditional-create criteria is still "
-                    "running; retry later",
-                )
+                raise _busy()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -663,6 +669,14 @@ async def _commit(session: Any) -> None:
         except PyMongoError as exc:
             if not exc.has_error_label("UnknownTransactionCommitResult") or attempt == 2:
                 raise
+
+
+def _busy() -> FHIRError:
+    return FHIRError.simple(
+        503, "transient",
+        "Another request with the same conditional-create criteria is still running; "
+        "retry later",
+    )
 
 
 async def _abort_quietly(session: Any) -> None:
