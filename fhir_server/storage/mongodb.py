@@ -23,7 +23,9 @@ the transaction, released when it ends) and then writes the claim document
 (collection claims, unique _id, inside the transaction). Requests for the same
 criteria thus run one after the other and see each other's resource; should a
 lease expire, the claim document still makes the later transaction fail with a
-write conflict (409) rather than create a duplicate.
+write conflict (409) rather than create a duplicate. A transaction that already
+holds a lease and meets an older holder gives way at once with a 503 (wait-die),
+so Bundles claiming the same criteria in opposite orders never wait on each other.
 
 For the search-index engine (outbox): every resource write and delete calls the
 hooks in `MongoStore.write_hooks` with the open `MongoTransaction` and the new
