@@ -1,9 +1,10 @@
-"""`fhir-fusion terminology load KIND PATH` and `fhir-fusion terminology unmapped`.
+"""`fhir-fusion terminology load KIND PATH`, `terminology unmapped` and `terminology maps`.
 
 `load` runs a loader (terminology/loaders) into the concept store of the data folder,
 showing progress (concepts and concepts per second, on stderr) and a summary. `unmapped`
 lists the local codes the source ConceptMaps did not map, per source, from what
-standardisation kept with each stored input (terminology/standardise.py).
+standardisation kept with each stored input (terminology/standardise.py). `maps` lists
+the source ConceptMaps and the problems found in them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def add_terminology_command(commands: Any,
     unmapped.add_argument("--limit", type=int, default=100_000,
                           help="look at the newest N stored inputs (default 100000)")
     add_data_dir(unmapped)
+
+    maps = actions.add_parser("maps", help="the source ConceptMaps the adapters apply, and "
+                                           "their problems (loops, chains, bad targets)")
+    add_data_dir(maps)
     parser.set_defaults(command="terminology", run=run)
 
 
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     _configure_logging("warning")
     if args.action == "load":
         return asyncio.run(load(_data_dir(args), args))
+    if args.action == "maps":
+        return asyncio.run(source_maps(_data_dir(args)))
     return asyncio.run(unmapped(_data_dir(args), args.source, args.limit))
 
 
@@ -186,6 +193,29 @@ async def unmapped(data_dir: Path, source: str | None, limit: int) -> int:
         print("\t".join(str(row[k]) for k in ("source", "system", "code", "display", "count",
                                                "inputs")))
     return 0
+
+
+async def source_maps(data_dir: Path) -> int:
+    """Exit status 0 when every source map is usable as it is, 1 when one has problems."""
+    from fhir_server.cli import _open_store
+    from terminology.standardise import load_source_maps
+
+    store = await _open_store(data_dir, must_exist=True)
+    try:
+        maps = await load_source_maps(store, _cli_context())
+    finally:
+        await store.close()
+    if not maps.by_source:
+        print("no source ConceptMaps (a ConceptMap names its source in useContext, "
+              "see docs/terminology-loaders.md)")
+        return 0
+    print("source\tconcept map\tcodes\tunits")
+    for source, compiled in sorted(maps.by_source.items()):
+        for found in compiled:
+            print(f"{source}\t{found.url}\t{len(found.codes)}\t{len(found.units)}")
+    for issue in maps.issues:
+        print(f"{issue.severity}: {issue.diagnostics}")
+    return 1 if maps.issues else 0
 
 
 def unmapped_codes(results: Any, source: str | None = None) -> list[dict[str, Any]]:

@@ -90,6 +90,7 @@ class SourceMap:
     codes: dict[tuple[str | None, str], Target] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     broken: dict[tuple[str | None, str], str] = field(default_factory=dict)
+    broken_units: dict[str, str] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
 
     def find(self, system: str | None, code: str) -> Target | str | None:
@@ -134,9 +135,10 @@ def compile_map(concept_map: JSON, resource_id: str | None = None) -> SourceMap 
             if target == UCUM:
                 problem = ucum_problem(chosen["code"])
                 if problem:
-                    compiled.issues.append(_warning(
-                        "code-invalid", f"ConceptMap {name} maps unit {code!r} to a non-UCUM "
-                        f"code: {problem}", f"ConceptMap.group[{number}]"))
+                    reason = f"ConceptMap {name} maps unit {code!r} to a non-UCUM code ({problem})"
+                    compiled.broken_units[code] = reason
+                    compiled.issues.append(_warning("code-invalid", reason,
+                                                    f"ConceptMap.group[{number}]"))
                 else:
                     compiled.units[code] = chosen["code"]
                 continue
@@ -319,27 +321,28 @@ def _standardise_code(concept: JSON | None, where: str, chosen: tuple[SourceMap,
                 report.warn("code-invalid", f"{code!r} is not a LOINC code (check digit)",
                             f"{where}.coding[{number}]")
         return
-    local = next((c for c in codings if c.get("code")), None)
-    if local is None:
+    local = [c for c in codings if c.get("code")]
+    if not local:
         return
-    system, code = local.get("system"), local["code"]
-    for source_map in chosen:
-        found = source_map.find(system, code)
-        if isinstance(found, Target):
-            codings.append({"system": found.system, "code": found.code,
-                            **({"display": found.display} if found.display else {}),
-                            "userSelected": False})
-            report.mapped += 1
-            return
-        if isinstance(found, str):
-            report.warn("business-rule", found, where)
-            break
+    for coding in local:  # a CWE's alternate code may be the one a map knows
+        for source_map in chosen:
+            found = source_map.find(coding.get("system"), coding["code"])
+            if isinstance(found, Target):
+                codings.append({"system": found.system, "code": found.code,
+                                **({"display": found.display} if found.display else {}),
+                                "userSelected": False})
+                report.mapped += 1
+                return
+            if isinstance(found, str):
+                report.warn("business-rule", found, where)
+                break
+    system, code = local[0].get("system"), local[0]["code"]
     key = (system or "", code)
     entry = report.unmapped.get(key)
     if entry is None:
         entry = report.unmapped[key] = {"system": system or "", "code": code, "count": 0}
-        if local.get("display"):
-            entry["display"] = local["display"]
+        if local[0].get("display"):
+            entry["display"] = local[0]["display"]
     entry["count"] += 1
 
 
@@ -353,6 +356,10 @@ def _standardise_quantity(quantity: JSON | None, where: str, chosen: tuple[Sourc
         if not text:
             return
         mapped = next((m.units[text] for m in chosen if text in m.units), None)
+        broken = next((m.broken_units[text] for m in chosen if text in m.broken_units), None)
+        if mapped is None and broken is not None:
+            report.warn("code-invalid", broken, where)
+            return
         if mapped is None:
             source = names[0] if names else "this source"
             report.warn("code-invalid", f"unit {text!r} is not UCUM and the unit map of "
@@ -396,7 +403,8 @@ async def load_source_maps(store: ResourceStore, ctx: Context) -> SourceMaps:
     if cached is not None and cached.fingerprint == fingerprint:
         return cached
     found: list[tuple[str | None, JSON]] = []
-    query = parse_search("ConceptMap", [("_count", "500")])
+    query = parse_search("ConceptMap", [("context-type", f"{CONTEXT_TYPE}|{CONTEXT_CODE}"),
+                                        ("_count", "500")])
     while True:
         page = await store.search(ctx, query)
         found += [(r.id, r.resource) for r in page.resources
@@ -406,6 +414,9 @@ async def load_source_maps(store: ResourceStore, ctx: Context) -> SourceMaps:
         query = query.after(page.next_cursor)
     maps = SourceMaps(found, fingerprint)
     await _check_targets(store, ctx, maps)
+    if maps.issues:  # codes, units and map urls only: no patient data
+        log.warning("source ConceptMaps: %d problem(s), e.g. %s", len(maps.issues),
+                    maps.issues[0].diagnostics)
     per_tenant[ctx.tenant] = maps
     return maps
 

@@ -232,7 +232,8 @@ def test_concept_map_chain_is_not_followed() -> None:
              "group": [{"source": "urn:lab1", "target": "urn:lab1", "element": [
                  {"code": "GLU-OLD", "target": [{"code": "GLU", "equivalence": "equivalent"}]}]},
                  {"source": "urn:lab1", "target": LOINC, "element": [
-                     {"code": "GLU", "target": [{"code": "2345-7", "equivalence": "equivalent"}]}]}]}
+                     {"code": "GLU", "target": [{"code": "2345-7",
+                                                 "equivalence": "equivalent"}]}]}]}
     maps = SourceMaps([(None, chain)])
     old = {"resourceType": "Observation", "code": {"coding": [{"system": "urn:lab1",
                                                                 "code": "GLU-OLD"}]}}
@@ -408,3 +409,64 @@ def test_csv_feed_applies_the_source_map_of_its_mapping(db: Path) -> None:
     assert terminology["mapped"] == 2
     assert sorted(e["code"] for e in terminology["unmapped"]) == [
         "blood_pressure", "heart_rate", "height", "temperature"]
+
+
+def test_maps_command_lists_sources_and_problems(db: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    bad_unit = copy.deepcopy(SFAC_MAP)
+    bad_unit["url"] = "urn:test:bad-unit"
+    bad_unit["useContext"] = source_context("OTHERLAB")
+    bad_unit["group"][1]["element"] = [
+        {"code": "MGDL", "target": [{"code": "MG/DL", "equivalence": "equal"}]}]
+
+    async def put() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            await _put(store, SFAC_MAP, bad_unit)
+        finally:
+            await store.close()
+
+    run(put())
+    assert main(["terminology", "maps", "--data-dir", str(db.parent)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "source\tconcept map\tcodes\tunits",
+        "OTHERLAB\turn:test:bad-unit\t4\t0",
+        f"SFAC\t{SFAC_MAP['url']}\t4\t3",
+        "warning: ConceptMap urn:test:bad-unit maps unit 'MGDL' to a non-UCUM code "
+        "(unit 'MG/DL' is not a UCUM unit)"]
+
+
+def test_unit_mapped_to_a_non_ucum_code_is_a_warning_and_the_unit_kept() -> None:
+    bad = {"resourceType": "ConceptMap", "url": "urn:test:units",
+           "useContext": source_context("LAB1"),
+           "group": [{"target": UCUM, "element": [
+               {"code": "MGDL", "target": [{"code": "MG/DL", "equivalence": "equal"}]}]}]}
+    obs = {"resourceType": "Observation",
+           "code": {"coding": [{"system": LOINC, "code": "2345-7"}]},
+           "valueQuantity": {"value": Decimal("98"), "unit": "MGDL"}}
+    report = standardise_observation(obs, "LAB1", maps=SourceMaps([(None, bad)]))
+    assert obs["valueQuantity"] == {"value": Decimal("98"), "unit": "MGDL"}
+    assert [i.diagnostics for i in report.issues.values()] == [
+        "ConceptMap urn:test:units maps unit 'MGDL' to a non-UCUM code "
+        "(unit 'MG/DL' is not a UCUM unit)"]
+
+
+def test_the_alternate_code_of_a_cwe_can_be_the_mapped_one() -> None:
+    """OBX-3 with a local primary code unknown to the map and an alternate (CWE-4..6)
+    the map knows."""
+    from adapters.hl7v2.translate import translate_bytes
+
+    install(SourceMaps([(None, {
+        "resourceType": "ConceptMap", "url": "urn:test:alt",
+        "useContext": source_context("LAB"),
+        "group": [{"source": "urn:fhir-fusion:hl7v2:codesystem:99GLU", "target": LOINC,
+                   "element": [{"code": "G1", "target": [{"code": "2345-7",
+                                                          "equivalence": "equivalent"}]}]}]})]))
+    raw = ("MSH|^~\\&|ANALYSER|LAB|||20240101120000||ORU^R01|A1|P|2.5.1\r"
+           "PID|1||123^^^LAB^MR\r"
+           "OBR|1||F1|GLU^Glucose^L\r"
+           "OBX|1|NM|X9^Glucose fasting^L^G1^Glucose^99GLU||100|mg/dL|||||F\r").encode()
+    bundle = translate_bytes(raw).bundle
+    (obs,) = [e["resource"] for e in bundle["entry"]
+              if e["resource"]["resourceType"] == "Observation"]
+    assert [c["code"] for c in obs["code"]["coding"]] == ["X9", "G1", "2345-7"]
