@@ -411,3 +411,26 @@ async def test_a_search_parameter_written_is_defined_and_a_bad_one_refused(
         assert await backend.read(CTX, "SearchParameter", "broken") is None
     finally:
         custom.REGISTRY.replace_all([])
+
+
+async def test_conditional_update_and_delete_by_criteria(backend: Any) -> None:
+    mrn = [{"system": "urn:mrn", "value": "77"}]
+    async with backend.transaction(CTX) as txn:
+        made = await operations.conditional_update(
+            txn, patient(identifier=mrn), "Patient", "identifier=urn:mrn|77")
+    async with backend.transaction(CTX) as txn:
+        changed = await operations.conditional_update(
+            txn, patient(identifier=mrn, gender="male"), "Patient", "identifier=urn:mrn|77")
+    assert (made.status, changed.status) == (201, 200)
+    assert changed.stored.id == made.stored.id and changed.stored.version == 2
+    async with backend.transaction(CTX) as txn:
+        await txn.create(patient(identifier=mrn), "twin")
+    with pytest.raises(FHIRError) as caught:
+        async with backend.transaction(CTX) as txn:
+            await operations.conditional_delete(txn, "Patient", "identifier=urn:mrn|77")
+    assert caught.value.status == 412
+    async with backend.transaction(CTX) as txn:
+        await txn.delete("Patient", "twin")
+    async with backend.transaction(CTX) as txn:
+        gone = await operations.conditional_delete(txn, "Patient", "identifier=urn:mrn|77")
+    assert gone.stored.deleted and gone.stored.id == made.stored.id
