@@ -27,6 +27,7 @@ from test_fulltext import stored  # noqa: F401 - its fixture
 from test_fulltext import (  # noqa: F401 - collected here, on MongoDB
     test_bad_text_input_is_a_400_naming_the_parameter,
     test_fts_syntax_in_input_is_plain_words,
+    test_sort_by_score_is_best_first_and_pages,
     test_text_and_content_give_exact_result_sets,
     test_updates_and_deletes_keep_the_index_current,
 )

@@ -43,14 +43,20 @@ MAX_LINK_IDS, beyond which the search is a 400 too-costly instead of an unbounde
 `$in`), then a condition on the reference entries. `_text` / `_content` go through the
 search.fulltext.FullTextIndex given to `search` (Elasticsearch with issue 4): its hits,
 bounded by MAX_TEXT_HITS, become an id condition; without an index they are a 400.
+`_sort=_score` orders those (at most MAX_TEXT_HITS) matches here, by the index's score.
+
+Contained resources (search.html#contained) are indexed inside their container
+(`idx.cn`), so that a chain follows a local reference ("#x") into them as on SQLite.
 
 Known differences from SQLite, each a clear 400 rather than a silently different answer:
-chains / `_has` / `_text` whose far side exceeds the bounds above, and `_sort=_score`.
+chains / `_has` / `_text` whose far side exceeds the bounds above, and `_contained=true`
+or `both` (searching contained resources themselves). Relevance scores are the full-text
+index's own (Elasticsearch's BM25 is not FTS5's).
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -512,7 +518,8 @@ class _Compiler:
     ctx: Context
     session: Any = None
     fulltext: FullTextIndex | None = None
-    ranks: dict[str, list[str]] = field(default_factory=dict)
+    # "Type/id" -> relevance of the first _text/_content clause (for _sort=_score)
+    scores: dict[str, float] | None = None
 
     @property
     def collection(self) -> Any:
@@ -641,7 +648,8 @@ class _Compiler:
         if len(hits) > MAX_TEXT_HITS:
             raise _too_costly(clause.code, f"'{clause.code}' matches more than {MAX_TEXT_HITS} "
                               "resources; add words or other parameters")  # fmt: skip
-        self.ranks.setdefault(clause.code, [f"{h.resource_type}/{h.id}" for h in hits])
+        if self.scores is None:
+            self.scores = {f"{hit.resource_type}/{hit.id}": hit.score for hit in hits}
         by_type: dict[str, list[str]] = {}
         for hit in hits:
             if resource_type is None or hit.resource_type == resource_type:
@@ -675,10 +683,7 @@ def _sort_stages(sorts: Sequence[SortKey]) -> list[dict[str, Any]]:
         elif sort.code == "_lastUpdated":
             values[name] = "$lastUpdated"
         elif sort.code == "_score":
-            raise FHIRError(400, [Issue(
-                "not-supported", "'_sort=_score' is not supported on the MongoDB store",
-                expression=("_sort",),
-            )])  # fmt: skip
+            values[name] = {"$literal": None}  # filled in from the hits (_score_page)
         else:
             array = f"${INDEX_FIELD}.{ARRAY_OF[sort.param_type]}"
             entries = {
@@ -778,6 +783,10 @@ async def plan(
 ) -> Plan:
     """The MongoDB query documents for one page of `query` (running the far sides of
     chains, `_has` and `_text` first: their ids are part of the filter)."""
+    return await _plan(_Compiler(db, ctx, session, fulltext), query)
+
+
+async def _plan(compiler: _Compiler, query: SearchQuery) -> Plan:
     contained = getattr(query.result, "contained", "false")
     if contained != "false":
         raise FHIRError(400, [Issue(
@@ -785,7 +794,6 @@ async def plan(
             "Searching contained resources (_contained) is not supported on the MongoDB store",
             expression=("_contained",),
         )])  # fmt: skip
-    compiler = _Compiler(db, ctx, session, fulltext)
     where = await compiler.filter(query)
     count_filter = None if query.total == "none" else where
     offset = 0 if query.position is not None else query.offset
@@ -806,6 +814,63 @@ async def plan(
     keys = {f"k{i}": 1 for i in range(len(sorts))}
     pipeline += [{"$limit": limit}, {"$project": {**_PROJECTION, **keys}}]
     return Plan(where, count_filter, spec, offset, limit, pipeline)
+
+
+def _compare(sorts: Sequence[SortKey]) -> Any:
+    """The order of a sorted page on documents carrying k<i> and _id, as MongoDB sorts
+    them in the pipeline: each key ascending or descending, missing values last, then
+    _id."""
+
+    def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
+        for index, sort in enumerate(sorts):
+            left, right = a.get(f"k{index}"), b.get(f"k{index}")
+            if left is None or right is None:
+                if left is None and right is None:
+                    continue
+                return 1 if left is None else -1
+            if left != right:
+                order = -1 if left < right else 1
+                return -order if sort.descending else order
+        return -1 if a["_id"] < b["_id"] else 1 if a["_id"] > b["_id"] else 0
+
+    return functools.cmp_to_key(compare)
+
+
+async def _score_page(
+    compiler: _Compiler, query: SearchQuery, page_plan: Plan, projection: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A page sorted by `_score` (the relevance of the first _text/_content clause,
+    best first ascending, as SQLite's BM25): the matches are at most MAX_TEXT_HITS (the
+    hits bound them), so their sort keys are read in one aggregation and ordered here;
+    the page's documents are then read by `_id`."""
+    assert page_plan.pipeline is not None
+    scores = compiler.scores or {}
+    keys = {f"k{i}": 1 for i in range(len(query.sorts))}
+    sort_stages = page_plan.pipeline[1 : 1 + len(_sort_stages(query.sorts))]
+    pipeline = [
+        page_plan.pipeline[0], *sort_stages, {"$project": {"_id": 1, "type": 1, "id": 1, **keys}}
+    ]
+    cursor = await compiler.collection.aggregate(pipeline, session=compiler.session)
+    rows = list(await cursor.to_list(None))
+    for row in rows:
+        score = scores.get(f"{row['type']}/{row['id']}")
+        for index, sort in enumerate(query.sorts):
+            if sort.code == "_score":
+                row[f"k{index}"] = None if score is None else -score
+    order = _compare(query.sorts)
+    rows.sort(key=order)
+    if query.position is not None:
+        values, rid = query.position
+        after = {**{f"k{i}": v for i, v in enumerate(values)}, "_id": document_id(rid)}
+        rows = [row for row in rows if order(row) > order(after)]
+    else:
+        rows = rows[page_plan.skip :]
+    rows = rows[: page_plan.limit]
+    found = compiler.collection.find(
+        {"_id": {"$in": [row["_id"] for row in rows]}}, projection, session=compiler.session
+    )
+    by_id = {doc["_id"]: doc for doc in await found.to_list(None)}
+    return [{**by_id[row["_id"]], **row} for row in rows if row["_id"] in by_id]
 
 
 # -- _include / _revinclude -------------------------------------------------------------
@@ -930,7 +995,7 @@ async def search(
     _revinclude resources. `db` is a pymongo AsyncDatabase (or tests/mongo_async.py's
     facade over mongomock); `session` the caller's, for reads inside a transaction."""
     compiler = _Compiler(db, ctx, session, fulltext)
-    page_plan = await plan(db, ctx, query, session=session, fulltext=fulltext)
+    page_plan = await _plan(compiler, query)
     collection = compiler.collection
     total: int | None = None
     if page_plan.count_filter is not None:
@@ -940,7 +1005,9 @@ async def search(
     projection = dict(_PROJECTION)
     if query.result.includes:
         projection[f"{INDEX_FIELD}.rf"] = 1
-    if page_plan.pipeline is None:
+    if any(sort.code == "_score" for sort in query.sorts):
+        docs = await _score_page(compiler, query, page_plan, projection)
+    elif page_plan.pipeline is None:
         cursor = collection.find(
             page_plan.filter, projection, sort=list(page_plan.sort.items()),
             skip=page_plan.skip, limit=page_plan.limit, session=session,
@@ -950,7 +1017,8 @@ async def search(
         if query.result.includes:
             pipeline = [*pipeline[:-1], {"$project": {**pipeline[-1]["$project"], **projection}}]
         cursor = await collection.aggregate(pipeline, session=session)
-    docs = list(await cursor.to_list(None))
+    if not any(sort.code == "_score" for sort in query.sorts):
+        docs = list(await cursor.to_list(None))
     next_cursor = None
     if len(docs) > query.count:
         docs = docs[: query.count]
