@@ -88,6 +88,9 @@ def loader_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"version": args.cs_version, "url": args.url}
     if args.kind == "loinc" and args.language:
         options["languages"] = tuple(args.language)
+    if args.kind == "snomed":  # staging reads every file before the first concept
+        options["progress"] = lambda text: print(f"terminology load: {text}", file=sys.stderr,
+                                                 flush=True)
     if args.kind == "codelist":
         from terminology.loaders.codelist import Columns
 

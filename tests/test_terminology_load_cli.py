@@ -89,3 +89,20 @@ def test_codelist_without_url_is_refused(tmp_path: Path,
     assert main(["terminology", "load", "codelist", str(path), "--data-dir",
                  str(tmp_path / "data")]) == 1
     assert "needs the URL of its code system (--url)" in capsys.readouterr().err
+
+
+def test_load_snomed_reports_staging_and_the_version(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from test_terminology_load import _write_rf2
+
+    release = _write_rf2(tmp_path / "release")
+    data = tmp_path / "data"
+    assert main(["terminology", "load", "snomed", str(release), "--data-dir", str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "terminology load: staged sct2_Concept_Snapshot_INT_20230131.txt: 4 rows" in (
+        captured.err)
+    assert captured.out.startswith(
+        "loaded SNOMED_CT (http://snomed.info/sct version "
+        "http://snomed.info/sct/900000000000207008/version/20230131): 4 concepts, "
+        "6 designations, languages en, in ")  # 7 descriptions, one inactive
+    assert _concept(data, "http://snomed.info/sct", "73211009")[0] == "Diabetes mellitus"

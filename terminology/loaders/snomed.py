@@ -21,7 +21,7 @@ import contextlib
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from terminology.loaders.base import FSN, SCT, SYNONYM, LoadError, Loaded, csv_rows
@@ -53,9 +53,12 @@ def _files(root: Path, pattern: str, *, required: bool) -> list[Path]:
 
 
 def load_snomed(path: Path, *, version: str | None = None, url: str | None = None,
-                work_dir: Path | None = None) -> Loaded:
+                work_dir: Path | None = None,
+                progress: Callable[[str], object] | None = None) -> Loaded:
     """SNOMED CT from the snapshot files under `path`. The staging database goes in
-    `work_dir` (default: the system's temporary folder) and is removed afterwards."""
+    `work_dir` (default: the system's temporary folder) and is removed afterwards.
+    Staging reads every file before the first concept; `progress` is told how far it
+    got (a line of text every 500,000 rows and per file)."""
     if not path.is_dir():
         raise LoadError(path, "is not a folder (give the unpacked RF2 release folder)")
     concepts = _files(path, "sct2_Concept_Snapshot*.txt", required=True)
@@ -69,7 +72,8 @@ def load_snomed(path: Path, *, version: str | None = None, url: str | None = Non
     db = sqlite3.connect(Path(folder) / "rf2.db")
     stack.callback(db.close)
     try:
-        module, effective = _stage(db, concepts, descriptions, relationships, languages)
+        module, effective = _stage(db, concepts, descriptions, relationships, languages,
+                                   progress or (lambda text: None))
     except BaseException:
         stack.close()
         raise
@@ -83,7 +87,8 @@ def load_snomed(path: Path, *, version: str | None = None, url: str | None = Non
 
 
 def _stage(db: sqlite3.Connection, concepts: list[Path], descriptions: list[Path],
-           relationships: list[Path], languages: list[Path]) -> tuple[str, str]:
+           relationships: list[Path], languages: list[Path],
+           progress: Callable[[str], object]) -> tuple[str, str]:
     """Copy what the join needs into `db`; return the edition module and its date."""
     db.executescript("""
         PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
@@ -96,7 +101,7 @@ def _stage(db: sqlite3.Connection, concepts: list[Path], descriptions: list[Path
     latest: Counter[tuple[str, str]] = Counter()
     for file in concepts:
         rows = []
-        for line, row in csv_rows(file, _CONCEPT_COLUMNS, delimiter="\t", kind="RF2"):
+        for line, row in _rf2_rows(file, _CONCEPT_COLUMNS, progress):
             _check_id(file, line, row["id"])
             rows.append((row["id"], row["effectiveTime"], _flag(file, line, row["active"]),
                          row["moduleId"], int(row["definitionStatusId"] == DEFINED)))
@@ -108,7 +113,7 @@ def _stage(db: sqlite3.Connection, concepts: list[Path], descriptions: list[Path
         raise LoadError(concepts[0], "has no concepts")
     for file in descriptions:
         rows = []
-        for line, row in csv_rows(file, _DESCRIPTION_COLUMNS, delimiter="\t", kind="RF2"):
+        for line, row in _rf2_rows(file, _DESCRIPTION_COLUMNS, progress):
             if _flag(file, line, row["active"]):
                 rows.append((row["conceptId"], row["id"], row["languageCode"], row["typeId"],
                              row["term"]))
@@ -117,7 +122,7 @@ def _stage(db: sqlite3.Connection, concepts: list[Path], descriptions: list[Path
         _insert(db, file, "INSERT INTO description VALUES (?,?,?,?,?)", rows)
     for file in relationships:
         rows = []
-        for line, row in csv_rows(file, _RELATIONSHIP_COLUMNS, delimiter="\t", kind="RF2"):
+        for line, row in _rf2_rows(file, _RELATIONSHIP_COLUMNS, progress):
             if row["typeId"] == IS_A and _flag(file, line, row["active"]):
                 rows.append((row["sourceId"], row["destinationId"]))
             if len(rows) >= 50_000:
@@ -125,7 +130,7 @@ def _stage(db: sqlite3.Connection, concepts: list[Path], descriptions: list[Path
         _insert(db, file, "INSERT INTO parent VALUES (?,?)", rows)
     for file in languages:
         rows = []
-        for line, row in csv_rows(file, _LANGUAGE_COLUMNS, delimiter="\t", kind="RF2"):
+        for line, row in _rf2_rows(file, _LANGUAGE_COLUMNS, progress):
             if row["acceptabilityId"] == PREFERRED and _flag(file, line, row["active"]):
                 rows.append((row["referencedComponentId"], row["refsetId"]))
             if len(rows) >= 50_000:
@@ -145,6 +150,17 @@ def _stage(db: sqlite3.Connection, concepts: list[Path], descriptions: list[Path
 def _insert(db: sqlite3.Connection, file: Path, sql: str, rows: list[tuple[object, ...]]) -> None:
     db.executemany(sql, rows)
     rows.clear()
+
+
+def _rf2_rows(file: Path, columns: tuple[str, ...],
+              progress: Callable[[str], object]) -> Iterator[tuple[int, dict[str, str]]]:
+    """The rows of an RF2 file (tab-separated, header line), telling `progress`."""
+    line = 0
+    for line, row in csv_rows(file, columns, delimiter="\t", kind="RF2"):
+        if line % 500_000 == 0:
+            progress(f"staging {file.name}: {line:,} rows")
+        yield line, row
+    progress(f"staged {file.name}: {max(line - 1, 0):,} rows")
 
 
 def _check_id(file: Path, line: int, sctid: str) -> None:
