@@ -368,6 +368,7 @@ def test_index_specifications() -> None:
                             ("idx.qt.v", 1)],
         "search_composite": [("tenant", 1), ("type", 1), ("idx.cp.p", 1), ("idx.cp.c", 1),
                              ("idx.cp.vc", 1)],
+        "search_contained": [("tenant", 1), ("idx.cn.t", 1)],
     }  # fmt: skip
 
 
@@ -413,3 +414,29 @@ def test_contained_resources_are_indexed_inside_their_container() -> None:
     assert entries["cn"][1]["tk"] == [
         {"p": "ingredient-code", "s": "http://www.nlm.nih.gov/research/umls/rxnorm", "c": "1191"}
     ]
+
+
+@pytest.mark.parametrize("mode", ["true", "both"])
+def test_contained_search_finds_containers(mode: str) -> None:
+    """_contained=true: the containers (of any type) with a matching contained entry,
+    which the search_contained index (tenant, idx.cn.t) bounds; both: or a top-level
+    match, in one $or."""
+    from test_search_contained import RESOURCES as MEDICATIONS
+
+    loop = asyncio.new_event_loop()
+    try:
+        db = AsyncMockClient()["fhir"]
+        for resource in MEDICATIONS:
+            loop.run_until_complete(db[mongodb_search.COLLECTION].insert_one(document(resource)))
+        query = parse_search("Medication", [("ingredient-code", "1191"), ("_contained", mode),
+                                            ("_total", "none")])  # fmt: skip
+        ids, recorded = _record((loop, db), query)
+    finally:
+        loop.close()
+    inside = live(None, **{"idx.cn": {"$elemMatch": {
+        "t": "Medication", "tk": {"$elemMatch": {"p": "ingredient-code", "c": "1191"}},
+    }}})  # fmt: skip
+    top = live("Medication", **elem("tk", p="ingredient-code", c="1191"))
+    where = inside if mode == "true" else {"$or": [top, inside]}
+    assert ids == (["mr1", "mr4"] if mode == "true" else ["top", "mr1", "mr4"])
+    assert recorded == [("find", where, PROJECTION, FIRST_PAGE)]

@@ -13,7 +13,6 @@ through SQL have a MongoDB twin below.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from mongodb_search_db import MongoSearchDB

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from storage_backends import REAL_MONGODB, close_backend, open_backend
-from test_search_contained import _medication, _request
 
 from test_search_chain import (  # noqa: F401 - collected here, on MongoDB
     test_bad_chains_are_400_naming_the_parameter,
@@ -33,6 +32,7 @@ from test_search_chain import (  # noqa: F401 - collected here, on MongoDB
 from test_search_contained import meds  # noqa: F401 - its fixture
 from test_search_contained import (  # noqa: F401
     test_a_chain_is_evaluated_inside_contained_resources,
+    test_contained_rows_follow_their_container,
 )
 from test_search_include import (  # noqa: F401
     test_bad_result_parameters_are_400,
@@ -115,27 +115,36 @@ async def test_deep_chain_and_has_run_on_mongodb(client: httpx.AsyncClient) -> N
     assert response.json()["total"] == 0
 
 
-async def test_chains_into_contained_follow_their_container(meds: httpx.AsyncClient) -> None:
-    """The chain half of test_search_contained's test_contained_rows_follow_their_container:
-    updating the container re-indexes what it contains, deleting it removes them."""
-    changed = _request("mr1", "#med1", _medication("med1", "161"))
-    assert (await meds.put("MedicationRequest/mr1", json=changed)).status_code == 200
-    assert (await meds.delete("MedicationRequest/mr4")).status_code in (200, 204)
-    response = await meds.get("MedicationRequest", params={"medication.ingredient-code": "161"})
-    assert response.status_code == 200, response.text
-    found = {entry["resource"]["id"] for entry in response.json()["entry"]}
-    assert found == {"mr1", "mr3"}
-    response = await meds.get("MedicationRequest", params={"medication.ingredient-code": "1191"})
-    assert {entry["resource"]["id"] for entry in response.json()["entry"]} == {"mr2"}
+def _container_cases() -> list[Any]:
+    """test_search_contained's mode cases that answer containers (MongoDB's part)."""
+    from test_search_contained import test_contained_modes
+
+    (mark,) = [m for m in test_contained_modes.pytestmark if m.name == "parametrize"]
+    return [case for case in mark.args[1]
+            if case.values[0].get("_containedType") != "contained"]  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["true", "both"])
-async def test_contained_search_is_a_400_on_mongodb(meds: httpx.AsyncClient, mode: str) -> None:
-    """_contained=true|both is not implemented on MongoDB: a 400 naming it, never an
-    answer that silently leaves the contained resources out."""
-    response = await meds.get("Medication", params={"ingredient-code": "1191", "_contained": mode})
+@pytest.mark.parametrize(("params", "expected"), _container_cases())
+async def test_contained_modes_answering_containers(
+    meds: httpx.AsyncClient, params: dict[str, str], expected: set[str]
+) -> None:
+    from test_search_contained import test_contained_modes
+
+    await test_contained_modes(meds, params, expected)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"_contained": "true", "_containedType": "contained"}, "_containedType"),
+     ({"_contained": "both", "_containedType": "contained"}, "_containedType"),
+     ({"_contained": "both", "_sort": "-_lastUpdated"}, "_sort")],
+)  # fmt: skip
+async def test_what_contained_search_cannot_do_on_mongodb_is_a_400(
+    meds: httpx.AsyncClient, params: dict[str, str], name: str
+) -> None:
+    """Contained resources as results, and sorting with _contained, are not
+    implemented on MongoDB: a 400 naming the parameter, never another answer."""
+    response = await meds.get("Medication", params={"ingredient-code": "1191", **params})
     assert response.status_code == 400, response.text
     issue = response.json()["issue"][0]
-    assert (issue["code"], issue["expression"]) == ("not-supported", ["_contained"])
-    response = await meds.get("Medication", params={"ingredient-code": "1191", "_contained": "false"})
-    assert {entry["resource"]["id"] for entry in response.json()["entry"]} == {"top"}
+    assert (issue["code"], issue["expression"]) == ("not-supported", [name])

@@ -46,19 +46,21 @@ bounded by MAX_TEXT_HITS, become an id condition; without an index they are a 40
 `_sort=_score` orders those (at most MAX_TEXT_HITS) matches here, by the index's score.
 
 Contained resources (search.html#contained) are indexed inside their container
-(`idx.cn`), so that a chain follows a local reference ("#x") into them as on SQLite.
+(`idx.cn`), so that a chain follows a local reference ("#x") into them as on SQLite,
+and `_contained=true|both` finds their containers.
 
 Known differences from SQLite, each a clear 400 rather than a silently different answer:
-chains / `_has` / `_text` whose far side exceeds the bounds above, and `_contained=true`
-or `both` (searching contained resources themselves). Relevance scores are the full-text
-index's own (Elasticsearch's BM25 is not FTS5's).
+chains / `_has` / `_text` whose far side exceeds the bounds above,
+`_containedType=contained` (contained resources as results) and `_sort` together with
+`_contained`. Relevance scores are the full-text index's own (Elasticsearch's BM25 is
+not FTS5's), and `_total=estimate` is the exact count.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bson import ObjectId
@@ -152,6 +154,8 @@ INDEXES: tuple[IndexModel, ...] = (
     _index("search_number", "tenant", "type", *_entries("nm", "p", "lo")),
     _index("search_quantity", "tenant", "type", *_entries("qt", "p", "c", "v")),
     _index("search_composite", "tenant", "type", *_entries("cp", "p", "c", "vc")),
+    # _contained=true|both: the containers of contained resources of a type, any type
+    _index("search_contained", "tenant", *_entries("cn", "t")),
 )
 
 
@@ -505,6 +509,10 @@ def clause_filter(clause: Clause, paths: Paths = DOCUMENT) -> dict[str, Any]:
 # -- the filter of a whole query --------------------------------------------------------
 
 
+def _not_supported(name: str, diagnostics: str) -> FHIRError:
+    return FHIRError(400, [Issue("not-supported", diagnostics, expression=(name,))])
+
+
 def _too_costly(name: str, diagnostics: str) -> FHIRError:
     return FHIRError(400, [Issue("too-costly", diagnostics, expression=(name,))])
 
@@ -551,6 +559,27 @@ class _Compiler:
         for link in query.links:
             conditions.append(await self._link_filter(link, paths))
         return _and(*[c for c in conditions if c])
+
+    async def contained_filter(self, query: SearchQuery) -> dict[str, Any]:
+        """`_contained=true|both` with `_containedType=container` (search.html#contained):
+        the resources that contain a match (each once, whatever its own type), and with
+        `both` the top-level matches too, in `_id` order as SQLite orders them by rid.
+        Returning the contained resources themselves, and sorting containers by their
+        contained matches, are a 400 here."""
+        if query.result.contained_type == "contained":
+            raise _not_supported("_containedType", "'_containedType=contained' (contained "
+                                 "resources as results) is not supported on the MongoDB store")
+        if query.sorts:
+            raise _not_supported("_sort", "'_sort' with '_contained' is not supported on the "
+                                 "MongoDB store")  # fmt: skip
+        if query.resource_type is None:
+            raise _not_supported("_contained", "'_contained' needs a resource type on the "
+                                 "MongoDB store")  # fmt: skip
+        element = await self.filter(query, CONTAINED)
+        inside = _and(self.base(None), {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
+        if query.result.contained == "true":
+            return inside
+        return {"$or": [await self.filter(query), inside]}
 
     async def _ids(self, name: str, query: SearchQuery) -> list[str]:
         """The ids matching `query` (the far side of a chain), at most MAX_LINK_IDS."""
@@ -787,14 +816,10 @@ async def plan(
 
 
 async def _plan(compiler: _Compiler, query: SearchQuery) -> Plan:
-    contained = getattr(query.result, "contained", "false")
-    if contained != "false":
-        raise FHIRError(400, [Issue(
-            "not-supported",
-            "Searching contained resources (_contained) is not supported on the MongoDB store",
-            expression=("_contained",),
-        )])  # fmt: skip
-    where = await compiler.filter(query)
+    if query.result.contained == "false":
+        where = await compiler.filter(query)
+    else:
+        where = await compiler.contained_filter(query)
     count_filter = None if query.total == "none" else where
     offset = 0 if query.position is not None else query.offset
     limit = query.count + 1  # one more than the page tells whether there is a next page
