@@ -48,16 +48,54 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+def _probe_sql(
+    tenant: str, link: ChainClause | HasClause, where: WhereFn, param_id: ParamId
+) -> tuple[str, list[Any]]:
+    """A chain or `_has` as a correlated check of the row r: its reference rows (rid,
+    param), then the resource at the other end by its (tenant, type, id) key or rid,
+    checked against the far side's conditions the same way. No list of every match is
+    built, so a page of a search with a common chain stops after a few hundred checks."""
+    if isinstance(link, ChainClause):
+        parts: list[str] = []
+        args: list[Any] = []
+        for target_type, inner in link.targets:
+            inner_where, inner_args = where(tenant, inner, drive=False)
+            # inside the inner EXISTS, r is the referenced resource; x the outer row's
+            parts.append(
+                "EXISTS (SELECT 1 FROM search_reference x WHERE x.rid = r.rid AND x.param = ? "
+                "AND x.target_type = ? AND EXISTS (SELECT 1 FROM resources r WHERE "
+                f"r.id = x.target_id AND {inner_where}))"
+            )
+            args += [param_id(link.key), target_type, *inner_args]
+        return "(" + " OR ".join(parts) + ")", args
+    inner_where, inner_args = where(tenant, link.referrers, drive=False)
+    sql = (
+        "EXISTS (SELECT 1 FROM search_reference x WHERE x.param = ? AND x.target_id = r.id "
+        "AND x.target_type = ? AND EXISTS (SELECT 1 FROM resources r WHERE r.rid = x.rid "
+        f"AND {inner_where}))"
+    )
+    return sql, [param_id(link.key), link.target_type, *inner_args]
+
+
 def link_sql(
     tenant: str,
     link: LinkClause,
     where: WhereFn,
     param_id: ParamId,
     contained: frozenset[str] = frozenset(),
+    probe: bool = False,
 ) -> tuple[str, list[Any]]:
     """The condition on alias r for one link clause. `contained`: the types of which the
     tenant has contained resources; a chain to one of them is also evaluated inside the
-    contained resources a local reference ("#x") points at (search.html#contained)."""
+    contained resources a local reference ("#x") points at (search.html#contained).
+    `probe`: a chain or `_has` as a per-row check (_probe_sql) instead of a rid list."""
+    if probe and isinstance(link, ChainClause | HasClause):
+        sql, args = _probe_sql(tenant, link, where, param_id)
+        if isinstance(link, HasClause) or not contained & {t for t, _ in link.targets}:
+            return sql, args
+        # the look inside contained resources stays a list: walked from contained_live
+        listed, listed_args = link_sql(tenant, link, where, param_id, contained)
+        return f"({sql} OR {listed})", [*args, *listed_args]
     if isinstance(link, ChainClause):
         parts: list[str] = []
         args: list[Any] = []
@@ -119,6 +157,7 @@ def links_sql(
     param_id: ParamId,
     lead_links: bool = False,
     contained: frozenset[str] = frozenset(),
+    probes: Callable[[LinkClause], bool] = lambda link: False,
 ) -> tuple[Conditions, Conditions]:
     """The conditions of `query.types` and `query.links`, to be ANDed to the others, as
     (those to put first, the rest).
@@ -130,16 +169,19 @@ def links_sql(
     compartment search must never return resources outside it).
 
     With `lead_links`, chains and `_has` go first too: the caller measured them as
-    more selective than the query's ordinary parameters (sqlite_index.links_drive)."""
+    more selective than the query's ordinary parameters (sqlite_index.links_drive).
+    The chains and `_has` that do not lead and for which `probes(link)` holds become
+    per-row checks (_probe_sql) rather than rid lists."""
     lead: Conditions = []
     rest: Conditions = []
     if len(query.types) > 1:
         rest.append((f"r.type IN ({_marks(len(query.types))})", list(query.types)))
     for link in query.links:
-        sql, values = link_sql(tenant, link, where, param_id, contained)
         leading = isinstance(link, CompartmentClause) or (
             lead_links and isinstance(link, ChainClause | HasClause)
         )
+        probe = not leading and probes(link)
+        sql, values = link_sql(tenant, link, where, param_id, contained, probe)
         if leading and isinstance(link, HasClause) and query.resource_type is not None:
             # `r.id IN (...)` alone is checked per row of a scan of the type; as a rid
             # list, found through the (tenant, type, id) key, it drives

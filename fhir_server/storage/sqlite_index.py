@@ -656,6 +656,10 @@ def links_drive(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> bo
     return False
 
 
+def _always(link: object) -> bool:
+    return True
+
+
 def _where(
     tenant: str,
     query: SearchQuery,
@@ -700,8 +704,10 @@ def _where(
     if query.links or query.types:  # chains, _has, compartment, _type (search.chain)
         # a compartment goes right after the tenant (see sqlite_graph.links_sql)
         where = partial(_where, contained=contained)
+        # a chain or _has that does not drive is checked per row (sqlite_graph._probe_sql):
+        # the rows it is checked on are the driver's (or the page's), never more
         lead, rest = sqlite_graph.links_sql(
-            tenant, query, where, param_id, lead_links and drive, contained
+            tenant, query, where, param_id, lead_links and drive, contained, _always
         )
         lead_args = [value for _, values in lead for value in values]
         conditions[1:1] = [sql for sql, _ in lead]
