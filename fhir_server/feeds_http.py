@@ -16,6 +16,7 @@ Errors are OperationOutcomes, as everywhere else.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +38,8 @@ CONTENT_TYPES = {"hl7v2": "x-application/hl7-v2+er7", "csv": "application/json",
                  "dicom": "application/dicom"}
 _JSON = "application/json; charset=utf-8"
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 
 class FeedsHttp:
     def __init__(self, handlers: Handlers) -> None:
@@ -55,10 +58,11 @@ class FeedsHttp:
     async def listing(self, request: Request) -> Response:
         params = request.query_params
         feed = params.get("feed") or None
-        count = _number(params.get("_count"), "_count", DEFAULT_COUNT)
+        count = _number(params.get("_count"), "_count")
+        count = DEFAULT_COUNT if count is None else count
         if not 1 <= count <= MAX_COUNT:
             raise FHIRError.simple(400, "value", f"_count must be 1 to {MAX_COUNT}", "_count")
-        before = _number(params.get("before"), "before", None)
+        before = _number(params.get("before"), "before")
         found = await self.pipeline.rejected(self._handlers.ctx, feed, count + 1, before)
         items = [_summary(raw, request) for raw in found[:count]]
         result: dict[str, Any] = {"items": items, "next": None}
@@ -133,9 +137,9 @@ def _input_id(request: Request) -> int:
     return int(text)
 
 
-def _number(text: str | None, name: str, default: int | None) -> Any:
+def _number(text: str | None, name: str) -> int | None:
     if text is None or text == "":
-        return default
+        return None
     if not text.isdigit() or len(text) > 18:
         raise FHIRError.simple(400, "value", f"{name} must be a whole number", name)
     return int(text)
@@ -154,7 +158,7 @@ def routes(handlers: Handlers) -> list[BaseRoute]:
     """The routes for fhir_server.app.OTHER_ROUTES."""
     feeds = FeedsHttp(handlers)
 
-    def guarded(handler: Any) -> Any:
+    def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request)

@@ -3,9 +3,9 @@
 The bytes are decoded with the encoding given, or else: a UTF-8 byte order mark, then
 strict UTF-8, then the best guess of charset-normalizer among GB18030 (which covers
 GBK) and the Western single-byte encodings (Windows-1252, Latin-1). The delimiter is
-given or sniffed from the header line. Quoted fields may hold delimiters, quotes ("") and line breaks, so a record
-may span several physical lines: its line number is the one it starts on (the header is
-line 1), which is what a person looking at the file in an editor sees.
+given or sniffed from the header line. Quoted fields may hold delimiters, quotes ("")
+and line breaks, so a record may span several physical lines: its line number is the
+one it starts on (the header is line 1), which is what an editor shows.
 """
 
 from __future__ import annotations
