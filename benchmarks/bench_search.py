@@ -94,6 +94,18 @@ def cases(patients: int, organizations: int) -> list[Case]:
         ("_text: hypertension", "Condition", {"_text": "hypertension", "_count": "20"}),
         ("_text: 王芳 (Patient)", "Patient", {"_text": "王芳", "_count": "20"}),
         ("_content: metformin", "Condition", {"_content": "metformin", "_count": "20"}),
+    ] + [
+        # the slow ones above again, counting less: the page alone (none), and a cheap
+        # estimate where the exact count is expensive (estimate)
+        (f"{label}, _total={mode}", rtype, {**dict(params), "_total": mode})
+        for label, rtype, params in [
+            ("token: code 718-7, page of 20", "Observation", {"code": f"{LOINC}|718-7"}),
+            ("chain: encounter.service-provider.name", "Observation",
+             {"encounter.service-provider.name": org_name, "code": f"{LOINC}|718-7"}),
+            ("_has: Condition code", "Patient", {"_has:Condition:subject:code": "38341003"}),
+            ("_sort=-date", "Observation", {"code": f"{LOINC}|718-7", "_sort": "-date"}),
+        ]
+        for mode in ("estimate", "none")
     ]
 
 

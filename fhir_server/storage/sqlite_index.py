@@ -32,7 +32,7 @@ from __future__ import annotations
 import sqlite3
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
@@ -839,20 +839,10 @@ ESTIMATE_EXACT = 1000
 def _driving_list(
     tenant: str, query: SearchQuery, hulls: frozenset[str], lead_links: bool
 ) -> tuple[str, list[Any]] | None:
-    """The SELECT of rids that drives `query` (its driving clause, or the chain or _has
-    that leads), when it has one."""
-    if lead_links:
-        for link in query.links:
-            if isinstance(link, ChainClause | HasClause):
-                lead, _ = sqlite_graph.links_sql(
-                    tenant, replace(query, links=(link,)), _where, param_id, True
-                )
-                for sql, args in lead:
-                    inner = _rid_list(sql)
-                    if inner is not None:
-                        return inner, args
-        return None
-    if sqlite_graph.leads(query):
+    """The SELECT of rids that drives `query` (its driving clause's index range), when it
+    has one. None when a chain, `_has` or compartment leads: their lists are built in
+    full whatever is read of them, so counting them is no cheaper than the search."""
+    if lead_links or sqlite_graph.leads(query):
         return None
     driver = _driver(query)
     if driver is None:
@@ -874,9 +864,9 @@ def _estimate(
     """_total=estimate (search.html#total): the exact count when it is cheap, else an
     estimate from the driving rid list.
 
-    Exact: when the search has no driving rid list (a compartment, only :missing or
-    :not conditions, ...), searches contained resources or several types, or its
-    driving list has at most ESTIMATE_EXACT rows. Otherwise: the rows of the driving
+    Exact: when the search has no driving index range (a compartment, a leading chain or
+    _has, only :missing or :not conditions, ...), searches contained resources or
+    several types, or its driving list has at most ESTIMATE_EXACT rows. Otherwise: the rows of the driving
     list (counted in its own index, without visiting any resource) times the share of
     its first ESTIMATE_EXACT rows that meet every condition. `code=718-7&date=ge2020`
     at 1M resources reads the code's index range and 1,000 resources, instead of every
