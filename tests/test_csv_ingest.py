@@ -273,3 +273,21 @@ async def test_samples_without_a_matching_mapping_are_refused_naming_the_columns
     with pytest.raises(CsvFormatError, match=f"lacks the column\\(s\\) {lacking} that mapping"):
         await ingest_csv(Pipeline(store), CTX, (CSV / sample).read_bytes(), mapping)
     assert await store.list_inputs(CTX) == []
+
+
+async def test_concept_map_found_by_its_source_system_when_no_url_matches(
+        store: SQLiteStore) -> None:
+    from adapters.csv.concepts import code_translator
+
+    async with store.transaction(CTX) as txn:
+        await txn.create({
+            "resourceType": "ConceptMap", "status": "active", "url": "urn:example:cm:1",
+            "group": [{"source": "urn:example:lab-local", "target": "http://loinc.org",
+                       "element": [{"code": "HB", "target": [
+                           {"code": "718-7", "equivalence": "equivalent"}]}]}]})
+    by_source = await code_translator(store, CTX, "urn:example:lab-local")
+    assert by_source("HB", "urn:example:lab-local") == [
+        {"system": "http://loinc.org", "code": "718-7"}]
+    assert by_source("XX", "urn:example:lab-local") == []
+    nothing = await code_translator(store, CTX, "urn:example:no-such-map")
+    assert nothing("HB", "urn:example:lab-local") == []
