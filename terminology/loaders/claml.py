@@ -48,19 +48,11 @@ def load_claml(path: Path, *, default_url: str, name: str, version: str | None,
                url: str | None) -> Loaded:
     if not path.is_file():
         raise LoadError(path, "is not a file (give the ClaML .xml file)")
-    events = _events(path)
+    children = _top_level(path)
     title_text, title_version, title_lang = None, None, None
     first_class: ET.Element | None = None
-    root: ET.Element | None = None
-    for event, elem in events:
+    for elem in children:
         tag = _local(elem.tag)
-        if event == "start" and root is None:
-            root = elem
-            if tag != "ClaML":
-                raise LoadError(path, f"the root element is {tag}, not ClaML")
-            continue
-        if event != "end":
-            continue
         if tag == "Title":
             title_text = "".join(elem.itertext()).strip() or None
             title_version = elem.get("version")
@@ -75,13 +67,30 @@ def load_claml(path: Path, *, default_url: str, name: str, version: str | None,
         content="complete", hierarchy_meaning="is-a", copyright=ICD_COPYRIGHT,
         language=title_lang,
     )
-    return Loaded(header, _concepts(path, root, first_class, events, title_lang))
+    return Loaded(header, _concepts(path, first_class, children, title_lang))
 
 
-def _events(path: Path) -> Iterator[tuple[str, ET.Element]]:
+def _top_level(path: Path) -> Iterator[ET.Element]:
+    """The children of the ClaML root, each complete when yielded and removed from the
+    tree when the consumer asks for the next: however large the file, the tree holds one
+    Class (the parser reads ahead 16 kB, so the one read is not always the last child)."""
+    depth = 0
+    root: ET.Element | None = None
     try:
         for event, elem in ET.iterparse(path, events=("start", "end")):
-            yield event, elem
+            if event == "start":
+                depth += 1
+                if root is None:
+                    root = elem
+                    if _local(elem.tag) != "ClaML":
+                        raise LoadError(path, f"the root element is {_local(elem.tag)}, "
+                                              "not ClaML")
+                continue
+            depth -= 1
+            if depth == 1 and root is not None:
+                yield elem
+                elem.clear()
+                root.remove(elem)  # earlier children are gone: it is at the front
     except ET.ParseError as exc:
         line = exc.position[0] if exc.position else None
         raise LoadError(path, f"is not well-formed XML ({exc})", line) from None
@@ -89,22 +98,12 @@ def _events(path: Path) -> Iterator[tuple[str, ET.Element]]:
         raise LoadError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
-def _concepts(path: Path, root: ET.Element | None, first: ET.Element,
-              events: Iterator[tuple[str, ET.Element]],
+def _concepts(path: Path, first: ET.Element, children: Iterator[ET.Element],
               default_lang: str | None) -> Iterator[Concept]:
     yield _concept(path, first, default_lang)
-    _forget(root, first)
-    for event, elem in events:
-        if event == "end" and _local(elem.tag) == "Class":
+    for elem in children:
+        if _local(elem.tag) == "Class":
             yield _concept(path, elem, default_lang)
-            _forget(root, elem)
-
-
-def _forget(root: ET.Element | None, elem: ET.Element) -> None:
-    """Drop a Class that has been read, so the tree built so far stays small."""
-    elem.clear()
-    if root is not None and len(root) and root[-1] is elem:
-        del root[-1]
 
 
 def _concept(path: Path, elem: ET.Element, default_lang: str | None) -> Concept:
