@@ -213,7 +213,8 @@ CASES = [
         "Observation", "subject:Patient.name=peter&_total=none",
         {"obs-1", "obs-3", "obs-5", "obs-6"},
         [
-            ("find", live("Patient", **elem("st", p="name", n={"$gte": "peter", "$lt": "peter" + TOP})),
+            ("find",
+             live("Patient", **elem("st", p="name", n={"$gte": "peter", "$lt": "peter" + TOP})),
              {"_id": 0, "id": 1}, {"limit": mongodb_search.MAX_LINK_IDS + 1}),
             # is any subject a local reference to a contained Patient? (none here)
             ("find", live("Observation", **elem("rf", p="subject", t="Patient",

@@ -87,10 +87,10 @@ def _graph_db() -> MongoSearchDB:
 def _shapes_db() -> MongoSearchDB:
     """test_search_composite_shapes' resources: sequences and document relations."""
     database = MongoSearchDB()
-    database.add(shapes._sequence("s1", "1", "NC_000001.11", (124, 344), [(200, 201)]))  # noqa: SLF001
-    database.add(shapes._sequence("s2", "1", "NC_000001.11", (400, 500),  # noqa: SLF001
-                                  [(410, 411), (480, 481)]))  # fmt: skip
-    database.add(shapes._sequence("s3", "2", "NC_000002.12", (124, 344), [(300, 301)]))  # noqa: SLF001
+    sequence = shapes._sequence  # noqa: SLF001 - the same fixture
+    database.add(sequence("s1", "1", "NC_000001.11", (124, 344), [(200, 201)]))
+    database.add(sequence("s2", "1", "NC_000001.11", (400, 500), [(410, 411), (480, 481)]))
+    database.add(sequence("s3", "2", "NC_000002.12", (124, 344), [(300, 301)]))
     for doc_id, relations in (("d2", [("replaces", "d1"), ("appends", "d0")]),
                               ("d3", [("transforms", "d1")])):  # fmt: skip
         database.add({

@@ -77,7 +77,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Any]:
 @pytest.mark.usefixtures("stored")
 async def test_text_combines_with_other_parameters_and_chains(client: httpx.AsyncClient) -> None:
     response = await client.get(
-        "Condition", params={"_text": "hypertension", "subject.name": "müller", "_total": "accurate"}
+        "Condition",
+        params={"_text": "hypertension", "subject.name": "müller", "_total": "accurate"},
     )
     assert response.status_code == 200, response.text
     bundle = response.json()

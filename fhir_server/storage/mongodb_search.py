@@ -31,7 +31,8 @@ own entries; `p` is the parameter code ("code", "subject", "code:text",
 A condition on one parameter is one `$elemMatch` on one array, so the index
 (tenant, type, idx.tk.p, idx.tk.c, idx.tk.s) is bounded on every field it names.
 
-Query shape: the clauses are ANDed at the top level of a `find` filter; an unsorted
+Query shape (the condition documents are built in mongodb_query.py, without I/O; this
+module runs them): the clauses are ANDed at the top level of a `find` filter; an unsorted
 search reads in `_id` order with `_id > cursor` (a page costs what page 1 costs); a
 sorted one is an aggregation that computes each sort key from the entries of its
 parameter ($filter, $map, then $min / $max: search.html#sort takes the lowest value
@@ -58,77 +59,50 @@ not FTS5's), and `_total=estimate` is the exact count.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 
 from conformance.definitions import search_parameters
 from fhir_server.errors import FHIRError, Issue
 from fhir_server.storage.base import Context, SearchPage, StoredResource
 from fhir_server.storage.mongodb_documents import RESOURCES, stored_from_document
+from fhir_server.storage.mongodb_query import (
+    CONTAINED,
+    DOCUMENT,
+    INDEX_FIELD,
+    NOTHING,
+    TOP,
+    Paths,
+    all_of,
+    any_of,
+    clause_filter,
+    cursor_rid,
+    document_id,
+    in_values,
+    param_code,
+    seek,
+    sort_order,
+    sort_spec,
+    sort_stages,
+)
 from fhir_server.storage.sqlite_contained import resources_of
 from fhir_server.storage.sqlite_graph import MAX_INCLUDED
-from search import custom
 from search import cursor as cursors
+from search import custom
 from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
 from search.extract import IndexRows, extract, index_key, resolve_local_references
 from search.fulltext import FIELD_OF_PARAMETER, FullTextIndex, text_query
-from search.query import (
-    Clause,
-    CompositeTerm,
-    DateTerm,
-    NumberTerm,
-    QuantityTerm,
-    ReferenceTerm,
-    SearchQuery,
-    SortKey,
-    StringTerm,
-    TokenTerm,
-    UriTerm,
-)
+from search.query import Clause, SearchQuery
 from search.result import MAX_ROUNDS, Include
-from search.values import MAX_STRING, iso_utc
 
 COLLECTION = RESOURCES
-INDEX_FIELD = "idx"
 # Far sides of chains and _has, and full-text hits, that a search takes as an id list.
 MAX_LINK_IDS = 50_000
 MAX_TEXT_HITS = 10_000
-# The longest normalised text a stored string can have (MAX_STRING characters, each of
-# which NFKD expands to at most 18): a longer search value cannot match anything.
-_MAX_NORMALIZED = MAX_STRING * 18
-# Above every character: value < prefix + _TOP holds for every value starting with prefix
-# (UTF-8 byte order, which MongoDB compares strings by, is code point order).
-_TOP = "\U0010ffff"
-# Never true for a stored document: an empty id list.
-NOTHING: dict[str, Any] = {"id": {"$in": []}}
 
-ARRAY_OF = {
-    "token": "tk",
-    "uri": "tk",
-    "string": "st",
-    "reference": "rf",
-    "date": "dt",
-    "number": "nm",
-    "quantity": "qt",
-    "composite": "cp",
-}
-# The entry field a sort reads, ascending / descending (as sqlite_index._SORT_COLUMN).
-_SORT_FIELD = {
-    "token": ("c", "c"),
-    "uri": ("c", "c"),
-    "string": ("n", "n"),
-    "reference": ("i", "i"),
-    "date": ("lo", "hi"),
-    "number": ("lo", "hi"),
-    "quantity": ("v", "v"),
-}
-# Types whose terms carry their own parameter (a canonical quantity has another key).
-_PARAM_PER_TERM = frozenset({"quantity", "composite"})
 # What a search reads of a document (never the index entries, except rf for _include).
 _PROJECTION = {
     "_id": 1, "type": 1, "id": 1, "version": 1, "lastUpdated": 1, "deleted": 1, "body": 1
@@ -162,11 +136,6 @@ INDEXES: tuple[IndexModel, ...] = (
 async def create_indexes(db: Any) -> list[str]:
     """Create INDEXES on the resources collection (idempotent)."""
     return list(await db[COLLECTION].create_indexes(list(INDEXES)))
-
-
-def param_code(key: str) -> str:
-    """The `p` of an index key: "Observation.code" -> "code"; "_tag" stays."""
-    return key.partition(".")[2] if "." in key else key
 
 
 # -- index entries --------------------------------------------------------------------
@@ -235,277 +204,6 @@ def index_entries(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# -- conditions -----------------------------------------------------------------------
-
-
-def _and(*conditions: dict[str, Any]) -> dict[str, Any]:
-    """Conditions ANDed: merged into one document where their fields differ (or are
-    operator documents with different operators), else under $and."""
-    merged: dict[str, Any] = {}
-    rest: list[dict[str, Any]] = []
-    for condition in conditions:
-        clash = False
-        for name, value in condition.items():
-            if name not in merged:
-                continue
-            old = merged[name]
-            if (
-                name.startswith("$")
-                or not (_is_operators(old) and _is_operators(value))
-                or set(old) & set(value)
-            ):
-                clash = True
-        if clash:
-            rest.append(condition)
-            continue
-        for name, value in condition.items():
-            merged[name] = {**merged[name], **value} if name in merged else value
-    if rest:
-        return {"$and": [merged, *rest]} if merged else {"$and": rest}
-    return merged
-
-
-def _is_operators(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
-
-
-def _or(conditions: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Conditions ORed; equalities on one same field become one $in (an index range)."""
-    if len(conditions) == 1:
-        return conditions[0]
-    names = {name for condition in conditions for name in condition}
-    if (
-        len(names) == 1
-        and all(len(condition) == 1 for condition in conditions)
-        and not next(iter(names)).startswith("$")
-        and not any(isinstance(v, dict) for condition in conditions for v in condition.values())
-    ):
-        (name,) = names
-        values: list[Any] = []
-        for condition in conditions:
-            if condition[name] not in values:
-                values.append(condition[name])
-        return {name: values[0]} if len(values) == 1 else {name: {"$in": values}}
-    return {"$or": list(conditions)}
-
-
-def _range_condition(prefix: str, low: str, high: str, q_low: Any, q_high: Any) -> dict[str, Any]:
-    """R4 search.html#prefix on a stored [low, high] range against the searched range
-    [q_low, q_high], both inclusive (sqlite_index._date_condition)."""
-    if prefix == "eq":
-        return _and({low: {"$gte": q_low}}, {high: {"$lte": q_high}})
-    if prefix == "ne":
-        return {"$or": [{low: {"$lt": q_low}}, {high: {"$gt": q_high}}]}
-    if prefix == "gt":
-        return {high: {"$gt": q_high}}
-    if prefix == "lt":
-        return {low: {"$lt": q_low}}
-    if prefix == "ge":
-        return {high: {"$gte": q_low}}
-    if prefix == "le":
-        return {low: {"$lte": q_high}}
-    if prefix == "sa":
-        return {low: {"$gt": q_high}}
-    if prefix == "eb":
-        return {high: {"$lt": q_low}}
-    if prefix == "ap":
-        return _and({high: {"$gte": q_low}}, {low: {"$lte": q_high}})
-    raise ValueError(f"unknown date prefix {prefix!r}")
-
-
-_OPERATOR = {"gt": "$gt", "ge": "$gte", "lt": "$lt", "le": "$lte"}
-
-
-def _number_condition(term: NumberTerm, low: str, high: str) -> dict[str, Any]:
-    """R4 search.html#number (sqlite_index._number_condition): eq/ne on the searched
-    number's implicit range [t.low, t.high), gt/lt/ge/le on the number itself."""
-    value, q_low, q_high = float(term.value), float(term.low), float(term.high)
-    prefix = term.prefix
-    if prefix == "eq":
-        return _and({low: {"$gte": q_low}}, {high: {"$lt": q_high}})
-    if prefix == "ne":
-        return {"$or": [{low: {"$lt": q_low}}, {high: {"$gte": q_high}}]}
-    if prefix in ("gt", "ge", "lt", "le"):
-        # the stored range's far end must pass the number (a decimal: low = high)
-        name = high if prefix in ("gt", "ge") else low
-        return {name: {_OPERATOR[prefix]: value}}
-    if prefix == "sa":
-        return {low: {"$gte": q_high}}
-    if prefix == "eb":
-        return {high: {"$lt": q_low}}
-    if prefix == "ap":
-        return _and({high: {"$gte": q_low}}, {low: {"$lte": q_high}})
-    raise ValueError(f"unknown number prefix {prefix!r}")
-
-
-def _starts_with(name: str, text: str) -> dict[str, Any]:
-    return {name: {"$gte": text, "$lt": text + _TOP}}
-
-
-def regex_literal(text: str) -> str:
-    """`text` as a regular expression that matches it literally, read the same by PCRE
-    (MongoDB) and Python's re (mongomock): letters and digits as they are, other ASCII
-    characters backslash-escaped, control characters (NUL included, which a MongoDB
-    pattern cannot hold as such) as \\xHH."""
-    out: list[str] = []
-    for ch in text:
-        if ch.isalnum() or ord(ch) > 0x7F:
-            out.append(ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append("\\" + ch)
-    return "".join(out)
-
-
-def _uri_ancestors(uri: str) -> list[str]:
-    """`uri` and its parents at "/" boundaries, for uri:above (sqlite_index)."""
-    parts = uri.split("/")
-    found = ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
-    return [p for p in found if p and not p.endswith(":") and not p.endswith(":/")]
-
-
-def _token(term: TokenTerm, code: str = "c", system: str = "s") -> dict[str, Any]:
-    condition: dict[str, Any] = {}
-    if term.code is not None:
-        condition[code] = term.code
-    if term.system is not None:
-        condition[system] = term.system
-    return condition
-
-
-def _quantity(key: str, term: QuantityTerm) -> dict[str, Any]:
-    condition: dict[str, Any] = {"p": param_code(key + ":canonical" if term.canonical else key)}
-    if term.code is not None:
-        condition["c"] = term.code
-    if term.system is not None:
-        condition["s"] = term.system
-    return _and(condition, _number_condition(term.number, "v", "v"))
-
-
-def _composite(key: str, term: CompositeTerm) -> dict[str, Any]:
-    second = term.second
-    canonical = isinstance(second, QuantityTerm) and second.canonical
-    first = term.first
-    # a reference first component is stored as (s, c) = (target type, target id)
-    head = (
-        _token(TokenTerm(first.raw, first.target_type, first.target_id))
-        if isinstance(first, ReferenceTerm)
-        else _token(first)
-    )
-    condition = {"p": param_code(key + ":canonical" if canonical else key), **head}
-    if term.third is not None and isinstance(second, NumberTerm):
-        # token$number$number: the first number in lo, the second in hi, each a decimal
-        return _and(
-            condition,
-            _number_condition(second, "lo", "lo"),
-            _number_condition(term.third, "hi", "hi"),
-        )
-    if isinstance(second, NumberTerm):
-        return _and(condition, _number_condition(second, "lo", "hi"))
-    if isinstance(second, TokenTerm):
-        return {**condition, **_token(second, "vc", "vs")}
-    if isinstance(second, QuantityTerm):
-        if second.code is not None:
-            condition["vc"] = second.code
-        if second.system is not None:
-            condition["vs"] = second.system
-        return _and(condition, _number_condition(second.number, "lo", "hi"))
-    if isinstance(second, DateTerm):
-        return _and(condition, _range_condition(second.prefix, "lo", "hi", second.low, second.high))
-    return _and(condition, _starts_with("vc", second.normalized))
-
-
-def _term(clause: Clause, term: object) -> dict[str, Any]:
-    """The condition on one index entry for one searched value (sqlite_index)."""
-    if isinstance(term, TokenTerm):
-        return _token(term)
-    if isinstance(term, StringTerm):
-        if len(term.normalized) > _MAX_NORMALIZED:
-            return {"n": {"$in": []}}
-        if clause.modifier == "exact":
-            return {"n": term.normalized, "x": term.text}
-        if clause.modifier == "contains":
-            return {"n": {"$regex": regex_literal(term.normalized)}}
-        return _starts_with("n", term.normalized)
-    if isinstance(term, ReferenceTerm):
-        if term.target_type is None:
-            return {"i": term.target_id}
-        return {"i": term.target_id, "t": term.target_type}
-    if isinstance(term, DateTerm):
-        return _range_condition(term.prefix, "lo", "hi", term.low, term.high)
-    if isinstance(term, NumberTerm):
-        return _number_condition(term, "lo", "hi")
-    if isinstance(term, QuantityTerm):
-        return _quantity(clause.key, term)
-    if isinstance(term, CompositeTerm):
-        return _composite(clause.key, term)
-    if isinstance(term, UriTerm):
-        if clause.modifier == "below":
-            return _starts_with("c", term.value)
-        if clause.modifier == "above":
-            return {"c": {"$in": _uri_ancestors(term.value)}}
-        return {"c": term.value}
-    raise TypeError(f"unknown search term {type(term).__name__}")
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where a condition finds the index arrays, the id and lastUpdated: on a resource
-    document, or inside one of its contained entries (`idx.cn`)."""
-
-    index: str
-    id: str
-    last_updated: str
-
-
-DOCUMENT = Paths(INDEX_FIELD + ".", "id", "lastUpdated")
-CONTAINED = Paths("", "i", "lu")
-
-
-def _column_clause(clause: Clause, paths: Paths) -> dict[str, Any]:
-    """_id and _lastUpdated, fields of the document itself."""
-    if clause.missing is not None:
-        return NOTHING if clause.missing else {}
-    conditions: list[dict[str, Any]] = []
-    for term in clause.terms:
-        if isinstance(term, TokenTerm):
-            conditions.append({paths.id: term.code})
-        elif isinstance(term, DateTerm):
-            low, high = iso_utc(term.low), iso_utc(term.high)
-            field = paths.last_updated
-            conditions.append(_range_condition(term.prefix, field, field, low, high))
-    return _or(conditions)
-
-
-def clause_filter(clause: Clause, paths: Paths = DOCUMENT) -> dict[str, Any]:
-    """The filter of one clause (not _text / _content, see `_text_filter`)."""
-    if clause.code in ("_id", "_lastUpdated"):
-        return _column_clause(clause, paths)
-    array = ARRAY_OF[clause.param_type]
-    key = clause.key
-    if clause.missing is not None:
-        present = {f"{paths.index}{array}": {"$elemMatch": {"p": param_code(key)}}}
-        return {"$nor": [present]} if clause.missing else present
-    if clause.modifier == "text":  # token :text searches the codes' text and display
-        array, key = "st", key + ":text"
-    elif clause.modifier == "of-type":
-        key += ":of-type"
-    conditions = [_term(clause, term) for term in clause.terms]
-    own = {} if clause.param_type in _PARAM_PER_TERM else {"p": param_code(key)}
-    values = _or(conditions)
-    # One $elemMatch when the values fold into one condition (codes into one $in);
-    # else one per value under a top-level $or, which the planner answers as a union
-    # of index ranges (an $or inside $elemMatch would leave the values unbounded).
-    alternatives = [values] if "$or" not in values else conditions
-    matched = [
-        {f"{paths.index}{array}": {"$elemMatch": _and(own, value)}} for value in alternatives
-    ]
-    if clause.modifier == "not":
-        return {"$nor": matched}
-    return matched[0] if len(matched) == 1 else {"$or": matched}
-
-
 # -- the filter of a whole query --------------------------------------------------------
 
 
@@ -558,7 +256,7 @@ class _Compiler:
                 conditions.append(NOTHING)
         for link in query.links:
             conditions.append(await self._link_filter(link, paths))
-        return _and(*[c for c in conditions if c])
+        return all_of(*[c for c in conditions if c])
 
     async def contained_filter(self, query: SearchQuery) -> dict[str, Any]:
         """`_contained=true|both` with `_containedType=container` (search.html#contained):
@@ -576,7 +274,7 @@ class _Compiler:
             raise _not_supported("_contained", "'_contained' needs a resource type on the "
                                  "MongoDB store")  # fmt: skip
         element = await self.filter(query, CONTAINED)
-        inside = _and(self.base(None), {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
+        inside = all_of(self.base(None), {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
         if query.result.contained == "true":
             return inside
         return {"$or": [await self.filter(query), inside]}
@@ -618,16 +316,16 @@ class _Compiler:
             for target_type, inner in link.targets:
                 ids = await self._ids(link.name, inner)
                 if ids:
-                    element = {"p": code, "t": target_type, "i": _in(ids)}
+                    element = {"p": code, "t": target_type, "i": in_values(ids)}
                     conditions.append({entries: {"$elemMatch": element}})
                 if paths is DOCUMENT:
                     inside = await self._contained_branch(link, target_type, inner)
                     if inside is not None:
                         conditions.append(inside)
-            return _or(conditions) if conditions else NOTHING
+            return any_of(conditions) if conditions else NOTHING
         if isinstance(link, HasClause):
             ids = await self._referenced(link)
-            return {paths.id: _in(ids)} if ids else NOTHING
+            return {paths.id: in_values(ids)} if ids else NOTHING
         if isinstance(link, CompartmentClause):
             codes = [param_code(key) for key in link.keys]
             element = {
@@ -638,7 +336,7 @@ class _Compiler:
             return {entries: {"$elemMatch": element}}
         if isinstance(link, TypedClause) and paths is DOCUMENT:
             alternatives = [await self.filter(inner) for _, inner in link.alternatives]
-            return _or(alternatives) if alternatives else NOTHING
+            return any_of(alternatives) if alternatives else NOTHING
         raise TypeError(f"unknown link clause {type(link).__name__}")
 
     async def _contained_branch(
@@ -650,16 +348,16 @@ class _Compiler:
         such a local reference (one index probe): the branch could match nothing."""
         code = param_code(link.key)
         local = {f"{INDEX_FIELD}.rf": {"$elemMatch": {
-            "p": code, "t": target_type, "i": {"$gte": "#", "$lt": "#" + _TOP},
+            "p": code, "t": target_type, "i": {"$gte": "#", "$lt": "#" + TOP},
         }}}  # fmt: skip
         searched = link.key.partition(".")[0]
         probe = self.collection.find(
-            _and(self.base(searched), local), {"_id": 1}, limit=1, session=self.session
+            all_of(self.base(searched), local), {"_id": 1}, limit=1, session=self.session
         )
         if not await probe.to_list(1):
             return None
-        element = _and({"via": code}, await self.filter(inner, CONTAINED))
-        return _and(local, {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
+        element = all_of({"via": code}, await self.filter(inner, CONTAINED))
+        return all_of(local, {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
 
     async def _text_filter(self, resource_type: str | None, clause: Clause) -> dict[str, Any]:
         """_text / _content through the full-text index: its hits as an id condition."""
@@ -685,104 +383,11 @@ class _Compiler:
                 by_type.setdefault(hit.resource_type, []).append(hit.id)
         if resource_type is not None:
             ids = by_type.get(resource_type, [])
-            return {"id": _in(sorted(set(ids)))} if ids else NOTHING
-        alternatives = [{"type": t, "id": _in(sorted(set(ids)))} for t, ids in by_type.items()]
-        return _or(alternatives) if alternatives else NOTHING
-
-
-def _in(values: Sequence[Any]) -> Any:
-    return values[0] if len(values) == 1 else {"$in": list(values)}
-
-
-# -- sorting and paging -----------------------------------------------------------------
-
-
-def _sort_stages(sorts: Sequence[SortKey]) -> list[dict[str, Any]]:
-    """$addFields computing k<i> (the sort value) and m<i> (1 when it is missing).
-
-    The value list is built first and reduced in a second stage: `$min` of an array
-    field works on MongoDB and mongomock alike, `$min` of an inline $map only on MongoDB."""
-    values: dict[str, Any] = {}
-    reduced: dict[str, Any] = {}
-    missing: dict[str, Any] = {}
-    for index, sort in enumerate(sorts):
-        name = f"k{index}"
-        if sort.code == "_id":
-            values[name] = "$id"
-        elif sort.code == "_lastUpdated":
-            values[name] = "$lastUpdated"
-        elif sort.code == "_score":
-            values[name] = {"$literal": None}  # filled in from the hits (_score_page)
-        else:
-            array = f"${INDEX_FIELD}.{ARRAY_OF[sort.param_type]}"
-            entries = {
-                "$filter": {
-                    "input": {"$ifNull": [array, []]},
-                    "as": "e",
-                    "cond": {"$eq": ["$$e.p", param_code(sort.key)]},
-                }
-            }
-            column = _SORT_FIELD[sort.param_type][1 if sort.descending else 0]
-            values[name] = {"$map": {"input": entries, "as": "e", "in": f"$$e.{column}"}}
-            reduced[name] = {("$max" if sort.descending else "$min"): f"${name}"}
-        missing[f"m{index}"] = {"$cond": [{"$eq": [{"$ifNull": [f"${name}", None]}, None]}, 1, 0]}
-    stages = [{"$addFields": values}]
-    if reduced:
-        stages.append({"$addFields": reduced})
-    stages.append({"$addFields": missing})
-    return stages
-
-
-def _sort_spec(sorts: Sequence[SortKey]) -> dict[str, int]:
-    spec: dict[str, int] = {}
-    for index, sort in enumerate(sorts):
-        spec[f"m{index}"] = 1
-        spec[f"k{index}"] = -1 if sort.descending else 1
-    spec["_id"] = 1
-    return spec
-
-
-def _seek(sorts: Sequence[SortKey], position: cursors.Position) -> dict[str, Any]:
-    """The documents after `position`: lexicographic over the sort keys (missing values
-    last in both directions), then `_id` (sqlite_index._seek)."""
-    values, rid = position
-    alternatives: list[dict[str, Any]] = []
-    equal: dict[str, Any] = {}
-    for index, (sort, value) in enumerate(zip(sorts, values, strict=True)):
-        key, flag = f"k{index}", f"m{index}"
-        if value is not None:
-            later = {key: {"$lt" if sort.descending else "$gt": value}}
-            alternatives.append({**equal, "$or": [{flag: 1}, later]})
-            equal = {**equal, flag: 0, key: value}
-        else:
-            equal = {**equal, flag: 1}
-    alternatives.append({**equal, "_id": {"$gt": document_id(rid)}})
-    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
-
-
-def cursor_rid(doc_id: Any) -> int:
-    """The integer a keyset cursor carries (search.cursor) for a document `_id`: its
-    bytes behind a tag byte, 1 for a string ("<tenant>/<type>/<id>", the store's key),
-    2 for an ObjectId."""
-    if isinstance(doc_id, ObjectId):
-        return int.from_bytes(b"\x02" + doc_id.binary, "big")
-    return int.from_bytes(b"\x01" + str(doc_id).encode(), "big")
-
-
-def document_id(rid: int) -> Any:
-    """The `_id` a cursor's integer names (cursor_rid reversed); 400 for one that
-    names none (a cursor of another store)."""
-    raw = rid.to_bytes(max((rid.bit_length() + 7) // 8, 1), "big") if rid > 0 else b""
-    if raw[:1] == b"\x02" and len(raw) == 13:
-        return ObjectId(raw[1:])
-    if raw[:1] == b"\x01":
-        try:
-            return raw[1:].decode()
-        except UnicodeDecodeError:
-            pass
-    raise FHIRError(400, [Issue(
-        "invalid", "'_cursor' is not a cursor of this search", expression=(cursors.PARAMETER,)
-    )])  # fmt: skip
+            return {"id": in_values(sorted(set(ids)))} if ids else NOTHING
+        alternatives = [
+            {"type": t, "id": in_values(sorted(set(ids)))} for t, ids in by_type.items()
+        ]
+        return any_of(alternatives) if alternatives else NOTHING
 
 
 @dataclass(frozen=True)
@@ -827,38 +432,18 @@ async def _plan(compiler: _Compiler, query: SearchQuery) -> Plan:
     if not sorts:
         page = where
         if query.position is not None:
-            page = _and(where, {"_id": {"$gt": document_id(query.position[1])}})
+            page = all_of(where, {"_id": {"$gt": document_id(query.position[1])}})
         return Plan(page, count_filter, {"_id": 1}, offset, limit)
-    pipeline: list[dict[str, Any]] = [{"$match": where}, *_sort_stages(sorts)]
+    pipeline: list[dict[str, Any]] = [{"$match": where}, *sort_stages(sorts)]
     if query.position is not None:
-        pipeline.append({"$match": _seek(sorts, query.position)})
-    spec = _sort_spec(sorts)
+        pipeline.append({"$match": seek(sorts, query.position)})
+    spec = sort_spec(sorts)
     pipeline.append({"$sort": spec})
     if offset:
         pipeline.append({"$skip": offset})
     keys = {f"k{i}": 1 for i in range(len(sorts))}
     pipeline += [{"$limit": limit}, {"$project": {**_PROJECTION, **keys}}]
     return Plan(where, count_filter, spec, offset, limit, pipeline)
-
-
-def _compare(sorts: Sequence[SortKey]) -> Any:
-    """The order of a sorted page on documents carrying k<i> and _id, as MongoDB sorts
-    them in the pipeline: each key ascending or descending, missing values last, then
-    _id."""
-
-    def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
-        for index, sort in enumerate(sorts):
-            left, right = a.get(f"k{index}"), b.get(f"k{index}")
-            if left is None or right is None:
-                if left is None and right is None:
-                    continue
-                return 1 if left is None else -1
-            if left != right:
-                order = -1 if left < right else 1
-                return -order if sort.descending else order
-        return -1 if a["_id"] < b["_id"] else 1 if a["_id"] > b["_id"] else 0
-
-    return functools.cmp_to_key(compare)
 
 
 async def _score_page(
@@ -871,9 +456,9 @@ async def _score_page(
     assert page_plan.pipeline is not None
     scores = compiler.scores or {}
     keys = {f"k{i}": 1 for i in range(len(query.sorts))}
-    sort_stages = page_plan.pipeline[1 : 1 + len(_sort_stages(query.sorts))]
+    stages = page_plan.pipeline[1 : 1 + len(sort_stages(query.sorts))]
     pipeline = [
-        page_plan.pipeline[0], *sort_stages, {"$project": {"_id": 1, "type": 1, "id": 1, **keys}}
+        page_plan.pipeline[0], *stages, {"$project": {"_id": 1, "type": 1, "id": 1, **keys}}
     ]
     cursor = await compiler.collection.aggregate(pipeline, session=compiler.session)
     rows = list(await cursor.to_list(None))
@@ -882,7 +467,7 @@ async def _score_page(
         for index, sort in enumerate(query.sorts):
             if sort.code == "_score":
                 row[f"k{index}"] = None if score is None else -score
-    order = _compare(query.sorts)
+    order = sort_order(query.sorts)
     rows.sort(key=order)
     if query.position is not None:
         values, rid = query.position
@@ -936,8 +521,8 @@ async def _forward(
                 targets.setdefault(entry["t"], set()).add(entry["i"])
     if not targets:
         return []
-    alternatives = [{"type": t, "id": _in(sorted(ids))} for t, ids in sorted(targets.items())]
-    where = _and(compiler.base(None), _or(alternatives))
+    alternatives = [{"type": t, "id": in_values(sorted(ids))} for t, ids in sorted(targets.items())]
+    where = all_of(compiler.base(None), any_of(alternatives))
     cursor = compiler.collection.find(
         where, _INCLUDE_PROJECTION, sort=[("_id", 1)], session=compiler.session
     )
@@ -960,8 +545,8 @@ async def _reverse(
     codes = [param_code(index_key(include.source_type, code)) for code in include.codes]
     found: list[dict[str, Any]] = []
     for target_type, ids in by_type.items():
-        element = {"p": _in(codes), "i": _in(ids), "t": target_type}
-        where = _and(
+        element = {"p": in_values(codes), "i": in_values(ids), "t": target_type}
+        where = all_of(
             compiler.base(include.source_type), {f"{INDEX_FIELD}.rf": {"$elemMatch": element}}
         )
         cursor = compiler.collection.find(
