@@ -5,10 +5,10 @@ session), so it commits or aborts with the resource.
 
 Document: {_id: ObjectId, tenant, type, id, version, attempts, due, error}; `due` in
 unix seconds (0 = now), `error` an error type, never patient data. Entries are taken
-in `_id` order (ObjectIds increase with time, per process exactly, across API workers
-to the second); order across resources does not matter, and per resource the index's
-external versions keep the newest (fhir_server.outbox). Index `by_due` serves the
-indexer's query. With a sharded cluster the collection stays unsharded (it is small:
+in (due, `_id`) order, which index `by_due` serves without sorting: new entries (due 0)
+by `_id` (ObjectIds increase with time), then retried ones as they fall due. Order
+across resources does not matter, and per resource the index's external versions keep
+the newest (fhir_server.outbox). With a sharded cluster the collection stays unsharded (it is small:
 entries live until the indexer has applied them).
 """
 
@@ -62,7 +62,12 @@ class MongoOutbox:
         return outbox
 
     async def due(self, now: float, limit: int) -> list[OutboxEntry]:
-        cursor = self._collection.find({"due": {"$lte": now}}).sort("_id", ASCENDING).limit(limit)
+        # (due, _id): the order of index by_due, so no in-memory sort of a large backlog
+        cursor = (
+            self._collection.find({"due": {"$lte": now}})
+            .sort([("due", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
         return [
             OutboxEntry(str(doc["_id"]), doc["tenant"], doc["type"], doc["id"],
                         int(doc["version"]), int(doc.get("attempts", 0)))  # fmt: skip
