@@ -215,11 +215,37 @@ class SourceMaps:
     def add(self, concept_map: JSON, resource_id: str | None = None) -> SourceMap | None:
         compiled = compile_map(concept_map, resource_id)
         if compiled is not None:
+            self.issues += compiled.issues
             for source in compiled.sources:
                 self.by_source.setdefault(source, []).append(compiled)
-            self.issues += compiled.issues
+                self._chain_across(source)
             self._chosen = {}
         return compiled
+
+    def _chain_across(self, source: str) -> None:
+        """A chain or loop through two ConceptMaps of one source (a -> b in one, b -> ...
+        in the other) is broken the same way as inside one map."""
+        maps = self.by_source[source]
+        if len(maps) < 2:
+            return
+        for first in maps:
+            for key, target in list(first.codes.items()):
+                for other in maps:
+                    if other is first:
+                        continue
+                    again = (target.system, target.code)
+                    if any(k in other.codes or k in other.broken
+                           for k in (again, (None, target.code))):
+                        reason = (f"ConceptMap {first.url} maps {key[1]!r} to "
+                                  f"{target.code!r}, which ConceptMap {other.url} of the same "
+                                  f"source maps again (a chain or loop); maps are applied one "
+                                  f"step, so {key[1]!r} is left unmapped")
+                        first.broken[key] = reason
+                        del first.codes[key]
+                        issue = _warning("business-rule", reason)
+                        first.issues.append(issue)
+                        self.issues.append(issue)
+                        break
 
     def for_sources(self, sources: tuple[str, ...]) -> tuple[SourceMap, ...]:
         found = self._chosen.get(sources)

@@ -470,3 +470,23 @@ def test_the_alternate_code_of_a_cwe_can_be_the_mapped_one() -> None:
     (obs,) = [e["resource"] for e in bundle["entry"]
               if e["resource"]["resourceType"] == "Observation"]
     assert [c["code"] for c in obs["code"]["coding"]] == ["X9", "G1", "2345-7"]
+
+
+def test_a_loop_through_two_maps_of_one_source_is_broken() -> None:
+    forward = {"resourceType": "ConceptMap", "url": "urn:test:one",
+               "useContext": source_context("LAB1"),
+               "group": [{"source": "urn:lab1", "target": "urn:lab1", "element": [
+                   {"code": "NA", "target": [{"code": "SOD", "equivalence": "equivalent"}]}]}]}
+    back = {"resourceType": "ConceptMap", "url": "urn:test:two",
+            "useContext": source_context("LAB1"),
+            "group": [{"source": "urn:lab1", "target": "urn:lab1", "element": [
+                {"code": "SOD", "target": [{"code": "NA", "equivalence": "equivalent"}]}]}]}
+    maps = SourceMaps([(None, forward), (None, back)])
+    obs = {"resourceType": "Observation", "code": {"coding": [{"system": "urn:lab1",
+                                                                "code": "NA"}]}}
+    report = standardise_observation(obs, "LAB1", maps=maps)
+    assert len(obs["code"]["coding"]) == 1
+    assert [i.diagnostics for i in report.issues.values()] == [
+        "ConceptMap urn:test:one maps 'NA' to 'SOD', which ConceptMap urn:test:two of the same "
+        "source maps again (a chain or loop); maps are applied one step, so 'NA' is left "
+        "unmapped"]
