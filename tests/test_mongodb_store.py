@@ -209,3 +209,61 @@ async def test_claims_in_opposite_orders_do_not_wait_for_each_other_for_long() -
                                 first_holds))
     assert sorted(outcomes) == ["503", "committed"]
     assert time.monotonic() - started < 10
+
+
+async def test_reindex_makes_a_new_search_parameter_find_older_resources() -> None:
+    from fhir_server.storage import mongodb_reindex
+    from search import custom
+    from search.query import parse_search
+
+    birthsex = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+    definition = {
+        "resourceType": "SearchParameter", "id": "patient-birthsex", "status": "active",
+        "url": "http://example.org/fhir/SearchParameter/patient-birthsex", "name": "birthsex",
+        "description": "Birth sex", "code": "birthsex", "base": ["Patient"], "type": "token",
+        "expression": f"Patient.extension.where(url='{birthsex}').value",
+    }
+    mock = AsyncMockClient()
+    store = await MongoStore.open("mongodb://mongomock/fhir", client=mock)
+    ctx = Context()
+    try:
+        async with store.transaction(ctx) as txn:
+            for n, sex in enumerate("FMF"):
+                await txn.create({"resourceType": "Patient",
+                                  "extension": [{"url": birthsex, "valueCode": sex}]}, f"old{n}")
+            await txn.create(definition, definition["id"])
+        seen: list[tuple[int, int]] = []
+        done = await mongodb_reindex.reindex(store.db, ctx, ("Patient",), batch=2,
+                                             progress=lambda n, total: seen.append((n, total)))
+        assert done == 3 and seen == [(2, 3), (3, 3)]
+        page = await store.search(ctx, parse_search("Patient", [("birthsex", "F")]))
+        assert sorted(r.id for r in page.resources) == ["old0", "old2"]
+        # a restart reads which version was indexed: still searchable
+        again = await MongoStore.open("mongodb://mongomock/fhir", client=mock)
+        page = await again.search(ctx, parse_search("Patient", [("birthsex", "M")]))
+        assert [r.id for r in page.resources] == ["old1"]
+    finally:
+        custom.REGISTRY.replace_all([])
+
+
+async def test_the_reindex_command_runs_on_the_mongodb_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fhir-fusion reindex` with FHIR_FUSION_STORE set: the MongoDB store is opened (here
+    on mongomock in place of a server) and its index entries rebuilt."""
+    from fhir_server import cli
+
+    mock = AsyncMockClient()
+    seeded = await MongoStore.open("mongodb://mongomock/fhir", client=mock)
+    async with seeded.transaction(Context()) as txn:
+        await txn.create(dict(PATIENT), "p1")
+        await txn.create(dict(PATIENT), "p2")
+
+    async def open_mock(url: str) -> MongoStore:
+        assert url == "mongodb://mongomock/fhir"
+        return await MongoStore.open(url, client=mock)
+
+    monkeypatch.setenv("FHIR_FUSION_STORE", "mongodb://mongomock/fhir")
+    monkeypatch.setattr(cli, "_open_mongodb", open_mock)
+    assert await cli.reindex_store(tmp_path, ()) == 0
+    assert "reindex completed: 2 resources" in capsys.readouterr().out

@@ -127,9 +127,9 @@ def describe_address(url: str) -> str:
 
 
 def _track_search_parameter(stored: dict[str, Any], version: int) -> None:
-    """A SearchParameter written: checked, and its parameter defined for this process
-    (as sqlite_reindex.track). Resources stored before it are not reindexed on MongoDB
-    ($reindex is SQLite-only), so it finds those written after."""
+    """A SearchParameter written: checked, and its parameter defined, pending, for this
+    process (as sqlite_reindex.track); `fhir-fusion reindex` (mongodb_reindex) makes it
+    searchable."""
     param = custom.definition(stored, version)
     if param is None:
         custom.REGISTRY.forget(str(stored["id"]))
@@ -138,6 +138,11 @@ def _track_search_parameter(stored: dict[str, Any], version: int) -> None:
 
 
 async def _load_search_parameters(db: Any) -> None:
+    """Fill search.custom.REGISTRY from the stored SearchParameters; those whose
+    version `fhir-fusion reindex` has finished (mongodb_reindex) are searchable."""
+    from fhir_server.storage.mongodb_reindex import indexed_versions
+
+    indexed = await indexed_versions(db)
     params: list[tuple[custom.CustomParam, bool]] = []
     found = db[docs.RESOURCES].find({"type": "SearchParameter", "deleted": False},
                                     {"body": 1, "version": 1})
@@ -147,7 +152,7 @@ async def _load_search_parameters(db: Any) -> None:
         except Exception:  # noqa: BLE001 - a definition stored before a stricter check
             continue
         if param is not None:
-            params.append((param, False))
+            params.append((param, indexed.get(param.resource_id) == param.version))
     custom.REGISTRY.replace_all(params)
 
 
