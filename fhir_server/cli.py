@@ -588,8 +588,10 @@ async def reindex_store(
             raise CommandError(f"--type {name} is not an R4 resource type")
     store = await _open_store(data_dir)
     try:
-        if search_index and not _is_sqlite(store):  # MongoDB indexes on every write
-            await _rebuild_search_index(store, search_index, types, recreate_search_index)
+        if not _is_sqlite(store):  # MongoDB: entries recomputed in place, no job
+            await _reindex_mongodb(store, tuple(sorted(set(types))))
+            if search_index:
+                await _rebuild_search_index(store, search_index, types, recreate_search_index)
             return 0
         job = await reindex.start(store, Context(), tuple(sorted(set(types))))
         if job.processed:
@@ -609,6 +611,21 @@ async def reindex_store(
     finally:
         await store.close()
     return 0
+
+
+async def _reindex_mongodb(store: Any, types: tuple[str, ...]) -> None:
+    from fhir_server.storage.mongodb_reindex import reindex as rebuild
+
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - last[0] >= 2:
+            last[0] = now
+            print(f"reindex: {done} of {total}", file=sys.stderr)
+
+    done = await rebuild(store.db, Context(), types, progress=show)
+    print(f"reindex completed: {done} resources")
 
 
 def _is_sqlite(store: object) -> bool:
