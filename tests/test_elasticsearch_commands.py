@@ -98,6 +98,7 @@ async def test_reindex_with_an_unreachable_index_fails_naming_it(tmp_path: Path)
 async def test_serve_indexes_what_clients_write(tmp_path: Path, fake: FakeElasticsearch) -> None:
     process = await asyncio.create_subprocess_exec(
         *CLI, "serve", "--data-dir", str(tmp_path), "--port", "0", "--mllp-port", "0",
+        "--dicom-port", "0",
         "--search-index", fake.url,
         env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -146,3 +147,15 @@ async def test_offline_ingest_beside_an_attached_index_fills_the_outbox(tmp_path
         assert pending == written  # one outbox row per version the ingest wrote
     finally:
         await store.close()
+
+
+async def test_serve_with_an_unreachable_index_exits_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, err = await _run("serve", "--data-dir", str(tmp_path), "--port", "0",
+                              "--mllp-port", "0", "--dicom-port", "0",
+                              "--search-index", f"elasticsearch://127.0.0.1:{port}")  # fmt: skip
+    assert code == 1
+    assert f"Elasticsearch at http://127.0.0.1:{port} cannot be reached" in err
+    assert "Traceback" not in err
