@@ -40,33 +40,28 @@ its INDEXES are created at start-up with the store's own.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
+from fhir_server.storage import mongodb_claims as claims
 from fhir_server.storage import mongodb_documents as docs
 from fhir_server.storage import mongodb_search
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
-from fhir_server.storage.mongodb_errors import (
-    as_fhir_error,
-    mapped,
-    replica_set_required,
-    unavailable,
-)
+from fhir_server.storage.mongodb_errors import as_fhir_error, mapped, replica_set_required
 from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_meta, content_hash
 from search import custom
 
@@ -79,10 +74,6 @@ WriteHook = Callable[["MongoTransaction", StoredResource], Awaitable[None]]
 
 DEFAULT_DATABASE = "fhir_fusion"
 SERVER_SELECTION_TIMEOUT_MS = 10_000
-# a lease outlives any sane transaction; one left by a crashed worker is taken over after it
-LEASE_SECONDS = 30.0
-# how long a conditional create waits for another one on the same criteria
-LEASE_WAIT_SECONDS = 20.0
 
 _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     docs.RESOURCES: [
@@ -206,7 +197,7 @@ class MongoTransaction:
         key = f"{self._ctx.tenant}|{resource_type}|{criteria}"
         if any(held == key for held, _ in self._leases):
             return
-        token = await self._store._acquire_lease(key, self._age, bool(self._leases))
+        token = await claims.acquire(self._store.db, key, self._age, bool(self._leases))
         self._leases.append((key, token))
         await self.collection(docs.CLAIMS).update_one(
             {"_id": key},
@@ -218,10 +209,7 @@ class MongoTransaction:
 
     async def _release(self) -> None:
         for key, token in self._leases:
-            try:
-                await self._store.db[docs.CLAIM_LEASES].delete_one({"_id": key, "holder": token})
-            except PyMongoError:
-                pass  # it expires after LEASE_SECONDS
+            await claims.release(self._store.db, key, token)
         self._leases.clear()
 
     async def _write(
@@ -478,37 +466,6 @@ class MongoStore:
         )
         return int(doc["n"])
 
-    async def _acquire_lease(self, key: str, age: str, holding: bool) -> str:
-        """Wait for the lease on `key`. `age` orders transactions (older first); one that
-        already holds leases gives way at once to an older holder (wait-die), so two
-        Bundles claiming the same criteria in opposite orders cannot wait on each other:
-        the younger one answers 503 and its client retries."""
-        leases = self.db[docs.CLAIM_LEASES]
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + LEASE_WAIT_SECONDS
-        delay = 0.002
-        while True:
-            now = datetime.now(timezone.utc).replace(tzinfo=None)
-            until = now + timedelta(seconds=LEASE_SECONDS)
-            lease = {"holder": token, "until": until, "age": age}
-            try:
-                await leases.insert_one({"_id": key, **lease})
-                return token
-            except DuplicateKeyError:
-                taken = await leases.find_one_and_update(
-                    {"_id": key, "until": {"$lt": now}}, {"$set": lease}
-                )
-                if taken is not None:
-                    return token
-            if holding:
-                current = await leases.find_one({"_id": key}, {"age": 1})
-                if current is not None and current.get("age", "") < age:
-                    raise _busy()
-            if time.monotonic() > deadline:
-                raise _busy()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
     async def _advance_clock(self) -> None:
         latest = await self.db[docs.HISTORY].find_one(
             {}, {"lastUpdated": 1}, sort=[("lastUpdated", DESCENDING)]
@@ -678,14 +635,6 @@ async def _commit(session: Any) -> None:
                 raise
 
 
-def _busy() -> FHIRError:
-    return FHIRError.simple(
-        503, "transient",
-        "Another request with the same conditional-create criteria is still running; "
-        "retry later",
-    )
-
-
 async def _abort_quietly(session: Any) -> None:
     if session.in_transaction:
         try:
@@ -712,4 +661,4 @@ def _first_line(exc: Exception) -> str:
     return text.split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
 
 
-__all__ = ["MongoStore", "MongoTransaction", "StoreUnavailable", "describe_address", "unavailable"]
+__all__ = ["MongoStore", "MongoTransaction", "StoreUnavailable", "describe_address"]
