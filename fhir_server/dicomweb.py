@@ -180,7 +180,6 @@ def render_png(data: bytes, size: tuple[int, int] = (THUMBNAIL, THUMBNAIL)) -> b
     import numpy as np
     from PIL import Image
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
-    from pydicom.pixels import convert_color_space
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -199,8 +198,7 @@ def render_png(data: bytes, size: tuple[int, int] = (THUMBNAIL, THUMBNAIL)) -> b
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             pixels = pixels[0]
-        image = _to_8bit(ds, pixels, np, apply_color_lut, apply_modality_lut, apply_voi_lut,
-                         convert_color_space)
+        image = _to_8bit(ds, pixels, np, apply_color_lut, apply_modality_lut, apply_voi_lut)
     picture = Image.fromarray(image)
     picture.thumbnail((size[1], size[0]))
     out = io.BytesIO()
@@ -209,15 +207,12 @@ def render_png(data: bytes, size: tuple[int, int] = (THUMBNAIL, THUMBNAIL)) -> b
 
 
 def _to_8bit(ds: Dataset, pixels: Any, np: Any, color_lut: Any, modality_lut: Any,
-             voi_lut: Any, convert: Any) -> Any:
+             voi_lut: Any) -> Any:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         pixels = color_lut(pixels, ds)
         photometric = "RGB"
-    elif photometric.startswith("YBR") and photometric != "YBR_FULL_422" or \
-            photometric == "YBR_FULL_422":
-        pixels = convert(pixels, photometric, "RGB")
-        photometric = "RGB"
+    # YBR_* pixel data comes out of pydicom (3.x) as RGB already (as_rgb by default)
     if photometric == "RGB" or pixels.ndim == 3:
         array = pixels.astype("float64")
         high = float(array.max()) or 1.0

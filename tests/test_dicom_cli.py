@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Literal
 
 import pydicom
 import pytest
@@ -19,11 +20,11 @@ DICOM = Path(__file__).resolve().parents[2] / "shared" / "samples" / "dicom"
 CTX = Context()
 
 
-async def _inputs(data_dir: Path, status: str) -> list[str]:
+async def _inputs(data_dir: Path, status: Literal["stored", "rejected"]) -> list[str]:
     store = await SQLiteStore.open(data_dir / "fhir-fusion.sqlite3")
     try:
-        return [r.reason or "" for r in
-                await store.list_inputs(CTX, feed="dicom", status=status, limit=100)]  # type: ignore[arg-type]
+        found = await store.list_inputs(CTX, feed="dicom", status=status, limit=100)
+        return [r.reason or "" for r in found]
     finally:
         await store.close()
 
@@ -70,19 +71,19 @@ def test_unreadable_path_is_exit_status_1(tmp_path: Path,
 
 
 def test_serve_options_of_the_dicom_listener() -> None:
-    def config(argv: list[str], env: dict[str, str] | None = None) -> object:
+    def config(argv: list[str], env: dict[str, str] | None = None) -> Any:
         args = build_parser().parse_args(["serve", *argv])
         return resolve_serve_config(vars(args), env or {})
 
     default = config([])
-    assert (default.dicom_port, default.dicom_ae, default.dicom_allowed_aes) == (  # type: ignore[attr-defined]
+    assert (default.dicom_port, default.dicom_ae, default.dicom_allowed_aes) == (
         11112, "FHIRFUSION", ())
     chosen = config(["--dicom-port", "0", "--dicom-ae", "PACS1",
                      "--dicom-allowed-aes", "CT1, MR2"])
-    assert (chosen.dicom_port, chosen.dicom_ae, chosen.dicom_allowed_aes) == (  # type: ignore[attr-defined]
+    assert (chosen.dicom_port, chosen.dicom_ae, chosen.dicom_allowed_aes) == (
         0, "PACS1", ("CT1", "MR2"))
     from_env = config([], {"FHIR_FUSION_DICOM_AE": "ARCHIVE"})
-    assert from_env.dicom_ae == "ARCHIVE"  # type: ignore[attr-defined]
+    assert from_env.dicom_ae == "ARCHIVE"
     with pytest.raises(ConfigError, match="FHIR_FUSION_DICOM_AE"):
         config([], {"FHIR_FUSION_DICOM_AE": "MUCH_TOO_LONG_AE_TITLE"})
     with pytest.raises(SystemExit):

@@ -445,3 +445,42 @@ def test_a_kept_input_is_reprocessed_from_the_blob_store(tmp_path: Path) -> None
         assert "blob reference" in (wrong.reason or "")
 
     scenario(tmp_path, body)
+
+
+def test_procedure_code_laterality_frames_and_referrer(tmp_path: Path) -> None:
+    """Elements the samples do not carry, set on a real instance: Procedure Code
+    Sequence (0008,1032), Laterality (0020,0060), Referring Physician's Name (0008,0090);
+    and Number of Frames (0028,0008) from the multi-frame enhanced MR sample."""
+    ds = read("pydicom_MR_small.dcm")
+    code = Dataset()
+    code.CodeValue = "24627-2"
+    code.CodingSchemeDesignator = "LN"
+    code.CodeMeaning = "Chest CT"
+    ds.ProcedureCodeSequence = [code]
+    ds.Laterality = "L"
+    ds.ReferringPhysicianName = "Smith^Anna^^Dr"
+    ds.BodyPartExamined = "KNEE"
+    multi = (DICOM / "pydicom-data_emri_small.dcm").read_bytes()
+    frames = int(pydicom.dcmread(io.BytesIO(multi)).NumberOfFrames)
+
+    async def body(env: Env) -> None:
+        assert (await env.ingest(encode(ds))).status == "stored"
+        study = await env.study(ds.StudyInstanceUID)
+        assert study["procedureCode"] == [{"coding": [{"system": "http://loinc.org",
+                                                       "code": "24627-2",
+                                                       "display": "Chest CT"}],
+                                           "text": "Chest CT"}]
+        series = study["series"][0]
+        # CID 244: Left 7771000; PS3.16 Annex L: KNEE 72696002
+        assert series["laterality"] == {"system": "http://snomed.info/sct",
+                                        "code": "7771000", "display": "Left"}
+        assert series["bodySite"]["code"] == "72696002"
+        assert study["referrer"] == {"display": "Dr Anna Smith"}
+        assert (await env.ingest(multi)).status == "stored"
+        other = await env.study(pydicom.dcmread(io.BytesIO(multi)).StudyInstanceUID)
+        instance = other["series"][0]["instance"][0]
+        assert {"url": "urn:fhir-fusion:extension:dicom-number-of-frames",
+                "valueInteger": frames} in instance["extension"]
+        assert frames > 1
+
+    scenario(tmp_path, body)

@@ -78,6 +78,10 @@ def start_dicom_listener(pipeline: Pipeline, ctx: Context, host: str, port: int,
     it as `loop`). `allowed_callers` empty accepts any calling AE title."""
     loop = loop or asyncio.get_running_loop()
     blobs = blobs or blob_store_for(pipeline.store)
+    quiet = logging.getLogger("pynetdicom")
+    if quiet.level == logging.NOTSET:
+        # pynetdicom logs several INFO lines per association and per C-STORE
+        quiet.setLevel(logging.WARNING)
     ae = AE(ae_title=check_ae_title(ae_title))
     ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs for big instances
     for context in AllStoragePresentationContexts:

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from adapters.dicom import codes
 from adapters.dicom.names import human_names
-from adapters.dicom.reading import DicomInputError, text
+from adapters.dicom.reading import text
 from adapters.hl7v2.datatypes import AUTHORITY_PREFIX, hd_system
 
 JSON = dict[str, Any]
@@ -304,10 +304,3 @@ def _date_time(ds: Dataset, date_keyword: str, time_keyword: str) -> str | None:
     if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
         zone = f"{offset[:3]}:{offset[3:]}"
     return f"{date}T{hour}:{minute}:{second}{'.' + frac if frac else ''}{zone}"
-
-
-def require_text(ds: Dataset, keyword: str, tag: str) -> str:
-    value = text(ds, keyword)
-    if not value:
-        raise DicomInputError(f"missing {keyword} {tag}")
-    return value
