@@ -484,3 +484,37 @@ def test_procedure_code_laterality_frames_and_referrer(tmp_path: Path) -> None:
         assert frames > 1
 
     scenario(tmp_path, body)
+
+
+def test_a_study_changed_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
+    """A later instance updates the ImagingStudy at the version it merged into: when
+    another writer changed the study in between (a dead-letter retry, another process),
+    the update fails (412) and the input is kept as rejected, to be retried, instead of
+    dropping the other writer's instance."""
+    from adapters.dicom import prepare_instance
+    from adapters.dicom.translate import encode_reference, translate_instance
+
+    base = read("pydicom_CT_small.dcm")
+    files = []
+    for n in range(3):
+        base.SOPInstanceUID = generate_uid()
+        base.InstanceNumber = n + 1
+        files.append(encode(base))
+
+    async def body(env: Env) -> None:
+        assert (await env.ingest(files[0])).status == "stored"
+        ref, ds = prepare_instance(blob_store_for(env.store), files[1])
+        assert isinstance(ds, Dataset)
+        stale = await translate_instance(env.store, CTX, ds, ref, "test")  # read at v1
+        assert (await env.ingest(files[2])).status == "stored"  # v2, by another writer
+        late = await env.pipeline.ingest(CTX, "dicom", encode_reference(ref),
+                                         translation=stale)
+        assert late.status == "rejected"
+        assert (late.reason or "").startswith("FHIR 412")
+        study = await env.study(base.StudyInstanceUID)
+        assert study["numberOfInstances"] == 2  # instances 1 and 3, nothing lost
+        retried = await env.pipeline.retry(CTX, late.input_id)  # type: ignore[arg-type]
+        assert retried.status == "stored"
+        assert (await env.study(base.StudyInstanceUID))["numberOfInstances"] == 3
+
+    scenario(tmp_path, body)

@@ -141,6 +141,8 @@ def _store(event: Any, pipeline: Pipeline, ctx: Context, blobs: BlobStore,
         return SUCCESS
     if isinstance(result.error, DicomInputError):
         return result.error.status
-    # translated but refused by the store (validation) or a storage failure
-    return OUT_OF_RESOURCES if result.reason and "internal error" in result.reason \
-        else CANNOT_UNDERSTAND
+    # translated but refused by the store: a storage failure, or the study changed by
+    # another writer meanwhile (412/409), is worth sending again; a validation error is not
+    reason = result.reason or ""
+    transient = "internal error" in reason or reason.startswith(("FHIR 412", "FHIR 409"))
+    return OUT_OF_RESOURCES if transient else CANNOT_UNDERSTAND
