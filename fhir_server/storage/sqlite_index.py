@@ -634,6 +634,21 @@ def _bounded_count(
     return int(found)
 
 
+def _far_side_count(
+    conn: sqlite3.Connection, tenant: str, link: ChainClause | HasClause
+) -> int:
+    """Up to PROBE_LIMIT resources on the far side of a chain (the last hop's targets, or
+    the first's when it nests) or `_has` (the referrers): a cheap hint of the size of its
+    list, which is built in full before it can be counted."""
+    inner = link.referrers if isinstance(link, HasClause) else link.targets[0][1]
+    where, args = _where(tenant, inner)
+    (found,) = _execute(
+        conn, f"SELECT count(*) FROM (SELECT 1 FROM resources r WHERE {where} LIMIT ?)",
+        [*args, PROBE_LIMIT],
+    ).fetchone()  # fmt: skip
+    return int(found)
+
+
 def links_drive(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> bool:
     """Whether the chains and `_has` of `query` should drive it rather than its ordinary
     driving parameter (_driver). The static rank of _selectivity cannot tell: a chain
@@ -646,7 +661,14 @@ def links_drive(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> bo
     driver = _driver(query)
     if driver is None:
         # nothing else drives, or _id does (the (tenant, type, id) key is best)
-        return not any(c.code == "_id" and c.missing is None for c in query.clauses)
+        if any(c.code == "_id" and c.missing is None for c in query.clauses):
+            return False
+        if query.total == "accurate":
+            return True  # the count reads the whole list anyway: build it once
+        # A page alone (or with an estimate) stops early when the type's resources drive
+        # in rid order and each is checked (sqlite_graph._probe_sql), unless a link is
+        # selective: its far side matching fewer than PROBE_LIMIT resources.
+        return any(_far_side_count(conn, tenant, link) < PROBE_LIMIT for link in links)
     driver_sql, driver_args = _clause_sql(driver, True)
     ordinary = _bounded_count(conn, tenant, query.resource_type, driver_sql, driver_args)
     for link in links:
@@ -846,7 +868,15 @@ def _driving_list(
         return None
     driver = _driver(query)
     if driver is None:
-        return None
+        if query.resource_type is None or any(
+            c.code == "_id" and c.missing is None for c in query.clauses
+        ):
+            return None
+        # every live resource of the type, in rid order (resources_live)
+        return (
+            "SELECT rid FROM resources WHERE tenant = ? AND type = ? AND deleted = 0",
+            [tenant, query.resource_type],
+        )
     found = _date_driver(driver, query.clauses) if driver.key in hulls else None
     sql, args = found or _clause_sql(driver, True)
     inner = _rid_list(sql)
@@ -865,8 +895,9 @@ def _estimate(
     estimate from the driving rid list.
 
     Exact: when the search has no driving index range (a compartment, a leading chain or
-    _has, only :missing or :not conditions, ...), searches contained resources or
-    several types, or its driving list has at most ESTIMATE_EXACT rows. Otherwise: the rows of the driving
+    _has, `_id`), searches contained resources or several types, or its driving list has
+    at most ESTIMATE_EXACT rows. A search with no driving parameter at all (only chains,
+    `_has`, :missing or :not) has the type's own resources as its list. Otherwise: the rows of the driving
     list (counted in its own index, without visiting any resource) times the share of
     its first ESTIMATE_EXACT rows that meet every condition. `code=718-7&date=ge2020`
     at 1M resources reads the code's index range and 1,000 resources, instead of every
@@ -916,7 +947,7 @@ def _walks(conn: sqlite3.Connection, tenant: str, query: SearchQuery, hulls: fro
         return False
     found = _driving_list(tenant, query, hulls, lead_links)
     if found is None:
-        return _driver(query) is None  # nothing drives: the walk is the best order there is
+        return False
     inner, args = found
     (head,) = _execute(
         conn, f"SELECT count(*) FROM ({inner} LIMIT ?)", [*args, WALK_ABOVE + 1]
