@@ -325,19 +325,19 @@ def standardise_observation(observation: JSON, sources: str | Sequence[str], *,
     elif not report.sources:
         report.sources = names
     chosen = (maps or _installed).for_sources(names)
-    _standardise_code(observation.get("code"), "Observation.code", chosen, report, names)
+    _standardise_code(observation.get("code"), "Observation.code", chosen, report)
     _standardise_quantity(observation.get("valueQuantity"), "Observation.valueQuantity",
                           chosen, report, names)
     for number, component in enumerate(observation.get("component") or []):
         where = f"Observation.component[{number}]"
-        _standardise_code(component.get("code"), f"{where}.code", chosen, report, names)
+        _standardise_code(component.get("code"), f"{where}.code", chosen, report)
         _standardise_quantity(component.get("valueQuantity"), f"{where}.valueQuantity",
                               chosen, report, names)
     return report
 
 
 def _standardise_code(concept: JSON | None, where: str, chosen: tuple[SourceMap, ...],
-                      report: StandardisationReport, names: tuple[str, ...]) -> None:
+                      report: StandardisationReport) -> None:
     codings = (concept or {}).get("coding") or []
     loinc = [(n, c) for n, c in enumerate(codings) if c.get("system") == LOINC]
     if loinc:
