@@ -127,9 +127,15 @@ class TerminologyService:
         seen = self._seen.get(ctx.tenant)
         if seen == fingerprint:
             return
+        if seen is None and await self.concepts.sync_mark(ctx) == repr(fingerprint):
+            self._seen[ctx.tenant] = fingerprint  # a restart: nothing changed meanwhile
+            return
         if seen is None or seen[0] != fingerprint[0]:
             await self._sync_code_systems(ctx)
         await self.concepts.clear_expansions(ctx)
+        # the sync's own writes (a loaded CodeSystem's stand-in resource) are part of it
+        fingerprint = await self._fingerprint(ctx)
+        await self.concepts.set_sync_mark(ctx, repr(fingerprint))
         self._seen[ctx.tenant] = fingerprint
 
     async def _sync_code_systems(self, ctx: Context) -> None:

@@ -82,8 +82,9 @@ SCHEMA = (
         parent TEXT NOT NULL,
         PRIMARY KEY (sid, child, parent)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS term_parents_by_parent ON term_parents (sid, parent, child)",
+    # prefix indexes for one to three characters: type-ahead asks for short prefixes
     """CREATE VIRTUAL TABLE IF NOT EXISTS term_text USING fts5(
-        text, tokenize='unicode61 remove_diacritics 2')""",
+        text, tokenize='unicode61 remove_diacritics 2', prefix='1 2 3')""",
     """CREATE TABLE IF NOT EXISTS term_expansions (
         eid INTEGER PRIMARY KEY,
         tenant TEXT NOT NULL,
@@ -101,6 +102,8 @@ SCHEMA = (
         display TEXT,
         PRIMARY KEY (eid, pos)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS term_members_by_cid ON term_members (eid, cid)",
+    # what terminology.service.sync last saw of the CodeSystem/ValueSet resources
+    "CREATE TABLE IF NOT EXISTS term_sync (tenant TEXT PRIMARY KEY, mark TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS term_members_by_code ON term_members (eid, code, system)",
 )
 
@@ -499,6 +502,19 @@ class SQLiteConceptStore:
             "WHERE tenant=?)", (tenant,))  # fmt: skip
         conn.execute("DELETE FROM term_expansions WHERE tenant=?", (tenant,))
 
+    async def sync_mark(self, ctx: Context) -> str | None:
+        row = (await self._reader(ctx)).execute(
+            "SELECT mark FROM term_sync WHERE tenant=?", (ctx.tenant,)
+        ).fetchone()
+        return row[0] if row else None
+
+    async def set_sync_mark(self, ctx: Context, mark: str) -> None:
+        await self._ensure(ctx)
+        async with self._store.transaction(ctx) as txn:
+            txn.connection.execute(
+                "INSERT INTO term_sync (tenant, mark) VALUES (?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET mark=excluded.mark", (ctx.tenant, mark))
+
     async def clear_expansions(self, ctx: Context) -> None:
         await self._ensure(ctx)
         async with self._store.transaction(ctx) as txn:
@@ -564,36 +580,68 @@ class SQLiteConceptStore:
         language: str | None = None,
     ) -> tuple[int, list[ExpandedConcept]]:
         conn = await self._reader(ctx)
-        where = ["m.eid=?"]
-        args: list[Any] = [expansion.eid]
+        limit = -1 if count is None else count
         if text is not None and text.strip():
-            expression = match_expression(text)
-            if expression is None:
-                return 0, []
-            where.append(
-                "(m.cid IN (SELECT rowid FROM term_text WHERE term_text MATCH ?) "
-                "OR (m.cid IS NULL AND m.display LIKE ?))"
-            )
-            args.extend([expression, f"%{text.strip()}%"])
-        join = ""
+            return self._text_page(conn, expansion, text, active_only, offset, limit, language)
+        join, where = "", "m.eid=?"
         if active_only:
             join = "LEFT JOIN term_concepts c ON c.cid=m.cid"
-            where.append("(m.cid IS NULL OR c.active=1)")
-        condition = " AND ".join(where)
-        if len(where) == 1:
+            where += " AND (m.cid IS NULL OR c.active=1)"
+        if not active_only:
             total = expansion.total
         else:
             (total,) = conn.execute(
-                f"SELECT count(*) FROM term_members m {join} WHERE {condition}", args
+                f"SELECT count(*) FROM term_members m {join} WHERE {where}", (expansion.eid,)
             ).fetchone()
         if count == 0:
             return total, []
         rows = conn.execute(
             f"SELECT m.cid, m.system, m.version, m.code, m.display FROM term_members m {join} "
-            f"WHERE {condition} ORDER BY m.pos LIMIT ? OFFSET ?",
-            [*args, -1 if count is None else count, offset],
+            f"WHERE {where} ORDER BY m.pos LIMIT ? OFFSET ?",
+            (expansion.eid, limit, offset),
         ).fetchall()
         return total, self._expanded(conn, rows, language)
+
+    def _text_page(
+        self,
+        conn: sqlite3.Connection,
+        expansion: Expansion,
+        text: str,
+        active_only: bool,
+        offset: int,
+        limit: int,
+        language: str | None,
+    ) -> tuple[int, list[ExpandedConcept]]:
+        """A page of the members matching type-ahead `text`, driven by the FTS5 index: each
+        hit is probed in the expansion by (eid, cid), so the cost follows the number of
+        concepts matching, not the size of the expansion. The total comes with the page
+        (a window count over the hits)."""
+        expression = match_expression(text)
+        if expression is None:
+            return 0, []
+        active = "CROSS JOIN term_concepts c ON c.cid=m.cid AND c.active=1" if active_only else ""
+        hits = (
+            "SELECT m.pos, m.cid, m.system, m.version, m.code, m.display "
+            # INDEXED BY: without statistics the planner would scan the expansion per hit
+            "FROM term_text t CROSS JOIN term_members m INDEXED BY term_members_by_cid "
+            f"ON m.eid=? AND m.cid=t.rowid {active} "
+            "WHERE term_text MATCH ? "
+            "UNION ALL SELECT pos, cid, system, version, code, display FROM term_members "
+            "WHERE eid=? AND cid IS NULL AND display LIKE ?"
+        )  # a concept of a system the store does not hold has no FTS row: LIKE on its display
+        args = [expansion.eid, expression, expansion.eid, f"%{text.strip()}%"]
+        rows = conn.execute(
+            f"WITH hits AS ({hits}) SELECT cid, system, version, code, display, "
+            "count(*) OVER () FROM hits ORDER BY pos LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        if rows:
+            total = rows[0][5]
+        else:
+            (total,) = conn.execute(f"SELECT count(*) FROM ({hits})", args).fetchone()
+        if limit == 0:
+            return total, []
+        return total, self._expanded(conn, [row[:5] for row in rows], language)
 
     async def expansion_find(
         self, ctx: Context, expansion: Expansion, system: str | None, code: str
@@ -607,8 +655,9 @@ class SQLiteConceptStore:
                 (ctx.tenant, system, code))]  # fmt: skip
             for cid in cids:
                 rows += conn.execute(
-                    "SELECT cid, system, version, code, display FROM term_members "
-                    "WHERE eid=? AND cid=? LIMIT 1", (expansion.eid, cid)).fetchall()  # fmt: skip
+                    "SELECT cid, system, version, code, display FROM term_members INDEXED BY "
+                    "term_members_by_cid WHERE eid=? AND cid=? LIMIT 1",
+                    (expansion.eid, cid)).fetchall()  # fmt: skip
             if not rows:
                 rows = conn.execute(
                     "SELECT cid, system, version, code, display FROM term_members "

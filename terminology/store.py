@@ -53,6 +53,8 @@ Expansions (terminology.expand builds them from ValueSet.compose)
     `clear_expansions(ctx)`               every cached expansion of the tenant; called
                                           on every load and when CodeSystem/ValueSet
                                           resources change (terminology.service).
+    `sync_mark(ctx)` / `set_sync_mark(ctx, mark)`  what the service saw of those resources
+                                          last, kept with the data across restarts.
 
 Errors: `TerminologyError` (fhir_server.errors.FHIRError subclass) names the bad thing.
 """
@@ -218,6 +220,12 @@ class ConceptStore(Protocol):
     ) -> ExpandedConcept | None: ...
 
     async def clear_expansions(self, ctx: Context) -> None: ...
+
+    async def sync_mark(self, ctx: Context) -> str | None:
+        """What terminology.service.sync recorded last (kept across restarts)."""
+        ...
+
+    async def set_sync_mark(self, ctx: Context, mark: str) -> None: ...
 
 
 _STORES: weakref.WeakKeyDictionary[object, ConceptStore] = weakref.WeakKeyDictionary()
