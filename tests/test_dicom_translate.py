@@ -518,3 +518,23 @@ def test_a_study_changed_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
         assert (await env.study(base.StudyInstanceUID))["numberOfInstances"] == 3
 
     scenario(tmp_path, body)
+
+
+def test_two_studies_with_one_uid_is_a_kept_rejection_not_a_crash(tmp_path: Path) -> None:
+    """Two ImagingStudy resources with the same Study Instance UID (written by hand over
+    REST, say): the instance cannot say which to update; it is kept as rejected."""
+    data = (DICOM / "pydicom_MR_small.dcm").read_bytes()
+    ds = read("pydicom_MR_small.dcm")
+
+    async def body(env: Env) -> None:
+        for _ in range(2):
+            async with env.store.transaction(CTX) as txn:
+                await txn.create({"resourceType": "ImagingStudy", "status": "available",
+                                  "identifier": [{"system": "urn:dicom:uid",
+                                                  "value": f"urn:oid:{ds.StudyInstanceUID}"}],
+                                  "subject": {"display": "someone"}})
+        result = await env.ingest(data)
+        assert result.status == "rejected"
+        assert "more than one ImagingStudy" in (result.reason or "")
+
+    scenario(tmp_path, body)
