@@ -27,6 +27,7 @@ own entries; `p` is the parameter code ("code", "subject", "code:text",
     nm: {p, lo, hi}                  numbers (doubles, as SQLite's REAL)
     qt: {p, s, c, v}                 quantities, canonical UCUM under "<code>:canonical"
     cp: {p, s, c, vs, vc, lo, hi}    composites (search.extract)
+    cn: {t, i, via, lu, tk, st, ...} contained resources (see index_entries)
 
 A condition on one parameter is one `$elemMatch` on one array, so the index
 (tenant, type, idx.tk.p, idx.tk.c, idx.tk.s) is bounded on every field it names.
