@@ -10,6 +10,7 @@ database (the raw-input table holds a reference to the blob instead).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -53,7 +54,7 @@ class BlobStore:
                 os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException:
-            with _suppress_os_error():
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         _fsync_dir(path.parent)
@@ -81,14 +82,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 def blob_store_for(store: Any, data_dir: Path | None = None) -> BlobStore:
