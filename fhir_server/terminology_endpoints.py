@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
 
 def _missing(name: str) -> FHIRError:
-    return FHIRError(400, [Issue("required", f"Parameter '{name}' is required", expression=(name,))])
+    return FHIRError(
+        400, [Issue("required", f"Parameter '{name}' is required", expression=(name,))]
+    )
 
 
 def _pins(values: list[str], where: str) -> dict[str, str]:
@@ -77,7 +79,8 @@ class TerminologyEndpoints:
         return OperationInput.from_query(query)
 
     async def _instance(self, request: Request, resource_type: str) -> dict[str, Any]:
-        stored = await self._handlers.store.read(self._ctx, resource_type, request.path_params["id"])
+        resource_id = request.path_params["id"]
+        stored = await self._handlers.store.read(self._ctx, resource_type, resource_id)
         if stored is None or stored.deleted or stored.resource is None:
             raise FHIRError.simple(
                 404, "not-found", f"{resource_type}/{request.path_params['id']} is not known"
@@ -181,7 +184,9 @@ class TerminologyEndpoints:
             ("display", "valueString", best.display),
         ))  # fmt: skip
 
-    async def _validate_cs(self, given: OperationInput, resource: dict[str, Any] | None) -> Response:
+    async def _validate_cs(
+        self, given: OperationInput, resource: dict[str, Any] | None
+    ) -> Response:
         url = given.text("url") or (resource or {}).get("url")
         codings = self._codings(given, "url")
         results: list[Validation] = []

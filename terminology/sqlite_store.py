@@ -667,7 +667,8 @@ class SQLiteConceptStore:
             rows = conn.execute(
                 "SELECT m.cid, m.system, m.version, m.code, m.display FROM term_members m "
                 "LEFT JOIN term_concepts c ON c.cid=m.cid WHERE m.eid=? AND "
-                "(m.code=? OR c.code=?) LIMIT 1", (expansion.eid, code, code)).fetchall()  # fmt: skip
+                "(m.code=? OR c.code=?) LIMIT 1",
+                (expansion.eid, code, code)).fetchall()  # fmt: skip
         found = self._expanded(conn, rows[:1], None)
         return found[0] if found else None
 

@@ -179,7 +179,9 @@ class ConceptStore(Protocol):
 
     async def systems(self, ctx: Context, url: str | None = None) -> list[SystemInfo]: ...
 
-    async def concept(self, ctx: Context, system: SystemInfo, code: str) -> ConceptDetail | None: ...
+    async def concept(
+        self, ctx: Context, system: SystemInfo, code: str
+    ) -> ConceptDetail | None: ...
 
     async def codes_to_ids(
         self, ctx: Context, system: SystemInfo, codes: Iterable[str]

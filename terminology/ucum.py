@@ -51,7 +51,8 @@ def problem(code: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - lark raises several kinds for bad input
         char, column = getattr(exc, "char", None), getattr(exc, "column", None)
         if char is not None and column is not None:
-            return f"'{code}' is not a valid UCUM unit: unexpected character '{char}' at column {column}"
+            return (f"'{code}' is not a valid UCUM unit: unexpected character '{char}' "
+                    f"at column {column}")
         return f"'{code}' is not a valid UCUM unit: unexpected end of input"
     return None
 

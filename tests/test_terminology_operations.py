@@ -28,7 +28,8 @@ LOINC_FRAGMENT = {
     "content": "fragment",
     "concept": [
         {"code": "1963-8", "display": "Bicarbonate [Moles/volume] in Serum",
-         "designation": [{"language": "zh-CN", "value": "碳酸氢盐 [物质的量/体积] 于 血清"}]},
+         "designation": [{"language": "zh-CN",
+                          "value": "碳酸氢盐 [物质的量/体积] 于 血清"}]},
         {"code": "2345-7", "display": "Glucose [Mass/volume] in Serum or Plasma"},
     ],
 }  # fmt: skip
