@@ -101,9 +101,13 @@ def test_date_times_keep_their_zone_or_take_the_mappings() -> None:
                       with_time=True) == "2024-03-01T08:30:00+01:00"
     assert parse_when("2024年3月1日 8时30分", [], "Asia/Shanghai",
                       with_time=True) == "2024-03-01T08:30:00+08:00"
+    # written as FHIR wants it: T between date and time, +hh:mm offsets
+    assert parse_when("2024-03-01 08:30:00+0200", [], "UTC",
+                      with_time=True) == "2024-03-01T08:30:00+02:00"
 
 
-@pytest.mark.parametrize("text", ["2024-02-30", "31.02.2024", "yesterday", "01/03/2024"])
+@pytest.mark.parametrize("text", ["2024-02-30", "31.02.2024", "yesterday", "01/03/2024",
+                                  "2024-03-01T25:00:00Z"])
 def test_impossible_or_ambiguous_dates_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not a date"):
         parse_when(text, [], "UTC", with_time=False)

@@ -91,6 +91,15 @@ def _parse_one(value: str, name: str) -> str | date | datetime | None:
                 date(int(match.group(1)), int(match.group(2)), 1)
         except ValueError:
             return None
+        zone = match.group(8)
+        if zone and zone != "Z" and ":" not in zone:  # FHIR writes offsets as +hh:mm
+            value = value[: -len(zone)] + zone[:3] + ":" + zone[3:]
+        value = value.replace(" ", "T", 1)
+        if match.group(4):
+            try:  # the clock must agree too (25:00 is no time)
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
         return value
     if name == "chinese":
         match = _CHINESE.fullmatch(value)
