@@ -104,6 +104,7 @@ def test_date_times_keep_their_zone_or_take_the_mappings() -> None:
     # written as FHIR wants it: T between date and time, +hh:mm offsets
     assert parse_when("2024-03-01 08:30:00+0200", [], "UTC",
                       with_time=True) == "2024-03-01T08:30:00+02:00"
+    assert parse_when("2024-03-01T08:30Z", [], "UTC", with_time=True) == "2024-03-01T08:30:00Z"
 
 
 @pytest.mark.parametrize("text", ["2024-02-30", "31.02.2024", "yesterday", "01/03/2024",

@@ -95,6 +95,8 @@ def _parse_one(value: str, name: str) -> str | date | datetime | None:
         if zone and zone != "Z" and ":" not in zone:  # FHIR writes offsets as +hh:mm
             value = value[: -len(zone)] + zone[:3] + ":" + zone[3:]
         value = value.replace(" ", "T", 1)
+        if match.group(4) and not match.group(6):  # FHIR times have seconds
+            value = value[:16] + ":00" + value[16:]
         if match.group(4):
             try:  # the clock must agree too (25:00 is no time)
                 datetime.fromisoformat(value.replace("Z", "+00:00"))
