@@ -124,3 +124,15 @@ def test_a_selective_search_does_not_walk(db: SearchDB) -> None:
     assert not sqlite_index._walks(db.conn, "default", query, hulls, False)  # noqa: SLF001
     query = parse_search("Observation", [("_sort", "-date"), ("code", "1")])
     assert not sqlite_index._walks(db.conn, "default", query, hulls, False)  # noqa: SLF001
+
+
+def test_a_date_condition_checked_per_row_uses_the_rid_index(db: SearchDB) -> None:
+    """search_date_high serves the walk only: a per-row date check seeks (rid, param);
+    left to itself SQLite took the new index and scanned every date (0.2 ms -> 470 ms
+    for subject + date at 1M resources)."""
+    query = parse_search("Observation", [("subject", "Patient/p"), ("date", "2020")])
+    hulls = sqlite_index._hull_keys(db.conn, query)  # noqa: SLF001
+    where, args = sqlite_index._where("default", query, hulls)  # noqa: SLF001
+    sql = f"EXPLAIN QUERY PLAN SELECT r.rid FROM resources r WHERE {where}"
+    plan = "\n".join(str(row[-1]) for row in db.conn.execute(sql, args))
+    assert "search_date_rid" in plan and "search_date_high" not in plan, plan

@@ -474,7 +474,10 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
     table = _TABLE_OF[clause.param_type]
     key = clause.key
     if clause.missing is not None:
-        exists = f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND x.param = ?)"
+        exists = (
+            f"EXISTS (SELECT 1 FROM {table} x INDEXED BY {table}_rid "
+            "WHERE x.rid = r.rid AND x.param = ?)"
+        )
         return ("NOT " if clause.missing else "") + exists, [param_id(key)]
     if clause.modifier == "text":  # token :text searches the codes' text and display
         table, key = "search_string", key + ":text"
@@ -493,7 +496,8 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
         return f"r.rid IN (SELECT rid FROM {table} WHERE {param}({where}))", args
     negate = "NOT " if clause.modifier == "not" else ""
     return (
-        f"{negate}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND {param}({where}))",
+        f"{negate}EXISTS (SELECT 1 FROM {table} x INDEXED BY {table}_rid "
+        f"WHERE x.rid = r.rid AND {param}({where}))",
         args,
     )
 
@@ -559,7 +563,8 @@ def _sort_sql(sort: SortKey) -> tuple[str, list[Any]]:
     aggregate = "MAX" if sort.descending else "MIN"
     column = _SORT_COLUMN[sort.param_type][1 if sort.descending else 0]
     return (
-        f"(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param = ?)",
+        f"(SELECT {aggregate}(s.{column}) FROM {table} s INDEXED BY {table}_rid "
+        "WHERE s.rid = r.rid AND s.param = ?)",
         [param_id(sort.key)],
     )
 
@@ -630,7 +635,36 @@ def _bounded_count(
             f"AND r.type = ? AND {sql} LIMIT ?)"
         )
         count_args = [tenant, rtype, *args, PROBE_LIMIT]
-    (found,) = _execute(conn, count_sql, count_args).fetchone()
+    return _within_budget(conn, count_sql, count_args, PROBE_LIMIT)
+
+
+# SQLite virtual machine steps (in thousands) a bounded count may take: a chain whose
+# lists are large cannot be counted cheaply even up to PROBE_LIMIT (its inner lists are
+# built in full first), and that alone tells it is common.
+COUNT_BUDGET = 50
+
+
+def _within_budget(
+    conn: sqlite3.Connection, sql: str, args: list[Any], over_budget: int
+) -> int:
+    """The single integer `sql` selects, or `over_budget` when computing it takes more
+    than COUNT_BUDGET thousand SQLite steps (the statement is interrupted)."""
+    steps = 0
+
+    def spend() -> int:
+        nonlocal steps
+        steps += 1
+        return int(steps > COUNT_BUDGET)
+
+    conn.set_progress_handler(spend, 1000)
+    try:
+        (found,) = _execute(conn, sql, args).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "interrupted" not in str(exc):
+            raise
+        return over_budget
+    finally:
+        conn.set_progress_handler(None, 0)
     return int(found)
 
 
@@ -642,11 +676,8 @@ def _far_side_count(
     list, which is built in full before it can be counted."""
     inner = link.referrers if isinstance(link, HasClause) else link.targets[0][1]
     where, args = _where(tenant, inner)
-    (found,) = _execute(
-        conn, f"SELECT count(*) FROM (SELECT 1 FROM resources r WHERE {where} LIMIT ?)",
-        [*args, PROBE_LIMIT],
-    ).fetchone()  # fmt: skip
-    return int(found)
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM resources r WHERE {where} LIMIT ?)"
+    return _within_budget(conn, sql, [*args, PROBE_LIMIT], PROBE_LIMIT)
 
 
 def links_drive(conn: sqlite3.Connection, tenant: str, query: SearchQuery) -> bool:
@@ -690,6 +721,7 @@ def _where(
     lead_links: bool = False,
     *,
     drive: bool = True,
+    walk: bool = False,
     contained: frozenset[str] = frozenset(),
 ) -> tuple[str, list[Any]]:
     """The WHERE clause over `resources r` (or the contained table, which has the same
@@ -699,13 +731,21 @@ def _where(
     With a driving clause and `hint`, "+" keeps SQLite from walking resources_live
     instead of the driver's rids (a page reads them in rid order and stops early);
     a count goes without it and checks each rid in resources_live. `drive=False` makes
-    every condition a per-row probe (the table itself drives). `contained`: the types
-    with contained resources in the tenant, into which chains also look."""
+    every condition a per-row probe (the table itself drives); `walk=True` only the
+    chains and `_has` of a search with no other driver (links_drive found them common).
+    `contained`: the types with contained resources in the tenant, into which chains
+    also look."""
     # a compartment drives by itself (sqlite_graph.leads), so do selective chains and
     # _has when search_page measured them so (links_drive)
     driver = (
         None if not drive or lead_links or sqlite_graph.leads(query) else _driver(query)
     )
+    # Chains and _has lead when nothing else drives (no driving clause, compartment or
+    # _id), unless the caller walks the type's resources with per-row checks instead
+    if drive and not walk and driver is None and not sqlite_graph.leads(query):
+        lead_links = lead_links or not any(
+            c.code == "_id" and c.missing is None for c in query.clauses
+        )
     plus = "+" if driver is not None and hint else ""
     conditions = [f"{plus}r.tenant = ?", "r.deleted = 0"]
     args: list[Any] = [tenant]
@@ -814,7 +854,10 @@ def _sources(
 ) -> list[_Source]:
     mode = query.result.contained
     types = contained_types(conn, tenant) if query.links or mode != "false" else frozenset()
-    where, args = _where(tenant, query, hulls, hint, lead_links, contained=types)
+    # links_drive found the links common when they could have led: walk instead
+    where, args = _where(
+        tenant, query, hulls, hint, lead_links, walk=not lead_links, contained=types
+    )
     sources: list[_Source] = []
     if mode != "true":
         sources.append(_Source("resources", where, args))
@@ -990,6 +1033,7 @@ def _sorted_walk(
             f"SELECT d.rid, d.{column} FROM search_date d {index} "
             "CROSS JOIN resources r ON r.rid = d.rid "
             f"WHERE d.param = ?{seek} AND NOT EXISTS (SELECT 1 FROM search_date s "
+            "INDEXED BY search_date_rid "
             f"WHERE s.rid = d.rid AND s.param = d.param AND {first}) AND {where} "
             f"ORDER BY {order} LIMIT ?"
         )
@@ -998,7 +1042,7 @@ def _sorted_walk(
         after_rid = position[1] if position is not None and position[0][0] is None else None
         sql = (
             f"SELECT r.rid, NULL FROM resources r WHERE {where} AND NOT EXISTS (SELECT 1 "
-            "FROM search_date s WHERE s.rid = r.rid AND s.param = ?)"
+            "FROM search_date s INDEXED BY search_date_rid WHERE s.rid = r.rid AND s.param = ?)"
             + (" AND r.rid > ?" if after_rid is not None else "")
             + " ORDER BY r.rid LIMIT ?"
         )
