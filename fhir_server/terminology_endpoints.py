@@ -24,7 +24,7 @@ from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, Issue
 from fhir_server.rest.routes import EndpointGroup, Interaction
 from terminology import expand as expansions
-from terminology import operation_definitions
+from terminology import operation_definitions, resources
 from terminology.expand import ExpandRequest, Pins, designation_json
 from terminology.parameters import OperationInput, parameters, property_value
 from terminology.service import (
@@ -345,6 +345,10 @@ class TerminologyEndpoints:
         if not system:
             raise _missing("system")
         url = given.text("url") or map_url
+        if map_url is None and url is not None and not await resources.find(
+            self._handlers.store, self._ctx, "ConceptMap", *resources.split_canonical(url)
+        ):
+            raise FHIRError.simple(404, "not-found", f"The concept map {url} is not known", "url")
         matches = await translate(
             self._handlers.store, self._ctx, system=system, code=code,
             source=given.text("source"), target=given.text("target"),

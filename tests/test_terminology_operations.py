@@ -237,6 +237,17 @@ async def test_translate_reverse_and_no_match(tx: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and out["result"] is False and "amended" in out["message"]
 
 
+async def test_translate_with_unknown_map_is_404(tx: httpx.AsyncClient) -> None:
+    r = await tx.get("ConceptMap/$translate", params={
+        "url": "http://example.org/ConceptMap/none", "system": "http://x", "code": "1"})
+    assert r.status_code == 404 and r.json()["issue"][0]["code"] == "not-found"
+    r = await tx.get("ConceptMap/$translate", params={
+        "url": COMPOSITION_STATUS_MAP["url"], "system": "http://hl7.org/fhir/composition-status",
+        "code": "final"})
+    assert r.status_code == 200
+    assert _parts(_params(r.json())["match"])["equivalence"] == "wider"
+
+
 async def test_translate_sees_a_map_written_after_the_first_call(tx: httpx.AsyncClient) -> None:
     params = {"system": "http://hl7.org/fhir/composition-status", "code": "amended"}
     assert _params((await tx.get("ConceptMap/$translate", params=params)).json())[
