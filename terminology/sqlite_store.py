@@ -102,6 +102,10 @@ SCHEMA = (
         display TEXT,
         PRIMARY KEY (eid, pos)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS term_members_by_cid ON term_members (eid, cid)",
+    # an expansion whose members are exactly the concept ids lo..hi in order (a whole code
+    # system, loaded in one go): its type-ahead pages come from the FTS5 index alone
+    """CREATE TABLE IF NOT EXISTS term_expansion_ranges (
+        eid INTEGER PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL)""",
     # what terminology.service.sync last saw of the CodeSystem/ValueSet resources
     "CREATE TABLE IF NOT EXISTS term_sync (tenant TEXT PRIMARY KEY, mark TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS term_members_by_code ON term_members (eid, code, system)",
@@ -500,6 +504,9 @@ class SQLiteConceptStore:
         conn.execute(
             "DELETE FROM term_members WHERE eid IN (SELECT eid FROM term_expansions "
             "WHERE tenant=?)", (tenant,))  # fmt: skip
+        conn.execute(
+            "DELETE FROM term_expansion_ranges WHERE eid IN (SELECT eid FROM term_expansions "
+            "WHERE tenant=?)", (tenant,))  # fmt: skip
         conn.execute("DELETE FROM term_expansions WHERE tenant=?", (tenant,))
 
     async def sync_mark(self, ctx: Context) -> str | None:
@@ -551,12 +558,18 @@ class SQLiteConceptStore:
                 "INSERT INTO term_expansions (tenant, key, total, created_at) VALUES (?, ?, 0, ?)",
                 (ctx.tenant, key, created),
             ).lastrowid
-            total = 0
+            total, lo, last, run = 0, None, None, True
 
             def rows() -> Iterator[tuple[Any, ...]]:
-                nonlocal total
+                nonlocal total, lo, last, run
                 for pos, m in enumerate(members):
                     total += 1
+                    if m.cid is None or m.display is not None or (
+                        last is not None and m.cid != last + 1
+                    ):
+                        run = False
+                    lo = m.cid if lo is None else lo
+                    last = m.cid
                     yield (eid, pos, m.cid, m.system, m.version, m.code, m.display)
 
             conn.executemany(
@@ -565,6 +578,10 @@ class SQLiteConceptStore:
                 rows(),
             )
             conn.execute("UPDATE term_expansions SET total=? WHERE eid=?", (total, eid))
+            conn.execute("DELETE FROM term_expansion_ranges WHERE eid=?", (eid,))  # a reused eid
+            if run and total:
+                conn.execute("INSERT INTO term_expansion_ranges (eid, lo, hi) VALUES (?, ?, ?)",
+                             (eid, lo, last))  # fmt: skip
         assert eid is not None
         return Expansion(eid, key, total, created)
 
@@ -619,6 +636,11 @@ class SQLiteConceptStore:
         expression = match_expression(text)
         if expression is None:
             return 0, []
+        span = conn.execute(
+            "SELECT lo, hi FROM term_expansion_ranges WHERE eid=?", (expansion.eid,)
+        ).fetchone()
+        if span is not None and not active_only:
+            return self._range_page(conn, expression, span, offset, limit, language)
         active = "CROSS JOIN term_concepts c ON c.cid=m.cid AND c.active=1" if active_only else ""
         hits = (
             "SELECT m.pos, m.cid, m.system, m.version, m.code, m.display "
@@ -642,6 +664,29 @@ class SQLiteConceptStore:
         if limit == 0:
             return total, []
         return total, self._expanded(conn, [row[:5] for row in rows], language)
+
+    def _range_page(
+        self,
+        conn: sqlite3.Connection,
+        expression: str,
+        span: tuple[int, int],
+        offset: int,
+        limit: int,
+        language: str | None,
+    ) -> tuple[int, list[ExpandedConcept]]:
+        """Type-ahead over an expansion that is the concept ids lo..hi in order: the FTS5
+        index answers both the count and the page (its rowids are the concept ids, in
+        order), without touching the member list."""
+        where = "term_text MATCH ? AND rowid BETWEEN ? AND ?"
+        args = (expression, *span)
+        (total,) = conn.execute(f"SELECT count(*) FROM term_text WHERE {where}", args).fetchone()
+        if limit == 0 or offset >= total:
+            return total, []
+        rows = conn.execute(
+            f"SELECT rowid, NULL, NULL, NULL, NULL FROM term_text WHERE {where} "
+            "ORDER BY rowid LIMIT ? OFFSET ?", (*args, limit, offset),
+        ).fetchall()  # fmt: skip
+        return total, self._expanded(conn, rows, language)
 
     async def expansion_find(
         self, ctx: Context, expansion: Expansion, system: str | None, code: str

@@ -177,3 +177,22 @@ async def test_display_language(store: SQLiteStore) -> None:
                               ("fr", "Heart rate"), (None, "Heart rate")):
         out = await expand(terminology_service(store), CTX, vs, ExpandRequest(language=language))
         assert out["expansion"]["contains"][0]["display"] == display
+
+
+async def test_type_ahead_pages_agree_between_index_and_member_list(store: SQLiteStore) -> None:
+    # a whole code system is answered from the FTS5 index alone; excluding one concept makes
+    # the expansion a member list probed per hit: both give the same totals and pages
+    await concept_store(store).load_code_system(
+        CTX, CodeSystemHeader(URL, None, "Lab"), _concepts(1000)
+    )
+    whole = {"include": [{"system": URL}]}
+    holed = {"include": [{"system": URL}], "exclude": [{"system": URL,
+                                                        "concept": [{"code": "C00500"}]}]}
+    for text in ("analyte 002", "analyte 01", "009", "c0003"):  # none matches C00500
+        for offset, count in ((0, 20), (40, 7), (990, 50)):
+            request = ExpandRequest(text=text, offset=offset, count=count)
+            assert await _expansion_codes(store, request, whole) == await _expansion_codes(
+                store, request, holed
+            ), (text, offset, count)
+    total, codes = await _expansion_codes(store, ExpandRequest(text="analyte", count=3), whole)
+    assert (total, codes) == (1000, ["C00000", "C00001", "C00002"])
