@@ -85,3 +85,26 @@ def test_estimate_visits_at_most_the_sample(db: SearchDB) -> None:
     counts = [s for s in statements if s.startswith("SELECT count(*)")]
     assert any("LIMIT" in s and "r.rid IN" in s for s in counts), counts
     assert not any(s.startswith("SELECT COUNT(*) FROM resources r") for s in statements)
+
+
+def test_the_driver_is_the_clause_with_the_fewest_rows(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """code (1,200 rows) ranks before value-quantity statically; counted, the quantity
+    range (5 rows) drives. The answer is the same either way."""
+    index = SearchDB(tmp_path_factory.mktemp("driver") / "index.db")
+    index.conn.execute("BEGIN")
+    for n in range(1200):
+        resource = {
+            "resourceType": "Observation", "id": f"a{n}", "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": "4548-4"}]},
+            "valueQuantity": {"value": 9 if n % 240 == 0 else 6, "unit": "%",
+                              "system": "http://unitsofmeasure.org", "code": "%"},
+        }  # fmt: skip
+        index.add_json(resource)
+    index.conn.execute("COMMIT")
+    params = [("code", f"{LOINC}|4548-4"), ("value-quantity", "gt8|http://unitsofmeasure.org|%")]
+    query = parse_search("Observation", params)
+    chosen = sqlite_index._measured_driver(index.conn, query)  # noqa: SLF001
+    assert chosen is not None and chosen.code == "value-quantity"
+    assert index.search("Observation", params) == [f"a{n}" for n in range(0, 1200, 240)]
