@@ -8,7 +8,8 @@ Covered: token (code, system|code, |code, system|, :not, :missing), string (defa
 (eq ne gt lt ge le sa eb on dates and Periods), number and quantity (all nine prefixes,
 value / value||unit / value|UCUM|unit with mass and mass-concentration conversions),
 the component-code-value-quantity composite, uri (:below, :above), comma OR,
-repeated-parameter AND, `_sort` order (missing values last, ties in storage order), and
+repeated-parameter AND, `_sort` order (missing values last, ties in storage order;
+quantities by their canonical UCUM value where the unit converts), and
 `_contained` (false, true, both) with `_containedType` (container, contained) over the
 Patients that Observations contain.
 Date `ap` depends on the clock and is tested in
@@ -374,6 +375,11 @@ def sort_key(param: Param, value: Any, descending: bool) -> Any:
     if param.type == "date":
         return value[1] if descending else value[0]
     if param.type == "quantity":
+        # canonical where UCUM converts: kilograms, and kg/m3 (= g/L) for concentrations
+        code = value.get("code")
+        if value.get("system") == UCUM and code in UNITS:
+            dimension, factor = UNITS[code]
+            return value["value"] * factor / (1000 if dimension == "mass" else 1)
         return value["value"]
     return value
 

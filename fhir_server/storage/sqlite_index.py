@@ -604,11 +604,16 @@ def _sort_sql(sort: SortKey) -> tuple[str, list[Any]]:
     table = _TABLE_OF[sort.param_type]
     aggregate = "MAX" if sort.descending else "MIN"
     column = _SORT_COLUMN[sort.param_type][1 if sort.descending else 0]
-    return (
+    value = (
         f"(SELECT {aggregate}(s.{column}) FROM {table} s INDEXED BY {table}_rid "
-        "WHERE s.rid = r.rid AND s.param = ?)",
-        [param_id(sort.key)],
+        "WHERE s.rid = r.rid AND s.param = ?)"
     )
+    if sort.param_type == "quantity":
+        # the canonical UCUM value where the unit converts (100 mg/dL sorts with 1 g/L,
+        # search.units), else the value as stored
+        return f"coalesce({value}, {value})", [param_id(sort.key + ":canonical"),
+                                               param_id(sort.key)]  # fmt: skip
+    return value, [param_id(sort.key)]
 
 
 def _seek(sorts: Sequence[SortKey], position: cursors.Position) -> tuple[str, list[Any]]:
