@@ -19,7 +19,9 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
 
 - number: [low, high] from decimal and integer values (both the value), Range (its ends).
 - quantity: (system, code, value) from Quantity (code, else unit); a unit display other
-  than the code also gives a row without system, for `value||unit`. A UCUM quantity
+  than the code also gives a row without system, for `value||unit`. A Range (the
+  context-quantity parameters) gives (system, code, low, high) rows in
+  `quantity_ranges`, compared like a number Range. A UCUM quantity
   whose unit converts (search.units) also gives a row under "<key>:canonical" with the
   canonical unit as code and the canonical value.
 - uri: the uri, as a token row without system.
@@ -82,6 +84,9 @@ class IndexRows:
     numbers: set[tuple[str, float, float]] = field(default_factory=set)  # param, low, high
     # param, system, code, value
     quantities: set[tuple[str, str, str, float]] = field(default_factory=set)
+    # param, system, code, low, high: a Range searched as a quantity (open ends at
+    # -/+NUMBER_MAX)
+    quantity_ranges: set[tuple[str, str, str, float, float]] = field(default_factory=set)
     # param, system, code, v_system, v_code, v_low, v_high (see the module docstring)
     composites: set[tuple[str, str, str, str, str, Any, Any]] = field(default_factory=set)
 
@@ -241,8 +246,42 @@ def _number(rows: IndexRows, key: str, value: Any) -> None:
             ))
 
 
+def _quantity_range(rows: IndexRows, key: str, value: dict[str, Any]) -> None:
+    """A Range (low and/or high SimpleQuantity) under a quantity parameter: one row per
+    unit spelling its ends share, and a canonical one when UCUM converts both."""
+    ends = [value.get("low"), value.get("high")]
+    ends = [end if type(end) is dict else None for end in ends]
+    numbers = [_decimal(end.get("value")) if end is not None else None for end in ends]
+    if numbers == [None, None]:
+        return
+    present = [end for end, number in zip(ends, numbers, strict=True) if number is not None]
+    system = _system(present[0])
+    code = present[0].get("code") if type(present[0].get("code")) is str else ""
+    unit = present[0].get("unit") if type(present[0].get("unit")) is str else ""
+    if any(_system(end) != system or end.get("code", "") != (code or end.get("code", ""))
+           for end in present):  # fmt: skip
+        return  # ends in different units: no one unit to search them by
+    low = float(numbers[0]) if numbers[0] is not None else -NUMBER_MAX
+    high = float(numbers[1]) if numbers[1] is not None else NUMBER_MAX
+    rows.quantity_ranges.add((key, system, code or unit, low, high))
+    if unit and code and unit != code:
+        rows.quantity_ranges.add((key, "", unit, low, high))
+    if system == UCUM and code:
+        converted = [to_canonical(n, code) if n is not None else None for n in numbers]
+        if all(c is not None for c, n in zip(converted, numbers, strict=True) if n is not None):
+            unit_name = next(c[0] for c in converted if c is not None)
+            rows.quantity_ranges.add((
+                key + ":canonical", "", unit_name,
+                float(converted[0][1]) if converted[0] is not None else -NUMBER_MAX,
+                float(converted[1][1]) if converted[1] is not None else NUMBER_MAX,
+            ))  # fmt: skip
+
+
 def _quantity(rows: IndexRows, key: str, value: Any) -> None:
     if type(value) is not dict:
+        return
+    if "value" not in value and ("low" in value or "high" in value):
+        _quantity_range(rows, key, value)
         return
     number = _decimal(value.get("value"))
     if number is None:
@@ -287,6 +326,7 @@ def _component_values(component: Component, values: list[Any]) -> ComponentValue
         out.extend(("", system, code, 0, 0) for key, system, code in rows.tokens if key == "")
     elif component.type == "quantity":
         out.extend((key, system, code, v, v) for key, system, code, v in rows.quantities)
+        out.extend(rows.quantity_ranges)  # (key, system, code, low, high), as v_low/v_high
     elif component.type == "string":
         out.extend(("", "", text, 0, 0) for key, text, _ in rows.strings if key == "")
     elif component.type == "date":

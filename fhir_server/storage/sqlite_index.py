@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
+from conformance.definitions import RESOURCE_TYPES, search_parameters
 from fhir_server.errors import FHIRError
 from fhir_server.storage import sqlite_contained, sqlite_graph
 from fhir_server.storage import sqlite_fulltext
@@ -98,6 +99,12 @@ SCHEMA: tuple[str, ...] = (
         rid INTEGER NOT NULL,
         PRIMARY KEY (param, code, value, system, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_quantity_rid ON search_quantity (rid, param)",
+    # Range values of quantity parameters (context-quantity): [low, high] like numbers
+    """CREATE TABLE IF NOT EXISTS search_quantity_range (
+        param INTEGER NOT NULL, code TEXT NOT NULL, low REAL NOT NULL, high REAL NOT NULL,
+        system TEXT NOT NULL, rid INTEGER NOT NULL,
+        PRIMARY KEY (param, code, low, high, system, rid)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS search_quantity_range_rid ON search_quantity_range (rid, param)",
     # v_low / v_high have no declared type: quantity values stay REAL, date ranges INTEGER
     """CREATE TABLE IF NOT EXISTS search_composite (
         param INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
@@ -115,7 +122,7 @@ SCHEMA: tuple[str, ...] = (
 
 _TABLES = (
     "search_token", "search_string", "search_reference", "search_date", "search_number",
-    "search_quantity", "search_composite",
+    "search_quantity", "search_composite", "search_quantity_range",
 )  # fmt: skip
 _TABLE_OF = {
     "token": "search_token",
@@ -221,6 +228,12 @@ def _insert_rows(conn: sqlite3.Connection, rid: int, rows: IndexRows) -> None:
             "VALUES (?, ?, ?, ?, ?)",
             [(param_id(p), system, code, value, rid) for p, system, code, value in rows.quantities],
         )
+    if rows.quantity_ranges:
+        conn.executemany(
+            "INSERT OR IGNORE INTO search_quantity_range (param, system, code, low, high, rid) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(param_id(p), *values, rid) for p, *values in rows.quantity_ranges],
+        )
     if rows.composites:
         conn.executemany(
             "INSERT OR IGNORE INTO search_composite "
@@ -303,7 +316,9 @@ def _uri_ancestors(uri: str) -> list[str]:
     return [p for p in found if p and not p.endswith(":") and not p.endswith(":/")]
 
 
-def _quantity_condition(key: str, term: QuantityTerm) -> tuple[str, list[Any]]:
+def _quantity_condition(
+    key: str, term: QuantityTerm, low: str = "value", high: str = "value"
+) -> tuple[str, list[Any]]:
     conditions = ["param = ?"]
     args: list[Any] = [param_id(key + ":canonical" if term.canonical else key)]
     if term.code is not None:
@@ -312,8 +327,52 @@ def _quantity_condition(key: str, term: QuantityTerm) -> tuple[str, list[Any]]:
     if term.system is not None:
         conditions.append("system = ?")
         args.append(term.system)
-    sql, values = _number_condition(term.number, "value", "value")
+    sql, values = _number_condition(term.number, low, high)
     return "(" + " AND ".join([*conditions, sql]) + ")", [*args, *values]
+
+
+@lru_cache(maxsize=1024)
+def _has_ranges(key: str) -> bool:
+    """Whether the quantity parameter of index key "Type.code" can hold Range values (its
+    expression names Range: the context-quantity parameters)."""
+    resource_type, _, code = key.partition(".")
+    if resource_type not in RESOURCE_TYPES:
+        return False
+    param = search_parameters(resource_type).get(code)
+    return param is not None and "Range" in param.expression
+
+
+def _quantity_clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
+    """A quantity clause on a parameter with Range values: its Quantity rows or its
+    Range rows (search_quantity_range, compared like number ranges)."""
+    tables = (("search_quantity", "value", "value"), ("search_quantity_range", "low", "high"))
+    if clause.missing is not None:
+        parts = [
+            f"EXISTS (SELECT 1 FROM {table} x INDEXED BY {table}_rid "
+            "WHERE x.rid = r.rid AND x.param = ?)"
+            for table, _, _ in tables
+        ]
+        either = f"({' OR '.join(parts)})"
+        return ("NOT " if clause.missing else "") + either, [param_id(clause.key)] * 2
+    selects: list[tuple[str, str]] = []
+    args: list[Any] = []
+    for table, low, high in tables:
+        conditions: list[str] = []
+        for term in clause.terms:
+            assert isinstance(term, QuantityTerm)
+            sql, values = _quantity_condition(clause.key, term, low, high)
+            conditions.append(sql)
+            args.extend(values)
+        selects.append((table, _any_of(conditions)))
+    if drives:
+        union = " UNION ALL ".join(f"SELECT rid FROM {t} WHERE {w}" for t, w in selects)
+        return f"r.rid IN ({union})", args
+    negate = "NOT " if clause.modifier == "not" else ""
+    probes = " OR ".join(
+        f"EXISTS (SELECT 1 FROM {t} x INDEXED BY {t}_rid WHERE x.rid = r.rid AND ({w}))"
+        for t, w in selects
+    )
+    return f"{negate}({probes})", args
 
 
 def _composite_condition(key: str, term: CompositeTerm) -> tuple[str, list[Any]]:
@@ -472,6 +531,8 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
         return sqlite_fulltext.condition(sqlite_fulltext.clause_query(clause), drives)
     if clause.code in ("_id", "_lastUpdated"):
         return _column_clause(clause)
+    if clause.param_type == "quantity" and _has_ranges(clause.key):
+        return _quantity_clause_sql(clause, drives)
     table = _TABLE_OF[clause.param_type]
     key = clause.key
     if clause.missing is not None:
@@ -989,9 +1050,9 @@ def _estimate(
     at most ESTIMATE_EXACT rows. A search with no driving parameter at all (only chains,
     `_has`, :missing or :not) has the type's own resources as its list. Otherwise: the
     rows of the driving list (counted in its own index, without visiting any resource)
-    times the share of its first ESTIMATE_EXACT rows that meet every condition. `code=718-7&date=ge2020`
-    at 1M resources reads the code's index range and 1,000 resources, instead of every
-    match. The estimate assumes the first rows of the list are like the others."""
+    times the share of its first ESTIMATE_EXACT rows that meet every condition.
+    `code=718-7&date=ge2020` at 1M resources reads the code's index range and 1,000
+    resources, instead of every match. The estimate assumes the first rows of the list are like the others."""
     found = None
     if query.resource_type is not None and query.result.contained == "false":
         found = _driving_list(tenant, query, hulls, lead_links)
