@@ -9,6 +9,8 @@ a JSON object of the right type (see README, "Validation").
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -307,8 +309,95 @@ def shape_issues(resource: dict[str, Any]) -> list[Issue]:
     return shape.issues
 
 
+# --- Repeated content: a later version of a resource checks only what is new ---------------
+#
+# Every rule above and in the model is local to an element: whether a list entry is valid
+# depends on the entry and its path only (lists keep at least one entry, so the required
+# elements stay present). An ImagingStudy that gains one instance per C-STORE, or a Patient
+# sent again with each HL7 message, repeats entries of the version validated before it; an
+# entry equal to the one at the same position there is dropped before checking. Only a
+# clean result is trusted: any issue sends the whole resource through again, so every
+# problem is reported with its real path.
+
+_RECENT_LIMIT = 512
+_recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a JSON tree (cheaper than copy.deepcopy), so that a later change of the
+    caller's objects cannot change what was validated."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    return value
+
+
+def _novel(value: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """`value` without the objects in lists equal to those at the same position in
+    `before` (which was valid); every list keeps at least one entry."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        old = before.get(key)
+        if type(item) is list and type(old) is list and item and key[0] != "_":
+            # Only objects are dropped: a primitive array and its _twin are checked
+            # together, position by position, so both stay whole.
+            kept = []
+            for i, entry in enumerate(item):
+                if i < len(old) and type(entry) is dict:
+                    prior = old[i]
+                    if entry == prior:
+                        continue
+                    if type(prior) is dict:
+                        entry = _novel(entry, prior)
+                kept.append(entry)
+            if not kept:  # all repeated: one stays, itself pruned
+                first, prior = item[0], old[0]
+                kept = [_novel(first, prior) if type(first) is dict and type(prior) is dict
+                        else first]
+            out[key] = kept
+        elif type(item) is dict and type(old) is dict and item is not old:
+            out[key] = _novel(item, old)
+        else:
+            out[key] = item
+    return out
+
+
+def _remember(resource: dict[str, Any], resource_type: str) -> None:
+    resource_id = resource.get("id")
+    if type(resource_id) is not str:
+        return
+    key = (resource_type, resource_id)
+    with _recent_lock:
+        _recent[key] = _copy(resource)
+        _recent.move_to_end(key)
+        if len(_recent) > _RECENT_LIMIT:
+            _recent.popitem(last=False)
+
+
 def validation_issues(resource: Any, expected_type: str | None = None) -> list[Issue]:
     """Every structural problem of `resource`, each with the FHIRPath of the element."""
+    if not isinstance(resource, dict):
+        return _full_issues(resource, expected_type)
+    resource_type = resource.get("resourceType")
+    resource_id = resource.get("id")
+    before = None
+    if type(resource_type) is str and type(resource_id) is str:
+        with _recent_lock:
+            before = _recent.get((resource_type, resource_id))
+    if before is not None and (expected_type is None or expected_type == resource_type):
+        if not _full_issues(_novel(resource, before), expected_type):
+            _remember(resource, resource_type)
+            return []
+    issues = _full_issues(resource, expected_type)
+    if not issues and type(resource_type) is str:
+        _remember(resource, resource_type)
+    return issues
+
+
+def _full_issues(resource: Any, expected_type: str | None = None) -> list[Issue]:
     if not isinstance(resource, dict):
         return [Issue("structure", "A resource must be a JSON object")]
     resource_type = resource.get("resourceType")

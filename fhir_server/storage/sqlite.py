@@ -105,6 +105,14 @@ _SCHEMA = (
 _SERVER_META = ("versionId", "lastUpdated")
 
 _VERSION_COLUMNS = "type, id, version, last_updated, deleted, method, body"
+# The current version's body lives in `resources` only (its versions row has body NULL);
+# it moves into the versions row when a later version or a delete supersedes it. Files
+# written before keep a copy in both, which reads the same.
+_VERSION_SELECT = (
+    "SELECT v.type, v.id, v.version, v.last_updated, v.deleted, v.method, "
+    "coalesce(v.body, (SELECT r.body FROM resources r WHERE r.tenant = v.tenant "
+    "AND r.type = v.type AND r.id = v.id AND r.version = v.version)) FROM versions v"
+)
 
 
 def content_hash(content: bytes) -> str:
@@ -187,6 +195,16 @@ class SQLiteTransaction:
     async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         return self._store._read(self._conn, self._ctx, resource_type, resource_id)
 
+    def _keep_superseded(self, rid: int, resource_type: str, resource_id: str) -> None:
+        """Move the current body of `rid` into its versions row, before the resources row
+        gets a newer version (or none): history keeps every body once."""
+        self._conn.execute(
+            "UPDATE versions SET body = (SELECT body FROM resources WHERE rid = ?) "
+            "WHERE tenant = ? AND type = ? AND id = ? AND body IS NULL AND version = "
+            "(SELECT version FROM resources WHERE rid = ? AND deleted = 0)",
+            (rid, self._ctx.tenant, resource_type, resource_id, rid),
+        )
+
     @property
     def connection(self) -> sqlite3.Connection:
         """The writer connection inside this transaction, for index maintenance ($reindex)."""
@@ -220,13 +238,15 @@ class SQLiteTransaction:
             rid = cursor.lastrowid
             assert rid is not None
         else:
+            self._keep_superseded(rid, resource_type, resource_id)
             self._conn.execute(
                 "UPDATE resources SET version=?, last_updated=?, deleted=0, body=? WHERE rid=?",
                 (version, now, body, rid),
             )
         self._conn.execute(
-            f"INSERT INTO versions (tenant, {_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-            (tenant, resource_type, resource_id, version, now, method, body),
+            f"INSERT INTO versions (tenant, {_VERSION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, 0, ?, NULL)",
+            (tenant, resource_type, resource_id, version, now, method),
         )
         sqlite_index.replace_index(self._conn, rid, resource_type, stored, fresh=fresh)
         sqlite_fulltext.replace(self._conn, rid, stored, fresh=fresh)
@@ -285,6 +305,7 @@ class SQLiteTransaction:
             return WriteResult(marker, "unchanged")
         now = self._store._clock.now()
         version += 1
+        self._keep_superseded(rid, resource_type, resource_id)
         self._conn.execute(
             "UPDATE resources SET version=?, last_updated=?, deleted=1, body=NULL WHERE rid=?",
             (version, now, rid),
@@ -580,8 +601,7 @@ class SQLiteStore:
         self, ctx: Context, resource_type: str, resource_id: str, version: int
     ) -> StoredResource | None:
         row = self._reads().execute(
-            f"SELECT {_VERSION_COLUMNS} FROM versions "
-            "WHERE tenant=? AND type=? AND id=? AND version=?",
+            f"{_VERSION_SELECT} WHERE v.tenant=? AND v.type=? AND v.id=? AND v.version=?",
             (ctx.tenant, resource_type, resource_id, version),
         ).fetchone()
         return None if row is None else _version_row(row)
@@ -595,24 +615,24 @@ class SQLiteStore:
         count: int = 50,
         offset: int = 0,
     ) -> tuple[list[StoredResource], int]:
-        where = ["tenant=?"]
+        where = ["v.tenant=?"]
         args: list[Any] = [ctx.tenant]
         if resource_type is not None:
-            where.append("type=?")
+            where.append("v.type=?")
             args.append(resource_type)
         if resource_id is not None:
-            where.append("id=?")
+            where.append("v.id=?")
             args.append(resource_id)
         if since is not None:
-            where.append("last_updated>=?")
+            where.append("v.last_updated>=?")
             args.append(_utc_instant(since))
         clause = " AND ".join(where)
         (total,) = self._reads().execute(
-            f"SELECT count(*) FROM versions WHERE {clause}", args
+            f"SELECT count(*) FROM versions v WHERE {clause}", args
         ).fetchone()
         rows = self._reads().execute(
-            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE {clause} "
-            "ORDER BY last_updated DESC, vid DESC LIMIT ? OFFSET ?",
+            f"{_VERSION_SELECT} WHERE {clause} "
+            "ORDER BY v.last_updated DESC, v.vid DESC LIMIT ? OFFSET ?",
             [*args, count, offset],
         ).fetchall()
         return [_version_row(row) for row in rows], total
