@@ -10,6 +10,7 @@ Tables of its own, created idempotently on first use:
                       type-ahead `filter` of $expand (unicode61 remove_diacritics 2: case and
                       accents folded; ideographs and kana split per character beforehand)
     term_expansions / term_members   cached expansions: members in order, by concept id
+                      (their methods: terminology.sqlite_expansions.ExpansionTables)
 
 Writes go through the resource store's transactions (its writer connection, its lock);
 reads use the connection its plain reads use. Statements run on the event loop thread
@@ -22,22 +23,18 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterable, Iterable, Iterator
-from datetime import datetime, timezone
+from collections.abc import AsyncIterable, Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from search.fulltext import phrases, prepare
-from terminology.language import pick_display
+from search.fulltext import prepare
 from terminology.model import CodeSystemHeader, Concept, Designation
+from terminology.sqlite_expansions import ExpansionTables, utc_now
 from terminology.store import (
     BATCH,
     ConceptDetail,
-    ExpandedConcept,
-    Expansion,
     Filter,
     LoadSummary,
-    Member,
     Progress,
     Subsumption,
     SystemInfo,
@@ -111,13 +108,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS term_members_by_code ON term_members (eid, code, system)",
 )
 
-MAX_EXPANSIONS = 200  # cached per tenant; the oldest go first
 _HEADER_FIELDS = ("name", "title", "status", "content", "hierarchy_meaning", "copyright",
                   "language")  # fmt: skip
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 def _json_value(value: object) -> object:
@@ -149,20 +141,6 @@ def search_text(concept: Concept) -> str:
     return prepare(" ".join(dict.fromkeys(p for p in parts if p)))
 
 
-def match_expression(text: str) -> str | None:
-    """The FTS5 query for type-ahead `text`: each word a prefix, ideograph runs as phrases
-    (in order); None when `text` has no letter or digit. Only quoted tokens reach MATCH."""
-    try:
-        found = phrases(text)
-    except ValueError as exc:
-        raise TerminologyError(400, "too-costly", f"filter: {exc}", "filter") from None
-    if not found:
-        return None
-    return " AND ".join(
-        '"' + " ".join(token.replace('"', '""') for token in phrase) + '"*' for phrase in found
-    )
-
-
 async def _each(concepts: Iterable[Concept] | AsyncIterable[Concept]) -> Any:
     if isinstance(concepts, AsyncIterable):
         async for concept in concepts:
@@ -172,7 +150,7 @@ async def _each(concepts: Iterable[Concept] | AsyncIterable[Concept]) -> Any:
             yield concept
 
 
-class SQLiteConceptStore:
+class SQLiteConceptStore(ExpansionTables):
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._ready = False
@@ -214,7 +192,7 @@ class SQLiteConceptStore:
             sid = txn.connection.execute(
                 "INSERT INTO term_systems (tenant, url, version, state, header, source, "
                 "loaded_at) VALUES (?, ?, ?, 'loading', ?, ?, ?)",
-                (ctx.tenant, header.url, version, header_json, source, _now()),
+                (ctx.tenant, header.url, version, header_json, source, utc_now()),
             ).lastrowid
         assert sid is not None
         count = designations = 0
@@ -496,266 +474,6 @@ class SQLiteConceptStore:
         if op == "generalizes":
             return await self.ancestors(ctx, system, value) | {value}
         return None
-
-    # -- expansions ------------------------------------------------------------
-
-    @staticmethod
-    def _clear_expansions(conn: sqlite3.Connection, tenant: str) -> None:
-        conn.execute(
-            "DELETE FROM term_members WHERE eid IN (SELECT eid FROM term_expansions "
-            "WHERE tenant=?)", (tenant,))  # fmt: skip
-        conn.execute(
-            "DELETE FROM term_expansion_ranges WHERE eid IN (SELECT eid FROM term_expansions "
-            "WHERE tenant=?)", (tenant,))  # fmt: skip
-        conn.execute("DELETE FROM term_expansions WHERE tenant=?", (tenant,))
-
-    async def sync_mark(self, ctx: Context) -> str | None:
-        row = (await self._reader(ctx)).execute(
-            "SELECT mark FROM term_sync WHERE tenant=?", (ctx.tenant,)
-        ).fetchone()
-        return row[0] if row else None
-
-    async def set_sync_mark(self, ctx: Context, mark: str) -> None:
-        await self._ensure(ctx)
-        async with self._store.transaction(ctx) as txn:
-            txn.connection.execute(
-                "INSERT INTO term_sync (tenant, mark) VALUES (?, ?) "
-                "ON CONFLICT (tenant) DO UPDATE SET mark=excluded.mark", (ctx.tenant, mark))
-
-    async def clear_expansions(self, ctx: Context) -> None:
-        await self._ensure(ctx)
-        async with self._store.transaction(ctx) as txn:
-            self._clear_expansions(txn.connection, ctx.tenant)
-
-    async def expansion(self, ctx: Context, key: str) -> Expansion | None:
-        conn = await self._reader(ctx)
-        row = conn.execute(
-            "SELECT eid, key, total, created_at FROM term_expansions WHERE tenant=? AND key=?",
-            (ctx.tenant, key),
-        ).fetchone()
-        return Expansion(*row) if row else None
-
-    async def save_expansion(
-        self, ctx: Context, key: str, members: Iterable[Member]
-    ) -> Expansion:
-        await self._ensure(ctx)
-        async with self._store.transaction(ctx) as txn:
-            conn = txn.connection
-            old = conn.execute(
-                "SELECT eid FROM term_expansions WHERE tenant=? AND key=?", (ctx.tenant, key)
-            ).fetchone()
-            if old:
-                conn.execute("DELETE FROM term_members WHERE eid=?", old)
-                conn.execute("DELETE FROM term_expansions WHERE eid=?", old)
-            stale = conn.execute(
-                "SELECT eid FROM term_expansions WHERE tenant=? ORDER BY eid DESC LIMIT -1 "
-                "OFFSET ?", (ctx.tenant, MAX_EXPANSIONS - 1)).fetchall()  # fmt: skip
-            for (eid,) in stale:
-                conn.execute("DELETE FROM term_members WHERE eid=?", (eid,))
-                conn.execute("DELETE FROM term_expansions WHERE eid=?", (eid,))
-            created = _now()
-            eid = conn.execute(
-                "INSERT INTO term_expansions (tenant, key, total, created_at) VALUES (?, ?, 0, ?)",
-                (ctx.tenant, key, created),
-            ).lastrowid
-            total, lo, last, run = 0, None, None, True
-
-            def rows() -> Iterator[tuple[Any, ...]]:
-                nonlocal total, lo, last, run
-                for pos, m in enumerate(members):
-                    total += 1
-                    if m.cid is None or m.display is not None or (
-                        last is not None and m.cid != last + 1
-                    ):
-                        run = False
-                    lo = m.cid if lo is None else lo
-                    last = m.cid
-                    yield (eid, pos, m.cid, m.system, m.version, m.code, m.display)
-
-            conn.executemany(
-                "INSERT INTO term_members (eid, pos, cid, system, version, code, display) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows(),
-            )
-            conn.execute("UPDATE term_expansions SET total=? WHERE eid=?", (total, eid))
-            conn.execute("DELETE FROM term_expansion_ranges WHERE eid=?", (eid,))  # a reused eid
-            if run and total:
-                conn.execute("INSERT INTO term_expansion_ranges (eid, lo, hi) VALUES (?, ?, ?)",
-                             (eid, lo, last))  # fmt: skip
-        assert eid is not None
-        return Expansion(eid, key, total, created)
-
-    async def expansion_page(
-        self,
-        ctx: Context,
-        expansion: Expansion,
-        *,
-        text: str | None = None,
-        active_only: bool = False,
-        offset: int = 0,
-        count: int | None = None,
-        language: str | None = None,
-    ) -> tuple[int, list[ExpandedConcept]]:
-        conn = await self._reader(ctx)
-        limit = -1 if count is None else count
-        if text is not None and text.strip():
-            return self._text_page(conn, expansion, text, active_only, offset, limit, language)
-        join, where = "", "m.eid=?"
-        if active_only:
-            join = "LEFT JOIN term_concepts c ON c.cid=m.cid"
-            where += " AND (m.cid IS NULL OR c.active=1)"
-        if not active_only:
-            total = expansion.total
-        else:
-            (total,) = conn.execute(
-                f"SELECT count(*) FROM term_members m {join} WHERE {where}", (expansion.eid,)
-            ).fetchone()
-        if count == 0:
-            return total, []
-        rows = conn.execute(
-            f"SELECT m.cid, m.system, m.version, m.code, m.display FROM term_members m {join} "
-            f"WHERE {where} ORDER BY m.pos LIMIT ? OFFSET ?",
-            (expansion.eid, limit, offset),
-        ).fetchall()
-        return total, self._expanded(conn, rows, language)
-
-    def _text_page(
-        self,
-        conn: sqlite3.Connection,
-        expansion: Expansion,
-        text: str,
-        active_only: bool,
-        offset: int,
-        limit: int,
-        language: str | None,
-    ) -> tuple[int, list[ExpandedConcept]]:
-        """A page of the members matching type-ahead `text`, driven by the FTS5 index: each
-        hit is probed in the expansion by (eid, cid), so the cost follows the number of
-        concepts matching, not the size of the expansion. The total comes with the page
-        (a window count over the hits)."""
-        expression = match_expression(text)
-        if expression is None:
-            return 0, []
-        span = conn.execute(
-            "SELECT lo, hi FROM term_expansion_ranges WHERE eid=?", (expansion.eid,)
-        ).fetchone()
-        if span is not None and not active_only:
-            return self._range_page(conn, expression, span, offset, limit, language)
-        active = "CROSS JOIN term_concepts c ON c.cid=m.cid AND c.active=1" if active_only else ""
-        hits = (
-            "SELECT m.pos, m.cid, m.system, m.version, m.code, m.display "
-            # INDEXED BY: without statistics the planner would scan the expansion per hit
-            "FROM term_text t CROSS JOIN term_members m INDEXED BY term_members_by_cid "
-            f"ON m.eid=? AND m.cid=t.rowid {active} "
-            "WHERE term_text MATCH ? "
-            "UNION ALL SELECT pos, cid, system, version, code, display FROM term_members "
-            "WHERE eid=? AND cid IS NULL AND display LIKE ?"
-        )  # a concept of a system the store does not hold has no FTS row: LIKE on its display
-        args = [expansion.eid, expression, expansion.eid, f"%{text.strip()}%"]
-        rows = conn.execute(
-            f"WITH hits AS ({hits}) SELECT cid, system, version, code, display, "
-            "count(*) OVER () FROM hits ORDER BY pos LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-        if rows:
-            total = rows[0][5]
-        else:
-            (total,) = conn.execute(f"SELECT count(*) FROM ({hits})", args).fetchone()
-        if limit == 0:
-            return total, []
-        return total, self._expanded(conn, [row[:5] for row in rows], language)
-
-    def _range_page(
-        self,
-        conn: sqlite3.Connection,
-        expression: str,
-        span: tuple[int, int],
-        offset: int,
-        limit: int,
-        language: str | None,
-    ) -> tuple[int, list[ExpandedConcept]]:
-        """Type-ahead over an expansion that is the concept ids lo..hi in order: the FTS5
-        index answers both the count and the page (its rowids are the concept ids, in
-        order), without touching the member list."""
-        where = "term_text MATCH ? AND rowid BETWEEN ? AND ?"
-        args = (expression, *span)
-        (total,) = conn.execute(f"SELECT count(*) FROM term_text WHERE {where}", args).fetchone()
-        if limit == 0 or offset >= total:
-            return total, []
-        rows = conn.execute(
-            f"SELECT rowid, NULL, NULL, NULL, NULL FROM term_text WHERE {where} "
-            "ORDER BY rowid LIMIT ? OFFSET ?", (*args, limit, offset),
-        ).fetchall()  # fmt: skip
-        return total, self._expanded(conn, rows, language)
-
-    async def expansion_find(
-        self, ctx: Context, expansion: Expansion, system: str | None, code: str
-    ) -> ExpandedConcept | None:
-        conn = await self._reader(ctx)
-        rows: list[tuple[Any, ...]] = []
-        if system is not None:
-            cids = [row[0] for row in conn.execute(
-                "SELECT c.cid FROM term_systems s JOIN term_concepts c ON c.sid=s.sid "
-                "WHERE s.tenant=? AND s.url=? AND s.state='ready' AND c.code=?",
-                (ctx.tenant, system, code))]  # fmt: skip
-            for cid in cids:
-                rows += conn.execute(
-                    "SELECT cid, system, version, code, display FROM term_members INDEXED BY "
-                    "term_members_by_cid WHERE eid=? AND cid=? LIMIT 1",
-                    (expansion.eid, cid)).fetchall()  # fmt: skip
-            if not rows:
-                rows = conn.execute(
-                    "SELECT cid, system, version, code, display FROM term_members "
-                    "WHERE eid=? AND code=? AND system=? LIMIT 1",
-                    (expansion.eid, code, system)).fetchall()  # fmt: skip
-        else:  # no system given: the code alone (ValueSet $validate-code with only `code`)
-            rows = conn.execute(
-                "SELECT m.cid, m.system, m.version, m.code, m.display FROM term_members m "
-                "LEFT JOIN term_concepts c ON c.cid=m.cid WHERE m.eid=? AND "
-                "(m.code=? OR c.code=?) LIMIT 1",
-                (expansion.eid, code, code)).fetchall()  # fmt: skip
-        found = self._expanded(conn, rows[:1], None)
-        return found[0] if found else None
-
-    def _expanded(
-        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], language: str | None
-    ) -> list[ExpandedConcept]:
-        cids = [row[0] for row in rows if row[0] is not None]
-        info: dict[int, tuple[Any, ...]] = {}
-        designations: dict[int, list[Designation]] = {}
-        systems: dict[int, tuple[str, str]] = {}
-        if cids:
-            marks = ",".join("?" * len(cids))
-            for cid, sid, code, display, active in conn.execute(
-                f"SELECT cid, sid, code, display, active FROM term_concepts WHERE cid IN ({marks})",
-                cids,
-            ):
-                info[cid] = (sid, code, display, active)
-            for cid, lang, use_system, use_code, value in conn.execute(
-                f"SELECT cid, language, use_system, use_code, value FROM term_designations "
-                f"WHERE cid IN ({marks}) ORDER BY rowid", cids,
-            ):  # fmt: skip
-                designations.setdefault(cid, []).append(
-                    Designation(value, lang, use_system, use_code)
-                )
-            sids = {v[0] for v in info.values()}
-            marks = ",".join("?" * len(sids))
-            for sid, url, version in conn.execute(
-                f"SELECT sid, url, version FROM term_systems WHERE sid IN ({marks})", list(sids)
-            ):
-                systems[sid] = (url, version)
-        out: list[ExpandedConcept] = []
-        for cid, system, version, code, display in rows:
-            if cid is None or cid not in info:
-                out.append(ExpandedConcept(system or "", version, code or "", display))
-                continue
-            sid, code, concept_display, active = info[cid]
-            url, version = systems[sid]
-            found = tuple(designations.get(cid, ()))
-            # a display the ValueSet gives for the concept wins over the code system's
-            shown = pick_display(display or concept_display, found, language)
-            out.append(ExpandedConcept(url, version or None, code, shown, bool(active), found))
-        return out
 
 
 def _matches(f: Filter, row: tuple[Any, ...]) -> bool:
