@@ -99,13 +99,19 @@ DEFAULT_TRANSLATORS: dict[str, Callable[[], AnyTranslator]] = {
     "dicom": _dicom_translator,
 }
 
+# The most resources one input may make: a bigger one is refused (kept as rejected) rather
+# than hold the store, and every caller waiting on it, for minutes.
+DEFAULT_MAX_RESOURCES = 2000
+
 COUNTERS = ("received", "stored", "duplicate", "rejected", "reprocessed", "recovered")
 
 
 class Pipeline:
     def __init__(self, store: ResourceStore,
-                 translators: dict[str, AnyTranslator] | None = None) -> None:
+                 translators: dict[str, AnyTranslator] | None = None, *,
+                 max_resources: int = DEFAULT_MAX_RESOURCES) -> None:
         self.store = store
+        self.max_resources = max_resources
         self._translators: dict[str, AnyTranslator] = dict(translators or {})
         # Identical inputs arriving at once are processed one after the other, so the
         # second sees the first as a duplicate instead of racing it.
@@ -213,7 +219,9 @@ class Pipeline:
                          raw: bytes) -> Translation:
         if isinstance(translator, StoreTranslator):
             return await translator.translate(self.store, ctx, raw)
-        return translator(raw)
+        # Parsing a big message is seconds of CPU: a worker thread keeps the event loop (and
+        # so every listener and the store's connection) serving others meanwhile.
+        return await asyncio.to_thread(translator, raw)
 
     async def _process(self, ctx: Context, feed: str, raw: bytes, digest: str,
                        translator: AnyTranslator, input_id: int | None,
@@ -235,6 +243,11 @@ class Pipeline:
                                       arrival)
 
         bundle = translation.bundle
+        if len(bundle["entry"]) > self.max_resources:
+            reason = (f"The input makes {len(bundle['entry'])} resources; this server takes at "
+                      f"most {self.max_resources} per input (--max-input-resources)")
+            return await self._reject(ctx, feed, raw, reason, None, input_id, received,
+                                      arrival)
         keep = translation.details.get("keep_existing")
         if keep:
             try:

@@ -224,7 +224,7 @@ async def serve(config: ServeConfig) -> int:
     search: Any = None  # fhir_server.search_index.RunningIndex with --search-index
     try:
         search = await _start_search_index(store, config.search_index)
-        pipeline = Pipeline(store)
+        pipeline = Pipeline(store, max_resources=config.max_input_resources)
         from terminology.standardise import keep_refreshed
 
         maps_task = asyncio.create_task(keep_refreshed(store, MLLP_CONTEXT))

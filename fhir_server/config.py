@@ -40,6 +40,7 @@ class ServeConfig:
     dicom_ae: str = "FHIRFUSION"
     dicom_allowed_aes: tuple[str, ...] = ()  # calling AE titles taken; empty: any
     store: str | None = None  # a MongoDB URL; None keeps the SQLite file in data_dir
+    max_input_resources: int = 2000  # resources (and HL7 segments) one input may make
 
     @property
     def database_path(self) -> Path:
@@ -145,7 +146,21 @@ def _ae_title(text: str) -> str:
 
 
 def _ae_titles(text: str) -> tuple[str, ...]:
-    return tuple(_ae_title(t) for t in text.split(",") if t.strip())
+    """Comma-separated AE titles; an empty text allows any caller, but a list of empty
+    names (",,,": a templating slip) is refused rather than read as "allow everyone"."""
+    if not text.strip():
+        return ()
+    titles = tuple(_ae_title(t) for t in text.split(",") if t.strip())
+    if not titles:
+        raise ValueError(f"{text!r} holds no AE title (leave it empty to allow any caller)")
+    return titles
+
+
+def _resource_cap(text: str) -> int:
+    count = _integer(text)
+    if count < 1:
+        raise ValueError(f"{count} is not a positive number of resources")
+    return count
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,14 @@ SETTINGS: tuple[Setting, ...] = (
         "where resources are stored: a MongoDB URL (a replica set, for transactions), "
         "or empty for the SQLite file in the data folder",
     ),
+    Setting(
+        "max_input_resources",
+        2000,
+        _resource_cap,
+        "the most resources one input (HL7v2 message, DICOM file, CSV chunk) may make, and "
+        "the most segments / field repetitions of an HL7v2 message; more is refused (AE, "
+        "413) and kept as rejected",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -232,6 +255,13 @@ def resolve_serve_config(
 ) -> ServeConfig:
     values = {s.name: resolve_setting(s.name, given.get(s.name), environ) for s in SETTINGS}
     config = ServeConfig(**values)
+    ports = [("--port", config.port), ("--mllp-port", config.mllp_port),
+             ("--dicom-port", config.dicom_port)]
+    for n, (name, port) in enumerate(ports):
+        for other, other_port in ports[n + 1:]:
+            if port and port == other_port:
+                raise ConfigError(f"{name} and {other} are both {port}; each listener needs "
+                                  "a port of its own")
     if config.demo and not config.mllp_enabled:
         raise ConfigError(
             "--demo sends its feed through the MLLP listener, which --mllp-port 0 "

@@ -112,12 +112,21 @@ class IngestEndpoints:
         return http.json_response(jsonutil.dumps(operation_definition(base)))
 
     async def _hl7v2(self, request: Request) -> Response:
+        from adapters.hl7v2.limits import check_message
+        from adapters.hl7v2.mllp import DEFAULT_MAX_MESSAGE_BYTES
         from adapters.ingest import split_file
 
-        messages = split_file(await _body(request), "hl7v2")
+        # the same size cap as the MLLP listener's: one message is one message either way
+        messages = split_file(await _body(request, DEFAULT_MAX_MESSAGE_BYTES), "hl7v2")
         if len(messages) != 1:
             raise FHIRError.simple(400, "structure", f"$ingest takes one HL7v2 message per "
                                    f"request; the body holds {len(messages)}")
+        refused = check_message(messages[0], self.pipeline.max_resources)
+        if refused is not None:
+            kept = await self.pipeline.keep_rejected(self._handlers.ctx, "hl7v2", messages[0],
+                                                     str(refused))
+            raise FHIRError.simple(413, "too-costly", f"{refused} (kept as input "
+                                   f"{kept.input_id})")
         return _single(await self.pipeline.ingest(self._handlers.ctx, "hl7v2", messages[0]))
 
     async def _dicom(self, request: Request) -> Response:
@@ -173,15 +182,14 @@ def _charset(content_type: str) -> str | None:
     return None
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request, limit: int = http.MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > http.MAX_BODY_BYTES:
-        raise FHIRError.simple(413, "too-costly",
-                               f"The body is larger than {http.MAX_BODY_BYTES // 2**20} MiB")
+    too_large = f"The body is larger than {limit // 2**20} MiB"
+    if declared.isdigit() and int(declared) > limit:
+        raise FHIRError.simple(413, "too-costly", too_large)
     body = await request.body()
-    if len(body) > http.MAX_BODY_BYTES:
-        raise FHIRError.simple(413, "too-costly",
-                               f"The body is larger than {http.MAX_BODY_BYTES // 2**20} MiB")
+    if len(body) > limit:
+        raise FHIRError.simple(413, "too-costly", too_large)
     if not body.strip():
         raise FHIRError.simple(400, "structure", "The request body is empty")
     return body

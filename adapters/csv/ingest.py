@@ -11,6 +11,7 @@ rejected. Loading the same file again finds every chunk by its hash: nothing new
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,6 +134,8 @@ async def _store(pipeline: Pipeline, ctx: Context, translator: RowTranslator,
                  summary: CsvSummary) -> None:
     if not chunk.rows:
         return
+    # the store's calls need not suspend: let other requests in between two chunks
+    await asyncio.sleep(0)
     async with pipeline.store.batch(ctx):
         if len(chunk.rows) > 1:
             result = await pipeline.ingest(

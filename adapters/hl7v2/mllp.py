@@ -11,6 +11,10 @@ AR. A connection silent for `idle_timeout` seconds is closed (an unfinished fram
 is kept as rejected). Every message is answered only after the pipeline has committed
 it (or kept it as rejected), so an AA means the message and its resources are on disk.
 A bad frame never ends the listener: every failure is answered on its own connection.
+A frame holds one message (MLLP release 2): a frame with a second MSH is answered AE
+naming it and kept as rejected, as is a message with more segments or field repetitions
+than the pipeline's `max_resources` (adapters/hl7v2/limits.py). Parsing runs in a worker
+thread (Pipeline), so a big message does not stop other connections being served.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import socket
 
 from adapters.hl7v2.ack import ack_for_exception, build_ack
 from adapters.hl7v2.errors import APPLICATION_INTERNAL_ERROR, Hl7Error, warnings_of
+from adapters.hl7v2.limits import check_message
 from adapters.pipeline import Pipeline
 from adapters.translation import describe_failure
 from fhir_server.storage.base import Context
@@ -230,6 +235,13 @@ async def _answer(pipeline: Pipeline, ctx: Context, message: bytes, max_bytes: i
             log.error("oversized MLLP message could not be kept: %s", describe_failure(exc))
         head = bytes(message).split(b"\r", 1)[0].split(b"\n", 1)[0]
         return build_ack(head + b"\r", "AR", error)
+    refused = check_message(message, pipeline.max_resources)
+    if refused is not None:
+        try:
+            await pipeline.keep_rejected(ctx, FEED, bytes(message), str(refused))
+        except Exception as exc:  # still answer: the sender must not wait for nothing
+            log.error("refused MLLP message could not be kept: %s", describe_failure(exc))
+        return build_ack(message, "AE", refused)
     try:
         result = await pipeline.ingest(ctx, FEED, message)
     except Exception as exc:
