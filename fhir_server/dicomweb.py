@@ -198,11 +198,19 @@ def render_png(data: bytes, size: tuple[int, int] = (THUMBNAIL, THUMBNAIL)) -> b
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             pixels = pixels[0]
-        image = _to_8bit(ds, pixels, np, apply_color_lut, apply_modality_lut, apply_voi_lut)
-    picture = Image.fromarray(image)
-    picture.thumbnail((size[1], size[0]))
-    out = io.BytesIO()
-    picture.save(out, format="PNG")
+        try:
+            image = _to_8bit(ds, pixels, np, apply_color_lut, apply_modality_lut,
+                             apply_voi_lut)
+            picture = Image.fromarray(image)
+            picture.thumbnail((size[1], size[0]))
+            out = io.BytesIO()
+            picture.save(out, format="PNG")
+        except Exception as exc:  # e.g. PALETTE COLOR without its lookup table
+            photometric = str(ds.get("PhotometricInterpretation", "") or "unknown")[:32]
+            raise FHIRError.simple(
+                406, "not-supported",
+                f"this instance ({photometric}) cannot be rendered ({type(exc).__name__}); "
+                "retrieve the instance itself instead") from None
     return out.getvalue()
 
 

@@ -3,12 +3,13 @@
     GET  /admin/feeds                       counters per feed (JSON)
     GET  /admin/deadletter?feed=&_count=&before=
                                             rejected inputs, newest first, without content
-    GET  /admin/deadletter/{id}             one input: feed, status, reason, received, size
-    GET  /admin/deadletter/{id}/content     the raw input as received (a download)
+    GET  /admin/deadletter/{id}             one rejected input: feed, reason, received, size
+    GET  /admin/deadletter/{id}/content     the rejected input as received (a download)
     POST /admin/deadletter/{id}/retry       process it again; the outcome
 
 Raw inputs hold patient data: only `content` returns them, one input at a time, and
-the listing never does. These routes have no authorisation of their own yet: they are
+the listing never does; an input that was stored (or settled by a retry) is not a dead
+letter and is answered 404 (an unknown `feed` is 400). These routes have no authorisation of their own yet: they are
 for the operator's network until SMART on FHIR authorisation guards them.
 Errors are OperationOutcomes, as everywhere else.
 """
@@ -58,11 +59,19 @@ class FeedsHttp:
     async def listing(self, request: Request) -> Response:
         params = request.query_params
         feed = params.get("feed") or None
+        if feed is not None:
+            known = sorted(await self.pipeline.counters(self._handlers.ctx))
+            if feed not in known:
+                shown = feed[:40] if feed[:40].isprintable() else "given"
+                raise FHIRError.simple(400, "value", f"feed {shown!r} is not known "
+                                       f"(known: {', '.join(known)})", "feed")
         count = _number(params.get("_count"), "_count")
         count = DEFAULT_COUNT if count is None else count
         if not 1 <= count <= MAX_COUNT:
             raise FHIRError.simple(400, "value", f"_count must be 1 to {MAX_COUNT}", "_count")
         before = _number(params.get("before"), "before")
+        if before is not None and before < 1:
+            raise FHIRError.simple(400, "value", "before must be an input id", "before")
         found = await self.pipeline.rejected(self._handlers.ctx, feed, count + 1, before)
         items = [_summary(raw, request) for raw in found[:count]]
         result: dict[str, Any] = {"items": items, "next": None}
@@ -100,8 +109,11 @@ class FeedsHttp:
     async def _input(self, request: Request) -> RawInput:
         input_id = _input_id(request)
         raw = await self._handlers.store.get_input(self._handlers.ctx, input_id)
-        if raw is None:
-            raise FHIRError.simple(404, "not-found", f"input {input_id} is not known")
+        # Only dead letters are served: a stored input's content is the patient's message,
+        # and these routes are the dead-letter queue, not an archive of every feed.
+        if raw is None or raw.status != "rejected":
+            raise FHIRError.simple(404, "not-found",
+                                   f"input {input_id} is not in the dead-letter queue")
         return raw
 
 
@@ -140,9 +152,9 @@ def _input_id(request: Request) -> int:
 def _number(text: str | None, name: str) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not text.lstrip("-").isdigit() or len(text) > 18:
         raise FHIRError.simple(400, "value", f"{name} must be a whole number", name)
-    return int(text)
+    return int(text)  # a negative one is refused by the range check of its caller
 
 
 def _base(request: Request) -> str:

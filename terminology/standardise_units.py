@@ -93,6 +93,10 @@ def _base_ucum(dimension: str) -> str | None:
     return ".".join(parts)
 
 
+# the precision of the decimal context the conversion is computed in (Python's default)
+_EXACT_DIGITS = 28
+
+
 def canonical_quantity(value: Decimal, code: str) -> tuple[Decimal, str] | None:
     """`value` `code` in the canonical unit of its kind, with as many significant digits
     as `value` has (100 mg/dL -> 1.00 g/L); None when the unit is not convertible
@@ -101,11 +105,19 @@ def canonical_quantity(value: Decimal, code: str) -> tuple[Decimal, str] | None:
     if found is None:
         return None
     unit, factor, offset = found
-    raw = value * factor + offset
     if unit == code:
         return value, unit
     digits = max(len(value.as_tuple().digits), 1)
-    result = Context(prec=max(digits, 3) if offset else digits).create_decimal(raw)
-    if result.as_tuple().exponent > 0:  # 1E+2 -> 100
-        result = result.quantize(Decimal(1))
+    if digits > _EXACT_DIGITS:
+        return None  # more digits than the conversion keeps: no canonical value is exact
+    context = Context(prec=max(digits, 3) if offset else digits)
+    try:
+        raw = value * factor + offset
+        result = context.create_decimal(raw)
+        shape = result.as_tuple()
+        whole = len(shape.digits) + int(shape.exponent)
+        if int(shape.exponent) > 0 and whole <= _EXACT_DIGITS:  # 1E+2 -> 100
+            result = result.quantize(Decimal(1), context=Context(prec=whole))
+    except ArithmeticError:  # decimal.InvalidOperation/Overflow (1E+999999999 mg/dL)
+        return None
     return result, unit

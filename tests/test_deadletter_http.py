@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fhir_server.storage.base import Context
 from live_server import live_server
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +107,24 @@ async def test_unknown_inputs_and_bad_parameters(tmp_path: Path, method: str, pa
             response = await client.request(method, path)
             assert response.status_code == status
             assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_stored_inputs_are_not_served_and_unknown_feeds_are_refused(
+        tmp_path: Path) -> None:
+    async with live_server(tmp_path) as (url, store):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            assert (await post_csv(client, PATIENTS, "patients")).status_code == 200
+            (stored,) = await store.list_inputs(Context(), status="stored")
+            for path in (f"/admin/deadletter/{stored.id}",
+                         f"/admin/deadletter/{stored.id}/content"):
+                response = await client.get(path)
+                assert response.status_code == 404
+                assert "not in the dead-letter queue" in response.text
+                assert "Mustermann" not in response.text
+            evil = await client.get("/admin/deadletter", params={"feed": "evil"})
+            assert evil.status_code == 400
+            assert "feed 'evil' is not known (known: csv, dicom, hl7v2)" in evil.text
+            negative = await client.get("/admin/deadletter", params={"_count": "-5"})
+            assert negative.status_code == 400 and "_count must be 1 to" in negative.text
+            assert (await client.get("/admin/deadletter", params={"feed": "csv"})
+                    ).status_code == 200

@@ -184,3 +184,21 @@ def test_unknown_uids_and_other_transfer_syntaxes(tmp_path: Path) -> None:
         assert same.status_code == 200
 
     scenario(tmp_path, [data], body)
+
+
+def test_palette_color_without_its_lookup_table_is_a_406_not_a_500(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(DICOM / "pydicom_CT_small.dcm")
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PhotometricInterpretation = "PALETTE COLOR"  # and no Palette Color Lookup Table
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+
+    async def body(client: httpx.AsyncClient) -> None:
+        response = await client.get(url(ds) + "/rendered")
+        assert response.status_code == 406
+        diagnostics = response.json()["issue"][0]["diagnostics"]
+        assert "(PALETTE COLOR) cannot be rendered (ValueError)" in diagnostics
+        assert (await client.get(url(ds))).status_code == 200
+
+    scenario(tmp_path, [out.getvalue()], body)

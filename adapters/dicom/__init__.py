@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from pydicom.dataset import Dataset
 
+from adapters.dicom import quiet
 from adapters.dicom.reading import DicomInputError, read_dataset, text
 from adapters.dicom.translate import FEED, encode_reference, translate_instance
 from adapters.pipeline import IngestResult, Pipeline
@@ -30,6 +31,7 @@ __all__ = ["FEED", "DicomInputError", "ingest_dicom_bytes", "ingest_checked",
            "prepare_instance"]
 
 log = logging.getLogger(__name__)
+quiet.install()  # pydicom's warnings quote element values: keep them out of the log
 
 _study_locks: dict[tuple[int, str, str], tuple[asyncio.Lock, int]] = {}
 

@@ -8,9 +8,12 @@ work to the asyncio loop that owns the store (`asyncio.run_coroutine_threadsafe`
 waits for it: the response is success (0x0000) only once the instance and its
 resources are committed. Bad input is kept as rejected and answered with a failure
 status (0xA900 dataset does not match, 0xC000 cannot understand); a failure of the
-store with 0xA700 (out of resources). Calling AE titles can be limited to an
-allow-list; pynetdicom then rejects other callers' associations (A-ASSOCIATE-RJ,
-calling AE title not recognised).
+store with 0xA700 (out of resources); a failure status carries the reason in Error
+Comment (0000,0902), which never holds element values. A C-STORE whose Affected SOP
+Instance UID is not the dataset's SOP Instance UID is refused (0xA900, kept as rejected).
+Calling AE titles can be limited to an allow-list; pynetdicom then rejects other
+callers' associations (A-ASSOCIATE-RJ, calling AE title not recognised), as it does an
+association whose called AE title is not this listener's.
 
 Accepted sockets get TCP_NODELAY: a C-STORE response is a small PDU written after
 the request has been read, which Nagle's algorithm would hold back until the peer's
@@ -27,11 +30,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from adapters.dicom import ingest_checked, prepare_instance
-from adapters.dicom.reading import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, DicomInputError
+from adapters.dicom.reading import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH,
+    OUT_OF_RESOURCES,
+    DicomInputError,
+    text,
+)
 from adapters.pipeline import Pipeline
 from adapters.translation import describe_failure
 from fhir_server.storage.base import Context
@@ -90,9 +100,18 @@ def start_dicom_listener(pipeline: Pipeline, ctx: Context, host: str, port: int,
     allowed = [check_ae_title(a) for a in allowed_callers]
     if allowed:
         ae.require_calling_aet = allowed
+    # an association addressed to another AE title was meant for another node
+    ae.require_called_aet = True
 
-    def on_store(event: Any) -> int:
-        return _store(event, pipeline, ctx, blobs, loop)
+    def on_store(event: Any) -> int | Dataset:
+        status, reason = _store(event, pipeline, ctx, blobs, loop)
+        if status == SUCCESS or not reason:
+            return status
+        answer = Dataset()
+        answer.Status = status
+        # Error Comment (0000,0902), LO: at most 64 characters; reasons never hold values
+        answer.ErrorComment = reason.replace("\\", "/")[:64]
+        return answer
 
     handlers = [
         (evt.EVT_C_STORE, on_store),
@@ -113,19 +132,25 @@ def _no_delay(event: Any) -> None:
 
 
 def _store(event: Any, pipeline: Pipeline, ctx: Context, blobs: BlobStore,
-           loop: asyncio.AbstractEventLoop) -> int:
+           loop: asyncio.AbstractEventLoop) -> tuple[int, str]:
+    """The C-STORE status, and the reason of a failure for its Error Comment."""
     calling = str(event.assoc.requestor.ae_title).strip() or "unknown"
     try:
         data = event.encoded_dataset(include_meta=True)
     except Exception as exc:
         log.warning("C-STORE from %s without a readable dataset: %s", calling,
                     describe_failure(exc))
-        return CANNOT_UNDERSTAND
+        return CANNOT_UNDERSTAND, "the dataset could not be read"
     try:
         ref, checked = prepare_instance(blobs, data)
     except OSError as exc:  # the file could not be kept: nothing is acknowledged
         log.error("C-STORE from %s: blob store failed: %s", calling, describe_failure(exc))
-        return OUT_OF_RESOURCES
+        return OUT_OF_RESOURCES, "the file could not be kept"
+    affected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "").strip()
+    if isinstance(checked, Dataset) and affected != text(checked, "SOPInstanceUID"):
+        # the SCU would believe a UID stored that is not: refuse (and keep) the instance
+        checked = DicomInputError("Affected SOP Instance UID differs from the dataset's "
+                                  "SOP Instance UID (0008,0018)", DOES_NOT_MATCH)
     work = ingest_checked(pipeline, ctx, ref, checked, source=f"DICOM AE {calling}")
     future = asyncio.run_coroutine_threadsafe(work, loop)
     try:
@@ -133,16 +158,16 @@ def _store(event: Any, pipeline: Pipeline, ctx: Context, blobs: BlobStore,
     except FutureTimeout:
         future.cancel()
         log.error("C-STORE from %s: the store did not answer in %ss", calling, STORE_TIMEOUT)
-        return OUT_OF_RESOURCES
+        return OUT_OF_RESOURCES, f"the store did not answer in {STORE_TIMEOUT:g} s"
     except Exception as exc:
         log.error("C-STORE from %s failed: %s", calling, describe_failure(exc))
-        return OUT_OF_RESOURCES
+        return OUT_OF_RESOURCES, "the store failed"
     if result.ok:
-        return SUCCESS
+        return SUCCESS, ""
+    reason = result.reason or ""
     if isinstance(result.error, DicomInputError):
-        return result.error.status
+        return result.error.status, reason
     # translated but refused by the store: a storage failure, or the study changed by
     # another writer meanwhile (412/409), is worth sending again; a validation error is not
-    reason = result.reason or ""
     transient = "internal error" in reason or reason.startswith(("FHIR 412", "FHIR 409"))
-    return OUT_OF_RESOURCES if transient else CANNOT_UNDERSTAND
+    return (OUT_OF_RESOURCES if transient else CANNOT_UNDERSTAND), reason

@@ -21,7 +21,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from adapters.dicom import codes
-from adapters.dicom.reading import DicomInputError, read_dataset, text
+from adapters.dicom.reading import DOES_NOT_MATCH, DicomInputError, read_dataset, text
 from adapters.dicom.study import endpoint, imaging_study, merge, patient, patient_identifier
 from adapters.dicom.study import uid_identifier
 from adapters.hl7v2.bundle import BundleBuilder, search_token
@@ -107,6 +107,7 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
         endpoint_resource = endpoint(wado_rs_base())
         endpoint_url = builder.add("Endpoint", endpoint_resource,
                                    match=endpoint_resource["identifier"][0], create_only=True)
+    await _check_not_stored_otherwise(store, ctx, ds, current)
     new = imaging_study(ds, patient_url, endpoint_url)
     instance = new["series"][0]["instance"][0]
     instance.setdefault("extension", []).append(
@@ -144,6 +145,62 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
     if syntax:
         details["transfer_syntax"] = syntax
     return Translation(builder.bundle(), source, details)
+
+
+async def _check_not_stored_otherwise(store: ResourceStore, ctx: Context, ds: Dataset,
+                                      current: JSON | None) -> None:
+    """A SOP Instance UID names one object (PS3.3 C.12.1.1.1): one already stored under
+    another study, or stored with other attributes (a corrected object sent under the old
+    UID), is refused (0xA900) and kept as rejected, so that nothing is dropped silently.
+    The same object again (even in another transfer syntax) is taken as before."""
+    from fhir_server.operations import StoreReader, find_matches, parse_criteria
+
+    sop_uid = text(ds, "SOPInstanceUID")
+    study_uid = text(ds, "StudyInstanceUID")
+    holders = await find_matches(StoreReader(store, ctx), "ImagingStudy",
+                                 parse_criteria("ImagingStudy", f"instance={sop_uid}"))
+    if any(h.resource is not None and (current is None or h.resource.get("id") != current["id"])
+           for h in holders):
+        raise DicomInputError("this SOP Instance UID is already stored in another study "
+                              f"than {study_uid}", DOES_NOT_MATCH)
+    stored = _stored_file(current, sop_uid)
+    if stored is None:
+        return
+    data = blob_store_for(store).get(stored)
+    if data is None:
+        return  # the first file is gone: nothing to compare with
+    changed = _changed_attributes(read_dataset(data), ds)
+    if changed:
+        shown = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+        raise DicomInputError(f"changed {shown} of a stored SOP Instance UID; send a "
+                              "corrected object under a new UID", DOES_NOT_MATCH)
+
+
+def _stored_file(study: JSON | None, sop_uid: str) -> str | None:
+    from adapters.dicom.study import instance_file
+
+    for series in (study or {}).get("series", []):
+        for instance in series.get("instance", []):
+            if instance.get("uid") == sop_uid:
+                return instance_file(instance)
+    return None
+
+
+def _changed_attributes(before: Dataset, now: Dataset) -> list[str]:
+    """The tags (never values) whose values differ, outside the file meta and the pixel
+    data (another transfer syntax re-encodes those)."""
+    # pixels, lossy compression, trailing padding: another encoding may change them
+    ignored = {0x7FE00010, 0x00282110, 0x00282112, 0x00282114, 0xFFFCFFFC}
+    tags = {e.tag for e in before} | {e.tag for e in now}
+    changed = []
+    for tag in sorted(tags):
+        if tag.group == 0x0002 or tag.element == 0 or int(tag) in ignored:
+            continue
+        old = before[tag].value if tag in before else None
+        new = now[tag].value if tag in now else None
+        if old != new:
+            changed.append(f"({tag.group:04X},{tag.element:04X})")
+    return changed
 
 
 async def translate_kept(store: ResourceStore, ctx: Context, raw: bytes) -> Translation:
