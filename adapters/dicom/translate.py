@@ -100,6 +100,7 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
         # (both are create-only), so the Bundle only updates the study
         patient_url = current["subject"]["reference"]
         endpoint_url = current["endpoint"][0]["reference"]
+        await _check_same_patient(store, ctx, ds, patient_url)
     else:
         key = patient_identifier(ds)
         patient_url = builder.add(f"Patient|{key['system']}|{key['value']}",
@@ -145,6 +146,22 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
     if syntax:
         details["transfer_syntax"] = syntax
     return Translation(builder.bundle(), source, details)
+
+
+async def _check_same_patient(store: ResourceStore, ctx: Context, ds: Dataset,
+                              patient_url: str) -> None:
+    """An instance joins a stored study only when it is of the study's patient: a Study
+    Instance UID reused for another patient (a copied UID, a modality worklist mix-up)
+    would otherwise file one patient's images in another's record (break-feeds F26).
+    Refused with 0xA900 and kept as rejected, to be re-processed once corrected."""
+    key = patient_identifier(ds)
+    rtype, _, rid = patient_url.partition("/")
+    stored = await store.read(ctx, rtype, rid) if rtype == "Patient" and rid else None
+    held = [(i.get("system"), i.get("value"))
+            for i in ((stored.resource or {}).get("identifier", []) if stored else [])]
+    if (key["system"], key["value"]) not in held:
+        raise DicomInputError("this Study Instance UID belongs to a study of another "
+                              "patient", DOES_NOT_MATCH)
 
 
 async def _check_not_stored_otherwise(store: ResourceStore, ctx: Context, ds: Dataset,
