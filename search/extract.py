@@ -10,12 +10,19 @@ converter for the parameter's type turns them into rows (R4 search.html, per typ
   for the :text modifier; an Identifier's type goes into token rows under
   "<key>:of-type" as (type system, "<type code>|<value>"), for :of-type.
 - string: normalised text (search.values.normalize_text) with the exact original;
-  HumanName gives family, given, prefix, suffix and text; Address each of its parts.
+  HumanName gives family, given, prefix, suffix and text, and, when family and given
+  are all in scripts written without spaces (Han, kana, Hangul), the full name as it
+  is written there: family then given ("王" + "建华" -> "王建华"), so that `name=王建华`
+  finds a name that has no `text`; Address each of its parts.
 - reference: (target type, target id) from Reference.reference, canonical and uri. A
   local reference "#x" to a resource in the resource's own `contained` gives
   (that resource's type, "#x"), so chains can follow it into the contained resource
-  (search.html#contained); one to nothing contained gives no row.
-- date: [low, high] microsecond ranges from date, dateTime, instant, Period, Timing.
+  (search.html#contained); one to nothing contained gives no row. Reference.identifier
+  gives a token row (system, value) under "<key>:identifier", for the :identifier
+  modifier (search.html#modifiers).
+- date: [low, high] microsecond ranges from date, dateTime, instant, Period, Timing. A
+  Period whose end is before its start (it breaks invariant per-1) is indexed as the
+  hull of its two ends, so every search sees it as one well-formed range.
 
 - number: [low, high] from decimal and integer values (both the value), Range (its ends).
 - quantity: (system, code, value) from Quantity (code, else unit); a unit display other
@@ -46,6 +53,7 @@ from typing import Any
 
 from conformance.definitions import COMMON_PARAMETERS, RESOURCE_TYPES, search_parameters
 from search.composites import RESOURCE_PREFIX, Component, components
+from search.fulltext import is_split_char
 from search.paths import Getter, compile_path, slow_getter, split_union
 from search.units import UCUM, to_canonical
 from search.values import (
@@ -159,27 +167,57 @@ def _implied_system_token(system: str) -> Converter:
     return convert
 
 
+def _written_without_spaces(text: Any) -> bool:
+    return type(text) is str and text != "" and all(is_split_char(ch) for ch in text)
+
+
+def _unspaced_full_name(name: dict[str, Any]) -> str | None:
+    """Family then given names written together ("王建华"), when every one of them is in
+    a script written without spaces (Chinese, Japanese, Korean): how such a name is
+    written and searched, whereas family and given are separate elements."""
+    family, given = name.get("family"), name.get("given")
+    if type(given) is not list or not given or not _written_without_spaces(family):
+        return None
+    if not all(_written_without_spaces(part) for part in given):
+        return None
+    return family + "".join(given)
+
+
 def _string(rows: IndexRows, key: str, value: Any) -> None:
     if type(value) is str:
         _add_string(rows, key, value)
     elif type(value) is dict:
-        parts = _NAME_PARTS if ("family" in value or "given" in value) else _ADDRESS_PARTS
-        for part in parts:
+        is_name = "family" in value or "given" in value
+        for part in _NAME_PARTS if is_name else _ADDRESS_PARTS:
             item = value.get(part)
             if type(item) is list:
                 for text in item:
                     _add_string(rows, key, text)
             else:
                 _add_string(rows, key, item)
+        if is_name:
+            _add_string(rows, key, _unspaced_full_name(value))
 
+
+# Key suffix of the token rows of Reference.identifier (the :identifier modifier).
+IDENTIFIER = ":identifier"
 
 # The target type of a local reference ("#x") until resolve_local_references finds
 # the contained resource it names; no resource type starts with "#".
 LOCAL = "#"
 
 
+def _reference_identifier(rows: IndexRows, key: str, identifier: Any) -> None:
+    """Reference.identifier as a token row under "<key>:identifier" (R4
+    search.html#modifiers: `subject:identifier=system|value`)."""
+    if type(identifier) is dict and type(identifier.get("value")) is str:
+        rows.tokens.add((key + IDENTIFIER, _system(identifier), identifier["value"]))
+
+
 def _reference(rows: IndexRows, key: str, value: Any) -> None:
     if type(value) is dict:
+        if "identifier" in value:
+            _reference_identifier(rows, key, value["identifier"])
         value = value.get("reference")
     if type(value) is str:
         if value.startswith("#"):
@@ -205,7 +243,10 @@ def _date(rows: IndexRows, key: str, value: Any) -> None:
             # Period: a missing end means ongoing (R4 datatypes.html#Period)
             start = date_range(value["start"]) if type(value.get("start")) is str else None
             end = date_range(value["end"]) if type(value.get("end")) is str else None
-            if start is not None or end is not None:
+            if start is not None and end is not None and start[0] > end[1]:
+                # reversed (per-1 broken): the hull of both ends, so that low <= high
+                rows.dates.add((key, min(start[0], end[0]), max(start[1], end[1])))
+            elif start is not None or end is not None:
                 low = start[0] if start else DATE_MIN
                 high = end[1] if end else DATE_MAX
                 rows.dates.add((key, low, high))

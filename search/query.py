@@ -6,7 +6,8 @@ A repeated parameter is an AND, a comma inside one value an OR (search.html#comb
 Supported now: token (code, system|code, |code, system|; :not, :text, :of-type; :in,
 :not-in, :above, :below through terminology.search_modifiers), string
 (starts-with on the normalised text; :exact, :contains), reference (Type/id, id,
-absolute URL, :Type), date, number and quantity (prefixes eq ne gt lt ge le sa eb ap;
+absolute URL, :Type, :identifier with a token's [system]|value on Reference.identifier),
+date, number and quantity (prefixes eq ne gt lt ge le sa eb ap;
 quantity as value, value|system|code, value||unit, UCUM units compared canonically),
 uri (:below, :above), the composites of search.composites (`$`-separated: all 46 R4
 ones), `_id`, `_lastUpdated`, `:missing` on all of these, and `_count`, `_offset`,
@@ -94,7 +95,8 @@ _MODIFIERS = {
     # service before a search runs (terminology.search_modifiers)
     "token": frozenset({"missing", "not", "text", "of-type", "in", "not-in", "above", "below"}),
     "string": frozenset({"missing", "exact", "contains"}),
-    "reference": frozenset({"missing"}),  # plus a resource type, e.g. subject:Patient
+    # plus a resource type, e.g. subject:Patient
+    "reference": frozenset({"missing", "identifier"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
     "quantity": frozenset({"missing"}),
@@ -191,7 +193,9 @@ class Clause:
 
     `key` is the index key (search.extract.index_key) or, for `_id` and `_lastUpdated`,
     the code itself (they are columns of the resources table). `missing` is set, and
-    `terms` empty, for `:missing=true|false`.
+    `terms` empty, for `:missing=true|false`. A reference clause with the modifier
+    "identifier" has TokenTerms, matched against the token rows under
+    key + search.extract.IDENTIFIER.
     """
 
     code: str
@@ -474,6 +478,9 @@ def _terms(
         elif param.type in ("string", "token"):
             text = unescape(raw)
             terms.append(StringTerm(raw, text, normalize_text(text)))
+        elif param.type == "reference" and modifier == "identifier":
+            # Reference.identifier, a token (the "<key>:identifier" rows of search.extract)
+            terms.append(_token_term(name, raw))
         elif param.type == "reference":
             terms.append(_reference_term(name, param, raw, modifier, base_url))
         elif param.type == "number":

@@ -21,7 +21,7 @@ from tests.test_search_oracle import (
     NAMES,
     NUMBERS,
     RESOURCES,
-    _names,
+    _full_names,
     _quantities,
     oracle,
     ordered,
@@ -39,7 +39,7 @@ def test_mongodb_search_equals_sqlite_and_the_oracle(
                      | {str(p["probabilityDecimal"]) for r in resources
                         for p in r.get("prediction", [])}) or NUMBERS  # fmt: skip
     numbers = [*numbers, "5.40", "0.50", "100", "5"]
-    names = sorted({n for r in resources for n in _names(r, ("family", "given"))}) or NAMES
+    names = sorted({n for r in resources for n in _full_names(r)}) or NAMES
     queries = data.draw(st.lists(searches(types, numbers, names), min_size=2, max_size=8),
                         label="queries")  # fmt: skip
     mongo = MongoSearchDB()

@@ -4,8 +4,9 @@ the R4 rules (search.html) directly, with its own getters, date ranges, unit tab
 comparisons (no code shared with search/ or the SQL path). Both must find the same ids.
 
 Covered: token (code, system|code, |code, system|, :not, :missing), string (default,
-:exact, :contains, names with accents, CJK and escaped , $ |), reference, date
-(eq ne gt lt ge le sa eb on dates and Periods), number and quantity (all nine prefixes,
+:exact, :contains, names with accents, CJK and escaped , $ |; a CJK name also as family
+then given written together), reference (and :identifier on Reference.identifier), date
+(eq ne gt lt ge le sa eb on dates and Periods, reversed Periods as their hull), number and quantity (all nine prefixes,
 value / value||unit / value|UCUM|unit with mass and mass-concentration conversions),
 the component-code-value-quantity composite, uri (:below, :above), comma OR,
 repeated-parameter AND, `_sort` order (missing values last, ties in storage order;
@@ -42,7 +43,8 @@ UNITS = {
     "mg/dL": ("mass/volume", Decimal("0.01")),
     "g/L": ("mass/volume", Decimal("1")),
 }
-NAMES = ["Eve", "Évelyne", "eve", "Müller", "Muller", "王", "王小明", "Ng, Jr", "A$B", "a|b", "Zoë"]
+NAMES = ["Eve", "Évelyne", "eve", "Müller", "Muller", "王", "王小明", "建华", "Ng, Jr", "A$B", "a|b",
+         "Zoë"]  # fmt: skip
 CODES = ["1", "2", "a,b"]
 SYSTEMS = ["urn:a", "urn:b"]
 DATES = ["2020", "2020-03", "2020-03-15", "2021-01-01", "2019-12-31", "2020-03-15T10:00:00Z",
@@ -92,14 +94,16 @@ def _patient(fields: tuple[Any, ...]) -> dict[str, Any]:
 PATIENT = st.tuples(
     _optional(st.sampled_from(["male", "female", "other"])),
     _optional(st.sampled_from(DATES)),
-    st.lists(st.tuples(st.sampled_from(NAMES), st.lists(st.sampled_from(NAMES), max_size=2)),
-             max_size=2),
+    st.lists(st.one_of(
+        st.tuples(st.sampled_from(NAMES), st.lists(st.sampled_from(NAMES), max_size=2)),
+        st.sampled_from([("王", ["建华"]), ("王", ["小明"])]),  # written together: 王建华
+    ), max_size=2),
     st.lists(st.tuples(st.sampled_from(SYSTEMS), st.sampled_from(CODES)), max_size=2),
 ).map(_patient)  # fmt: skip
 
 
 def _observation(fields: tuple[Any, ...]) -> dict[str, Any]:
-    codings, value, effective, components, subject, contained = fields
+    codings, value, effective, components, subject, identifier, contained = fields
     observation: dict[str, Any] = {"resourceType": "Observation", "status": "final",
                                    "code": {"coding": codings}}  # fmt: skip
     if value is not None:
@@ -123,19 +127,26 @@ def _observation(fields: tuple[Any, ...]) -> dict[str, Any]:
             {**patient, "id": f"c{n}"} for n, patient in enumerate(contained)
         ]
         subject = "#c0"
-    if subject:
-        observation["subject"] = {"reference": subject}
+    reference: dict[str, Any] = {"reference": subject} if subject else {}
+    if identifier:
+        reference["identifier"] = {"system": identifier[0], "value": identifier[1]}
+    if reference:
+        observation["subject"] = reference
     return observation
 
 
 OBSERVATION = st.tuples(
     st.lists(_coding(), min_size=1, max_size=2),
     _optional(_quantity()),
+    # Periods in either order: one whose end is before its start (per-1 broken) is
+    # searched as the hull of its ends
     st.one_of(st.none(), st.sampled_from(DATES),
-              st.tuples(_optional(st.sampled_from(DATES)), _optional(st.sampled_from(DATES)))
-              .filter(lambda p: p[0] is None or p[1] is None or p[0][:4] <= p[1][:4])),
+              st.tuples(_optional(st.sampled_from(DATES)), _optional(st.sampled_from(DATES))),
+              st.sampled_from([("2021-01-01", "2020-03"), ("2020-03-15", "2019-12-31"),
+                               ("2020-03-15T23:59:59Z", "2020-03-15T10:00:00Z")])),
     st.lists(st.tuples(_coding(), _quantity()), max_size=2),
     _optional(st.sampled_from(["Patient/p1", "Patient/p2", "Group/p1"])),
+    _optional(st.tuples(st.sampled_from(SYSTEMS), st.sampled_from(CODES))),
     st.lists(PATIENT, max_size=2),
 ).map(_observation)  # fmt: skip
 
@@ -233,12 +244,32 @@ def _names(resource: dict[str, Any], parts: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _han(text: str) -> bool:
+    return bool(text) and all(unicodedata.name(ch, "").startswith("CJK UNIFIED") for ch in text)
+
+
+def _full_names(resource: dict[str, Any]) -> list[str]:
+    """Every part of every name, and a Chinese name also as it is written: family then
+    given, with no space ("王" + "建华" = "王建华")."""
+    out = _names(resource, ("family", "given"))
+    for name in resource.get("name", []):
+        parts = [name["family"], *name["given"]]
+        if name["given"] and all(_han(part) for part in parts):
+            out.append("".join(parts))
+    return out
+
+
 def _effective(resource: dict[str, Any]) -> list[tuple[datetime, datetime]]:
     if "effectiveDateTime" in resource:
         return [date_bounds(resource["effectiveDateTime"])]
     period = resource.get("effectivePeriod")
     if not period:
         return []
+    if "start" in period and "end" in period:
+        start, end = date_bounds(period["start"]), date_bounds(period["end"])
+        if start[0] >= end[1]:  # reversed: the hull of both
+            return [(min(start[0], end[0]), max(start[1], end[1]))]
+        return [(start[0], end[1])]
     start = date_bounds(period["start"])[0] if "start" in period else _FAR_PAST
     end = date_bounds(period["end"])[1] if "end" in period else _FAR_FUTURE
     return [(start, end)]
@@ -251,14 +282,14 @@ PARAMS: dict[tuple[str, str], Param] = {
                                                          for i in r.get("identifier", [])]),
     ("Patient", "family"): Param("string", lambda r: _names(r, ("family",))),
     ("Patient", "given"): Param("string", lambda r: _names(r, ("given",))),
-    ("Patient", "name"): Param("string", lambda r: _names(r, ("family", "given"))),
+    ("Patient", "name"): Param("string", _full_names),
     ("Patient", "birthdate"): Param("date", lambda r: [date_bounds(r["birthDate"])]
                                     if "birthDate" in r else []),
     ("Observation", "code"): Param("token", lambda r: [(c["system"], c["code"])
                                                        for c in r["code"]["coding"]]),
     ("Observation", "date"): Param("date", _effective),
     ("Observation", "subject"): Param("reference", lambda r: [r["subject"]["reference"]]
-                                      if "subject" in r else []),
+                                      if "reference" in r.get("subject", {}) else []),
     ("Observation", "value-quantity"): Param("quantity", lambda r: [r["valueQuantity"]]
                                              if "valueQuantity" in r else []),
     ("Observation", "component-code-value-quantity"): Param(
@@ -271,6 +302,12 @@ PARAMS: dict[tuple[str, str], Param] = {
     ),
     ("ValueSet", "url"): Param("uri", lambda r: [r["url"]] if "url" in r else []),
 }  # fmt: skip
+
+
+def _reference_identifiers(resource: dict[str, Any], code: str) -> list[tuple[str, str]]:
+    """(system, value) of the Reference.identifier under `code` (for :identifier)."""
+    identifier = resource.get(code, {}).get("identifier")
+    return [(identifier["system"], identifier["value"])] if identifier else []
 
 
 def _quantities(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -460,6 +497,8 @@ def oracle(resources: list[dict[str, Any]], resource_type: str,
             code, _, modifier = name.partition(":")
             param = PARAMS[(resource_type, code)]
             values = param.get(resource)
+            if modifier == "identifier":  # a token on Reference.identifier
+                param, values = Param("token", None), _reference_identifiers(resource, code)
             if modifier == "missing":
                 ok = ok and (not values) == (text == "true")
                 continue
@@ -518,8 +557,11 @@ def _value(
     if kind == "string":
         return st.one_of(
             st.sampled_from(names).map(escape),
-            st.sampled_from(["ev", "EVE", "mü", "王小", "ng\\, j", "a\\$", "a\\|b"]),
+            st.sampled_from(["ev", "EVE", "mü", "王小", "王建", "王建华", "建华王", "ng\\, j",
+                             "a\\$", "a\\|b"]),
         )
+    if kind == "reference" and modifier == "identifier":
+        return _token_value(resource_type, "identifier")
     if kind == "reference":
         return st.sampled_from(["Patient/p1", "p1", "p2", "Group/p1"])
     if kind == "date":
@@ -536,7 +578,8 @@ def _value(
 
 
 _MODIFIERS = {"token": ["", "not", "missing"], "string": ["", "exact", "contains", "missing"],
-              "reference": ["", "missing"], "date": ["", "missing"], "number": ["", "missing"],
+              "reference": ["", "missing", "identifier"], "date": ["", "missing"],
+              "number": ["", "missing"],
               "quantity": ["", "missing"], "composite": ["", "missing"],
               "uri": ["", "below", "above", "missing"]}  # fmt: skip
 
@@ -584,7 +627,7 @@ def test_sqlite_search_equals_the_oracle(resources: list[dict[str, Any]], data: 
                      | {str(p["probabilityDecimal"]) for r in resources
                         for p in r.get("prediction", [])}) or NUMBERS  # fmt: skip
     numbers = [*numbers, "5.40", "0.50", "100", "5"]
-    names = sorted({n for r in resources for n in _names(r, ("family", "given"))}) or NAMES
+    names = sorted({n for r in resources for n in _full_names(r)}) or NAMES
     queries = data.draw(st.lists(searches(types, numbers, names), min_size=2, max_size=8),
                         label="queries")  # fmt: skip
     db = SearchDB(Path(":memory:"))

@@ -34,6 +34,9 @@ RESOURCES: list[dict[str, Any]] = [
      "given": ["伟"]}], "address": [{"city": "北京", "line": ["长安街 1号"]}]},
     {"resourceType": "Patient", "id": "accent", "name": [{"family": "Ødegård", "given": ["Zoë"]}],
      "address": [{"city": "São Paulo", "postalCode": "01000-000", "country": "BR"}]},
+    # a Chinese name without name.text; an organization known by its identifier only
+    {"resourceType": "Patient", "id": "wang", "name": [{"family": "王", "given": ["建华"]}],
+     "managingOrganization": {"identifier": {"system": "urn:org", "value": "ORG1"}}},
     {"resourceType": "Patient", "id": "empty"},
     {"resourceType": "Observation", "id": "q1", "status": "final",
      "code": {"coding": [{"system": LOINC, "code": "a$b"}]},
@@ -60,6 +63,15 @@ RESOURCES: list[dict[str, Any]] = [
           "valueQuantity": {"value": 18, "system": UCUM, "code": "a", "unit": "years"}},
      ]},
     {"resourceType": "ValueSet", "id": "v2", "status": "active"},
+    # a subject known by its identifier only; a Period whose end is before its start
+    # (per-1 broken): searched as the hull of its ends, [2020-02-01, 2020-06-01]
+    {"resourceType": "Encounter", "id": "enc1", "status": "finished",
+     "subject": {"identifier": {"system": "urn:mrn", "value": "MRN-42"}},
+     "period": {"start": "2020-06-01", "end": "2020-02-01"}},
+    {"resourceType": "Encounter", "id": "enc2", "status": "finished",
+     "subject": {"reference": "Patient/wang",
+                 "identifier": {"system": "urn:mrn", "value": "MRN-7"}},
+     "period": {"start": "2021-01-01T08:00:00Z", "end": "2021-01-01T09:00:00Z"}},
 ]  # fmt: skip
 
 
@@ -109,6 +121,33 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchDB]:
         ("Patient", [("address-city", "SÃO PAULO")], {"accent"}),
         ("Patient", [("address-postalcode", "01000")], {"accent"}),
         ("Patient", [("family:exact", "ødegård")], set()),
+        # a CJK name is written family then given, without a space: name=王建华 finds
+        # family 王 + given 建华 (the zhang Patient has it as name.text)
+        ("Patient", [("name", "王建华")], {"wang"}),
+        ("Patient", [("name", "王建")], {"wang"}),
+        ("Patient", [("name:exact", "王建华")], {"wang"}),
+        ("Patient", [("name", "建华王")], set()),
+        ("Patient", [("family", "王建华")], set()),
+        ("Patient", [("given", "王建华")], set()),
+        # reference :identifier matches Reference.identifier as a token (search.html)
+        ("Patient", [("organization:identifier", "urn:org|ORG1")], {"wang"}),
+        ("Patient", [("organization:identifier", "ORG1")], {"wang"}),
+        ("Patient", [("organization:identifier", "urn:other|ORG1")], set()),
+        ("Patient", [("organization", "ORG1")], set()),
+        ("Encounter", [("subject:identifier", "urn:mrn|MRN-42")], {"enc1"}),
+        ("Encounter", [("patient:identifier", "urn:mrn|MRN-7")], {"enc2"}),
+        ("Encounter", [("subject:identifier", "urn:mrn|MRN-42,urn:mrn|MRN-7")], {"enc1", "enc2"}),
+        ("Encounter", [("subject:identifier", "urn:mrn|"), ("subject", "Patient/wang")], {"enc2"}),
+        ("Encounter", [("subject:identifier", "|MRN-42")], set()),
+        ("Encounter", [("subject.organization:identifier", "urn:org|ORG1")], {"enc2"}),
+        ("Patient", [("_has:Encounter:subject:subject:identifier", "urn:mrn|MRN-7")], {"wang"}),
+        # a reversed Period is found as its hull, by the date-range shortcut too
+        ("Encounter", [("date", "2020")], {"enc1"}),
+        ("Encounter", [("date", "ge2020-05-15")], {"enc1", "enc2"}),
+        ("Encounter", [("date", "lt2020-03")], {"enc1"}),
+        ("Encounter", [("date", "2020-04")], set()),
+        ("Encounter", [("date", "ge2020-03-01"), ("date", "le2020-03-31")], {"enc1"}),
+        ("Encounter", [("subject:identifier", "urn:mrn|MRN-42"), ("date", "2020")], {"enc1"}),
         # quantity: temperatures convert with their offset (37 Cel = 98.6 [degF])
         ("Observation", [("value-quantity", f"37|{UCUM}|Cel")], {"q2", "q3"}),
         ("Observation", [("value-quantity", f"310.15|{UCUM}|K")], {"q2", "q3"}),
@@ -130,18 +169,23 @@ def test_values(
 @pytest.mark.parametrize(
     ("resource_type", "name", "has", "lacks"),
     [
-        ("Patient", "identifier", {"comma", "slash"}, {"dollar", "zhang", "accent", "empty"}),
-        ("Patient", "family", {"comma", "slash", "dollar", "zhang", "accent"}, {"empty"}),
-        ("Patient", "birthdate", {"comma"}, {"slash", "dollar", "zhang", "accent", "empty"}),
+        ("Patient", "identifier", {"comma", "slash"},
+         {"dollar", "zhang", "accent", "empty", "wang"}),
+        ("Patient", "family", {"comma", "slash", "dollar", "zhang", "accent", "wang"}, {"empty"}),
+        ("Patient", "birthdate", {"comma"},
+         {"slash", "dollar", "zhang", "accent", "empty", "wang"}),
         ("Patient", "general-practitioner", {"dollar"},
-         {"comma", "slash", "zhang", "accent", "empty"}),
+         {"comma", "slash", "zhang", "accent", "empty", "wang"}),
         ("Observation", "value-quantity", {"q1", "q2", "q3", "q4"}, set()),
         ("Observation", "subject", {"q1"}, {"q2", "q3", "q4"}),
         ("Observation", "code-value-quantity", {"q1", "q2", "q3", "q4"}, set()),
         ("Observation", "component-code-value-quantity", set(), {"q1", "q2", "q3", "q4"}),
         ("RiskAssessment", "probability", {"r1"}, {"r2"}),
         ("ValueSet", "url", {"v1"}, {"v2"}),
-        ("Patient", "_id", {"comma", "slash", "dollar", "zhang", "accent", "empty"}, set()),
+        ("Patient", "_id", {"comma", "slash", "dollar", "zhang", "accent", "empty", "wang"},
+         set()),
+        # a reference with an identifier only: no Reference.reference to search by
+        ("Encounter", "subject", {"enc2"}, {"enc1"}),
     ],
 )  # fmt: skip
 def test_missing_on_every_type(
@@ -187,6 +231,9 @@ def _issue(resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         ("Patient", [("birthdate", "zz2024")], "invalid"),
         ("Patient", [("_lastUpdated", "2024-01-01T25:00")], "invalid"),
         ("ValueSet", [("url:contains", "http://x")], "not-supported"),
+        ("Encounter", [("subject:identifier", "urn:mrn|MRN|42")], "invalid"),
+        ("Encounter", [("subject:identifier", "|")], "invalid"),
+        ("Encounter", [("subject:Group:identifier", "urn:mrn|MRN-42")], "invalid"),
         # token :in/:not-in/:above/:below: tests/test_terminology_search.py
         ("Observation", [("code:below", "http://loinc.org|")], "invalid"),
         ("Location", [("near", "42.2|-83.7|10|km")], "not-supported"),
@@ -262,7 +309,8 @@ def test_injection_through_names(db: SearchDB, name: str) -> None:
     if name.startswith("family:"):  # a known parameter with an unknown modifier
         assert _issue("Patient", [(name, "x")])["expression"] == [name]
         return
-    assert len(db.search("Patient", [(name, "x")])) == 6  # ignored: all patients
+    patients = sum(1 for resource in RESOURCES if resource["resourceType"] == "Patient")
+    assert len(db.search("Patient", [(name, "x")])) == patients  # ignored: all patients
     with pytest.raises(FHIRError) as caught:
         parse_search("Patient", [(name, "x")], strict=True)
     assert caught.value.status == 400

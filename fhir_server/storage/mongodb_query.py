@@ -18,6 +18,7 @@ from bson import ObjectId
 
 from fhir_server.errors import FHIRError, Issue
 from search import cursor as cursors
+from search.extract import IDENTIFIER
 from search.query import (
     Clause,
     CompositeTerm,
@@ -332,6 +333,8 @@ def clause_filter(clause: Clause, paths: Paths = DOCUMENT) -> dict[str, Any]:
         array, key = "st", key + ":text"
     elif clause.modifier == "of-type":
         key += ":of-type"
+    elif clause.modifier == "identifier":  # reference :identifier: Reference.identifier
+        array, key = "tk", key + IDENTIFIER
     conditions = [_term(clause, term) for term in clause.terms]
     own = {} if clause.param_type in _PARAM_PER_TERM else {"p": param_code(key)}
     values = any_of(conditions)

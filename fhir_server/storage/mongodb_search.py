@@ -20,7 +20,7 @@ tenant, type and id, as fhir_server/storage/mongodb.py writes it):
 own entries; `p` is the parameter code ("code", "subject", "code:text",
 "value-quantity:canonical"; the resource type is the document's own `type`):
 
-    tk: {p, s: system, c: code}      token and uri (s "" for none)
+    tk: {p, s: system, c: code}      token and uri (s "" for none), reference :identifier
     st: {p, n: normalised, x: exact} string, and token :text
     rf: {p, t: target type, i: id}   reference (absolute: t "" or the type, i the URL)
     dt: {p, lo, hi}                  date ranges, integer microseconds, inclusive

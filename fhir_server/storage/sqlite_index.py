@@ -42,7 +42,7 @@ from fhir_server.errors import FHIRError
 from fhir_server.storage import sqlite_contained, sqlite_graph
 from fhir_server.storage import sqlite_fulltext
 from search import custom
-from search.extract import IndexRows, extract, resolve_local_references
+from search.extract import IDENTIFIER, IndexRows, extract, resolve_local_references
 from search.fulltext import FIELD_OF_PARAMETER
 from search.chain import ChainClause, HasClause
 from search import cursor as cursors
@@ -545,6 +545,8 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
         table, key = "search_string", key + ":text"
     elif clause.modifier == "of-type":
         key += ":of-type"
+    elif clause.modifier == "identifier":  # reference :identifier: Reference.identifier
+        table, key = "search_token", key + IDENTIFIER
     conditions: list[str] = []
     own_param = clause.param_type in _PARAM_PER_TERM
     args: list[Any] = [] if own_param else [param_id(key)]
