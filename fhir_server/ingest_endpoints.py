@@ -127,7 +127,8 @@ class IngestEndpoints:
                                                      str(refused))
             raise FHIRError.simple(413, "too-costly", f"{refused} (kept as input "
                                    f"{kept.input_id})")
-        return _single(await self.pipeline.ingest(self._handlers.ctx, "hl7v2", messages[0]))
+        result = await self.pipeline.ingest(self._handlers.ctx, "hl7v2", messages[0])
+        return _single(result, http.base_url(request, self._handlers.base_path))
 
     async def _dicom(self, request: Request) -> Response:
         try:
@@ -138,7 +139,7 @@ class IngestEndpoints:
                                    "DICOM input is not available in this build") from None
         result = await ingest_dicom_bytes(self.pipeline, self._handlers.ctx,
                                           await _body(request), source="http")
-        return _single(result)
+        return _single(result, http.base_url(request, self._handlers.base_path))
 
     async def _csv(self, request: Request, content_type: str) -> Response:
         from adapters.csv.ingest import ingest_csv
@@ -195,9 +196,9 @@ async def _body(request: Request, limit: int = http.MAX_BODY_BYTES) -> bytes:
     return body
 
 
-def _single(result: IngestResult) -> Response:
+def _single(result: IngestResult, base: str) -> Response:
     if result.status == "stored":
-        return http.json_response(jsonutil.dumps(result.response))
+        return http.json_response(jsonutil.dumps(_absolute(result.response or {}, base)))
     if result.status == "duplicate":
         outcome = operation_outcome([Issue(
             "duplicate", f"This input was received before (input {result.input_id}); "
@@ -207,6 +208,18 @@ def _single(result: IngestResult) -> Response:
         "processing", f"{result.reason} (kept as input {result.input_id}; "
                       "POST /admin/deadletter/{id}/retry re-processes it)")])
     return http.json_response(jsonutil.dumps(outcome), 422)
+
+
+def _absolute(response: dict[str, Any], base: str) -> dict[str, Any]:
+    """The transaction-response with absolute fullUrls (Bundle.entry.fullUrl is an
+    absolute URL or a urn); the pipeline stores without knowing the server's base."""
+    entries = []
+    for entry in response.get("entry", []):
+        url = entry.get("fullUrl")
+        if isinstance(url, str) and url.startswith("/"):
+            entry = {**entry, "fullUrl": base + url}
+        entries.append(entry)
+    return {**response, "entry": entries} if entries else response
 
 
 def _row_entry(row: RowOutcome) -> dict[str, Any]:

@@ -160,3 +160,32 @@ async def test_operation_definition_and_capability_statement(
     capability = (await client.get("metadata")).json()
     operations = {o["name"]: o["definition"] for o in capability["rest"][0]["operation"]}
     assert operations["ingest"].endswith("/fhir/OperationDefinition/ingest")
+
+
+async def test_transaction_response_full_urls_are_absolute(
+        server: tuple[httpx.AsyncClient, SQLiteStore]) -> None:
+    client, _ = server
+    message = (SAMPLES / "hl7v2" / "fhirconverter_LAB-ORU-1.hl7").read_bytes()
+    response = await client.post("$ingest", content=message, headers={"Content-Type": HL7})
+    assert response.status_code == 200, response.text
+    base = str(client.base_url).rstrip("/")
+    urls = [e["fullUrl"] for e in response.json()["entry"] if "fullUrl" in e]
+    assert urls and all(u.startswith(base + "/") for u in urls)  # R4 bdl: absolute or urn
+    assert any(u.startswith(base + "/MessageHeader/") for u in urls)
+
+
+async def test_an_hl7v2_message_past_the_caps_is_413(
+        server: tuple[httpx.AsyncClient, SQLiteStore]) -> None:
+    client, store = server
+    obx = b"".join(b"OBX|%d|NM|718-7^Hgb^LN||13.1|g/dL|||||F\r" % i for i in range(1, 2100))
+    big = (b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|HUGE1|P|2.5\r"
+           b"PID|1||77^^^X^MR||Doe^Huge||19800101|M\rOBR|1||ORD1|718-7^Hgb^LN\r" + obx)
+    response = await client.post("$ingest", content=big, headers={"Content-Type": HL7})
+    assert response.status_code == 413
+    assert "2102 segments; this server takes at most 2000" in response.text
+    (kept,) = await store.list_inputs(CTX, status="rejected")
+    assert kept.content == big
+    # the body cap is the MLLP listener's (4 MiB), not the 64 MiB of FHIR Bundles
+    huge = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X|P|2.5\r" + b"NTE|1||" + b"x" * (5 << 20)
+    too_large = await client.post("$ingest", content=huge, headers={"Content-Type": HL7})
+    assert too_large.status_code == 413 and "larger than 4 MiB" in too_large.text
