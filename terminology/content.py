@@ -12,8 +12,9 @@
 `ensure_code_system` loads one of these the first time its url is asked for (a few ms
 for a FHIR code system; about 10 s for ICD-10-CM on an idle machine, most of it
 the package parsing its XML); `shipped_value_set` answers value set urls that are not
-stored as resources. `install` loads everything at once and stores the value sets as
-resources (so they are searchable), for an operator who wants that up front.
+stored as resources. `install` loads everything at once, keeps a CodeSystem resource per
+shipped system and stores the value sets as resources (so they are readable and
+searchable); `serve` runs it in the background at start (`preload`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import csv
 import gzip
 import importlib.metadata
 import json
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
@@ -33,7 +35,7 @@ from terminology.model import CodeSystemHeader, Concept, Designation
 
 if TYPE_CHECKING:
     from fhir_server.storage.base import Context, ResourceStore
-    from terminology.store import ConceptStore, LoadSummary
+    from terminology.store import ConceptStore, LoadSummary, SystemInfo
 
 DATA = Path(__file__).resolve().parent / "data"
 FHIR_CONTENT = DATA / "fhir-r4-terminology.json.gz"
@@ -53,6 +55,8 @@ ICD10CM_NOTICE = (
     "is in the public domain; taken from the simple-icd-10-cm package."
 )
 THO_NOTICE = "HL7 Terminology (THO) and FHIR R4 content: CC0 1.0, HL7 International."
+
+log = logging.getLogger(__name__)
 
 Source = Callable[[], tuple[CodeSystemHeader, Iterable[Concept]]]
 
@@ -140,6 +144,11 @@ def icd10cm() -> tuple[CodeSystemHeader, Iterable[Concept]]:
 _BUILTIN: dict[str, Source] = {LOINC: loinc_subset, ICD10CM: icd10cm}
 
 
+def shipped_urls() -> list[str]:
+    """The urls of the code systems the server ships."""
+    return [*_BUILTIN, *(u for u in fhir_content()["byUrl"] if u not in _BUILTIN)]
+
+
 def source_of(url: str) -> Source | None:
     return _BUILTIN.get(url) or _fhir_source(url)
 
@@ -155,18 +164,24 @@ _LOCKS: weakref.WeakKeyDictionary[object, dict[str, asyncio.Lock]] = weakref.Wea
 
 
 async def ensure_code_system(
-    concepts: ConceptStore, ctx: Context, url: str
+    concepts: ConceptStore, ctx: Context, url: str, *, keep_resource: bool = False
 ) -> LoadSummary | None:
-    """Load the shipped code system `url` unless loaded already; None if none is shipped."""
+    """Load the shipped code system `url` unless loaded already; None if none is shipped.
+
+    A CodeSystem resource a client stored with this url does not count as loaded: the
+    shipped content is loaded beside it and takes precedence (terminology.store).
+    On the lazy path of an operation (a GET) nothing is written to the resources
+    (`keep_resource` False): the CodeSystem resources standing for shipped content are
+    written by `install` (at `serve` start), never as the side effect of a read."""
     source = source_of(url)
     if source is None:
         return None
     lock = _LOCKS.setdefault(concepts, {}).setdefault(url, asyncio.Lock())
     async with lock:  # one load at a time per system; later callers find it loaded
-        if await concepts.system(ctx, url) is not None:
+        if any(s.source == "load" for s in await concepts.systems(ctx, url)):
             return None
         header, rows = await asyncio.to_thread(_materialise, source)
-        return await concepts.load_code_system(ctx, header, rows)
+        return await concepts.load_code_system(ctx, header, rows, keep_resource=keep_resource)
 
 
 def _materialise(source: Source) -> tuple[CodeSystemHeader, list[Concept]]:
@@ -177,22 +192,68 @@ def _materialise(source: Source) -> tuple[CodeSystemHeader, list[Concept]]:
 async def install(
     store: ResourceStore, ctx: Context, progress: Callable[[str], object] | None = None
 ) -> dict[str, int]:
-    """Load every shipped code system not loaded yet, and store the shipped value sets
-    as resources (those not stored yet); counts of what was done."""
+    """Load every shipped code system not loaded yet, keep a concept-less CodeSystem
+    resource standing for each (searchable by url), and store the shipped value sets as
+    resources under their own ids (those not stored yet); counts of what was done.
+
+    Run by `fhir-fusion serve` in the background at start (`preload`), so the first
+    request on ICD-10-CM does not pay its load and these resources are the server's own
+    from the start, not the side effect of a client's read."""
     from terminology import resources
     from terminology.store import concept_store
 
     concepts = concept_store(store)
     loaded = value_sets = 0
-    for url in [*_BUILTIN, *fhir_content()["byUrl"]]:
-        if await ensure_code_system(concepts, ctx, url) is not None:
+    for url in shipped_urls():
+        if await ensure_code_system(concepts, ctx, url, keep_resource=True) is not None:
             loaded += 1
             if progress is not None:
                 progress(url)
+            continue
+        # loaded on an operation's lazy path before: its stand-in resource may be missing
+        info = next((s for s in await concepts.systems(ctx, url) if s.source == "load"), None)
+        if info is not None and not await resources.find(store, ctx, "CodeSystem", url):
+            await resources.keep_code_system_resource(store, ctx, _header(info), info.count)
     for url, vs in fhir_content()["valueSetsByUrl"].items():
         if await resources.find(store, ctx, "ValueSet", url):
             continue
+        body = {"resourceType": "ValueSet", **vs}
+        taken = "id" in vs and await store.read(ctx, "ValueSet", vs["id"]) is not None
         async with store.transaction(ctx) as txn:
-            await txn.create({"resourceType": "ValueSet", **vs})
+            if "id" in vs and not taken:
+                await txn.update(body)  # the id the expansions of it carry
+            else:
+                await txn.create({k: v for k, v in body.items() if k != "id"})
         value_sets += 1
     return {"code_systems": loaded, "value_sets": value_sets}
+
+
+def _header(info: SystemInfo) -> CodeSystemHeader:
+    return CodeSystemHeader(
+        url=info.url, version=info.version, name=info.name, title=info.title,
+        status=info.status, content=info.content, hierarchy_meaning=info.hierarchy_meaning,
+        copyright=info.copyright, language=info.language,
+    )  # fmt: skip
+
+
+PRELOAD_DELAY = 5.0  # seconds after `serve` starts
+
+
+async def preload(store: ResourceStore, ctx: Context, delay: float = PRELOAD_DELAY) -> None:
+    """`install` in the background of `serve` (ICD-10-CM first: its load is the slow
+    one); a failure is logged, never raised: the lazy path still loads on first use.
+    It starts `delay` seconds after the server, so a server started for a moment (a
+    test, a health check) does not spend its life on it; the work is done once per
+    database (later starts only check, well under a second)."""
+    from fhir_server.errors import FHIRError
+
+    try:
+        await asyncio.sleep(delay)
+        done = await install(store, ctx)
+        log.info("terminology preloaded: %s", done)
+    except asyncio.CancelledError:
+        raise
+    except FHIRError as exc:  # e.g. a backend without a concept store (MongoDB): 501
+        log.info("terminology not preloaded: %s", exc)
+    except Exception:  # noqa: BLE001 - the server serves on; operations load lazily
+        log.exception("terminology preload failed")

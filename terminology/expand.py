@@ -79,8 +79,8 @@ async def find_value_set(
                                            r.last_updated))  # fmt: skip
         return newest.resource or {}
     shipped = content.shipped_value_set(url, version)
-    if shipped is not None:
-        return shipped
+    if shipped is not None:  # not stored (yet): its expansion names no resource id
+        return {k: v for k, v in shipped.items() if k != "id"}
     implicit = implicit_value_set(url)
     if implicit is not None:
         return implicit

@@ -170,3 +170,14 @@ def definition(op_id: str, base_url: str) -> dict[str, Any] | None:
         "instance": instance,
         "parameter": [_parameter(p) for p in params],
     }
+
+
+def type_operations(resource_type: str, codes: frozenset[str], base_url: str
+                    ) -> list[dict[str, str]]:
+    """CapabilityStatement.rest.resource.operation of `resource_type`: its terminology
+    operations among the route `codes` ("$lookup", ...), each with its definition."""
+    return [
+        {"name": code, "definition": f"{base_url}/OperationDefinition/{op_id}"}
+        for op_id, (code, types, _, _, _) in DEFINITIONS.items()
+        if resource_type in types and f"${code}" in codes
+    ]

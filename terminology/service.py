@@ -160,10 +160,8 @@ class TerminologyService:
                 break
             query = query.after(page.next_cursor)
         for source in from_resources - current:
-            info = loaded[source]
-            still = await self.concepts.system(ctx, info.url, info.version or "")
-            if still is not None and still.source == source:
-                await self.concepts.drop_code_system(ctx, info.url, info.version)
+            info = loaded[source]  # only that resource's concepts: never a load beside it
+            await self.concepts.drop_code_system(ctx, info.url, info.version, source=source)
 
     # -- code systems --------------------------------------------------------------
 
@@ -172,8 +170,10 @@ class TerminologyService:
     ) -> SystemInfo | None:
         await self.sync(ctx)
         found = await self.concepts.system(ctx, url, version)
-        if found is None and await content.ensure_code_system(self.concepts, ctx, url):
-            found = await self.concepts.system(ctx, url, version)  # shipped, loaded just now
+        if (found is None or found.source != "load") and content.source_of(url) is not None:
+            # shipped content takes precedence over a client's CodeSystem of the same url
+            if await content.ensure_code_system(self.concepts, ctx, url):
+                found = await self.concepts.system(ctx, url, version)  # loaded just now
         return found
 
     async def code_system(

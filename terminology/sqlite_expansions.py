@@ -2,8 +2,10 @@
 term_members, term_expansion_ranges), and the type-ahead text filter over them: the part
 of terminology.sqlite_store.SQLiteConceptStore that pages expansions.
 
-Type-ahead takes one of two paths. An expansion that is exactly the concept ids lo..hi in
-order (a whole code system loaded in one go) is answered by the FTS5 index alone, whose
+Type-ahead (`text_query`: words on displays and designations, codes only for a filter
+that looks like a code; ranked phrase, whole words, prefixes) takes one of two paths.
+An expansion that is exactly the concept ids lo..hi in order (a whole code system loaded
+in one go) is answered by the FTS5 index alone, whose
 rowids are the concept ids. Any other is a member list; each FTS5 hit is probed in it by
 (eid, cid), so the cost follows the number of concepts matching the text.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -31,18 +34,70 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def match_expression(text: str) -> str | None:
-    """The FTS5 query for type-ahead `text`: each word a prefix, ideograph runs as phrases
-    (in order); None when `text` has no letter or digit. Only quoted tokens reach MATCH."""
+@dataclass(frozen=True)
+class TextQuery:
+    """The FTS5 queries of a type-ahead `filter` (terminology.store, expansion_page):
+
+    - `match`: what is listed: each word a prefix of a word of the display or a
+      designation (ideograph runs as phrases, in order); when the filter looks like a code
+      (one token with a digit, e.g. `E11`, `E11.2`, `2345-7`), a prefix of the code too.
+      Words are not matched against codes otherwise: "type 2 diabetes" must not find
+      E10.2 (Type 1 ...) through its code.
+    - `phrase`, `near`, `words`: the ranks: the words as a phrase first, then the words
+      whole and next to each other in any order ("diabetes type 2" finds "Type 2 diabetes
+      mellitus" before "Type 1 diabetes ..., Stage 2"), then all words whole, then
+      prefixes only; within a rank the expansion's order (code order)."""
+
+    match: str
+    phrase: str
+    near: str
+    words: str
+
+    @property
+    def ranks(self) -> tuple[str, str, str]:
+        return self.phrase, self.near, self.words
+
+
+def _quoted(tokens: Iterable[str]) -> str:
+    return '"' + " ".join(token.replace('"', '""') for token in tokens) + '"'
+
+
+def looks_like_code(text: str) -> bool:
+    stripped = text.strip()
+    return bool(stripped) and not any(c.isspace() for c in stripped) and any(
+        c.isdigit() for c in stripped)  # fmt: skip
+
+
+def text_query(text: str) -> TextQuery | None:
+    """The FTS5 queries for type-ahead `text`; None when `text` has no letter or digit.
+    Only quoted tokens reach MATCH."""
     try:
         found = phrases(text)
     except ValueError as exc:
         raise TerminologyError(400, "too-costly", f"filter: {exc}", "filter") from None
     if not found:
         return None
-    return " AND ".join(
-        '"' + " ".join(token.replace('"', '""') for token in phrase) + '"*' for phrase in found
+    prefixes = " AND ".join(_quoted(phrase) + "*" for phrase in found)
+    match = f"text : ({prefixes})"
+    if looks_like_code(text):
+        match = f"{match} OR code : ({prefixes})"
+    return TextQuery(
+        match,
+        "text : " + _quoted(token for phrase in found for token in phrase),
+        # FTS5 counts the tokens between the first and the last phrase: one per extra word
+        "text : NEAR(" + " ".join(_quoted(phrase) for phrase in found) + f", {len(found) - 1})",
+        "text : (" + " AND ".join(_quoted(phrase) for phrase in found) + ")",
     )
+
+
+def _rank(column: str) -> str:
+    """0 (phrase), 1 (words together), 2 (all words whole) or 3 (prefixes only) for the
+    hit with rowid `column`; parameters: TextQuery.ranks."""
+    cases = " ".join(
+        f"WHEN {column} IN (SELECT rowid FROM term_text WHERE term_text MATCH ?) THEN {rank}"
+        for rank in range(3)
+    )
+    return f"CASE {cases} ELSE 3 END"
 
 
 class ExpansionTables:
@@ -192,28 +247,31 @@ class ExpansionTables:
         hit is probed in the expansion by (eid, cid), so the cost follows the number of
         concepts matching, not the size of the expansion. The total comes with the page
         (a window count over the hits)."""
-        expression = match_expression(text)
-        if expression is None:
+        query = text_query(text)
+        if query is None:
             return 0, []
+        expression = query.match
         span = conn.execute(
             "SELECT lo, hi FROM term_expansion_ranges WHERE eid=?", (expansion.eid,)
         ).fetchone()
         if span is not None and not active_only:
-            return self._range_page(conn, expression, span, offset, limit, language)
+            return self._range_page(conn, query, span, offset, limit, language)
         active = "CROSS JOIN term_concepts c ON c.cid=m.cid AND c.active=1" if active_only else ""
         hits = (
-            "SELECT m.pos, m.cid, m.system, m.version, m.code, m.display "
+            f"SELECT {_rank('t.rowid')} AS rank, m.pos, m.cid, m.system, m.version, m.code, "
+            "m.display "
             # INDEXED BY: without statistics the planner would scan the expansion per hit
             "FROM term_text t CROSS JOIN term_members m INDEXED BY term_members_by_cid "
             f"ON m.eid=? AND m.cid=t.rowid {active} "
             "WHERE term_text MATCH ? "
-            "UNION ALL SELECT pos, cid, system, version, code, display FROM term_members "
+            "UNION ALL SELECT 3, pos, cid, system, version, code, display FROM term_members "
             "WHERE eid=? AND cid IS NULL AND display LIKE ?"
         )  # a concept of a system the store does not hold has no FTS row: LIKE on its display
-        args = [expansion.eid, expression, expansion.eid, f"%{text.strip()}%"]
+        args = [*query.ranks, expansion.eid, expression, expansion.eid,
+                f"%{text.strip()}%"]  # fmt: skip
         rows = conn.execute(
             f"WITH hits AS ({hits}) SELECT cid, system, version, code, display, "
-            "count(*) OVER () FROM hits ORDER BY pos LIMIT ? OFFSET ?",
+            "count(*) OVER () FROM hits ORDER BY rank, pos LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ).fetchall()
         if rows:
@@ -227,7 +285,7 @@ class ExpansionTables:
     def _range_page(
         self,
         conn: sqlite3.Connection,
-        expression: str,
+        query: TextQuery,
         span: tuple[int, int],
         offset: int,
         limit: int,
@@ -237,13 +295,14 @@ class ExpansionTables:
         index answers both the count and the page (its rowids are the concept ids, in
         order), without touching the member list."""
         where = "term_text MATCH ? AND rowid BETWEEN ? AND ?"
-        args = (expression, *span)
+        args = (query.match, *span)
         (total,) = conn.execute(f"SELECT count(*) FROM term_text WHERE {where}", args).fetchone()
         if limit == 0 or offset >= total:
             return total, []
         rows = conn.execute(
             f"SELECT rowid, NULL, NULL, NULL, NULL FROM term_text WHERE {where} "
-            "ORDER BY rowid LIMIT ? OFFSET ?", (*args, limit, offset),
+            f"ORDER BY {_rank('rowid')}, rowid LIMIT ? OFFSET ?",
+            (*args, *query.ranks, limit, offset),
         ).fetchall()  # fmt: skip
         return total, self._expanded(conn, rows, language)
 

@@ -6,9 +6,10 @@ Tables of its own, created idempotently on first use:
     term_concepts     code, display, definition, active, properties (JSON) per concept
     term_designations language / use / value per concept
     term_parents      (sid, child, parent) codes: the is-a edges
-    term_text         FTS5, rowid = concept id: code, display and designations, for the
-                      type-ahead `filter` of $expand (unicode61 remove_diacritics 2: case and
-                      accents folded; ideographs and kana split per character beforehand)
+    term_text         FTS5, rowid = concept id: columns `code`, and `text` (display and
+                      designations), for the type-ahead `filter` of $expand (unicode61
+                      remove_diacritics 2: case and accents folded; ideographs and kana
+                      split per character beforehand)
     term_expansions / term_members   cached expansions: members in order, by concept id
                       (their methods: terminology.sqlite_expansions.ExpansionTables)
 
@@ -79,9 +80,10 @@ SCHEMA = (
         parent TEXT NOT NULL,
         PRIMARY KEY (sid, child, parent)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS term_parents_by_parent ON term_parents (sid, parent, child)",
-    # prefix indexes for one to three characters: type-ahead asks for short prefixes
+    # prefix indexes for one to three characters: type-ahead asks for short prefixes; the
+    # code in a column of its own, matched only when the filter looks like a code
     """CREATE VIRTUAL TABLE IF NOT EXISTS term_text USING fts5(
-        text, tokenize='unicode61 remove_diacritics 2', prefix='1 2 3')""",
+        code, text, tokenize='unicode61 remove_diacritics 2', prefix='1 2 3')""",
     """CREATE TABLE IF NOT EXISTS term_expansions (
         eid INTEGER PRIMARY KEY,
         tenant TEXT NOT NULL,
@@ -108,6 +110,14 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS term_members_by_code ON term_members (eid, code, system)",
 )
 
+# Which load of a url (and version) answers (README "Terminology", precedence): content the
+# operator loaded or the server ships before a client's CodeSystem resource, then complete
+# content before fragment/example/not-present, then the newest.
+_PRECEDENCE = (
+    "(source <> 'load'), "
+    "(coalesce(json_extract(header, '$.content'), 'complete') <> 'complete'), sid DESC"
+)
+
 _HEADER_FIELDS = ("name", "title", "status", "content", "hierarchy_meaning", "copyright",
                   "language")  # fmt: skip
 
@@ -124,6 +134,13 @@ def _from_json_value(value: object) -> object:
     return value
 
 
+def _same_origin(a: str, b: str) -> bool:
+    """Both loads by the operator/shipped content, or both of one CodeSystem resource
+    ("resource:<id>/<versionId>")."""
+    return a == b or (a.startswith("resource:") and b.startswith("resource:")
+                      and a.rsplit("/", 1)[0] == b.rsplit("/", 1)[0])  # fmt: skip
+
+
 def _system_row(row: tuple[Any, ...]) -> SystemInfo:
     sid, url, version, header, count, source = row
     h = json.loads(header)
@@ -135,10 +152,30 @@ def _system_row(row: tuple[Any, ...]) -> SystemInfo:
 
 
 def search_text(concept: Concept) -> str:
-    """What the type-ahead filter matches: code, display and designations."""
-    parts = [concept.code, concept.display or ""]
+    """What the type-ahead filter matches as words: display and designations."""
+    parts = [concept.display or ""]
     parts.extend(d.value for d in concept.designations)
     return prepare(" ".join(dict.fromkeys(p for p in parts if p)))
+
+
+def _rebuild_text_index(conn: sqlite3.Connection) -> None:
+    """A term_text of an earlier release (one column: code and words together) rebuilt
+    with the code in a column of its own; once per database, in the schema transaction."""
+    columns = [d[0] for d in conn.execute("SELECT * FROM term_text LIMIT 0").description]
+    if columns != ["text"]:
+        return
+    conn.execute("DROP TABLE term_text")
+    conn.execute(next(st for st in SCHEMA if "term_text USING fts5" in st))
+    designations: dict[int, list[Designation]] = {}
+    for cid, value in conn.execute("SELECT cid, value FROM term_designations ORDER BY rowid"):
+        designations.setdefault(cid, []).append(Designation(value))
+    conn.executemany(
+        "INSERT INTO term_text (rowid, code, text) VALUES (?, ?, ?)",
+        ((cid, prepare(code), search_text(Concept(code, display,
+                                                  designations=tuple(designations.get(cid, ())))))
+         for cid, code, display in conn.execute(
+             "SELECT cid, code, display FROM term_concepts ORDER BY cid").fetchall()),
+    )  # fmt: skip
 
 
 async def _each(concepts: Iterable[Concept] | AsyncIterable[Concept]) -> Any:
@@ -163,6 +200,7 @@ class SQLiteConceptStore(ExpansionTables):
         async with self._store.transaction(ctx) as txn:
             for statement in SCHEMA:
                 txn.connection.execute(statement)
+            _rebuild_text_index(txn.connection)
         self._ready = True
 
     async def _reader(self, ctx: Context) -> sqlite3.Connection:
@@ -218,10 +256,13 @@ class SQLiteConceptStore(ExpansionTables):
             conn = txn.connection
             (count,) = conn.execute("SELECT count(*) FROM term_concepts WHERE sid=?",
                                     (sid,)).fetchone()  # fmt: skip
+            # a load replaces only a load, a CodeSystem resource only its own earlier
+            # versions' concepts: a client's CodeSystem never drops the operator's or the
+            # shipped release, nor another client's CodeSystem of the same url
             old = [row[0] for row in conn.execute(
-                "SELECT sid FROM term_systems WHERE tenant=? AND url=? AND version=? AND sid<>?",
-                (ctx.tenant, header.url, version, sid),
-            )]  # fmt: skip
+                "SELECT sid, source FROM term_systems WHERE tenant=? AND url=? AND version=? "
+                "AND sid<>?", (ctx.tenant, header.url, version, sid),
+            ) if _same_origin(row[1], source)]  # fmt: skip
             conn.execute("UPDATE term_systems SET state='ready', count=? WHERE sid=?",
                          (count, sid))  # fmt: skip
             conn.execute("UPDATE term_systems SET state='dropped' WHERE sid IN (%s)"
@@ -270,8 +311,8 @@ class SQLiteConceptStore(ExpansionTables):
                         "INSERT OR IGNORE INTO term_parents (sid, child, parent) VALUES (?, ?, ?)",
                         [(sid, concept.code, p) for p in concept.parents],
                     )
-                conn.execute("INSERT INTO term_text (rowid, text) VALUES (?, ?)",
-                             (cid, search_text(concept)))  # fmt: skip
+                conn.execute("INSERT INTO term_text (rowid, code, text) VALUES (?, ?, ?)",
+                             (cid, prepare(concept.code), search_text(concept)))  # fmt: skip
         return designations
 
     @staticmethod
@@ -305,13 +346,16 @@ class SQLiteConceptStore(ExpansionTables):
                         break
                     self._delete_concepts(conn, sid, [r[0] for r in rows], [])
 
-    async def drop_code_system(self, ctx: Context, url: str, version: str | None) -> bool:
+    async def drop_code_system(
+        self, ctx: Context, url: str, version: str | None, source: str | None = None
+    ) -> bool:
         await self._ensure(ctx)
         async with self._store.transaction(ctx) as txn:
             conn = txn.connection
             sids = [row[0] for row in conn.execute(
-                "SELECT sid FROM term_systems WHERE tenant=? AND url=? AND version=?",
-                (ctx.tenant, url, version or ""),
+                "SELECT sid FROM term_systems WHERE tenant=? AND url=? AND version=? "
+                "AND (? IS NULL OR source=?)",
+                (ctx.tenant, url, version or "", source, source),
             )]  # fmt: skip
             conn.executemany("UPDATE term_systems SET state='dropped' WHERE sid=?",
                              [(s,) for s in sids])  # fmt: skip
@@ -330,13 +374,13 @@ class SQLiteConceptStore(ExpansionTables):
         if version is None:
             row = conn.execute(
                 f"SELECT {self._SYSTEM_COLUMNS} FROM term_systems WHERE tenant=? AND url=? "
-                "AND state='ready' ORDER BY sid DESC LIMIT 1",
+                f"AND state='ready' ORDER BY {_PRECEDENCE} LIMIT 1",
                 (ctx.tenant, url),
             ).fetchone()
         else:
             row = conn.execute(
                 f"SELECT {self._SYSTEM_COLUMNS} FROM term_systems WHERE tenant=? AND url=? "
-                "AND version=? AND state='ready' ORDER BY sid DESC LIMIT 1",
+                f"AND version=? AND state='ready' ORDER BY {_PRECEDENCE} LIMIT 1",
                 (ctx.tenant, url, version),
             ).fetchone()
         return _system_row(row) if row else None

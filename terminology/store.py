@@ -17,7 +17,9 @@ Loading (`load_code_system`)
     iterable of `terminology.model.Concept` (streamed: never held in memory all at once).
     Concepts are written in batches of `BATCH` per transaction under a new system row
     that only becomes visible when the last batch is in; then the previous load of the
-    same url+version (if any) is dropped. Readers see the old content until the swap.
+    same url+version and the same kind of source (an operator/shipped "load", or a
+    CodeSystem resource's concepts) is dropped; a resource never drops a load. Readers
+    see the old content until the swap.
     `progress(n)` is called with the running concept count after each batch.
     The store also keeps a CodeSystem *resource* (content "not-present", or "fragment"
     when the header says so; no concepts) in the resource store, created or updated,
@@ -26,7 +28,11 @@ Loading (`load_code_system`)
     Raises `TerminologyError` (a 400 FHIRError) for a header without url or name.
 
 Reading
-    `system(ctx, url, version=None)`     -> SystemInfo | None (newest load if no version)
+    `system(ctx, url, version=None)`     -> SystemInfo | None: of the loads of that url (and
+                                            version), an operator's/shipped load ("load")
+                                            before a CodeSystem resource's concepts, complete
+                                            content before fragment/example/not-present,
+                                            then the newest
     `systems(ctx, url=None)`             -> list[SystemInfo]
     `concept(ctx, system, code)`         -> ConceptDetail | None (designations, properties,
                                             parents, children)
@@ -39,16 +45,18 @@ Reading
                                             generalizes on "concept"/"code"/"display"/a
                                             property)
     `codes_to_ids(ctx, system, codes)`   -> dict[code, concept id]
-    `drop_code_system(ctx, url, version)` -> bool
+    `drop_code_system(ctx, url, version, source=None)` -> bool (only that source if given)
 
 Expansions (terminology.expand builds them from ValueSet.compose)
     `expansion(ctx, key)`                 -> Expansion | None (cached under `key`)
     `save_expansion(ctx, key, members)`   -> Expansion (members: `Member`s, in order)
     `expansion_page(ctx, expansion, text=None, active_only=False, offset=0, count=None,
                     language=None)`       -> (total, list[ExpandedConcept])
-      `text` is type-ahead: every word must start a word of the concept's display, a
-      designation or the code; case and accents folded; ideographs matched character
-      by character in order (FTS5 index over the designations).
+      `text` is type-ahead: every word must start a word of the concept's display or a
+      designation (or, for a filter that looks like a code, the code); case and accents
+      folded; ideographs matched character by character in order (FTS5 index over the
+      designations); ranked: phrase, words together, all words whole, prefixes, then
+      the expansion's order.
     `expansion_find(ctx, expansion, system, code)` -> ExpandedConcept | None (membership)
     `clear_expansions(ctx)`               every cached expansion of the tenant; called
                                           on every load and when CodeSystem/ValueSet
@@ -171,7 +179,9 @@ class ConceptStore(Protocol):
         keep_resource: bool = True,
     ) -> LoadSummary: ...
 
-    async def drop_code_system(self, ctx: Context, url: str, version: str | None) -> bool: ...
+    async def drop_code_system(
+        self, ctx: Context, url: str, version: str | None, source: str | None = None
+    ) -> bool: ...
 
     async def system(
         self, ctx: Context, url: str, version: str | None = None

@@ -95,8 +95,10 @@ async def tx(client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 
 async def test_lookup_example_get(tx: httpx.AsyncClient) -> None:
-    # GET [base]/CodeSystem/$lookup?system=http://loinc.org&code=1963-8
-    r = await tx.get("CodeSystem/$lookup", params={"system": LOINC, "code": "1963-8"})
+    # GET [base]/CodeSystem/$lookup?system=http://loinc.org&code=1963-8, pinned to the
+    # posted fragment's version (unpinned, the shipped LOINC content takes precedence)
+    r = await tx.get("CodeSystem/$lookup",
+                     params={"system": LOINC, "code": "1963-8", "version": "2.48"})
     assert r.status_code == 200, r.text
     out = _params(r.json())
     assert out["name"] == "LOINC"
@@ -108,14 +110,16 @@ async def test_lookup_example_get(tx: httpx.AsyncClient) -> None:
 
 async def test_lookup_post_coding_and_display_language(tx: httpx.AsyncClient) -> None:
     body = {"resourceType": "Parameters", "parameter": [
-        {"name": "coding", "valueCoding": {"system": LOINC, "code": "1963-8"}},
+        {"name": "coding", "valueCoding": {"system": LOINC, "code": "1963-8",
+                                           "version": "2.48"}},
         {"name": "displayLanguage", "valueCode": "zh"},
     ]}  # fmt: skip
     r = await tx.post("CodeSystem/$lookup", json=body)
     assert r.status_code == 200, r.text
     assert _params(r.json())["display"] == "碳酸氢盐 [物质的量/体积] 于 血清"
     # Accept-Language serves when displayLanguage is absent
-    r = await tx.get("CodeSystem/$lookup", params={"system": LOINC, "code": "1963-8"},
+    r = await tx.get("CodeSystem/$lookup",
+                     params={"system": LOINC, "code": "1963-8", "version": "2.48"},
                      headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})  # fmt: skip
     assert _params(r.json())["display"] == "碳酸氢盐 [物质的量/体积] 于 血清"
 
@@ -152,7 +156,8 @@ async def test_value_set_validate_code_example(tx: httpx.AsyncClient) -> None:
     # GET [base]/ValueSet/23/$validate-code?system=http://loinc.org&code=1963-8&display=test
     # -> result false, message about the display, display "Bicarbonate [Moles/volume] in Serum"
     vs = {"resourceType": "ValueSet", "id": "23", "url": "http://example.org/fhir/ValueSet/23",
-          "status": "active", "compose": {"include": [{"system": LOINC}]}}  # fmt: skip
+          "status": "active",
+          "compose": {"include": [{"system": LOINC, "version": "2.48"}]}}  # fmt: skip
     assert (await tx.put("ValueSet/23", json=vs)).status_code == 201
     r = await tx.get("ValueSet/23/$validate-code",
                      params={"system": LOINC, "code": "1963-8", "display": "test"})

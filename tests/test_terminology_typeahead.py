@@ -1,0 +1,76 @@
+"""$expand `filter` (type-ahead) over ICD-10-CM (break-api F13): words match displays and
+designations, not codes (unless the filter looks like a code), and the best matches come
+first: the phrase, then all words whole, then prefixes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from fhir_server.storage.base import Context
+from fhir_server.storage.sqlite import SQLiteStore
+from terminology.model import CodeSystemHeader, Concept
+from terminology.sqlite_store import SQLiteConceptStore
+from terminology.store import Member, concept_store
+
+pytestmark = pytest.mark.anyio
+
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+async def _expand(client: httpx.AsyncClient, text: str, count: int = 20) -> tuple[int, list]:
+    r = await client.get("ValueSet/$expand", params={"url": f"{ICD}?fhir_vs", "filter": text,
+                                                     "count": str(count)})  # fmt: skip
+    assert r.status_code == 200, r.text
+    expansion = r.json()["expansion"]
+    return expansion["total"], expansion.get("contains", [])
+
+
+async def test_type_2_diabetes_lists_e11_first(client: httpx.AsyncClient) -> None:
+    for text in ("type 2 diabetes", "diabetes type 2"):
+        total, found = await _expand(client, text, 10)
+        codes = [c["code"] for c in found]
+        assert codes[0] == "E11", (text, codes)  # "Type 2 diabetes mellitus"
+        assert all(c.startswith("E11") for c in codes[:8]), (text, codes)
+    # "2" no longer matches the code E10.2 (Type 1 diabetes mellitus with kidney
+    # complications): across the whole answer, no E10.2x, and E11 ahead of any E10
+    total, everything = await _expand(client, "type 2 diabetes", 1000)
+    codes = [c["code"] for c in everything]
+    assert len(codes) == total
+    assert not any(c.startswith("E10.2") for c in codes), codes
+    assert "E11.9" in codes  # Type 2 diabetes mellitus without complications
+    first_e10 = next((i for i, c in enumerate(codes) if c.startswith("E10")), len(codes))
+    assert first_e10 > max(i for i, c in enumerate(codes) if c.startswith("E11"))
+
+
+async def test_a_filter_that_looks_like_a_code_matches_codes(client: httpx.AsyncClient) -> None:
+    total, found = await _expand(client, "E11.2")
+    codes = {c["code"] for c in found}
+    assert {"E11.2", "E11.21", "E11.22", "E11.29"} <= codes
+    assert all(c.startswith("E11.2") for c in codes), codes
+    # words still match words only: "diabetes" finds no code by its letters
+    total, found = await _expand(client, "mellitus", 5)
+    assert all("mellitus" in c["display"].casefold() for c in found)
+
+
+async def test_an_index_of_an_earlier_release_is_rebuilt(store: SQLiteStore) -> None:
+    ctx = Context()
+    header = CodeSystemHeader(url="http://example.org/cs", version=None, name="cs")
+    concepts = concept_store(store)
+    await concepts.load_code_system(ctx, header, [Concept("X1", "Type 2 diabetes"),
+                                                  Concept("X2", "Type 1 diabetes")],
+                                    keep_resource=False)  # fmt: skip
+    async with store.transaction(ctx) as txn:  # the one-column index of before
+        txn.connection.execute("DROP TABLE term_text")
+        txn.connection.execute("CREATE VIRTUAL TABLE term_text USING fts5(text)")
+        txn.connection.execute("INSERT INTO term_text (rowid, text) SELECT cid, code || ' ' || "
+                               "display FROM term_concepts")  # fmt: skip
+    fresh = SQLiteConceptStore(store)
+    system = await fresh.system(ctx, "http://example.org/cs")
+    assert system is not None
+    members = [Member(cid) for cid in await fresh.select(ctx, system, [])]
+    expansion = await fresh.save_expansion(ctx, "k", members)
+    total, found = await fresh.expansion_page(ctx, expansion, text="2 diabetes")
+    assert (total, [c.code for c in found]) == (1, ["X1"])
+    total, found = await fresh.expansion_page(ctx, expansion, text="X2")  # the code column
+    assert (total, [c.code for c in found]) == (1, ["X2"])
