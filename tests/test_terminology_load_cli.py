@@ -106,3 +106,21 @@ def test_load_snomed_reports_staging_and_the_version(tmp_path: Path,
         "http://snomed.info/sct/900000000000207008/version/20230131): 4 concepts, "
         "6 designations, languages en, in ")  # 7 descriptions, one inactive
     assert _concept(data, "http://snomed.info/sct", "73211009")[0] == "Diabetes mellitus"
+
+
+@pytest.mark.parametrize(("rows", "says"), [
+    ("GLU,Glucose,葡萄糖,\nLOOP1,Loop,环,LOOP2\nLOOP2,Loop2,环2,LOOP1\n",
+     "line 3: parents go round in a cycle: 'LOOP1' -> 'LOOP2' -> 'LOOP1'"),
+    ("SELF,Self,自,SELF\n", "line 2: parents go round in a cycle: 'SELF' -> 'SELF'"),
+    ("A,a,甲,MISSING\n", "line 2: parent 'MISSING' of 'A' is not a code of the list (Group)"),
+])
+def test_a_parent_cycle_or_a_missing_parent_is_refused_naming_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str, says: str) -> None:
+    path = tmp_path / "codes3.csv"
+    path.write_text("Code,Name,中文名,Group\n" + rows, encoding="utf-8")
+    data = tmp_path / "data"
+    assert main(["terminology", "load", "codelist", str(path), "--url", "http://h.example/cs",
+                 "--code-column", "Code", "--display-column", "Name",
+                 "--language-column", "zh-CN=中文名", "--parent-column", "Group",
+                 "--data-dir", str(data)]) == 1
+    assert f"{path}, {says}" in capsys.readouterr().err

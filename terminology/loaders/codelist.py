@@ -117,7 +117,33 @@ def _cell(value: object) -> str:
 
 def _concepts(path: Path, rows: Iterator[tuple[int, dict[str, str]]], columns: Columns,
               language: str) -> Iterator[Concept]:
-    seen: dict[str, int] = {}
+    """The list's concepts, after the whole file is read: a parent that is not a code of
+    the list, or parents that go round in a cycle, refuse the file naming the line (a
+    code list is small; a hierarchy checked only in part would answer $subsumes wrong)."""
+    lines: dict[str, int] = {}
+    concepts = list(_read_concepts(path, rows, columns, language, lines))
+    parent_of = {c.code: c.parents[0] for c in concepts if c.parents}
+    for code, parent in parent_of.items():
+        if parent not in lines:
+            raise LoadError(path, f"parent {parent!r} of {code!r} is not a code of the list "
+                            f"({columns.parent})", lines[code])
+    done: set[str] = set()
+    for start in parent_of:
+        path_codes: list[str] = []
+        code: str | None = start
+        while code is not None and code not in done:
+            if code in path_codes:
+                cycle = path_codes[path_codes.index(code):] + [code]
+                raise LoadError(path, "parents go round in a cycle: "
+                                + " -> ".join(repr(c) for c in cycle), lines[code])
+            path_codes.append(code)
+            code = parent_of.get(code)
+        done.update(path_codes)
+    yield from concepts
+
+
+def _read_concepts(path: Path, rows: Iterator[tuple[int, dict[str, str]]], columns: Columns,
+                   language: str, seen: dict[str, int]) -> Iterator[Concept]:
     for line, row in rows:
         code = (row.get(columns.code) or "").strip()
         if not code:
