@@ -21,6 +21,7 @@ from typing import Any
 
 from fhir_server import jsonutil
 from fhir_server.outbox import Indexer, Outbox, wait_drained
+from fhir_server.storage import sqlite_bodies
 from fhir_server.storage.base import Context, ResourceStore
 from search.elasticsearch_index import ElasticsearchConfig, ElasticsearchIndex
 from search.fulltext import Change
@@ -132,7 +133,8 @@ async def _sqlite_batches(
         ).fetchall()
         if not rows:
             return
-        yield [Change(t, i, v, None if d or b is None else jsonutil.loads(b))
+        yield [Change(t, i, v, None if d or b is None
+                      else jsonutil.loads(sqlite_bodies.decode(store._reader, b)))
                for _, t, i, v, d, b in rows]  # fmt: skip
         after = rows[-1][0]
         await asyncio.sleep(0)

@@ -63,3 +63,98 @@ async def _bodies(tmp_path: Path) -> None:
         assert history[1].deleted and history[1].body is None
     finally:
         await store.close()
+
+
+def _observation(n: int) -> dict[str, object]:
+    return {
+        "resourceType": "Observation",
+        "id": f"o{n}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7",
+                             "display": "Hemoglobin [Mass/volume] in Blood"}]},
+        "subject": {"reference": f"Patient/p{n % 7}"},
+        "valueQuantity": {"value": n, "unit": "g/dL", "system": "http://unitsofmeasure.org",
+                          "code": "g/dL"},
+    }  # fmt: skip
+
+
+def test_bodies_are_compressed_with_the_files_dictionary_and_read_back(tmp_path: Path) -> None:
+    asyncio.run(_compressed(tmp_path))
+
+
+async def _compressed(tmp_path: Path) -> None:
+    from fhir_server.storage import sqlite_bodies
+    from search.query import parse_search
+
+    path = tmp_path / "compressed.db"
+    store = await SQLiteStore.open(path)
+    try:
+        async with store.batch(CTX):
+            for n in range(300):
+                async with store.transaction(CTX) as txn:
+                    await txn.update(_observation(n))
+        conn = store._writer
+        magic = conn.execute(
+            "SELECT count(*) FROM resources WHERE substr(body, 1, 2) = ?", (sqlite_bodies.MAGIC,)
+        ).fetchone()[0]
+        assert magic == 300 - sqlite_bodies._SAMPLE_BODIES + 1  # plain until the sample is full
+        (size,) = conn.execute(
+            "SELECT avg(length(body)) FROM resources WHERE substr(body, 1, 2) = ?",
+            (sqlite_bodies.MAGIC,),
+        ).fetchone()
+        assert size < 100  # the plain JSON is about 330 bytes
+        async with store.transaction(CTX) as txn:
+            await txn.update({**_observation(299), "status": "amended"})
+    finally:
+        await store.close()
+
+    sqlite_bodies._known.clear()  # as a new process: the dictionary comes from the file
+    store = await SQLiteStore.open(path)
+    try:
+        found = await store.read(CTX, "Observation", "o299")
+        assert found is not None and json.loads(found.body)["status"] == "amended"
+        first = await store.vread(CTX, "Observation", "o299", 1)
+        assert first is not None and json.loads(first.body)["status"] == "final"
+        assert json.loads(first.body)["valueQuantity"]["value"] == 299
+        page = await store.search(
+            CTX, parse_search("Observation", [("subject", "Patient/p3"), ("_count", "100")])
+        )
+        assert sorted(json.loads(r.body)["id"] for r in page.resources) == sorted(
+            f"o{n}" for n in range(300) if n % 7 == 3
+        )
+        async with store.transaction(CTX) as txn:  # unchanged content is recognised
+            result = await txn.update(_observation(5))
+        assert result.outcome == "unchanged"
+    finally:
+        await store.close()
+
+
+def test_a_dictionary_saved_by_a_rolled_back_transaction_is_not_used(tmp_path: Path) -> None:
+    asyncio.run(_rolled_back(tmp_path))
+
+
+async def _rolled_back(tmp_path: Path) -> None:
+    from fhir_server.storage import sqlite_bodies
+
+    store = await SQLiteStore.open(tmp_path / "rollback.db")
+    try:
+        async with store.batch(CTX):
+            for n in range(sqlite_bodies._SAMPLE_BODIES - 1):
+                async with store.transaction(CTX) as txn:
+                    await txn.update(_observation(n))
+        try:
+            async with store.transaction(CTX) as txn:  # completes the sample, then fails
+                await txn.update(_observation(1000))
+                raise RuntimeError("client went away")
+        except RuntimeError:
+            pass
+        conn = store._writer
+        assert conn.execute("SELECT count(*) FROM body_dictionaries").fetchone() == (0,)
+        async with store.transaction(CTX) as txn:
+            await txn.update(_observation(1001))
+        (body,) = conn.execute("SELECT body FROM resources WHERE id = 'o1001'").fetchone()
+        assert body[:1] == b"{"  # plain again, until a new sample is complete
+        found = await store.read(CTX, "Observation", "o1001")
+        assert found is not None and json.loads(found.body)["id"] == "o1001"
+    finally:
+        await store.close()

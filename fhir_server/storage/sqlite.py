@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import sqlite_fulltext, sqlite_index, sqlite_reindex
-from fhir_server.storage import sqlite_contained, sqlite_graph
+from fhir_server.storage import sqlite_bodies, sqlite_contained, sqlite_graph
 from fhir_server.storage import outbox_sqlite
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
@@ -128,9 +128,11 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def _version_row(row: tuple[Any, ...]) -> StoredResource:
+def _version_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> StoredResource:
     rtype, rid, version, last_updated, deleted, method, body = row
-    return StoredResource(rtype, rid, version, last_updated, bool(deleted), body, method)
+    return StoredResource(
+        rtype, rid, version, last_updated, bool(deleted), sqlite_bodies.decode(conn, body), method
+    )
 
 
 def _input_row(row: tuple[Any, ...]) -> RawInput:
@@ -229,11 +231,12 @@ class SQLiteTransaction:
         sqlite_reindex.track(self._conn, resource_type, stored)  # 400 for a bad SearchParameter
         tenant = self._ctx.tenant
         fresh = rid is None
+        kept = self._store._bodies.encode(self._conn, resource_type, body)
         if rid is None:
             cursor = self._conn.execute(
                 "INSERT INTO resources (tenant, type, id, version, last_updated, deleted, body) "
                 "VALUES (?, ?, ?, ?, ?, 0, ?)",
-                (tenant, resource_type, resource_id, version, now, body),
+                (tenant, resource_type, resource_id, version, now, kept),
             )
             rid = cursor.lastrowid
             assert rid is not None
@@ -241,7 +244,7 @@ class SQLiteTransaction:
             self._keep_superseded(rid, resource_type, resource_id)
             self._conn.execute(
                 "UPDATE resources SET version=?, last_updated=?, deleted=0, body=? WHERE rid=?",
-                (version, now, body, rid),
+                (version, now, kept, rid),
             )
         self._conn.execute(
             f"INSERT INTO versions (tenant, {_VERSION_COLUMNS}) "
@@ -280,6 +283,7 @@ class SQLiteTransaction:
             )
         if deleted:
             return WriteResult(self._write(resource, rid, version + 1, "PUT"), "created")
+        body = sqlite_bodies.decode(self._conn, body)
         if _without_server_meta(jsonutil.loads(body)) == _without_server_meta(resource):
             unchanged = StoredResource(
                 resource_type, resource_id, version, last_updated, False, body, "PUT"
@@ -392,6 +396,7 @@ class SQLiteStore:
             f"sqlite-batch-{id(self)}", default=False
         )
         self._savepoints = 0
+        self._bodies = sqlite_bodies.BodyCodec()
         # writes also add a search_outbox row (outbox_sqlite): set by open(search_outbox=True)
         # and by a file an external search index is attached to
         self.search_outbox = False
@@ -438,7 +443,7 @@ class SQLiteStore:
         writer.execute("BEGIN IMMEDIATE")
         try:
             for statement in (
-                *_SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA, *sqlite_reindex.SCHEMA,
+                *_SCHEMA, *sqlite_bodies.SCHEMA, *sqlite_index.SCHEMA, *sqlite_fulltext.SCHEMA, *sqlite_reindex.SCHEMA,
                 *outbox_sqlite.SCHEMA,
             ):
                 writer.execute(statement)
@@ -483,6 +488,7 @@ class SQLiteStore:
                 yield
             except BaseException:
                 self._writer.execute("ROLLBACK")
+                self._bodies.forget_unsaved()
                 raise
             else:
                 self._writer.execute("COMMIT")
@@ -514,6 +520,7 @@ class SQLiteStore:
                 yield SQLiteTransaction(self, ctx)
             except BaseException:
                 self._writer.execute(f"ROLLBACK TO {name}")
+                self._bodies.forget_unsaved()
                 self._writer.execute(f"RELEASE {name}")
                 raise
             else:
@@ -525,6 +532,7 @@ class SQLiteStore:
                 yield SQLiteTransaction(self, ctx)
             except BaseException:
                 self._writer.execute("ROLLBACK")
+                self._bodies.forget_unsaved()
                 raise
             else:
                 self._writer.execute("COMMIT")
@@ -549,7 +557,8 @@ class SQLiteStore:
         version, last_updated, deleted, body = row
         method = "DELETE" if deleted else ("POST" if version == 1 else "PUT")
         return StoredResource(
-            resource_type, resource_id, version, last_updated, bool(deleted), body, method
+            resource_type, resource_id, version, last_updated, bool(deleted),
+            sqlite_bodies.decode(conn, body), method,
         )
 
     def _search(self, conn: sqlite3.Connection, ctx: Context, query: SearchQuery) -> SearchPage:
@@ -572,7 +581,8 @@ class SQLiteStore:
         ).fetchall()
         by_rid = {
             row[0]: StoredResource(
-                row[1], row[2], row[3], row[4], False, row[5], "POST" if row[3] == 1 else "PUT"
+                row[1], row[2], row[3], row[4], False, sqlite_bodies.decode(conn, row[5]),
+                "POST" if row[3] == 1 else "PUT",
             )
             for row in rows
         }
@@ -604,7 +614,7 @@ class SQLiteStore:
             f"{_VERSION_SELECT} WHERE v.tenant=? AND v.type=? AND v.id=? AND v.version=?",
             (ctx.tenant, resource_type, resource_id, version),
         ).fetchone()
-        return None if row is None else _version_row(row)
+        return None if row is None else _version_row(self._reads(), row)
 
     async def history(
         self,
@@ -635,7 +645,8 @@ class SQLiteStore:
             "ORDER BY v.last_updated DESC, v.vid DESC LIMIT ? OFFSET ?",
             [*args, count, offset],
         ).fetchall()
-        return [_version_row(row) for row in rows], total
+        reads = self._reads()
+        return [_version_row(reads, row) for row in rows], total
 
     async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
         # token :in/:not-in/:above/:below become plain token clauses over the codes they

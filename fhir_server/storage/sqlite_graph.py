@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conformance.definitions import search_parameters
-from fhir_server.storage import sqlite_contained
+from fhir_server.storage import sqlite_bodies, sqlite_contained
 from fhir_server.storage.base import StoredResource
 from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
 from search.extract import index_key
@@ -322,7 +322,8 @@ def included(
             break
     stored = [
         StoredResource(
-            rtype, rid_, version, last_updated, False, body, "POST" if version == 1 else "PUT"
+            rtype, rid_, version, last_updated, False, sqlite_bodies.decode(conn, body),
+            "POST" if version == 1 else "PUT",
         )
         for _, rtype, rid_, version, last_updated, body in added
     ]

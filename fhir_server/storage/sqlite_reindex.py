@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server import jsonutil
-from fhir_server.storage import sqlite_fulltext, sqlite_index
+from fhir_server.storage import sqlite_bodies, sqlite_fulltext, sqlite_index
 from search import custom
 
 SCHEMA: tuple[str, ...] = (
@@ -111,7 +111,7 @@ def load_registry(conn: sqlite3.Connection) -> None:
     params: list[tuple[custom.CustomParam, bool]] = []
     for resource_id, version, body, indexed_version in rows:
         try:
-            param = custom.definition(jsonutil.loads(body), version)
+            param = custom.definition(jsonutil.loads(sqlite_bodies.decode(conn, body)), version)
         except Exception:  # noqa: BLE001 - a definition stored before a stricter check
             continue
         if param is not None:
@@ -182,7 +182,7 @@ def run_batch(conn: sqlite3.Connection, job: Job, size: int) -> tuple[Job, list[
             sqlite_index.clear_index(conn, rid)
             sqlite_fulltext.remove(conn, rid)
         else:
-            resource = jsonutil.loads(body)
+            resource = jsonutil.loads(sqlite_bodies.decode(conn, body))
             sqlite_index.replace_index(conn, rid, resource_type, resource)
             sqlite_fulltext.replace(conn, rid, resource)
         cursor = rid
