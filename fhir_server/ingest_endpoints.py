@@ -223,9 +223,11 @@ def _absolute(response: dict[str, Any], base: str) -> dict[str, Any]:
 
 
 def _row_entry(row: RowOutcome) -> dict[str, Any]:
-    if row.status == "stored" and row.response:
+    if row.status in ("stored", "unchanged") and row.response:
         response = dict(row.response)
-        response.setdefault("outcome", _note(f"line {row.line}"))
+        note = f"line {row.line}" + (": already stored; this row changed nothing"
+                                     if row.status == "unchanged" else "")
+        response.setdefault("outcome", _note(note))
         return {"response": response}
     if row.status == "skipped":
         return {"response": {"status": "204 No Content", "outcome": _note(

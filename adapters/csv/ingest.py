@@ -30,7 +30,9 @@ from fhir_server.storage.base import Context
 FEED = "csv"
 CHUNK_ROWS = 500
 
-RowStatus = Literal["stored", "duplicate", "rejected", "skipped"]
+# unchanged: the row's conditional create found its resource already there (the same
+# rows re-imported in another encoding, a second row for one patient): nothing written
+RowStatus = Literal["stored", "unchanged", "duplicate", "rejected", "skipped"]
 
 
 @dataclass
@@ -54,9 +56,12 @@ class CsvSummary:
         return sum(1 for row in self.rows if row.status == status)
 
     def __str__(self) -> str:
+        unchanged = self.count("unchanged")
         lines = [f"{len(self.rows)} rows ({self.encoding}, delimiter {self.delimiter!r}, "
                  f"mapping {self.mapping}): {self.count('stored')} stored, "
-                 f"{self.count('duplicate')} duplicate, {self.count('rejected')} rejected, "
+                 + (f"{unchanged} unchanged (already stored, not changed), " if unchanged
+                    else "")
+                 + f"{self.count('duplicate')} duplicate, {self.count('rejected')} rejected, "
                  f"{self.count('skipped')} skipped"]
         lines += [f"  rejected: {row.reason} (input {row.input_id})"
                   for row in self.rows if row.status == "rejected"]
@@ -144,19 +149,31 @@ async def _store(pipeline: Pipeline, ctx: Context, translator: RowTranslator,
                                                    [r.line for r in chunk.rows]),
                 units=len(chunk.rows), keep_rejected=False)
             if result.status != "rejected":
-                _record(summary, chunk.rows, result)
+                _record(summary, chunk.rows, result, chunk.entries)
                 return
         # translated again: storing the chunk may have rewritten its entries
         for row in chunk.rows:
+            entry = translator.entry(row)
             result = await pipeline.ingest(
                 ctx, FEED, envelope(ref, header, [row]),
-                translation=translator.translation([translator.entry(row)], [row.line]))
-            _record(summary, [row], result)
+                translation=translator.translation([entry], [row.line]))
+            _record(summary, [row], result, [entry])
 
 
-def _record(summary: CsvSummary, rows: list[Record], result: IngestResult) -> None:
+def _record(summary: CsvSummary, rows: list[Record], result: IngestResult,
+            entries: list[dict[str, Any]]) -> None:
     responses = (result.response or {}).get("entry", [])
     for n, row in enumerate(rows):
         response = responses[n].get("response") if n < len(responses) else None
-        summary.rows.append(RowOutcome(row.line, result.status, result.input_id,
+        status: RowStatus = result.status
+        if status == "stored" and n < len(entries) and _matched(entries[n], response):
+            status = "unchanged"
+        summary.rows.append(RowOutcome(row.line, status, result.input_id,
                                        result.reason, response))
+
+
+def _matched(entry: dict[str, Any], response: dict[str, Any] | None) -> bool:
+    """Whether a conditional create found its resource stored already (200, not 201)."""
+    request = entry.get("request", {})
+    return (request.get("method") == "POST" and bool(request.get("ifNoneExist"))
+            and str((response or {}).get("status", "")).startswith("200"))

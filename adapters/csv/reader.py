@@ -32,6 +32,7 @@ class CsvFormatError(TranslationError):
 class Record:
     line: int  # the physical line the record starts on; the header is line 1
     cells: list[str]
+    end: int = 0  # the physical line it ends on, when past `line` (a quoted line break)
 
 
 @dataclass(frozen=True)
@@ -121,4 +122,4 @@ def _data(reader: Any) -> Iterator[Record]:
             raise CsvFormatError(f"line {end + 1}: {exc}") from None
         start, end = end + 1, reader.line_num
         if cells and any(cell.strip() for cell in cells):
-            yield Record(start, cells)
+            yield Record(start, cells, end if end > start else 0)

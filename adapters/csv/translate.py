@@ -147,8 +147,13 @@ class RowTranslator:
     def entry(self, row: Record) -> dict[str, Any]:
         """The bundle entry for one row; RowError names the line and column."""
         if len(row.cells) != len(self.header):
+            spans = ""
+            if row.end:
+                # a quote opened and never closed swallows the lines after it
+                spans = (f" (a quoted field runs from line {row.line} to line {row.end}: "
+                         "an unclosed quote?)")
             raise RowError(row.line, f"has {len(row.cells)} fields, the header "
-                                     f"{len(self.header)}")
+                                     f"{len(self.header)}{spans}")
         mapping = self.mapping
         identifier = {"system": mapping.identity_system, "value": self.identity(row)}
         resource: dict[str, Any] = {"resourceType": mapping.resource}
