@@ -63,6 +63,29 @@ def search_params(resource_type: str) -> tuple[dict[str, str], ...]:
     return tuple(out)
 
 
+def custom_search_params(resource_type: str, base_url: str) -> list[dict[str, str]]:
+    """The custom SearchParameters (search.custom) of the type that a $reindex has made
+    searchable; pending ones are not listed, since searching them is refused."""
+    from search.custom import REGISTRY
+
+    out = []
+    for code, param in sorted(REGISTRY.of_type(resource_type).items()):
+        if REGISTRY.is_indexed(param):
+            definition = param.url or f"{base_url}/SearchParameter/{param.resource_id}"
+            out.append({"name": code, "definition": definition, "type": param.type})
+    return out
+
+
+def custom_signature() -> tuple[tuple[str, str, bool], ...]:
+    """What custom_search_params depends on, to know when a cached statement is stale."""
+    from search.custom import REGISTRY
+
+    return tuple(sorted(
+        (resource_type, f"{p.resource_id}/{p.version}", REGISTRY.is_indexed(p))
+        for resource_type in RESOURCE_TYPES for p in REGISTRY.of_type(resource_type).values()
+    ))
+
+
 def _ordered(codes: Iterable[str], order: tuple[str, ...]) -> list[dict[str, str]]:
     present = set(codes)
     return [{"code": code} for code in order if code in present]
@@ -70,6 +93,7 @@ def _ordered(codes: Iterable[str], order: tuple[str, ...]) -> list[dict[str, str
 
 def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
     from search.result import include_values, revinclude_values
+    from terminology.operation_definitions import type_operations
 
     interactions = _ordered(support.type_interactions, _TYPE_ORDER)
     resources = []
@@ -87,12 +111,15 @@ def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
         }
         params = search_params(resource_type)
         if params and "search-type" in support.type_interactions:
-            entry["searchParam"] = list(params)
+            entry["searchParam"] = [*params, *custom_search_params(resource_type, base_url)]
             # FHIR JSON has no empty arrays (ele-1): a type nothing points at has none
             if includes := list(include_values(resource_type)):
                 entry["searchInclude"] = includes
             if revincludes := list(revinclude_values(resource_type)):
                 entry["searchRevInclude"] = revincludes
+        # the terminology operations of CodeSystem, ValueSet and ConceptMap, per type
+        if type_ops := type_operations(resource_type, support.type_interactions, base_url):
+            entry["operation"] = type_ops
         resources.append(entry)
     # Route codes starting with "$" are operations (fhir_server.rest.routes), each with
     # an OperationDefinition the server serves at OperationDefinition/<name>.

@@ -20,6 +20,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from conformance.definitions import RESOURCE_TYPES, element_types
+from conformance.invariants import invariant_issues
 from fhir_server.errors import FHIRError, Issue
 
 
@@ -435,5 +436,7 @@ def _full_issues(resource: Any, expected_type: str | None = None) -> list[Issue]
 def validate(resource: Any, expected_type: str | None = None) -> None:
     """Raise FHIRError 400 with an OperationOutcome listing every problem."""
     issues = validation_issues(resource, expected_type)
+    if not issues and isinstance(resource, dict):  # R4 invariants: conformance/invariants.py
+        issues = invariant_issues(resource, model_class(resource["resourceType"]) is not None)
     if issues:
         raise FHIRError(400, issues)

@@ -91,6 +91,7 @@ def create_app(
     base_path: str = "/fhir",
     ctx: Context | None = None,
     store_factory: Callable[[], Awaitable[ResourceStore]] | None = None,
+    base_url: str | None = None,
 ) -> FastAPI:
     """The FHIR server on `store`. Give either an open store (the caller closes it) or
     a `store_factory` that the app awaits at startup and closes at shutdown (handy for
@@ -123,4 +124,6 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.state.handlers = handlers
+    # the configured public base (config.base_url): links are built on it, not on Host
+    app.state.public_base = http.public_base(base_url, base_path)
     return app

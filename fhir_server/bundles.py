@@ -293,11 +293,13 @@ async def _resolve_references(
                 mapping[reference] = mapping[key]
             else:
                 mapping[reference] = await _resolve_conditional(reader, reference)
-        elif strict_local and reference.startswith(_LOCAL_URN):
-            raise FHIRError.simple(
-                400, "not-found", "A reference names a urn fullUrl of no entry in this Bundle",
-                f"{entry.resource_type}",
-            )
+        elif reference.startswith(_LOCAL_URN):
+            # R4 http.html#brules: batch entries are independent, so a batch cannot
+            # resolve one entry's fullUrl in another; only a transaction does
+            text = ("A reference names a urn fullUrl of no entry in this Bundle" if strict_local
+                    else "A batch entry cannot refer to a urn fullUrl (batch entries are "
+                    "independent, R4 http.html#brules); send a transaction instead")
+            raise FHIRError.simple(400, "not-found", text, f"{entry.resource_type}")
     entry.rewritten = _rewrite(entry.resource, mapping) if found else entry.resource
 
 
@@ -513,7 +515,7 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
         result = await operations.create(
             txn, resource, resource_type,
             if_none_exist=None if entry.planned_absent else entry.if_none_exist,
-            resource_id=entry.planned_id,
+            resource_id=entry.planned_id, base_url=base_url,
         )
         if entry.planned_id and result.stored and result.stored.id != entry.planned_id:
             raise FHIRError.simple(
@@ -526,15 +528,17 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
             # the criteria were resolved to this id when ids were planned
             result = await operations.update(
                 txn, {**resource, "id": entry.planned_id}, resource_type, entry.planned_id,
-                if_match=entry.if_match,
+                if_match=entry.if_match, base_url=base_url,
             )
         elif conditional:
             result = await operations.conditional_update(
-                txn, resource, resource_type, entry.query, if_match=entry.if_match
+                txn, resource, resource_type, entry.query, if_match=entry.if_match,
+                base_url=base_url,
             )
         else:
             result = await operations.update(
-                txn, resource, resource_type, entry.segments[1], if_match=entry.if_match
+                txn, resource, resource_type, entry.segments[1], if_match=entry.if_match,
+                base_url=base_url,
             )
     elif method == "DELETE":
         if conditional:
@@ -552,7 +556,7 @@ async def _write(txn: Transaction, entry: _Entry, base_url: str, prefer: str) ->
             )
         result = await operations.patch(
             txn, resource_type, entry.segments[1], _patch_document(entry.resource),
-            if_match=entry.if_match,
+            if_match=entry.if_match, base_url=base_url,
         )
     return _write_response(result, base_url, prefer)
 

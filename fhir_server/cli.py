@@ -228,7 +228,7 @@ async def serve(config: ServeConfig) -> int:
         from terminology.standardise import keep_refreshed
 
         maps_task = asyncio.create_task(keep_refreshed(store, MLLP_CONTEXT))
-        app = create_app(store)
+        app = create_app(store, base_url=config.base_url)
         server = _Server(
             uvicorn.Config(
                 app,

@@ -40,6 +40,7 @@ class ServeConfig:
     dicom_ae: str = "FHIRFUSION"
     dicom_allowed_aes: tuple[str, ...] = ()  # calling AE titles taken; empty: any
     store: str | None = None  # a MongoDB URL; None keeps the SQLite file in data_dir
+    base_url: str | None = None  # the public FHIR base; None: as each request addresses it
     max_input_resources: int = 2000  # resources (and HL7 segments) one input may make
 
     @property
@@ -163,6 +164,21 @@ def _resource_cap(text: str) -> int:
     return count
 
 
+def _base_url(text: str) -> str | None:
+    """The FHIR base clients use (https://fhir.example.org/fhir): links, Location and
+    the references the server treats as its own are built on it, not on the Host header."""
+    from urllib.parse import urlsplit
+
+    text = text.strip().rstrip("/")
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not an http(s) base URL such as https://host/fhir")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # ServeConfig field and argparse dest
@@ -221,6 +237,13 @@ SETTINGS: tuple[Setting, ...] = (
         _store,
         "where resources are stored: a MongoDB URL (a replica set, for transactions), "
         "or empty for the SQLite file in the data folder",
+    ),
+    Setting(
+        "base_url",
+        None,
+        _base_url,
+        "public FHIR base URL (https://host/fhir) for links and Location, and the base "
+        "whose references are local; empty: the URL each request was sent to",
     ),
     Setting(
         "max_input_resources",

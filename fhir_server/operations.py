@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from conformance.validation import validate
 from fhir_server.errors import FHIRError, gone, invalid, not_found
+from fhir_server.local_references import localise
 from fhir_server.patch import apply_patch
 from fhir_server.storage.base import Context, ResourceStore, SearchPage, StoredResource
 
@@ -90,10 +91,15 @@ def require_current(stored: StoredResource | None, resource_type: str, resource_
     return stored
 
 
-def parse_criteria(resource_type: str, criteria: str) -> list[tuple[str, str]]:
+def parse_criteria(
+    resource_type: str, criteria: str, base_url: str = ""
+) -> list[tuple[str, str]]:
     """Search parameters of a conditional operation, given either as a query string
-    ("identifier=sys|1") or a relative search URL ("Patient?identifier=sys|1")."""
+    ("identifier=sys|1"), a relative search URL ("Patient?identifier=sys|1") or one on
+    this server's base (`base_url`)."""
     text = criteria.strip()
+    if base_url and text.startswith(base_url.rstrip("/") + "/"):
+        text = text[len(base_url.rstrip("/")) + 1:]
     if "?" in text:
         prefix, text = text.split("?", 1)
         if prefix not in ("", resource_type):
@@ -163,21 +169,24 @@ async def create(
     *,
     if_none_exist: str | None = None,
     resource_id: str | None = None,
+    base_url: str = "",
 ) -> OperationResult:
     """POST [base]/[type]: the server assigns the id (`resource_id` if given, as a Bundle
     does for urn:uuid entries), ignoring any id in the body.
 
     With If-None-Exist the resource is validated only when it is going to be stored:
     feeds resend the same Patient with every message, and checking a copy that is
-    then thrown away would be most of their cost."""
+    then thrown away would be most of their cost. `base_url` is this server's base:
+    references on it are stored relative (local_references.localise)."""
     if if_none_exist:
-        params = parse_criteria(resource_type, if_none_exist)
+        params = parse_criteria(resource_type, if_none_exist, base_url)
         await claim_criteria(txn, resource_type, params)
         matches = await find_matches(txn, resource_type, params)
         if len(matches) > 1:
             raise _too_many("If-None-Exist")
         if matches:
             return OperationResult(200, matches[0], "An existing resource matched If-None-Exist")
+    resource = localise(resource, base_url)
     validate(resource, resource_type)
     result = await txn.create(_without_id(resource), resource_id)
     return OperationResult(201, result.stored, "Created")
@@ -190,8 +199,10 @@ async def update(
     resource_id: str,
     *,
     if_match: int | None = None,
+    base_url: str = "",
 ) -> OperationResult:
     """PUT [base]/[type]/[id]; creates the resource when the id is unknown (update as create)."""
+    resource = localise(resource, base_url)
     validate(resource, resource_type)
     return await _update_valid(txn, resource, resource_type, resource_id, if_match=if_match)
 
@@ -229,8 +240,10 @@ async def conditional_update(
     criteria: str,
     *,
     if_match: int | None = None,
+    base_url: str = "",
 ) -> OperationResult:
     """PUT [base]/[type]?criteria: no match creates, one match updates it, several are 412."""
+    resource = localise(resource, base_url)
     validate(resource, resource_type)
     params = parse_criteria(resource_type, criteria)
     await claim_criteria(txn, resource_type, params)
@@ -264,6 +277,7 @@ async def patch(
     operations: Any,
     *,
     if_match: int | None = None,
+    base_url: str = "",
 ) -> OperationResult:
     """PATCH [base]/[type]/[id] with a JSON Patch; the result is validated and stored as
     an update of the version the patch was applied to."""
@@ -282,7 +296,9 @@ async def patch(
         raise FHIRError.simple(
             422, "processing", "A patch cannot change the resourceType or the id"
         )
-    return await update(txn, patched, resource_type, resource_id, if_match=current.version)
+    return await update(
+        txn, patched, resource_type, resource_id, if_match=current.version, base_url=base_url
+    )
 
 
 async def delete(

@@ -258,6 +258,12 @@ def history_paging(params: Sequence[tuple[str, str]]) -> tuple[int, int]:
     )
 
 
+def history_anchor(text: str | None) -> int | None:
+    """The `_anchor` of a history page link: how many versions there were when the
+    first page was read (None on a first page)."""
+    return None if text is None else _whole(text, 0, "_anchor", 0, 10**15)
+
+
 def _whole(text: str | None, default: int, name: str, low: int, high: int) -> int:
     if text is None or text == "":
         return default

@@ -434,10 +434,12 @@ async def test_sample_with_a_bad_entry_fails_as_transaction_and_partly_as_batch(
 
     result = await process_bundle(store, CTX, {**sample, "type": "batch"})
     statuses = [e["response"]["status"] for e in result["entry"]]
-    # entry 12 is a Provenance without the required agent
-    assert [n for n, s in enumerate(statuses) if s != "201 Created"] == [5, 12]
-    assert statuses[5] == statuses[12] == "400 Bad Request"
-    assert await count(store) == len(statuses) - 2
+    # entry 12 is a Provenance without the required agent; 3, 13, 17, 19 and 21 have a
+    # telecom value without a system (cpt-2), 4 refers to "Organization/" (no id)
+    assert [n for n, s in enumerate(statuses) if s != "201 Created"] == [
+        3, 4, 5, 12, 13, 17, 19, 21]
+    assert statuses[5] == statuses[12] == statuses[3] == "400 Bad Request"
+    assert await count(store) == len(statuses) - 8
 
 
 # -- over HTTP -----------------------------------------------------------------------------

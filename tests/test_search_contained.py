@@ -45,6 +45,8 @@ def _request(request_id: str, medication: str, *contained: dict[str, Any]) -> di
     }
     if contained:
         resource["contained"] = list(contained)
+    if contained[1:]:  # dom-3: every contained resource is referenced from its container
+        resource["supportingInformation"] = [{"reference": f"#{c['id']}"} for c in contained[1:]]
     return resource
 
 

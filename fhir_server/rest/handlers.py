@@ -30,18 +30,44 @@ _IGNORED_PARAMS = frozenset({"_format", "_pretty"})
 def _type(request: Request) -> str:
     resource_type: str = request.path_params["type"]
     if resource_type not in RESOURCE_TYPES:
+        http.check_other_methods(request)  # e.g. DELETE /metadata: 405, not "Unknown type"
         shown = f" {resource_type}" if resource_type.isalnum() and len(resource_type) < 64 else ""
         raise FHIRError.simple(404, "not-supported", f"Unknown resource type{shown}")
     return resource_type
 
 
 def _id(request: Request) -> str:
-    return operations.check_id(request.path_params["id"])
+    resource_id: str = request.path_params["id"]
+    if resource_id.startswith("$"):
+        http.check_other_methods(request)  # e.g. PUT ValueSet/$expand
+        raise _unknown_operation(request, resource_id)
+    return operations.check_id(resource_id)
+
+
+def _unknown_operation(request: Request, name: str) -> FHIRError:
+    """404 for [path]/$name where no route serves it, naming the paths that do."""
+    handlers = getattr(getattr(request.scope.get("app"), "state", None), "handlers", None)
+    base_path: str = getattr(handlers, "base_path", "")
+    served = sorted({
+        path[len(base_path) + 1:].replace("{type}", "[type]")
+        for route in getattr(request.scope.get("router"), "routes", ())
+        if isinstance(path := getattr(route, "path", None), str)
+        and path.startswith(base_path + "/") and path.endswith("/" + name)
+    })
+    if not served:
+        return FHIRError.simple(404, "not-supported", f"This server has no operation {name[:64]}")
+    return FHIRError.simple(
+        404, "not-supported",
+        f"{name} is not served at this level; this server serves it at "
+        + ", ".join(served),
+    )
 
 
 def _compartment(request: Request) -> tuple[str, str, str]:
     """[compartment type], [id] and the searched type (or "*") of a compartment search."""
     target: str = request.path_params["compartment"]
+    if target.startswith("$"):  # an instance-level operation that is not routed
+        raise _unknown_operation(request, target)
     compartment = (_type(request), _id(request), target)
     if target != "*" and target not in RESOURCE_TYPES:
         raise FHIRError.simple(404, "not-supported", "Unknown resource type")
@@ -74,7 +100,7 @@ class Handlers:
         self.store = store
         self.base_path = base_path
         self.ctx = ctx or Context()
-        self._capability: dict[str, bytes] = {}
+        self._capability: dict[tuple[str, Any], bytes] = {}
         # set by the app: the CapabilityStatement for a base URL
         self.capability_builder: Callable[[str], dict[str, Any]] | None = None
 
@@ -135,7 +161,8 @@ class Handlers:
         resource = await http.json_body(request)
         async with self.store.transaction(self.ctx) as txn:
             result = await operations.update(
-                txn, resource, resource_type, resource_id, if_match=_if_match(request)
+                txn, resource, resource_type, resource_id, if_match=_if_match(request),
+                base_url=self._base(request),
             )
         return self._written(request, result)
 
@@ -144,7 +171,8 @@ class Handlers:
         operations_ = await http.json_body(request, frozenset({http.JSON_PATCH}))
         async with self.store.transaction(self.ctx) as txn:
             result = await operations.patch(
-                txn, resource_type, resource_id, operations_, if_match=_if_match(request)
+                txn, resource_type, resource_id, operations_, if_match=_if_match(request),
+                base_url=self._base(request),
             )
         return self._written(request, result)
 
@@ -169,7 +197,8 @@ class Handlers:
         resource = await http.json_body(request)
         async with self.store.transaction(self.ctx) as txn:
             result = await operations.create(
-                txn, resource, resource_type, if_none_exist=request.headers.get("if-none-exist")
+                txn, resource, resource_type, if_none_exist=request.headers.get("if-none-exist"),
+                base_url=self._base(request),
             )
         return self._written(request, result)
 
@@ -179,7 +208,8 @@ class Handlers:
         resource = await http.json_body(request)
         async with self.store.transaction(self.ctx) as txn:
             result = await operations.conditional_update(
-                txn, resource, resource_type, criteria, if_match=_if_match(request)
+                txn, resource, resource_type, criteria, if_match=_if_match(request),
+                base_url=self._base(request),
             )
         return self._written(request, result)
 
@@ -232,13 +262,24 @@ class Handlers:
         return http.json_response(jsonutil.dumps(response))
 
     async def metadata(self, request: Request) -> Response:
+        from conformance.capability import custom_signature
+        from terminology.capabilities import check_mode, terminology_capabilities
+
         base = self._base(request)
-        content = self._capability.get(base)
+        mode = request.query_params.get("mode")
+        check_mode(mode)  # full | normative | terminology (R4); others a 400
+        if mode == "terminology":
+            return http.json_response(jsonutil.dumps(
+                await terminology_capabilities(self.store, self.ctx, base)))
+        # custom SearchParameters change the statement once reindexed (search.custom)
+        key = (base, custom_signature())
+        content = self._capability.get(key)
         if content is None:
             assert self.capability_builder is not None
             content = jsonutil.dumps(self.capability_builder(base))
-            if len(self._capability) < 16:  # one per Host the clients use
-                self._capability[base] = content
+            if len(self._capability) >= 16:  # one per Host the clients use, at most 16
+                self._capability.clear()
+            self._capability[key] = content
         return http.json_response(content)
 
     # -- shared ----------------------------------------------------------------------
@@ -267,18 +308,49 @@ class Handlers:
     async def _history(
         self, request: Request, resource_type: str | None, resource_id: str | None
     ) -> Response:
-        params = _search_params(request)
+        """A history page. Versions are newest first and never go away, so a write only
+        adds versions at the top: the links carry `_anchor`, the number of versions when
+        the first page was read, and a later page skips what was added since (F7: pages
+        stay stable while others write, as the search cursor does)."""
+        params = _history_params(request)
         count, offset = views.history_paging(params)
-        since = dict(params).get("_since")
+        values = dict(params)
+        since = values.get("_since")
+        anchor = views.history_anchor(values.get("_anchor"))
         versions, total = await self.store.history(
             self.ctx, resource_type, resource_id, since=since, count=count, offset=offset
         )
+        if anchor is not None and total > anchor:
+            versions, _ = await self.store.history(
+                self.ctx, resource_type, resource_id, since=since, count=count,
+                offset=offset + total - anchor,
+            )
+        anchor = total if anchor is None or anchor > total else anchor
         path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
+        kept = [(k, v) for k, v in params if k == "_since"] + [("_anchor", str(anchor))]
         bundle = views.history(
-            versions, total, self._base(request), path,
-            [(k, v) for k, v in params if k == "_since"], count, offset, raw=True,
+            versions, anchor, self._base(request), path, kept, count, offset, raw=True,
         )
         return http.json_response(jsonutil.dumps(bundle))
+
+
+# R4 http.html#history: _count, _since, _at, _list; _offset and _anchor page
+_HISTORY_PARAMS = frozenset({"_count", "_since", "_offset", "_anchor"})
+_HISTORY_REFUSED = frozenset({"_at", "_list"})
+
+
+def _history_params(request: Request) -> list[tuple[str, str]]:
+    """The history parameters; `_at` and `_list` (R4) are refused rather than ignored,
+    since ignoring them answers a different question; other unknown ones are ignored
+    unless Prefer: handling=strict (as in a search)."""
+    params = _search_params(request)
+    strict = http.prefer(request).get("handling") == "strict"
+    for name, _ in params:
+        if name in _HISTORY_REFUSED:
+            raise invalid(f"{name} is not supported on history; use _since", name)
+        if strict and name not in _HISTORY_PARAMS:
+            raise invalid(f"Unknown history parameter {name[:64]}", name[:64])
+    return [(k, v) for k, v in params if k in _HISTORY_PARAMS]
 
 
 __all__ = ["Handlers"]

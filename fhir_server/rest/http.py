@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime
 from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, Issue, operation_outcome
@@ -39,7 +41,34 @@ def json_response(
 
 
 def outcome_response(exc: FHIRError, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(exc, MethodNotAllowed):
+        headers = {**(headers or {}), "Allow": ", ".join(exc.allow)}
     return json_response(jsonutil.dumps(exc.outcome()), exc.status, headers)
+
+
+class MethodNotAllowed(FHIRError):
+    """405: the path is served, with other methods (RFC 9110 15.5.6: Allow lists them)."""
+
+    def __init__(self, method: str, allow: list[str]) -> None:
+        super().__init__(405, [Issue(
+            "not-supported", f"{method} is not supported on this path; it takes "
+            f"{', '.join(allow)}")])
+        self.allow = allow
+
+
+def check_other_methods(request: Request) -> None:
+    """Raise MethodNotAllowed when another route serves this path with other methods.
+
+    A route such as /$reindex (POST) or /metadata (GET) does not match a GET or DELETE,
+    so the router falls through to /{type} or /{type}/{id}, whose handlers call this
+    before saying "Unknown resource type"."""
+    allowed: set[str] = set()
+    for route in getattr(request.scope.get("router"), "routes", ()):
+        match, _ = route.matches(request.scope)
+        if match is Match.PARTIAL:
+            allowed |= set(getattr(route, "methods", None) or ())
+    if allowed:
+        raise MethodNotAllowed(request.method, sorted(allowed))
 
 
 def information(note: str) -> dict[str, Any]:
@@ -183,11 +212,35 @@ def version_headers(stored: StoredResource) -> dict[str, str]:
     return {"ETag": f'W/"{stored.version}"', "Last-Modified": http_date(stored.last_updated)}
 
 
+# RFC 9110 Host: a reg-name / IPv4 or a bracketed IPv6 literal, then an optional port
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
+
+
 def base_url(request: Request, base_path: str) -> str:
-    """The server base as the client addressed it, e.g. http://127.0.0.1:8080/fhir."""
+    """The server base as the client addressed it, e.g. http://127.0.0.1:8080/fhir.
+    A Host header that is not a host name or address is a 400: it would otherwise be
+    echoed into every link and Location (set --base-url to ignore Host altogether)."""
     scope = request.scope
+    app = scope.get("app")
+    public: tuple[str, str] | None = getattr(getattr(app, "state", None), "public_base", None)
+    if public is not None:
+        fhir_base, fhir_path = public
+        if base_path == fhir_path:
+            return fhir_base
+        prefix = fhir_base[: -len(fhir_path)] if fhir_path and fhir_base.endswith(fhir_path) \
+            else "{0.scheme}://{0.netloc}".format(urlsplit(fhir_base))
+        return prefix + base_path
     host = request.headers.get("host")
+    if host is not None and not _HOST.fullmatch(host):
+        raise FHIRError.simple(400, "value", "The Host header is not a host name or address")
     if not host:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else "localhost"
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{base_path}"
+
+
+def public_base(base_url: str | None, base_path: str) -> tuple[str, str] | None:
+    """A configured public FHIR base and the path the FHIR API is served at: other routes
+    (/admin, /dicomweb) are built from the public base minus that path, or from its
+    origin when a proxy maps the FHIR API to another path."""
+    return (base_url.rstrip("/"), base_path) if base_url else None
