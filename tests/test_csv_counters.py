@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from adapters.csv.ingest import ingest_csv
 from adapters.pipeline import Pipeline
+from fhir_server.cli import main
 from fhir_server.storage.base import Context
 from fhir_server.storage.sqlite import SQLiteStore
 
@@ -51,3 +54,32 @@ def test_an_unclosed_quote_is_named_in_the_reason(tmp_path: Path) -> None:
     (summary,) = run(tmp_path, (text.encode(), None))
     assert ("line 2: has 2 fields, the header 5 (a quoted field runs from line 2 to line 3: "
             "an unclosed quote?)") in summary
+
+
+@pytest.mark.parametrize(("path", "says"), [
+    ("nonexistentElement", "'nonexistentElement' is not an element of Patient"),
+    ("name[99999999].family", "list index 99999999 is past 99"),
+    ("gender[0]", "Patient.gender does not repeat"),
+])
+def test_mapping_paths_are_checked_when_the_mapping_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, says: str) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "resource: Patient\nidentity: {system: 'urn:x', columns: [Id], write: create}\n"
+        f"columns:\n  - {{column: LAST, path: '{path}'}}\n", encoding="utf-8")
+    data = tmp_path / "p.csv"
+    data.write_text(HEADER + "c1,1980-01-01,Ann,Doe,F\n", encoding="utf-8")
+    for dry in ([], ["--dry-run"]):
+        assert main(["ingest", "csv", str(data), "--mapping", str(mapping), *dry,
+                     "--data-dir", str(tmp_path / "d")]) == 1
+        assert says in capsys.readouterr().out  # "not loaded: <reason>", exit status 1
+
+
+def test_a_gender_code_the_mapping_does_not_know_is_refused_not_made_unknown(
+        tmp_path: Path) -> None:
+    text = HEADER + "g1,1980-01-01,Ann,Doe,Zeldaleakgender\ng2,1980-01-01,Bo,Doe,U\n"
+    (summary,) = run(tmp_path, (text.encode(), None))
+    assert ": 1 stored, 0 duplicate, 1 rejected" in summary
+    rejected = summary.splitlines()[1]
+    assert rejected.startswith("  rejected: line 2:")
+    assert "administrative-gender at Bundle.entry[0].resource.gender" in rejected

@@ -141,6 +141,9 @@ def parse(data: dict[str, Any], where: str = "mapping") -> Mapping:
         raise MappingError(f"{where}: constants must be a table of element path: value")
     for path in constants:
         _check_path(path, f"{where}: constants")
+        _check_elements(resource, path, f"{where}: constants")
+    for n, col in enumerate(columns):
+        _check_elements(resource, col.path, f"{where}: columns[{n}]")
     when = data.get("when")
     if when is not None:
         if not isinstance(when, dict) or not isinstance(when.get("column"), str) or not (
@@ -223,6 +226,37 @@ def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
                            f"(known: {', '.join(sorted(known))})")
 
 
+# a row makes one resource: a list index past this is a mistake, not data (name[99999999]
+# would make a list of a hundred million empty items)
+MAX_LIST_INDEX = 99
+
+
 def _check_path(path: str, where: str) -> None:
     if not isinstance(path, str) or not _PATH.fullmatch(path):
         raise MappingError(f"{where}: {path!r} is not an element path like name[0].given[]")
+    for index in re.findall(r"\[(\d+)\]", path):
+        if int(index) > MAX_LIST_INDEX:
+            raise MappingError(f"{where}: {path!r}: list index {index} is past "
+                               f"{MAX_LIST_INDEX}")
+
+
+def _check_elements(resource: str, path: str, where: str) -> None:
+    """Every step of `path` is an element of the type before it (R4 definitions), a
+    list index only on an element that repeats: a misspelt path is refused when the
+    mapping loads, not row by row when it runs."""
+    from conformance.definitions import element_types
+
+    types, _ = element_types()
+    current = resource
+    for step in path.split("."):
+        name, _, index = step.partition("[")
+        elements = types.get(current)
+        found = elements.get(name) if elements is not None else None
+        if found is None:
+            raise MappingError(f"{where}: {path!r}: {name!r} is not an element of {current}")
+        kind, repeats, _ = found
+        if index and not repeats:
+            raise MappingError(f"{where}: {path!r}: {current}.{name} does not repeat "
+                               "(no [index])")
+        backbone = f"{current}.{name}"
+        current = backbone if backbone in types else kind
