@@ -15,6 +15,7 @@ a code that is not valid with result=false and a message (200), not an error.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -36,6 +37,9 @@ from terminology.service import (
 from terminology.language import pick_display
 from terminology.store import TerminologyError
 from terminology.translate import NOT_MATCHING, translate
+
+# BCP 47 in outline: a 2-3 (or up to 8) letter language, then subtags (zh-CN, sr-Latn-RS)
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 
 if TYPE_CHECKING:
     from fhir_server.rest.handlers import Handlers
@@ -95,7 +99,12 @@ class TerminologyEndpoints:
 
     @staticmethod
     def _language(request: Request, given: OperationInput) -> str | None:
-        return given.text("displayLanguage") or request.headers.get("accept-language")
+        language = given.text("displayLanguage")
+        if language is not None and not _LANGUAGE_TAG.fullmatch(language):
+            raise FHIRError(400, [Issue(
+                "invalid", f"displayLanguage '{language}' is not a language tag (BCP 47, "
+                "e.g. en, zh-CN)", expression=("displayLanguage",))])  # fmt: skip
+        return language or request.headers.get("accept-language")
 
     # -- $lookup -----------------------------------------------------------------
 
@@ -104,6 +113,12 @@ class TerminologyEndpoints:
         system, code, version = given.text("system"), given.text("code"), given.text("version")
         coding = given.thing("coding")
         if coding is not None:
+            for name, given_value in (("code", code), ("system", system)):
+                if given_value is not None and given_value != coding.get(name):
+                    raise FHIRError(400, [Issue(
+                        "invalid", f"Both coding and {name} are given and they differ "
+                        f"('{coding.get(name)}' and '{given_value}'): give one",
+                        expression=(name,))])  # fmt: skip
             system, code = coding.get("system"), coding.get("code")
             version = coding.get("version") or version
         if not code:

@@ -66,7 +66,8 @@ _EXPAND: tuple[_Param, ...] = (
     ("context", "in", 0, "1", "uri", "Not supported"),
     ("contextDirection", "in", 0, "1", "code", "Not supported"),
     ("filter", "in", 0, "1", "string", "Type-ahead text: each word starts a word of a "
-     "display, designation or code; case and accents ignored; ideographs in order"),
+     "display or designation (a code-like filter, e.g. E11.2, also a code); case and "
+     "accents ignored; ideographs in order; ranked phrase, adjacent, whole words, prefixes"),
     ("date", "in", 0, "1", "dateTime", "Ignored"),
     ("offset", "in", 0, "1", "integer", "Paging: concepts to skip"),
     ("count", "in", 0, "1", "integer", "Paging: concepts to return"),

@@ -12,6 +12,15 @@ _SIMPLE = ("valueString", "valueCode", "valueUri", "valueCanonical", "valueUrl",
            "valueDateTime", "valueDate")  # fmt: skip
 
 
+# inputs of the terminology operations that are strings, codes or uris: another value[x]
+# (valueInteger 5 as a system) is a 400 naming it, not a lookup of "5"
+TEXT_PARAMETERS = frozenset({
+    "url", "system", "code", "version", "display", "displayLanguage", "property", "filter",
+    "valueSetVersion", "systemVersion", "source", "target", "targetsystem", "codeA", "codeB",
+    "system-version", "force-system-version", "exclude-system",
+})  # fmt: skip
+
+
 def _bad(diagnostics: str, where: str) -> FHIRError:
     return FHIRError(400, [Issue("invalid", diagnostics, expression=(where,))])
 
@@ -47,6 +56,9 @@ class OperationInput:
                 if len(found) != 1:
                     raise _bad(f"Parameter '{param['name']}' needs one value[x]", where)
                 key, value = found[0]
+                if param["name"] in TEXT_PARAMETERS and key not in _SIMPLE:
+                    raise _bad(f"Parameter '{param['name']}' must be a string, code or uri "
+                               f"value, not {key}", f"{where}.{key}")  # fmt: skip
                 if key in ("valueBoolean", "valueInteger", "valueDecimal"):
                     value = str(value).lower() if isinstance(value, bool) else str(value)
             out.values.setdefault(param["name"], []).append(value)

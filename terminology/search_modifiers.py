@@ -36,6 +36,16 @@ def needs_terminology(query: SearchQuery) -> bool:
     return any(c.param_type == "token" and c.modifier in MODIFIERS for c in query.clauses)
 
 
+def refuse_without_terminology(query: SearchQuery) -> None:
+    """501 naming the clause, for a store with no concept store (MongoDB): its search
+    would otherwise match the modifier's value as a plain code and find nothing."""
+    for c in query.clauses:
+        if c.param_type == "token" and c.modifier in MODIFIERS:
+            raise FHIRError(501, [Issue(
+                "not-supported", f"'{c.name}' needs the terminology service, "
+                "which this server has on SQLite storage only", expression=(c.name,))])
+
+
 async def _codes(store: ResourceStore, ctx: Context, clause: Clause) -> set[tuple[str, str]]:
     from terminology.service import terminology_service
 
@@ -58,6 +68,9 @@ async def _codes(store: ResourceStore, ctx: Context, clause: Clause) -> set[tupl
         )
         if related is None:
             raise _error(clause, f"The code system {term.system} is not known", "not-found")
+        if not related:  # not even the code itself: it is not in the system
+            raise _error(clause, f"The code '{term.code}' is not in code system "
+                         f"{term.system}", "not-found")  # fmt: skip
         pairs |= {(term.system, code) for code in related}
         if len(pairs) > MAX_CODES:
             break

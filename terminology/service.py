@@ -232,17 +232,23 @@ class TerminologyService:
         return await self.concepts.subsumes(ctx, system, code_a, code_b)
 
     async def below(self, ctx: Context, url: str, code: str) -> set[str] | None:
-        """`code` and its descendants (token :below); None when the system is not held."""
+        """`code` and its descendants (token :below); None when the system is not held,
+        an empty set when `code` is not in it."""
         system = await self.find_code_system(ctx, url)
         if system is None:
             return None
+        if await self.concepts.concept(ctx, system, code) is None:
+            return set()
         return await self.concepts.descendants(ctx, system, code) | {code}
 
     async def above(self, ctx: Context, url: str, code: str) -> set[str] | None:
-        """`code` and its ancestors (token :above); None when the system is not held."""
+        """`code` and its ancestors (token :above); None when the system is not held,
+        an empty set when `code` is not in it."""
         system = await self.find_code_system(ctx, url)
         if system is None:
             return None
+        if await self.concepts.concept(ctx, system, code) is None:
+            return set()
         return await self.concepts.ancestors(ctx, system, code) | {code}
 
     async def codes(self, ctx: Context, value_set: str) -> set[tuple[str, str]]:

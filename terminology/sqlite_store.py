@@ -134,6 +134,10 @@ def _from_json_value(value: object) -> object:
     return value
 
 
+# filter properties every code system has (ValueSet.compose.include.filter.property)
+_BUILT_IN_PROPERTIES = frozenset({"concept", "code", "display"})
+
+
 def _same_origin(a: str, b: str) -> bool:
     """Both loads by the operator/shipped content, or both of one CodeSystem resource
     ("resource:<id>/<versionId>")."""
@@ -191,6 +195,7 @@ class SQLiteConceptStore(ExpansionTables):
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._ready = False
+        self._properties: dict[int, frozenset[str]] = {}  # sid -> its property names
 
     # -- connections -----------------------------------------------------------
 
@@ -467,6 +472,8 @@ class SQLiteConceptStore(ExpansionTables):
         self, ctx: Context, system: SystemInfo, filters: Iterable[Filter]
     ) -> list[int]:
         conn = await self._reader(ctx)
+        filters = list(filters)
+        self._check_properties(conn, system, filters)
         clauses: list[str] = ["sid=?"]
         args: list[Any] = [system.sid]
         post: list[Filter] = []
@@ -500,6 +507,28 @@ class SQLiteConceptStore(ExpansionTables):
             if all((row[1] in codes) != negate for codes, negate in code_sets)
             and all(_matches(f, row) for f in post)
         ]  # fmt: skip
+
+    def _check_properties(
+        self, conn: sqlite3.Connection, system: SystemInfo, filters: list[Filter]
+    ) -> None:
+        """400 naming a filter property the code system does not have (else the
+        expansion would be silently empty: "no match" and "unsupported" look alike)."""
+        if all(f.property in _BUILT_IN_PROPERTIES for f in filters):
+            return
+        known = self._properties.get(system.sid)
+        if known is None:  # one scan per loaded system (a new load is a new sid)
+            known = frozenset(row[0] for row in conn.execute(
+                "SELECT DISTINCT j.key FROM term_concepts, json_each(properties) j "
+                "WHERE sid=? AND properties IS NOT NULL", (system.sid,)))  # fmt: skip
+            self._properties[system.sid] = known
+        for f in filters:
+            if f.property not in _BUILT_IN_PROPERTIES and f.property not in known:
+                have = ", ".join(sorted(_BUILT_IN_PROPERTIES | known))
+                raise TerminologyError(
+                    400, "not-supported", f"Filter property '{f.property}' is not a property "
+                    f"of code system {system.url} (it has: {have})",
+                    "ValueSet.compose.include.filter",
+                )  # fmt: skip
 
     async def _codes_for(self, ctx: Context, system: SystemInfo, f: Filter) -> set[str] | None:
         """The codes a hierarchy or code filter names; None for a filter on other
