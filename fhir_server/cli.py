@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -63,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"fhir-fusion: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader stopped reading (`fhir-fusion deadletter list | head`): not a failure;
+        # stdout goes to /dev/null so that the flush at exit does not fail again
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

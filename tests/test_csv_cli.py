@@ -50,3 +50,36 @@ def test_mapping_is_required_and_errors_name_the_problem(
     assert main(["ingest", "csv", path, "--mapping", "patients", "--data-dir",
                  str(tmp_path)]) == 1
     assert "lacks the column(s) BIRTHDATE, GENDER, Id, LAST" in capsys.readouterr().out
+
+
+def test_deadletter_list_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`fhir-fusion deadletter list | head -1`: the listing is longer than the pipe holds,
+    head stops reading; no BrokenPipeError traceback."""
+    import asyncio
+    import subprocess
+
+    from adapters.pipeline import Pipeline
+    from fhir_server.storage.base import Context
+    from fhir_server.storage.sqlite import SQLiteStore
+
+    async def fill() -> None:
+        store = await SQLiteStore.open(tmp_path / "fhir-fusion.sqlite3")
+        try:
+            pipeline = Pipeline(store)
+            for n in range(1200):  # ~100 bytes a line: past the 64 KiB of a pipe
+                await pipeline.keep_rejected(Context(), "hl7v2", b"MSH|%d" % n,
+                                             "a reason long enough to fill the pipe " * 2)
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    import shlex
+    import sys
+
+    run = "import sys; from fhir_server.cli import main; sys.exit(main())"
+    command = (f"{shlex.quote(sys.executable)} -c {shlex.quote(run)} deadletter list "
+               f"--limit 2000 --data-dir {shlex.quote(str(tmp_path))} | head -1")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout == "id\tfeed\treceived\treason\n"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
