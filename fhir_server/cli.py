@@ -228,6 +228,7 @@ async def serve(config: ServeConfig) -> int:
     dicom_listener: Any = None  # adapters.dicom.scp.DicomListener
     demo_task: asyncio.Task[None] | None = None
     maps_task: asyncio.Task[None] | None = None  # source ConceptMaps for the adapters
+    terminology_task: asyncio.Task[None] | None = None  # terminology.content.preload
     search: Any = None  # fhir_server.search_index.RunningIndex with --search-index
     try:
         search = await _start_search_index(store, config.search_index)
@@ -235,6 +236,10 @@ async def serve(config: ServeConfig) -> int:
         from terminology.standardise import keep_refreshed
 
         maps_task = asyncio.create_task(keep_refreshed(store, MLLP_CONTEXT))
+        from terminology.content import preload
+
+        # shipped terminology loaded and its resources stored off the request path
+        terminology_task = asyncio.create_task(preload(store, Context()))
         app = create_app(store, base_url=config.base_url)
         server = _Server(
             uvicorn.Config(
@@ -288,6 +293,10 @@ async def serve(config: ServeConfig) -> int:
     finally:
         if maps_task is not None:
             maps_task.cancel()
+        if terminology_task is not None:
+            terminology_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await terminology_task
         if demo_task is not None:
             demo_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -605,6 +605,9 @@ async def search(
     (keyset paging, search.cursor) or from `query.offset`; with its _include /
     _revinclude resources. `db` is a pymongo AsyncDatabase (or tests/mongo_async.py's
     facade over mongomock); `session` the caller's, for reads inside a transaction."""
+    from terminology.search_modifiers import refuse_without_terminology
+
+    refuse_without_terminology(query)  # :in/:above/...: the concept store is SQLite only
     compiler = _Compiler(db, ctx, session, fulltext)
     page_plan = await _plan(compiler, query)
     collection = compiler.collection
