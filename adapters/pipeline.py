@@ -75,9 +75,9 @@ class IngestResult:
 
 
 def _hl7v2_translator() -> AnyTranslator:
-    from adapters.hl7v2.translate import translate_bytes
+    from adapters.hl7v2.identity import checked_translator
 
-    return translate_bytes
+    return checked_translator()  # translation, then the patient-identity checks (F27/F28)
 
 
 def _csv_translator() -> AnyTranslator:
