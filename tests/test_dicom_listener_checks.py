@@ -141,3 +141,24 @@ def test_pydicom_warnings_do_not_put_element_values_in_the_log(
     assert answers[0].Status is not None
     assert "Leaky" not in caplog.text
     assert any(r.name.startswith("pydicom") for r in caplog.records)  # reported, withheld
+
+
+def test_unusable_dates_and_a_missing_patient_id_are_a_warning_naming_them(
+        tmp_path: Path) -> None:
+    bad_dates, no_id = ct(), ct()
+    bad_dates.StudyDate = "20241399"
+    bad_dates.PatientBirthDate = "19759999"
+    del no_id.PatientID
+    answers: list[Any] = []
+
+    def body(listener: DicomListener, store: SQLiteStore) -> None:
+        assoc = scu(listener.port)
+        answers.extend(assoc.send_c_store(d) for d in (bad_dates, no_id, ct()))
+        assoc.release()
+
+    serve(tmp_path, body)
+    # stored (0xB006 is a warning: Elements Discarded), and the comment names the elements
+    assert [a.Status for a in answers] == [0xB006, 0xB006, 0x0000]
+    assert str(answers[0].ErrorComment).startswith("StudyDate (0008,0020) is not a valid da")
+    assert "PatientID (0010,0020)" in str(answers[1].ErrorComment)
+    assert rejected(tmp_path) == []

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 DEFAULT_AE_TITLE = "FHIRFUSION"
 STORE_TIMEOUT = 120.0  # seconds the SCP waits for the store before answering 0xA700
 SUCCESS = 0x0000
+# warning (PS3.4 B.2.3): stored, but elements were not used (an invalid date): the
+# Error Comment says which
+ELEMENTS_DISCARDED = 0xB006
 
 
 def check_ae_title(title: str) -> str:
@@ -163,6 +166,10 @@ def _store(event: Any, pipeline: Pipeline, ctx: Context, blobs: BlobStore,
         log.error("C-STORE from %s failed: %s", calling, describe_failure(exc))
         return OUT_OF_RESOURCES, "the store failed"
     if result.ok:
+        details = (result.result or {}).get("details") or {}
+        notes = details.get("warnings") if isinstance(details, dict) else None
+        if notes:
+            return ELEMENTS_DISCARDED, "; ".join(str(n) for n in notes)
         return SUCCESS, ""
     reason = result.reason or ""
     if isinstance(result.error, DicomInputError):

@@ -145,7 +145,36 @@ async def translate_instance(store: ResourceStore, ctx: Context, ds: Dataset, re
     syntax = text(ds.file_meta, "TransferSyntaxUID") if hasattr(ds, "file_meta") else ""
     if syntax:
         details["transfer_syntax"] = syntax
+    notes = warnings_for(ds)
+    if notes:
+        details["warnings"] = notes
     return Translation(builder.bundle(), source, details)
+
+
+_DATES = (("StudyDate", "(0008,0020)"), ("SeriesDate", "(0008,0021)"),
+          ("PatientBirthDate", "(0010,0030)"))
+
+
+def warnings_for(ds: Dataset) -> list[str]:
+    """What the instance holds that was not used, for a warning status (0xB006, Elements
+    Discarded) and the input's details: never the values themselves."""
+    from datetime import date
+
+    from adapters.dicom.study import _date
+
+    notes = []
+    for keyword, tag in _DATES:
+        value = text(ds, keyword)
+        if not value:
+            continue
+        parsed = _date(value)
+        if parsed is None:
+            notes.append(f"{keyword} {tag} is not a valid date; not used")
+        elif keyword == "PatientBirthDate" and parsed > date.today().isoformat():
+            notes.append(f"{keyword} {tag} is in the future")
+    if not text(ds, "PatientID"):
+        notes.append("no PatientID (0010,0020): the patient is known by this study only")
+    return notes
 
 
 async def _check_same_patient(store: ResourceStore, ctx: Context, ds: Dataset,
