@@ -16,6 +16,7 @@ Errors are OperationOutcomes, as everywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,7 +93,10 @@ class FeedsHttp:
         media = CONTENT_TYPES.get(raw.feed, "application/octet-stream")
         headers = {"Content-Disposition": f'attachment; filename="input-{raw.id}.{raw.feed}"',
                    "Cache-Control": "no-store"}
-        return Response(raw.content, media_type=media, headers=headers)
+        body = raw.content
+        if raw.feed == "dicom":
+            body = await asyncio.to_thread(_dicom_file, self._handlers.store, raw)
+        return Response(body, media_type=media, headers=headers)
 
     async def retry(self, request: Request) -> Response:
         input_id = _input_id(request)
@@ -128,10 +132,37 @@ def _summary(raw: RawInput, request: Request) -> dict[str, Any]:
         "received": raw.received_at,
         "times_received": int(received.get("received", 1)),
         "last_received": received.get("last_received", raw.received_at),
-        "size": len(raw.content),
+        "size": _size(raw),
         "content": f"{_base(request)}/deadletter/{raw.id}/content",
         "retry": f"{_base(request)}/deadletter/{raw.id}/retry",
     }
+
+
+def _size(raw: RawInput) -> int:
+    """The size of what was received: for DICOM the file the kept reference names."""
+    if raw.feed == "dicom":
+        from adapters.dicom.translate import decode_reference
+        from adapters.translation import TranslationError
+
+        try:
+            return decode_reference(raw.content)[1]
+        except TranslationError:
+            pass
+    return len(raw.content)
+
+
+def _dicom_file(store: Any, raw: RawInput) -> bytes:
+    """A DICOM input is kept as a reference to its file in the blob store: the file."""
+    from adapters.dicom.translate import decode_reference, load_blob
+    from adapters.translation import TranslationError
+    from fhir_server.storage.blobs import blob_store_for
+
+    try:
+        decode_reference(raw.content)
+        return load_blob(blob_store_for(store), raw.content)
+    except TranslationError:
+        raise FHIRError.simple(404, "not-found", f"the file of input {raw.id} is not kept "
+                               "in the blob store") from None
 
 
 def _safe_result(raw: RawInput) -> dict[str, Any] | None:

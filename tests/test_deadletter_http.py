@@ -128,3 +128,27 @@ async def test_stored_inputs_are_not_served_and_unknown_feeds_are_refused(
             assert negative.status_code == 400 and "_count must be 1 to" in negative.text
             assert (await client.get("/admin/deadletter", params={"feed": "csv"})
                     ).status_code == 200
+
+
+async def test_a_rejected_dicom_file_is_listed_with_its_size_and_downloaded_as_itself(
+        tmp_path: Path) -> None:
+    import pydicom
+
+    sample = Path(__file__).resolve().parents[2] / "shared" / "samples" / "dicom"
+    ds = pydicom.dcmread(sample / "pydicom_MR_small.dcm")
+    ds.SpecificCharacterSet = "ISO_IR 999"  # refused: unknown character set
+    import io
+
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = out.getvalue()
+    async with live_server(tmp_path) as (url, _):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            refused = await client.post("/fhir/$ingest", content=data,
+                                        headers={"Content-Type": "application/dicom"})
+            assert refused.status_code == 422
+            (item,) = (await client.get("/admin/deadletter", params={"feed": "dicom"})
+                       ).json()["items"]
+            assert item["size"] == len(data)
+            download = await client.get(item["content"])
+            assert download.status_code == 200 and download.content == data
