@@ -52,9 +52,10 @@ def split_file(data: bytes, feed: str = "hl7v2") -> list[bytes]:
     """The inputs a file holds, each as the bytes the pipeline receives."""
     if feed != "hl7v2":
         return [data]
-    from adapters.hl7v2.message import split_messages
+    from adapters.hl7v2.message import split_message_bytes
 
-    return [message.encode("utf-8") for message in split_messages(data)]
+    # each message in the bytes it came in: its MSH-18 says how to decode them
+    return split_message_bytes(data)
 
 
 BATCH_SIZE = 100

@@ -100,7 +100,7 @@ class IngestEndpoints:
         if media in CSV_TYPES:
             return await self._csv(request, content_type)
         if media in HL7V2_TYPES:
-            return await self._hl7v2(request)
+            return await self._hl7v2(request, _charset(content_type))
         if media in DICOM_TYPES:
             return await self._dicom(request)
         shown = media[:60] or "no Content-Type"
@@ -111,7 +111,7 @@ class IngestEndpoints:
         base = http.base_url(request, self._handlers.base_path)
         return http.json_response(jsonutil.dumps(operation_definition(base)))
 
-    async def _hl7v2(self, request: Request) -> Response:
+    async def _hl7v2(self, request: Request, charset: str | None = None) -> Response:
         from adapters.hl7v2.limits import check_message
         from adapters.hl7v2.mllp import DEFAULT_MAX_MESSAGE_BYTES
         from adapters.ingest import split_file
@@ -127,7 +127,21 @@ class IngestEndpoints:
                                                      str(refused))
             raise FHIRError.simple(413, "too-costly", f"{refused} (kept as input "
                                    f"{kept.input_id})")
-        result = await self.pipeline.ingest(self._handlers.ctx, "hl7v2", messages[0])
+        message = messages[0]
+        if charset:
+            # the Content-Type charset takes precedence over MSH-18 (kept as UTF-8 with
+            # MSH-18 saying so, for a retry); bytes not in it are refused, kept as rejected
+            from adapters.hl7v2.charset import with_charset
+            from adapters.hl7v2.errors import Hl7Error
+
+            try:
+                message = with_charset(message, charset)
+            except Hl7Error as exc:
+                kept = await self.pipeline.keep_rejected(self._handlers.ctx, "hl7v2",
+                                                         message, str(exc))
+                raise FHIRError.simple(400, "invalid", f"{exc} (kept as input "
+                                       f"{kept.input_id})") from None
+        result = await self.pipeline.ingest(self._handlers.ctx, "hl7v2", message)
         return _single(result, http.base_url(request, self._handlers.base_path))
 
     async def _dicom(self, request: Request) -> Response:

@@ -21,6 +21,7 @@ from typing import Any
 
 import hl7
 
+from adapters.hl7v2.charset import decode_message, lenient
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
@@ -35,6 +36,8 @@ Field = list[Repetition]
 
 _BOM = "\ufeff"
 _LINE_BREAKS = re.compile(r"\r\n|\n|\r")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\n|\r")
+_BOM_BYTES = b"\xef\xbb\xbf"
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
 _START_BLOCK = "\x0b"  # MLLP framing bytes, as found in files captured from a feed
 _END_BLOCK = "\x1c"
@@ -156,15 +159,10 @@ class Message:
 
 
 def decode(raw: bytes | str) -> str:
-    """Bytes to text: UTF-8 when it decodes, else Latin-1 (HL7 v2's common 8-bit set),
-    which never fails, so a message is never lost to its character set."""
-    if isinstance(raw, str):
-        text = raw
-    else:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+    """Bytes to text for reading any message's header (to answer it): by MSH-18 when it
+    names a set the bytes are valid in, else UTF-8 when it decodes, else Latin-1; never
+    fails. `parse` decodes strictly (adapters/hl7v2/charset.py)."""
+    text = raw if isinstance(raw, str) else lenient(raw)
     return text[1:] if text.startswith(_BOM) else text
 
 
@@ -205,8 +203,9 @@ def delimiters_of(text: str) -> Delimiters:
 
 
 def parse(raw: bytes | str) -> Message:
-    """Parse one message. Raises `Hl7Error` (AE) when it has no usable MSH segment."""
-    text = normalise(decode(raw))
+    """Parse one message. Raises `Hl7Error` (AE) when it has no usable MSH segment, or
+    when MSH-18 names an unknown character set or one its bytes are not valid in."""
+    text = normalise(decode(raw) if isinstance(raw, str) else decode_message(raw))
     if not text.startswith("MSH"):
         raise Hl7Error("Message does not start with an MSH segment", SEGMENT_SEQUENCE_ERROR,
                        Location("MSH", 1))
@@ -330,6 +329,28 @@ def _escape_value(seq: str, delims: Delimiters, esc: str) -> str:
     if seq[:1] in {"C", "M", "Z"}:
         return ""  # character set switches and local escapes carry no text of their own
     return esc + seq + esc
+
+
+def split_message_bytes(data: bytes) -> list[bytes]:
+    """`split_messages` on bytes, each message kept in the bytes (and so the character set)
+    it came in; CR after each segment. MSH-18 is read per message when it is parsed."""
+    if data.startswith(_BOM_BYTES):
+        data = data[3:]
+    data = data.replace(b"\x0b", b"\r").replace(b"\x1c", b"\r")
+    messages: list[list[bytes]] = []
+    for line in _LINE_BREAK_BYTES.split(data):
+        if line.startswith(_BOM_BYTES):
+            line = line[3:]
+        if not line.strip():
+            continue
+        head = line[:3]
+        if head in {b"FHS", b"BHS", b"BTS", b"FTS"}:
+            continue
+        if head == b"MSH" or not messages:
+            messages.append([line])
+        else:
+            messages[-1].append(line)
+    return [b"\r".join(lines) + b"\r" for lines in messages]
 
 
 def split_messages(data: bytes | str) -> list[str]:
