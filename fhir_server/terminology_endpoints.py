@@ -191,8 +191,8 @@ class TerminologyEndpoints:
     def _validation(results: list[Validation]) -> Response:
         best = next((r for r in results if r.result), results[0])
         message = best.message
-        if not best.result and len(results) > 1:
-            message = "; ".join(r.message for r in results if r.message)
+        if len(results) > 1:  # R4: when true, the message carries hints (a bad coding)
+            message = "; ".join(r.message for r in results if r.message) or None
         return TerminologyEndpoints._answer(parameters(
             ("result", "valueBoolean", best.result),
             ("message", "valueString", message),

@@ -23,10 +23,21 @@ def pick_display(
             if lang and (lang == wanted or lang.split("-")[0] == wanted.split("-")[0] == wanted):
                 return d.value
         for d in designations:
-            lang = (d.language or "").lower()
-            if lang and lang.split("-")[0] == wanted.split("-")[0]:
-                return d.value
+            lang = _script_tag((d.language or "").lower())
+            if lang and lang.split("-")[0] == wanted.split("-")[0] and (
+                "-" not in wanted or "-" not in lang or lang == _script_tag(wanted)
+            ):  # a regional wish takes the base language, never another region's
+                return d.value  # (zh-TW must not get zh-CN's simplified characters)
     return display
+
+
+# Chinese regions stand for a script: zh-TW is written like zh-Hant, zh-CN like zh-Hans
+_SCRIPTS = {"zh-cn": "zh-hans", "zh-sg": "zh-hans", "zh-tw": "zh-hant", "zh-hk": "zh-hant",
+            "zh-mo": "zh-hant"}  # fmt: skip
+
+
+def _script_tag(tag: str) -> str:
+    return _SCRIPTS.get(tag, tag)
 
 
 def _languages(header: str) -> list[str]:

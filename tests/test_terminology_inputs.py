@@ -89,3 +89,31 @@ async def test_below_above_with_a_code_not_in_the_system_is_a_400(
     # a real block of the chapter works: E08-E13 (Diabetes mellitus)
     r = await client.get(f"Condition?code:below={icd}|E08-E13")
     assert r.status_code == 200, r.text
+
+
+async def test_codeable_concept_with_one_unknown_coding_says_so(
+    client: httpx.AsyncClient,
+) -> None:
+    concept = {"coding": [{"system": LOINC, "code": "9999-9"},
+                          {"system": LOINC, "code": "2345-7"}]}
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "url", "valueUri": LOINC}, {"name": "codeableConcept",
+                                            "valueCodeableConcept": concept}]}  # fmt: skip
+    r = await client.post("CodeSystem/$validate-code", json=body)
+    assert r.status_code == 200, r.text
+    out = {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
+           for p in r.json()["parameter"]}
+    assert out["result"] is True
+    assert "9999-9" in out["message"]
+
+
+async def test_a_regional_display_language_never_gets_another_script(
+    client: httpx.AsyncClient,
+) -> None:
+    params = {"system": LOINC, "code": "2345-7"}
+    r = await client.get("CodeSystem/$lookup", params={**params, "displayLanguage": "zh-CN"})
+    display = {p["name"]: p.get("valueString") for p in r.json()["parameter"]}["display"]
+    assert display == "血清或血浆葡萄糖"  # the subset's (simplified) Chinese display
+    r = await client.get("CodeSystem/$lookup", params={**params, "displayLanguage": "zh-TW"})
+    display = {p["name"]: p.get("valueString") for p in r.json()["parameter"]}["display"]
+    assert display == "Glucose [Mass/volume] in Serum or Plasma"  # not the zh-CN one
