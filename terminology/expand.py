@@ -244,6 +244,8 @@ async def expand(
         parameters.append({"name": "filter", "valueString": request.text})
     if request.active_only:
         parameters.append({"name": "activeOnly", "valueBoolean": True})
+    if request.include_designations:  # it changes the expansion: R4 says list it
+        parameters.append({"name": "includeDesignations", "valueBoolean": True})
     if request.language:
         parameters.append({"name": "displayLanguage", "valueCode": request.language})
     for system, version in {**request.pins.default, **request.pins.force}.items():

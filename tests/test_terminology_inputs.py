@@ -117,3 +117,15 @@ async def test_a_regional_display_language_never_gets_another_script(
     r = await client.get("CodeSystem/$lookup", params={**params, "displayLanguage": "zh-TW"})
     display = {p["name"]: p.get("valueString") for p in r.json()["parameter"]}["display"]
     assert display == "Glucose [Mass/volume] in Serum or Plasma"  # not the zh-CN one
+
+
+async def test_include_designations_is_recorded_in_the_expansion(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("ValueSet/$expand", params={
+        "url": "http://loinc.org/vs", "filter": "glucose", "count": "1",
+        "includeDesignations": "true"})
+    assert r.status_code == 200, r.text
+    expansion = r.json()["expansion"]
+    assert {"name": "includeDesignations", "valueBoolean": True} in expansion["parameter"]
+    assert expansion["contains"][0]["designation"]
