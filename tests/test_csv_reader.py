@@ -26,18 +26,48 @@ def read(data: bytes, encoding: str | None = None, delimiter: str | None = None)
 
 @pytest.mark.parametrize("encoding", ["gb18030", "gbk", "utf-8"])
 def test_chinese_text_is_detected_in_gb18030_gbk_and_utf8(encoding: str) -> None:
-    source, header, rows = read(CHINESE.encode(encoding))
+    text = CHINESE + "".join(f"P{i},{name},{city},1980年1月1日\n" for i, (name, city) in
+                             enumerate([("张伟", "广州"), ("刘洋", "深圳"), ("陈静", "成都")] * 3))
+    source, header, rows = read(text.encode(encoding))
     assert header == ["病人编号", "姓名", "城市", "出生日期"]
-    assert [r.cells[1] for r in rows] == ["王芳", "李娜"]
+    assert [r.cells[1] for r in rows][:3] == ["王芳", "李娜", "张伟"]
     assert source.encoding.replace("_", "-") in ({"gb18030", "gbk"} if encoding != "utf-8"
                                                  else {"utf-8"})
 
 
 def test_latin1_is_detected_and_semicolons_sniffed() -> None:
-    source, header, rows = read(GERMAN.encode("latin-1"))
+    text = GERMAN + "3;Jürgen Größer;Lübeck;02.02.1990\n" * 30
+    source, header, rows = read(text.encode("latin-1"))
     assert source.delimiter == ";"
     assert header == ["Nr", "Name", "Ort", "Geburtsdatum"]
-    assert [r.cells[1:3] for r in rows] == [["Müller", "Köln"], ["Zoë Jäger", "Düsseldorf"]]
+    assert [r.cells[1:3] for r in rows][:2] == [["Müller", "Köln"], ["Zoë Jäger", "Düsseldorf"]]
+
+
+# break-feeds F25: one-row files read as the wrong encoding and stored garbled
+@pytest.mark.parametrize("name,encoding", [
+    ("王", "gb18030"), ("王芳", "gb18030"), ("欧阳", "gb18030"), ("李", "gb18030"),
+    ("김 민준", "euc-kr"), ("山田 太郎", "shift-jis"), ("Ñúñez", "latin-1"),
+    ("ÀÉÎÕÜ", "latin-1"), ("Zoë Jäger", "cp1252"),
+])
+def test_a_short_file_not_in_utf8_is_refused_asking_for_its_encoding(
+        name: str, encoding: str) -> None:
+    data = f"patient_id,last_name\nX1,{name}\n".encode(encoding)
+    with pytest.raises(CsvFormatError, match="give it .--encoding"):
+        read(data)
+    _, _, rows = read(data, encoding=encoding)  # given, it is read as it is
+    assert rows[0].cells[1] == name
+
+
+@pytest.mark.parametrize("encoding,names", [
+    ("euc-kr", ["김민준", "이서연", "박지호", "최하은", "정도윤"]),
+    ("gb18030", ["王芳", "李娜", "陈伟", "张强", "刘敏"]),
+    ("latin-1", ["Núñez", "Lefèvre", "Müller", "Jäger", "Ibáñez"]),
+])
+def test_a_file_with_enough_text_is_detected_right(encoding: str, names: list[str]) -> None:
+    text = "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names * 20))
+    source, _, rows = read(text.encode(encoding))
+    assert [r.cells[1] for r in rows] == names * 20
+    assert source.encoding.replace("_", "-") == encoding.replace("latin-1", "cp1252")
 
 
 def test_utf8_byte_order_mark_is_not_part_of_the_first_column() -> None:
