@@ -162,3 +162,34 @@ def test_unusable_dates_and_a_missing_patient_id_are_a_warning_naming_them(
     assert str(answers[0].ErrorComment).startswith("StudyDate (0008,0020) is not a valid da")
     assert "PatientID (0010,0020)" in str(answers[1].ErrorComment)
     assert rejected(tmp_path) == []
+
+
+def test_idle_associations_do_not_keep_other_senders_out(tmp_path: Path) -> None:
+    import time
+
+    async def go() -> None:
+        store = await SQLiteStore.open(tmp_path / "db.sqlite3")
+        from adapters.dicom.scp import start_dicom_listener
+        from adapters.pipeline import Pipeline
+
+        listener = start_dicom_listener(Pipeline(store), CTX, "127.0.0.1", 0,
+                                        idle_timeout=5.0)
+
+        def body() -> None:
+            idle = []
+            for n in range(12):  # more than pynetdicom's default limit of 10
+                idle.append(scu(listener.port, calling=f"IDLE{n}"))
+                assert idle[-1].is_established
+            other = scu(listener.port, calling="CT1")
+            assert other.is_established and other.send_c_echo().Status == 0x0000
+            other.release()
+            time.sleep(8)  # silent for longer than the idle timeout: aborted by the SCP
+            assert not any(a.is_established for a in idle)
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(body), 60)
+        finally:
+            await asyncio.to_thread(listener.stop)
+            await store.close()
+
+    asyncio.run(go())

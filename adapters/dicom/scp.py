@@ -15,6 +15,10 @@ Calling AE titles can be limited to an allow-list; pynetdicom then rejects other
 callers' associations (A-ASSOCIATE-RJ, calling AE title not recognised), as it does an
 association whose called AE title is not this listener's.
 
+At most 64 associations are served at once (pynetdicom's default is 10), and one
+silent for 30 s is aborted (pynetdicom's default is 60 s): ten idle callers used to keep
+every other sender out for a minute at a time.
+
 Accepted sockets get TCP_NODELAY: a C-STORE response is a small PDU written after
 the request has been read, which Nagle's algorithm would hold back until the peer's
 delayed ACK (40 ms or more per instance).
@@ -52,6 +56,10 @@ log = logging.getLogger(__name__)
 DEFAULT_AE_TITLE = "FHIRFUSION"
 STORE_TIMEOUT = 120.0  # seconds the SCP waits for the store before answering 0xA700
 SUCCESS = 0x0000
+# pynetdicom's defaults are 10 associations and 60 s: ten idle callers kept every other
+# sender out for a minute at a time
+DEFAULT_MAX_ASSOCIATIONS = 64
+DEFAULT_IDLE_TIMEOUT = 30.0  # seconds an association may stay silent
 # warning (PS3.4 B.2.3): stored, but elements were not used (an invalid date): the
 # Error Comment says which
 ELEMENTS_DISCARDED = 0xB006
@@ -86,9 +94,13 @@ def start_dicom_listener(pipeline: Pipeline, ctx: Context, host: str, port: int,
                          ae_title: str = DEFAULT_AE_TITLE,
                          allowed_callers: Iterable[str] = (),
                          blobs: BlobStore | None = None,
-                         loop: asyncio.AbstractEventLoop | None = None) -> DicomListener:
+                         loop: asyncio.AbstractEventLoop | None = None,
+                         max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
+                         idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> DicomListener:
     """Start the SCP in its own threads; call from the loop that owns the store (or pass
-    it as `loop`). `allowed_callers` empty accepts any calling AE title."""
+    it as `loop`). `allowed_callers` empty accepts any calling AE title. At most
+    `max_associations` associations at once; one silent for `idle_timeout` seconds is
+    aborted, so that idle associations cannot keep other senders out for long."""
     loop = loop or asyncio.get_running_loop()
     blobs = blobs or blob_store_for(pipeline.store)
     quiet = logging.getLogger("pynetdicom")
@@ -97,6 +109,9 @@ def start_dicom_listener(pipeline: Pipeline, ctx: Context, host: str, port: int,
         quiet.setLevel(logging.WARNING)
     ae = AE(ae_title=check_ae_title(ae_title))
     ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs for big instances
+    ae.maximum_associations = max_associations
+    ae.network_timeout = idle_timeout  # ARTIM: a silent association is aborted
+    ae.acse_timeout = min(idle_timeout, 30.0)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
