@@ -3,6 +3,7 @@ as 0x0B <message> 0x1C 0x0D).
 
 Each connection may carry many messages, one after another; a frame may arrive split
 over several reads, and several frames in one read. Bytes outside a frame are dropped.
+A frame ends at 0x1C 0x0D only: a lone 0x1C is content (refused by the parser: AE).
 A 0x0B inside an unfinished frame starts a new frame (the sender gave up on the old one),
 whose bytes are kept as a rejected input without an ACK. A frame larger than
 `max_message_bytes` is answered AR and kept as rejected, cut to its first
@@ -45,6 +46,16 @@ def frame(message: bytes | str) -> bytes:
     return START + data + END
 
 
+def _frame_end(view: bytes) -> int:
+    """Where the frame's end block (0x1C 0x0D) starts in `view`, or a 0x1C as its last
+    byte (the 0x0D may come in the next read); -1 if neither. A 0x1C followed by anything
+    else is content, which the parser refuses (a lone 0x1C used to cut the message)."""
+    at = view.find(b"\x1c")
+    while at >= 0 and at + 1 < len(view) and view[at + 1] != 0x0D:
+        at = view.find(b"\x1c", at + 1)
+    return at
+
+
 class Oversized(bytes):
     """The first `max_bytes` of a frame that went past the size limit (kept as rejected);
     `received` counts every byte of it seen, `finished` says whether its end came."""
@@ -75,6 +86,7 @@ class FrameReader:
         self._in_frame = False
         self._received = 0  # bytes of the current frame, counted past max_bytes too
         self._oversized = False  # inside a frame that went past max_bytes
+        self._fs_pending = False  # the last read ended with 0x1C: an end if 0x0D follows
 
     @property
     def in_frame(self) -> bool:
@@ -92,7 +104,14 @@ class FrameReader:
                 self._start_frame()
                 view = view[start + 1:]
                 continue
-            end = view.find(b"\x1c")
+            if self._fs_pending:
+                self._fs_pending = False
+                if view[:1] == b"\r":  # the 0x1C that ended the last read ended the frame
+                    out.append(self._finish())
+                    view = view[1:]
+                    continue
+                self._add(b"\x1c")  # a lone 0x1C inside the content: the parser refuses it
+            end = _frame_end(view)
             chunk = view if end < 0 else view[:end]
             restart = chunk.rfind(START)
             if restart >= 0:
@@ -108,21 +127,25 @@ class FrameReader:
                 self._start_frame()
                 chunk = chunk[restart + 1:]
                 view = view[restart + 1:]
-                end = view.find(b"\x1c")
+                end = _frame_end(view)
             self._add(chunk)
             if end < 0:
                 if self._oversized:
                     out.append(self._oversized_item(finished=False))
                     self._in_frame = False  # the caller ends the connection
                 return out
-            out.append(self._oversized_item(finished=True) if self._oversized
-                       else bytes(self._buffer))
-            self._in_frame = False
-            self._buffer.clear()
-            view = view[end + 1:]
-            if view[:1] == b"\r":
-                view = view[1:]
+            if end == len(view) - 1:  # 0x1C as the last byte: its 0x0D may come next read
+                self._fs_pending = True
+                return out
+            out.append(self._finish())
+            view = view[end + 2:]
         return out
+
+    def _finish(self) -> bytes:
+        item = self._oversized_item(finished=True) if self._oversized else bytes(self._buffer)
+        self._in_frame = False
+        self._buffer.clear()
+        return item
 
     def abandon(self) -> Abandoned | None:
         """Drop the unfinished frame; what it held, unless only whitespace."""
@@ -132,6 +155,7 @@ class FrameReader:
         return Abandoned(kept) if kept.strip() and not self._oversized else None
 
     def _start_frame(self) -> None:
+        self._fs_pending = False
         self._in_frame = True
         self._buffer.clear()
         self._received = 0
