@@ -66,19 +66,19 @@ async def keep_code_system_resource(
 ) -> str:
     """Create or update the concept-less CodeSystem standing for a load; its id.
 
-    A CodeSystem with the same url+version that carries concepts of its own (one a
-    user stored) is left alone: its id is returned."""
+    A CodeSystem with the same url+version that a client stored (any id but the one
+    this function gives) is left alone, concepts or not: its id is returned."""
     resource = code_system_resource(header, count)
+    resource_id = _resource_id(header)
     for found in await find(store, ctx, "CodeSystem", header.url, header.version):
         body = found.resource or {}
         if (body.get("version") or None) != header.version:
             continue
-        if body.get("concept"):
+        if found.id != resource_id:
             return found.id
         async with store.transaction(ctx) as txn:
             await txn.update({**resource, "id": found.id})
         return found.id
-    resource_id = _resource_id(header)
     async with store.transaction(ctx) as txn:
         await txn.update({**resource, "id": resource_id})
     return resource_id

@@ -129,3 +129,16 @@ async def test_lookup_writes_no_resource_and_install_keeps_them(
     r = await client.get("ValueSet/administrative-gender/$expand")
     assert {c["code"] for c in r.json()["expansion"]["contains"]} == {
         "male", "female", "other", "unknown"}
+
+
+async def test_install_leaves_a_clients_concept_less_code_system_alone(
+    client: httpx.AsyncClient, store: SQLiteStore
+) -> None:
+    # an IG's LOINC stand-in (content not-present, no concepts), as IGs commonly carry
+    ig = {"resourceType": "CodeSystem", "id": "ig-loinc", "url": LOINC, "name": "IG_LOINC",
+          "status": "active", "content": "not-present"}
+    assert (await client.put("CodeSystem/ig-loinc", json=ig)).status_code == 201
+    await content.install(store, Context())
+    r = await client.get("CodeSystem/ig-loinc")
+    assert r.json()["name"] == "IG_LOINC" and r.json()["meta"]["versionId"] == "1"
+    assert (await _lookup(client, "2345-7"))["display"].startswith("Glucose")
