@@ -132,9 +132,20 @@ def parse_decimal(text: str, decimal_comma: bool = False) -> Decimal:
     if not _DECIMAL.fullmatch(value):
         raise ValueError("is not a number")
     try:
-        return Decimal(value)
+        number = Decimal(value)
     except InvalidOperation:
         raise ValueError("is not a number") from None
+    # FHIR decimals follow XML Schema, whose implementations need support only 18 digits;
+    # a longer or far larger/smaller number is no measurement (break-feeds F22) and would
+    # be stored, indexed and converted as something else
+    if len(number.as_tuple().digits) > MAX_DIGITS:
+        raise ValueError(f"has more than {MAX_DIGITS} digits")
+    if number and not -MAX_DIGITS <= number.adjusted() < MAX_DIGITS:
+        raise ValueError(f"is out of range (beyond 10^{MAX_DIGITS} or below 10^-{MAX_DIGITS})")
+    return number
+
+
+MAX_DIGITS = 18
 
 
 def parse_integer(text: str) -> int:
