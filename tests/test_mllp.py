@@ -168,8 +168,8 @@ def test_oversized_message_is_refused_and_the_connection_goes_on(tmp_path: Path)
         assert len(stored) == 1 and len(rejected) == 1
         assert rejected[0].content == big[:4096]
         assert rejected[0].reason == (
-            f"Message is larger than the 4096 bytes this receiver takes ({len(big)} bytes "
-            "received; kept cut to its first 4096 bytes)")
+            f"Message is larger than the 4096 bytes this receiver takes: {len(big)} bytes "
+            "received; the first 4096 bytes are kept")
 
     with_listener(tmp_path / "db.sqlite3", scenario, max_bytes=4096)
 
@@ -186,7 +186,7 @@ def test_an_oversized_frame_without_its_end_is_answered_ar_and_the_connection_cl
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the listener
         (kept,) = await store.list_inputs(CTX, status="rejected")
         assert kept.content == big[:4096]
-        assert "before giving up" in (kept.reason or "")
+        assert "without its end (the connection is closed)" in (kept.reason or "")
 
     with_listener(tmp_path / "db.sqlite3", scenario, max_bytes=4096)
 

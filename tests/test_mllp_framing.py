@@ -41,3 +41,31 @@ def test_a_lone_file_separator_inside_a_message_is_not_acknowledged_aa(
             await store.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_an_inbound_acknowledgement_is_kept_and_not_acknowledged(tmp_path: Path) -> None:
+    ack = b"MSH|^~\\&|A|B|C|D|20240101||ACK^A01|ACK1|P|2.5\rMSA|AA|X1\r"
+    adt = (b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|AFTER1|P|2.5\rEVN|A01|20240101\r"
+           b"PID|1||AK1^^^H^MR||Name^Ann||19800101|F\rPV1|1|I\r")
+
+    async def main() -> None:
+        store = await SQLiteStore.open(tmp_path / "db.sqlite3")
+        server = await start_mllp_server(Pipeline(store), CTX, "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.sockets[0].getsockname()[1])
+            writer.write(b"\x0b" + ack + b"\x1c\r" + b"\x0b" + adt + b"\x1c\r")
+            await writer.drain()
+            # the first answer on the connection is the ADT's: the ACK got none
+            data = await reader.readuntil(b"\x1c\r")
+            assert b"MSA|AA|AFTER1" in data
+            writer.close()
+            await writer.wait_closed()
+            (kept,) = await store.list_inputs(CTX, status="rejected")
+            assert kept.content == ack and "not acknowledged" in (kept.reason or "")
+        finally:
+            server.close()
+            await server.wait_closed()
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

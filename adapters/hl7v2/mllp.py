@@ -25,7 +25,7 @@ import contextlib
 import logging
 import socket
 
-from adapters.hl7v2.ack import ack_for_exception, build_ack
+from adapters.hl7v2.ack import ack_for_exception, build_ack, read_header
 from adapters.hl7v2.errors import APPLICATION_INTERNAL_ERROR, Hl7Error, warnings_of
 from adapters.hl7v2.limits import check_message
 from adapters.pipeline import Pipeline
@@ -44,6 +44,16 @@ FEED = "hl7v2"
 def frame(message: bytes | str) -> bytes:
     data = message.encode("utf-8") if isinstance(message, str) else message
     return START + data + END
+
+
+def _message_type(message: bytes) -> str:
+    """MSH-9.1 (the message type) read without parsing the message."""
+    header = read_header(message)
+    line = message.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
+    fields = line.split(header.delimiters.field)
+    if len(fields) < 9:
+        return ""
+    return fields[8].split(header.delimiters.component)[0].strip().upper()
 
 
 def _frame_end(view: bytes) -> int:
@@ -218,7 +228,10 @@ async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.St
                     await _keep(pipeline, ctx, message, "MLLP frame abandoned by the sender: "
                                 "a new start block (0x0B) came before its end (0x1C 0x0D)")
                     continue
-                writer.write(frame(await _answer(pipeline, ctx, message, max_bytes)))
+                answer = await _answer(pipeline, ctx, message, max_bytes)
+                if answer is None:
+                    continue  # an acknowledgement is not acknowledged
+                writer.write(frame(answer))
                 await writer.drain()
                 if isinstance(message, Oversized) and not message.finished:
                     return  # the rest of that frame cannot be taken: end the connection
@@ -247,18 +260,26 @@ async def _keep(pipeline: Pipeline, ctx: Context, data: bytes, reason: str) -> N
         log.error("MLLP partial frame could not be kept: %s", describe_failure(exc))
 
 
-async def _answer(pipeline: Pipeline, ctx: Context, message: bytes, max_bytes: int) -> str:
+async def _answer(pipeline: Pipeline, ctx: Context, message: bytes,
+                  max_bytes: int) -> str | None:
+    """The ACK to send, or None for an inbound acknowledgement (HL7 v2.5 2.9.2: an ACK is
+    never acknowledged; answering it makes some engines loop), kept as rejected."""
     if isinstance(message, Oversized):
         text = f"Message is larger than the {max_bytes} bytes this receiver takes"
         error = Hl7Error(text, APPLICATION_INTERNAL_ERROR, ack_code="AR")
-        seen = f"{message.received} bytes" + ("" if message.finished else " before giving up")
-        reason = (f"{text} ({seen} received; kept cut to its first {len(message)} bytes)")
+        ended = "" if message.finished else " without its end (the connection is closed)"
+        reason = (f"{text}: {message.received} bytes received{ended}; the first "
+                  f"{len(message)} bytes are kept")
         try:
             await pipeline.keep_rejected(ctx, FEED, bytes(message), reason)
         except Exception as exc:  # still answer: the sender must not wait for nothing
             log.error("oversized MLLP message could not be kept: %s", describe_failure(exc))
         head = bytes(message).split(b"\r", 1)[0].split(b"\n", 1)[0]
         return build_ack(head + b"\r", "AR", error)
+    if _message_type(message) == "ACK":
+        await _keep(pipeline, ctx, message, "an acknowledgement (MSH-9 ACK) received on the "
+                    "MLLP listener: not processed and, as HL7 requires, not acknowledged")
+        return None
     refused = check_message(message, pipeline.max_resources)
     if refused is not None:
         try:
