@@ -67,7 +67,12 @@ class WadoRs:
     async def instance(self, request: Request) -> Response:
         try:
             data = await self._file(request)
-            wanted = _wanted_syntax(request.headers.get("accept", ""))
+            accept = request.headers.get("accept", "")
+            served = ("multipart/related", "multipart/*", "*/*", "application/dicom")
+            if accept.strip() and not any(_media(p) in served for p in accept.split(",")):
+                raise FHIRError.simple(406, "not-supported", "instances are served as "
+                                       'multipart/related; type="application/dicom" only')
+            wanted = _wanted_syntax(accept)
             syntax = _transfer_syntax(data)
             if wanted is not None and wanted not in ("*", syntax):
                 raise FHIRError.simple(
@@ -166,6 +171,8 @@ def _viewport(value: str | None) -> tuple[int, int]:
     if not value:
         return THUMBNAIL, THUMBNAIL
     parts = value.split(",")
+    if len(parts) != 2:
+        raise FHIRError.simple(400, "invalid", "viewport is rows,columns")
     try:
         rows, columns = int(parts[0]), int(parts[1])
     except (ValueError, IndexError):

@@ -202,3 +202,21 @@ def test_palette_color_without_its_lookup_table_is_a_406_not_a_500(tmp_path: Pat
         assert (await client.get(url(ds))).status_code == 200
 
     scenario(tmp_path, [out.getvalue()], body)
+
+
+def test_accept_other_than_dicom_is_406_and_a_viewport_has_two_values(tmp_path: Path) -> None:
+    data = (DICOM / "pydicom_CT_small.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+
+    async def body(client: httpx.AsyncClient) -> None:
+        for accept in ("application/json", ';;;"""'):
+            response = await client.get(url(ds), headers={"Accept": accept})
+            assert response.status_code == 406, accept
+            assert response.json()["resourceType"] == "OperationOutcome"
+        ok = await client.get(url(ds), headers={
+            "Accept": 'multipart/related; type="application/dicom"'})
+        assert ok.status_code == 200
+        three = await client.get(url(ds) + "/rendered?viewport=1,2,3")
+        assert three.status_code == 400 and "rows,columns" in three.text
+
+    scenario(tmp_path, [data], body)
