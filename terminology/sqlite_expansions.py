@@ -13,7 +13,7 @@ rowids are the concept ids. Any other is a member list; each FTS5 hit is probed 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -90,14 +90,34 @@ def text_query(text: str) -> TextQuery | None:
     )
 
 
-def _rank(column: str) -> str:
-    """0 (phrase), 1 (words together), 2 (all words whole) or 3 (prefixes only) for the
-    hit with rowid `column`; parameters: TextQuery.ranks."""
-    cases = " ".join(
-        f"WHEN {column} IN (SELECT rowid FROM term_text WHERE term_text MATCH ?) THEN {rank}"
-        for rank in range(3)
-    )
-    return f"CASE {cases} ELSE 3 END"
+def _tiered(
+    query: TextQuery,
+    offset: int,
+    limit: int,
+    count: Callable[[str, bool], int],
+    page: Callable[[str, bool, int, int], list[tuple[Any, ...]]],
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """The total and one page of a ranked type-ahead: the ranks are disjoint FTS5 queries
+    (phrase; words together NOT phrase; all words whole NOT together; prefixes NOT whole
+    words), each counted and paged in the expansion's order on its own, so no request
+    sorts all its hits (`filter=a` matches half of a code system). `count(expression,
+    last)` and `page(expression, last, skip, take)` run one rank (`last`: the prefix one)."""
+    phrase, near, words = query.ranks
+    ranks = (phrase, f"({near}) NOT ({phrase})", f"({words}) NOT ({near})",
+             f"({query.match}) NOT ({words})")  # fmt: skip
+    total, rows, skip, want = 0, [], offset, limit
+    for n, expression in enumerate(ranks):
+        last = n == len(ranks) - 1
+        found = count(expression, last)
+        total += found
+        if want != 0 and skip < found:
+            take = found - skip if want < 0 else min(want, found - skip)
+            rows += page(expression, last, skip, take)
+            want = want if want < 0 else want - take
+            skip = 0
+        else:
+            skip = max(0, skip - found)
+    return total, rows
 
 
 class ExpansionTables:
@@ -250,37 +270,40 @@ class ExpansionTables:
         query = text_query(text)
         if query is None:
             return 0, []
-        expression = query.match
         span = conn.execute(
             "SELECT lo, hi FROM term_expansion_ranges WHERE eid=?", (expansion.eid,)
         ).fetchone()
         if span is not None and not active_only:
             return self._range_page(conn, query, span, offset, limit, language)
         active = "CROSS JOIN term_concepts c ON c.cid=m.cid AND c.active=1" if active_only else ""
-        hits = (
-            f"SELECT {_rank('t.rowid')} AS rank, m.pos, m.cid, m.system, m.version, m.code, "
-            "m.display "
-            # INDEXED BY: without statistics the planner would scan the expansion per hit
-            "FROM term_text t CROSS JOIN term_members m INDEXED BY term_members_by_cid "
-            f"ON m.eid=? AND m.cid=t.rowid {active} "
-            "WHERE term_text MATCH ? "
-            "UNION ALL SELECT 3, pos, cid, system, version, code, display FROM term_members "
-            "WHERE eid=? AND cid IS NULL AND display LIKE ?"
-        )  # a concept of a system the store does not hold has no FTS row: LIKE on its display
-        args = [*query.ranks, expansion.eid, expression, expansion.eid,
-                f"%{text.strip()}%"]  # fmt: skip
-        rows = conn.execute(
-            f"WITH hits AS ({hits}) SELECT cid, system, version, code, display, "
-            "count(*) OVER () FROM hits ORDER BY rank, pos LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-        if rows:
-            total = rows[0][5]
-        else:
-            (total,) = conn.execute(f"SELECT count(*) FROM ({hits})", args).fetchone()
+        like = f"%{text.strip()}%"
+
+        def hits(last: bool) -> str:
+            return (
+                "SELECT m.pos, m.cid, m.system, m.version, m.code, m.display "
+                # INDEXED BY: without statistics the planner would scan the expansion per hit
+                "FROM term_text t CROSS JOIN term_members m INDEXED BY term_members_by_cid "
+                f"ON m.eid=? AND m.cid=t.rowid {active} "
+                "WHERE term_text MATCH ? "
+                + ("UNION ALL SELECT pos, cid, system, version, code, display FROM term_members "
+                   "WHERE eid=? AND cid IS NULL AND display LIKE ?" if last else "")
+            )  # a concept of a system the store does not hold has no FTS row: LIKE on display
+
+        def count(expression: str, last: bool) -> int:
+            args = [expansion.eid, expression, *((expansion.eid, like) if last else ())]
+            return int(conn.execute(f"SELECT count(*) FROM ({hits(last)})", args).fetchone()[0])
+
+        def page(expression: str, last: bool, skip: int, take: int) -> list[tuple[Any, ...]]:
+            args = [expansion.eid, expression, *((expansion.eid, like) if last else ())]
+            return conn.execute(
+                f"WITH h AS ({hits(last)}) SELECT cid, system, version, code, display FROM h "
+                "ORDER BY pos LIMIT ? OFFSET ?", [*args, take, skip],
+            ).fetchall()  # fmt: skip
+
+        total, rows = _tiered(query, offset, limit, count, page)
         if limit == 0:
             return total, []
-        return total, self._expanded(conn, [row[:5] for row in rows], language)
+        return total, self._expanded(conn, rows, language)
 
     def _range_page(
         self,
@@ -295,15 +318,20 @@ class ExpansionTables:
         index answers both the count and the page (its rowids are the concept ids, in
         order), without touching the member list."""
         where = "term_text MATCH ? AND rowid BETWEEN ? AND ?"
-        args = (query.match, *span)
-        (total,) = conn.execute(f"SELECT count(*) FROM term_text WHERE {where}", args).fetchone()
-        if limit == 0 or offset >= total:
+
+        def count(expression: str, last: bool) -> int:
+            return int(conn.execute(f"SELECT count(*) FROM term_text WHERE {where}",
+                                    (expression, *span)).fetchone()[0])  # fmt: skip
+
+        def page(expression: str, last: bool, skip: int, take: int) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT rowid, NULL, NULL, NULL, NULL FROM term_text WHERE {where} "
+                "ORDER BY rowid LIMIT ? OFFSET ?", (expression, *span, take, skip),
+            ).fetchall()  # fmt: skip
+
+        total, rows = _tiered(query, offset, limit, count, page)
+        if limit == 0:
             return total, []
-        rows = conn.execute(
-            f"SELECT rowid, NULL, NULL, NULL, NULL FROM term_text WHERE {where} "
-            f"ORDER BY {_rank('rowid')}, rowid LIMIT ? OFFSET ?",
-            (*args, *query.ranks, limit, offset),
-        ).fetchall()  # fmt: skip
         return total, self._expanded(conn, rows, language)
 
     async def expansion_find(

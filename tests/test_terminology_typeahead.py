@@ -74,3 +74,16 @@ async def test_an_index_of_an_earlier_release_is_rebuilt(store: SQLiteStore) -> 
     assert (total, [c.code for c in found]) == (1, ["X1"])
     total, found = await fresh.expansion_page(ctx, expansion, text="X2")  # the code column
     assert (total, [c.code for c in found]) == (1, ["X2"])
+
+
+async def test_ranked_pages_add_up_to_the_whole_answer(client: httpx.AsyncClient) -> None:
+    total, everything = await _expand(client, "diabetes type 2", 1000)
+    paged: list[str] = []
+    for offset in range(0, total, 37):
+        r = await client.get("ValueSet/$expand", params={
+            "url": f"{ICD}?fhir_vs", "filter": "diabetes type 2", "count": "37",
+            "offset": str(offset)})
+        assert r.json()["expansion"]["total"] == total
+        paged += [c["code"] for c in r.json()["expansion"]["contains"]]
+    assert paged == [c["code"] for c in everything]
+    assert len(set(paged)) == total
