@@ -303,6 +303,10 @@ async def serve(config: ServeConfig) -> int:
                 await demo_task
         if mllp_server is not None:
             mllp_server.close()
+            from adapters.hl7v2.mllp import finish_messages
+
+            # messages being stored are committed and ACKed before the store closes
+            await finish_messages(mllp_server, 30)
             # Python 3.13+ can drop idle sender connections, which 3.12+ would wait for;
             # a message cut off there gets no AA, so its sender sends it again.
             close_clients = getattr(mllp_server, "close_clients", None)

@@ -69,3 +69,26 @@ def test_an_inbound_acknowledgement_is_kept_and_not_acknowledged(tmp_path: Path)
             await store.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_message_being_stored_at_shutdown_is_committed_and_acked(tmp_path: Path) -> None:
+    from adapters.hl7v2.mllp import finish_messages
+    from tests.test_feeds_limits import oru
+
+    async def main() -> None:
+        store = await SQLiteStore.open(tmp_path / "db.sqlite3")
+        server = await start_mllp_server(Pipeline(store), CTX, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sending = asyncio.create_task(send(port, oru(1500)))  # seconds of work
+        await asyncio.sleep(0.5)  # being parsed now
+        server.close()  # SIGTERM: as `fhir-fusion serve` shuts down
+        assert await finish_messages(server, 60)
+        await store.close()
+        assert (await sending)[:2] == ("AA", "BIG1")  # committed before the store closed
+        store = await SQLiteStore.open(tmp_path / "db.sqlite3")
+        try:
+            assert len(await store.list_inputs(CTX, status="stored")) == 1
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 90))

@@ -193,16 +193,57 @@ async def start_mllp_server(pipeline: Pipeline, ctx: Context, host: str, port: i
     """Listen for MLLP on host:port (port 0 picks a free one: see server.sockets). A
     connection that sends nothing for `idle_timeout` seconds is closed."""
 
+    busy = _Busy()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _serve_connection(pipeline, ctx, reader, writer, max_message_bytes,
-                                idle_timeout)
+                                idle_timeout, busy)
 
-    return await asyncio.start_server(handle, host, port)
+    server = await asyncio.start_server(handle, host, port)
+    server._fhir_fusion_busy = busy  # type: ignore[attr-defined]  # for finish_messages
+    return server
+
+
+class _Busy:
+    """The messages a listener is processing, so that a shutdown can let them finish
+    (committed and ACKed) before the store closes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.closing = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+async def finish_messages(server: asyncio.Server, timeout: float = 30.0) -> bool:
+    """After `server.close()`: take no new message on open connections and wait (up to
+    `timeout` seconds) for those being processed to be stored and answered. Whether all
+    finished. Python 3.11's wait_closed does not wait for connections, and closing the
+    store under a message being stored failed it without an ACK."""
+    busy: _Busy | None = getattr(server, "_fhir_fusion_busy", None)
+    if busy is None:
+        return True
+    busy.closing = True
+    try:
+        await asyncio.wait_for(busy.idle.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, max_bytes: int,
-                            idle_timeout: float) -> None:
+                            idle_timeout: float, busy: _Busy | None = None) -> None:
+    busy = busy or _Busy()
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:
@@ -228,11 +269,18 @@ async def _serve_connection(pipeline: Pipeline, ctx: Context, reader: asyncio.St
                     await _keep(pipeline, ctx, message, "MLLP frame abandoned by the sender: "
                                 "a new start block (0x0B) came before its end (0x1C 0x0D)")
                     continue
-                answer = await _answer(pipeline, ctx, message, max_bytes)
+                if busy.closing:
+                    return  # shutting down: the sender resends what got no ACK
+                busy.enter()
+                try:
+                    answer = await _answer(pipeline, ctx, message, max_bytes)
+                    if answer is not None:  # an acknowledgement is not acknowledged
+                        writer.write(frame(answer))
+                        await writer.drain()
+                finally:
+                    busy.leave()
                 if answer is None:
-                    continue  # an acknowledgement is not acknowledged
-                writer.write(frame(answer))
-                await writer.drain()
+                    continue
                 if isinstance(message, Oversized) and not message.finished:
                     return  # the rest of that frame cannot be taken: end the connection
     except (ConnectionError, asyncio.IncompleteReadError):
