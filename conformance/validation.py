@@ -342,9 +342,12 @@ def _novel(value: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
         old = before.get(key)
-        if type(item) is list and type(old) is list and item and key[0] != "_":
+        if type(item) is list and type(old) is list and item and key[0] != "_" and (
+            key != "contained"
+        ):
             # Only objects are dropped: a primitive array and its _twin are checked
-            # together, position by position, so both stay whole.
+            # together, position by position, so both stay whole; so do the contained
+            # resources, which must each be referenced from somewhere in the resource.
             kept = []
             for i, entry in enumerate(item):
                 if i < len(old) and type(entry) is dict:

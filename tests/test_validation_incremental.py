@@ -94,3 +94,14 @@ def test_primitive_arrays_and_their_twins_are_checked_whole() -> None:
     found = _found(after)
     assert ("structure", "Patient.name[0].given[0]") in found
     assert found == [(i.code, i.expression[0]) for i in validation._full_issues(after)]
+
+
+def test_contained_resources_are_kept_whole() -> None:
+    before = {
+        "resourceType": "Observation", "id": "inc-6", "status": "final",
+        "code": {"text": "x"},
+        "contained": [{"resourceType": "Patient", "id": "c1"}],
+        "subject": {"reference": "#c1"},
+    }  # fmt: skip
+    kept = validation._novel(before, before)
+    assert kept["contained"] == before["contained"]
