@@ -105,7 +105,8 @@ def _tiered(
     phrase, near, words = query.ranks
     ranks = (phrase, f"({near}) NOT ({phrase})", f"({words}) NOT ({near})",
              f"({query.match}) NOT ({words})")  # fmt: skip
-    total, rows, skip, want = 0, [], offset, limit
+    rows: list[tuple[Any, ...]] = []
+    total, skip, want = 0, offset, limit
     for n, expression in enumerate(ranks):
         last = n == len(ranks) - 1
         found = count(expression, last)
