@@ -149,18 +149,21 @@ def _entry(
 
 
 def searchset(
-    page: SearchPage, query: SearchQuery, base_url: str, path: str, *, raw: bool = False
+    page: SearchPage, query: SearchQuery, base_url: str, path: str, *, raw: bool = False,
+    keep_types: bool | None = None,
 ) -> dict[str, Any]:
     """A searchset Bundle for one page of matches and what _include/_revinclude added
     (search.mode include); `path` is the searched endpoint relative to the base
-    ("Patient", "Patient/123/Observation", or "" for a system search)."""
+    ("Patient", "Patient/123/Observation", or "" for a system search). `keep_types`:
+    whether the links carry `_type` (default: on a system search only; a compartment
+    search across types `Patient/1/*?_type=...` keeps the one its client gave)."""
     url = f"{base_url}/{path}" if path else base_url
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
     bundle["link"] = search_links(
         url,
-        understood_params(query, system=not path),
+        understood_params(query, system=not path if keep_types is None else keep_types),
         query.count,
         query.offset,
         # an estimated total cannot place the last page or end the next links

@@ -152,3 +152,25 @@ async def test_compartment_search_through_post(graph: httpx.AsyncClient) -> None
     assert _matches(response.json()) == {"Observation/obs-1"}
     everything = await graph.post("Patient/pat-anna/*/_search", data={"_type": "Observation"})
     assert _matches(everything.json()) == {"Observation/obs-2"}
+
+
+async def test_paging_links_of_a_compartment_search_keep_its_type(
+    graph: httpx.AsyncClient,
+) -> None:
+    """`Patient/[id]/*?_type=Observation` pages through Observations only: its next link
+    keeps `_type`, so page 2 is not a page of every type in the compartment."""
+    first = (await graph.get("Patient/pat-peter/*", params={"_type": "Observation",
+                                                           "_count": "1"})).json()
+    assert first["total"] == 3
+    seen = {e["resource"]["id"] for e in first["entry"]}
+    url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    assert "_type=Observation" in url
+    while url:
+        page = (await graph.get(url)).json()
+        assert page["total"] == 3
+        assert {e["resource"]["resourceType"] for e in page["entry"]} == {"Observation"}
+        seen |= {e["resource"]["id"] for e in page["entry"]}
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert seen == {"obs-1", "obs-5", "obs-6"}
+    unfiltered = (await graph.get("Patient/pat-peter/*", params={"_count": "1"})).json()
+    assert not any("_type=" in link["url"] for link in unfiltered["link"])

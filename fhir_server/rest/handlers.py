@@ -302,7 +302,8 @@ class Handlers:
             query = compartment_search(*compartment, params, strict=strict, base_url=base)
             path = "/".join(compartment)
         page = await self.store.search(self.ctx, query)
-        bundle = views.searchset(page, query, base, path, raw=True)
+        keep_types = None if compartment is None else any(name == "_type" for name, _ in params)
+        bundle = views.searchset(page, query, base, path, raw=True, keep_types=keep_types)
         return http.json_response(jsonutil.dumps(bundle))
 
     async def _history(
