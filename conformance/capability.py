@@ -93,14 +93,17 @@ def _ordered(codes: Iterable[str], order: tuple[str, ...]) -> list[dict[str, str
 
 def capability_statement(base_url: str, support: RestSupport) -> dict[str, Any]:
     from search.result import include_values, revinclude_values
+    from fhir_server.operations import UNSERVED_TYPES
     from terminology.operation_definitions import type_operations
 
     interactions = _ordered(support.type_interactions, _TYPE_ORDER)
+    read_only = [i for i in interactions if i["code"] not in ("create", "update", "patch")]
     resources = []
     for resource_type in sorted(RESOURCE_TYPES):
         entry: dict[str, Any] = {
             "type": resource_type,
-            "interaction": interactions,
+            # types whose writes are refused (a Subscription nobody would serve)
+            "interaction": read_only if resource_type in UNSERVED_TYPES else interactions,
             "versioning": "versioned-update",
             "readHistory": "vread" in support.type_interactions,
             "updateCreate": "update" in support.type_interactions,

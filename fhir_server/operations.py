@@ -158,6 +158,19 @@ def _too_many(what: str) -> FHIRError:
     )
 
 
+# Types whose meaning is a promise the server would have to keep. A Subscription asks
+# the server to send notifications; none are sent yet, so storing one would leave it
+# "requested" forever while its client waits (R4 subscription.html: a server that
+# cannot serve a subscription rejects it).
+UNSERVED_TYPES = {"Subscription": "This server does not send Subscription notifications yet"}
+
+
+def _refuse_unserved(resource_type: str) -> None:
+    reason = UNSERVED_TYPES.get(resource_type)
+    if reason:
+        raise FHIRError.simple(422, "not-supported", reason, resource_type)
+
+
 def _without_id(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "id"}
 
@@ -186,6 +199,7 @@ async def create(
             raise _too_many("If-None-Exist")
         if matches:
             return OperationResult(200, matches[0], "An existing resource matched If-None-Exist")
+    _refuse_unserved(resource_type)
     resource = localise(resource, base_url)
     validate(resource, resource_type)
     result = await txn.create(_without_id(resource), resource_id)
@@ -216,6 +230,7 @@ async def _update_valid(
     if_match: int | None = None,
 ) -> OperationResult:
     """`update` for a resource that has already been validated."""
+    _refuse_unserved(resource_type)
     check_id(resource_id)
     body_id = resource.get("id")
     if body_id is None:

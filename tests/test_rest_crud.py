@@ -320,3 +320,34 @@ async def test_delete_with_prefer_outcome_is_200_with_an_outcome(
     response = await client.delete(f"Patient/{pid}", headers={"Prefer": "return=OperationOutcome"})
     assert response.status_code == 200
     assert response.json()["issue"][0]["severity"] == "information"
+
+
+async def test_subscription_is_refused_while_no_notification_is_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    """R4 subscription.html: a server that cannot serve a Subscription rejects it rather
+    than leaving it 'requested' forever."""
+    subscription = {
+        "resourceType": "Subscription", "status": "requested", "reason": "monitor",
+        "criteria": "Observation?code=http://loinc.org|1975-2",
+        "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook",
+                    "payload": "application/fhir+json"},
+    }
+    response = await client.post("Subscription", json=subscription)
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "not-supported"
+    assert "Subscription" in issue["diagnostics"]
+    put = await client.put("Subscription/s1", json={**subscription, "id": "s1"})
+    assert put.status_code == 422
+    assert (await client.get("Subscription")).json()["total"] == 0
+
+
+async def test_capability_statement_offers_no_subscription_writes(
+    client: httpx.AsyncClient,
+) -> None:
+    statement = (await client.get("metadata")).json()
+    entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription")
+    codes = {i["code"] for i in entry["interaction"]}
+    assert "read" in codes and "search-type" in codes
+    assert not codes & {"create", "update", "patch"}
