@@ -43,7 +43,7 @@ from search import custom
 from search.extract import index_key
 from search.fulltext import FIELD_OF_PARAMETER, phrases
 from search.result import RESULT_PARAMETERS, ResultParams, parse_result_params
-from search.units import UCUM, canonical_unit
+from search.units import UCUM, comparable_unit, unit_problem
 from search.values import (
     DATE_MAX,
     DATE_MIN,
@@ -407,8 +407,11 @@ def _quantity_term(name: str, raw: str) -> QuantityTerm:
     if len(parts) == 1:
         return QuantityTerm(raw, number, None, None)
     system, code = unescape(parts[1]), unescape(parts[2])
-    found = canonical_unit(code) if system == UCUM else None
+    found = comparable_unit(code) if system == UCUM else None
     if found is None:
+        problem = unit_problem(code) if system == UCUM else None
+        if problem is not None:  # a typo would otherwise be a silent "no match"
+            raise _error(name, f"Search parameter '{name}': {problem}")
         return QuantityTerm(raw, number, system or None, code)
     unit, factor, offset = found
     # factor > 0 for every UCUM unit, so the order of the ends is kept

@@ -8,8 +8,13 @@ decimal definitions, so the rounding removes only binary noise); the value itsel
 multiplied as a Decimal and keeps its precision.
 
 Arbitrary units ([IU], [arb'U], ...) are not commensurable with anything, not even with
-each other (UCUM 4.5.2 / the `isArbitrary` flag): they get no canonical form and are
-compared only with the same unit.
+each other (UCUM 4.5.2 / the `isArbitrary` flag), but prefixes and the other units of a
+term scale them exactly: 1 m[IU]/L = 1 u[IU]/mL. `canonical_unit` gives them no form (the
+terminology services convert only between commensurable kinds); `comparable_unit`, used
+by search, gives a term with one arbitrary atom a canonical form that names the atom, so
+it compares only with terms on the same atom. pint makes the atoms dimensionless (it
+would equate [IU] with 1 and with [arb'U]), so the atom is computed as a stand-in base
+unit (candela) and named back.
 """
 
 from __future__ import annotations
@@ -70,9 +75,42 @@ def canonical_unit(code: str) -> tuple[str, Decimal, Decimal] | None:
     return unit, factor, offset
 
 
-def to_canonical(value: Decimal, code: str) -> tuple[str, Decimal] | None:
-    """`value` in `code` as (canonical unit, canonical value), or None if not convertible."""
+# The stand-in for an arbitrary atom: a base unit that UCUM terms for clinical quantities
+# never use, and whose symbol takes UCUM prefixes like the atom it replaces (m[IU] -> mcd).
+_STAND_IN, _STAND_IN_NAME = "cd", "candela"
+
+
+@lru_cache(maxsize=4096)
+def comparable_unit(code: str) -> tuple[str, Decimal, Decimal] | None:
+    """`canonical_unit`, extended to terms built on one arbitrary atom: "[IU].meter-3" for
+    m[IU]/L and u[IU]/mL alike (factor 1e-3); None when not comparable canonically."""
     found = canonical_unit(code)
+    if found is not None or not code or len(code) > _MAX_UNIT:
+        return found
+    atoms = set(_ARBITRARY.findall(code))
+    if len(atoms) != 1 or _STAND_IN in code:
+        return None
+    (atom,) = atoms
+    found = canonical_unit(code.replace(atom, _STAND_IN))
+    if found is None or found[2]:
+        return None
+    unit, factor, _ = found
+    named = ".".join(atom + part[len(_STAND_IN_NAME):] if part.startswith(_STAND_IN_NAME)
+                     else part for part in unit.split("."))
+    return named, factor, Decimal(0)
+
+
+def unit_problem(code: str) -> str | None:
+    """Why `code` is not a valid UCUM unit, or None (terminology.ucum's check: UCUM's
+    grammar over its atom table)."""
+    from terminology.ucum import problem  # terminology builds on this module; import late
+
+    return problem(code)
+
+
+def to_canonical(value: Decimal, code: str) -> tuple[str, Decimal] | None:
+    """`value` in `code` as (canonical unit, canonical value), or None if not comparable."""
+    found = comparable_unit(code)
     if found is None:
         return None
     unit, factor, offset = found

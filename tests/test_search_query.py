@@ -199,6 +199,12 @@ def test_strict_handling_rejects_unknown(
             "value|system|code",
             id="quantity",
         ),
+        pytest.param("Observation", [("value-quantity", "5|http://unitsofmeasure.org|notaunit")],
+                     "value-quantity", "'notaunit' is not a valid UCUM unit", id="ucum-unit"),
+        pytest.param("Observation", [("value-quantity", "1|http://unitsofmeasure.org|mg/(dL")],
+                     "value-quantity", "'mg/(dL' is not a valid UCUM unit", id="ucum-syntax"),
+        pytest.param("Observation", [("value-quantity", "1|http://unitsofmeasure.org|[foo]")],
+                     "value-quantity", "'[foo]' is not a valid UCUM unit", id="ucum-atom"),
         pytest.param(
             "RiskAssessment", [("probability", "0.5.1")], "probability", "number", id="number"
         ),

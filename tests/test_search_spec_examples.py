@@ -68,6 +68,7 @@ OBSERVATIONS = [
     _observation("o9", "12907-2", valueQuantity=_quantity(0.152, "mol/L")),  # = 152 mmol/L
     _observation("o10", "2345-7", valueQuantity=_quantity(100, "mg/dL")),  # = 1 g/L
     _observation("o11", "2345-7", valueQuantity=_quantity(5, "[IU]/L")),  # arbitrary unit
+    _observation("o12", "3016-3", valueQuantity=_quantity(2.5, "m[IU]/L")),  # = 2.5 u[IU]/mL
 ]  # fmt: skip
 
 
@@ -102,8 +103,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchDB]:
     for patient in PATIENTS:
         database.add_json(patient)
     for month, observation in enumerate(OBSERVATIONS, start=1):
-        # o1 2010-01-01 ... o11 2010-11-01: _lastUpdated=gt2010-10-01 finds o10 (its day
-        # is not after 2010-10-01, its instant is: gt compares the end of the day) and o11
+        # o1 2010-01-01 ... o12 2010-12-01: _lastUpdated=gt2010-10-01 finds o10 (its day
+        # is not after 2010-10-01, its instant is: gt compares the end of the day), o11, o12
         database.add_json(observation, last_updated=f"2010-{month:02d}-01T12:00:00.000000+00:00")
     for resource in (*RISKS, *VALUE_SETS):
         database.add_json(resource)
@@ -142,6 +143,14 @@ CASES = [
     ("Observation", f"value-quantity=ap5|{UCUM}|mg", {"o1", "o2"}),
     ("Observation", f"value-quantity=1|{UCUM}|g/L", {"o10"}),
     ("Observation", f"value-quantity=5|{UCUM}|[IU]/L", {"o11"}),
+    # UCUM 4.5: an arbitrary unit scales exactly by prefixes and other units, but compares
+    # only with the same arbitrary unit ([IU] never matches [arb'U])
+    ("Observation", f"value-quantity=2.5|{UCUM}|u[IU]/mL", {"o12"}),
+    ("Observation", f"value-quantity=0.005|{UCUM}|[IU]/mL", {"o11"}),
+    ("Observation", f"value-quantity=gt0.001|{UCUM}|[IU]/mL", {"o11"}),
+    ("Observation", f"value-quantity=gt0|{UCUM}|[IU]/L", {"o11", "o12"}),
+    ("Observation", f"value-quantity=5|{UCUM}|[arb'U]/L", set()),  # another atom
+    ("Observation", "value-quantity=5||notaunit", set()),  # not UCUM: matched as it is
     ("Observation", "value-quantity:missing=true", {"o5", "o6"}),
     # search.html#composite
     ("Observation", f"component-code-value-quantity={LOINC}|8480-6$lt60", {"o5"}),
@@ -153,8 +162,8 @@ CASES = [
     ("Observation", f"code-value-quantity={LOINC}|2339-0$gt5.4,{LOINC}|12907-2$lt150",
      {"o4", "o8", "o9"}),
     # search.html#lastUpdated: the 1st of October ends at midnight; o10 is updated at noon
-    ("Observation", "_lastUpdated=gt2010-10-01", {"o11"}),
-    ("Observation", "_lastUpdated=ge2010-10-01", {"o10", "o11"}),
+    ("Observation", "_lastUpdated=gt2010-10-01", {"o11", "o12"}),
+    ("Observation", "_lastUpdated=ge2010-10-01", {"o10", "o11", "o12"}),
     # search.html#number
     ("RiskAssessment", "probability=gt0.8", {"r1", "r4"}),
     ("RiskAssessment", "probability=0.8", {"r2", "r4"}),
