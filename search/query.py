@@ -47,6 +47,7 @@ from search.units import UCUM, comparable_unit, unit_problem
 from search.values import (
     DATE_MAX,
     DATE_MIN,
+    MAX_STRING,
     date_range,
     normalize_text,
     number_precision,
@@ -480,6 +481,12 @@ def _terms(
             terms.append(_token_term(name, raw))
         elif param.type in ("string", "token"):
             text = unescape(raw)
+            if len(text) >= MAX_STRING:
+                # strings are indexed by their first MAX_STRING characters: a longer value
+                # (or one as long, for :exact) would silently match nothing or too much
+                raise _error(name, f"Search parameter '{name}' takes text of at most "
+                                   f"{MAX_STRING - 1} characters (strings are indexed by "
+                                   f"their first {MAX_STRING})", "not-supported")
             terms.append(StringTerm(raw, text, normalize_text(text)))
         elif param.type == "reference" and modifier == "identifier":
             # Reference.identifier, a token (the "<key>:identifier" rows of search.extract)
