@@ -35,6 +35,7 @@ from conformance.definitions import (
     search_parameters,
 )
 from fhir_server.errors import FHIRError, Issue
+from search import custom
 from search.extract import index_key
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def parse_chain(
     _check_depth(name)
     head, _, rest = name.partition(".")
     code, _, type_modifier = head.partition(":")
-    param = search_parameters(resource_type).get(code)
+    param = custom.lookup(resource_type, code)
     if param is None:
         raise _error(name, f"Unknown search parameter '{code}' in chain '{name}'")
     if param.type != "reference":
@@ -155,7 +156,7 @@ def parse_chain(
     targets: list[tuple[str, SearchQuery]] = []
     failed: FHIRError | None = None
     for target in candidates:
-        if rest_code != "_has" and rest_code not in search_parameters(target):
+        if rest_code != "_has" and rest_code not in custom.with_custom(target):
             continue
         try:
             targets.append((target, _inner(parse, name, target, rest, value, base_url)))
@@ -186,7 +187,7 @@ def parse_has(
         raise _error(name, "'_has' needs a resource type to search on")
     if source_type not in RESOURCE_TYPES:
         raise _error(name, f"'_has' names an unknown resource type ('{name}')")
-    param = search_parameters(source_type).get(code)
+    param = custom.lookup(source_type, code)
     if param is None:
         raise _error(name, f"'{code}' is not a search parameter of {source_type} ('{name}')")
     if param.type != "reference":

@@ -49,10 +49,11 @@ class CustomParam:
     expression: str
     url: str
     description: str
+    targets: tuple[str, ...] = ()  # of a reference parameter: SearchParameter.target
 
     def as_definition(self) -> SearchParamDef:
         return SearchParamDef(
-            code=self.code, type=self.type, expression=self.expression, targets=(),
+            code=self.code, type=self.type, expression=self.expression, targets=self.targets,
             url=self.url, description=self.description,
         )  # fmt: skip
 
@@ -136,6 +137,11 @@ def definition(resource: dict[str, Any], version: int = 1) -> CustomParam | None
                 "SearchParameter.expression", "The expression is not valid FHIRPath"
             ) from None
     description = resource.get("description")
+    targets = resource.get("target")
+    known_targets = tuple(t for t in targets if t in RESOURCE_TYPES) if isinstance(
+        targets, list) else ()
+    if param_type == "reference" and not known_targets:  # no target: any resource type
+        known_targets = tuple(sorted(RESOURCE_TYPES))
     return CustomParam(
         resource_id=str(resource.get("id", "")),
         version=version,
@@ -145,6 +151,7 @@ def definition(resource: dict[str, Any], version: int = 1) -> CustomParam | None
         expression=expression,
         url=url if isinstance(url, str) else "",
         description=description if isinstance(description, str) else "",
+        targets=known_targets if param_type == "reference" else (),
     )
 
 
@@ -260,3 +267,18 @@ def parameters(
     merged = dict(known)
     merged.update({code: p.as_definition() for code, p in custom.items()})
     return MappingProxyType(merged)
+
+
+def lookup(resource_type: str, code: str) -> SearchParamDef | None:
+    """The R4 or indexed custom parameter `code` of `resource_type` (chains, `_has`,
+    `_include`), None if there is none; a 400 when it is a custom one still pending."""
+    builtin = search_parameters(resource_type).get(code)
+    if builtin is not None:
+        return builtin
+    return parameters(resource_type, {}, [(code, "")]).get(code)
+
+
+def with_custom(resource_type: str) -> Mapping[str, SearchParamDef]:
+    """The R4 parameters of `resource_type` and its custom ones (pending ones included:
+    `lookup` refuses them when named)."""
+    return parameters(resource_type, search_parameters(resource_type), ())
