@@ -279,6 +279,8 @@ def lookup(resource_type: str, code: str) -> SearchParamDef | None:
 
 
 def with_custom(resource_type: str) -> Mapping[str, SearchParamDef]:
-    """The R4 parameters of `resource_type` and its custom ones (pending ones included:
-    `lookup` refuses them when named)."""
-    return parameters(resource_type, search_parameters(resource_type), ())
+    """The R4 parameters of `resource_type` and its indexed custom ones."""
+    known = search_parameters(resource_type)
+    indexed = {code: p.as_definition() for code, p in REGISTRY.of_type(resource_type).items()
+               if REGISTRY.is_indexed(p)} if REGISTRY._params else {}
+    return MappingProxyType({**known, **indexed}) if indexed else known

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from conformance.definitions import RESOURCE_TYPES, search_parameters
+from search import custom
 from fhir_server.errors import FHIRError, Issue
 
 RESULT_PARAMETERS = frozenset(
@@ -97,12 +98,12 @@ def parse_include(name: str, value: str) -> Include:
     target_type = parts[2] if len(parts) == 3 else None
     if source_type not in RESOURCE_TYPES:
         raise _error(name, f"'{base}' names an unknown resource type")
-    params = search_parameters(source_type)
+    params = custom.with_custom(source_type)
     if code == "*":
         codes = tuple(c for c, p in params.items() if p.type == "reference")
         targets = {t for c in codes for t in params[c].targets}
     else:
-        param = params.get(code)
+        param = custom.lookup(source_type, code)  # a 400 for a custom one not yet indexed
         if param is None:
             raise _error(name, f"'{base}': {source_type} has no search parameter '{code}'")
         if param.type != "reference":

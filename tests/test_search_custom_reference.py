@@ -1,5 +1,5 @@
 """A custom reference SearchParameter (R4 SearchParameter, type reference) works in chains
-and `_has` like a built-in one, once `$reindex` has indexed it (break-api F26)."""
+`_has`, `_include` and `_revinclude` like a built-in one, once `$reindex` has indexed it (break-api F26)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ async def _ids(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> 
     return {entry["resource"]["id"] for entry in response.json().get("entry", [])}
 
 
-async def test_custom_reference_parameter_in_chain_and_has(client: httpx.AsyncClient) -> None:
+async def test_custom_reference_parameter_in_chain_has_and_includes(client: httpx.AsyncClient) -> None:
     await _put(client, {"resourceType": "Patient", "id": "pf1", "name": [{"family": "Tester"}]})
     await _put(client, {"resourceType": "Patient", "id": "pf2", "name": [{"family": "Other"}]})
     for oid, pid, text in (("of1", "pf1", "focusobs"), ("of2", "pf2", "other")):
@@ -53,5 +53,15 @@ async def test_custom_reference_parameter_in_chain_and_has(client: httpx.AsyncCl
     assert await _ids(client, "Observation", {"ffocus:Patient.family": "Other"}) == {"of2"}
     assert await _ids(client, "Patient", {"_has:Observation:ffocus:code:text": "focusobs"}) == {
         "pf1"}
+    included = await client.get("Observation", params={"ffocus": "Patient/pf1",
+                                                        "_include": "Observation:ffocus"})
+    assert included.status_code == 200, included.text
+    assert {(e["resource"]["id"], e["search"]["mode"]) for e in included.json()["entry"]} == {
+        ("of1", "match"), ("pf1", "include")}
+    revincluded = await client.get("Patient", params={"_id": "pf2",
+                                                      "_revinclude": "Observation:ffocus"})
+    assert revincluded.status_code == 200, revincluded.text
+    assert {(e["resource"]["id"], e["search"]["mode"]) for e in revincluded.json()["entry"]} == {
+        ("pf2", "match"), ("of2", "include")}
     wrong = await client.get("Observation", params={"ffocus:Group.name": "x"})
     assert wrong.status_code == 400 and "not a target type" in wrong.text

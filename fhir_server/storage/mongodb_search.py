@@ -534,7 +534,7 @@ async def _reverse(
     compiler: _Compiler, include: Include, frontier: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """The resources of include.source_type that reference the frontier through it."""
-    params = search_parameters(include.source_type)
+    params = custom.with_custom(include.source_type)  # R4 and indexed custom parameters
     targets = {t for code in include.codes for t in params[code].targets}
     by_type: dict[str, list[str]] = {}
     for doc in frontier:

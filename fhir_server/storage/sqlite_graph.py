@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from conformance.definitions import search_parameters
 from fhir_server.storage import sqlite_bodies, sqlite_contained
 from fhir_server.storage.base import StoredResource
+from search import custom
 from search.chain import ChainClause, CompartmentClause, HasClause, LinkClause, TypedClause
 from search.extract import index_key
 from search.result import MAX_ROUNDS, Include
@@ -244,7 +245,7 @@ def _reverse(
     param_id: ParamId,
 ) -> list[_Row]:
     """The resources of include.source_type that reference the frontier through it."""
-    params = search_parameters(include.source_type)
+    params = custom.with_custom(include.source_type)  # R4 and indexed custom parameters
     targets = {t for code in include.codes for t in params[code].targets}
     by_type: dict[str, list[str]] = {}
     for row in frontier:
