@@ -78,7 +78,8 @@ def start_server(port: int, data_dir: Path, use_factory: bool) -> subprocess.Pop
                    "--log-level", "warning", "--no-access-log"]
     else:
         command = [sys.executable, "-m", "fhir_server.cli", "serve", "--host", "127.0.0.1",
-                   "--port", str(port), "--mllp-port", "0", "--data-dir", str(data_dir),
+                   "--port", str(port), "--mllp-port", "0", "--dicom-port", "0",
+                   "--data-dir", str(data_dir),
                    "--log-level", "warning"]
     return subprocess.Popen(command, cwd=ROOT, env=env)
 
