@@ -287,3 +287,32 @@ def test_failed_batch_leaves_nothing(db_path: Path) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_wal_stays_bounded_under_a_writer_that_never_pauses(tmp_path: Path) -> None:
+    """With the background checkpointer unable to keep up (stopped here, so the test
+    does not depend on timing), the writer checkpoints and truncates the WAL itself
+    once it passes the limit: the WAL does not grow with the data."""
+
+    async def main() -> tuple[int, int]:
+        store = await SQLiteStore.open(tmp_path / "wal.sqlite3")
+        store._stop.set()
+        await asyncio.to_thread(store._checkpointer.join)
+        store.WAL_LIMIT_BYTES = 256 * 1024
+        wal = tmp_path / "wal.sqlite3-wal"
+        largest = 0
+        try:
+            for i in range(400):
+                async with store.transaction(CTX) as txn:
+                    await txn.create({**GLUCOSE, "valueQuantity": {
+                        **GLUCOSE["valueQuantity"], "value": Decimal(i)}})
+                largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+            (count,) = store._reader.execute("SELECT count(*) FROM resources").fetchone()
+        finally:
+            await store.close()
+        return largest, count
+
+    largest, count = asyncio.run(main())
+    assert count == 400
+    # a limit plus one transaction's pages; without the bound it reached 55 MB here
+    assert largest < 512 * 1024, largest

@@ -15,7 +15,10 @@ and never wait for writers.
 
 Checkpoints (copying the WAL back into the database file, with its fsync) run on
 a background thread instead of inside whichever COMMIT fills the WAL: done inline
-they were two thirds of the cost of a commit.
+they were two thirds of the cost of a commit. That thread's PASSIVE checkpoints
+never catch up with a writer that never pauses (a bulk load), and the WAL then grows
+without end (36 GB at 740k resources once): past WAL_LIMIT_BYTES the writer itself,
+between transactions, waits for a TRUNCATE checkpoint.
 """
 
 from __future__ import annotations
@@ -383,6 +386,7 @@ class SQLiteStore:
     """The ResourceStore protocol on one SQLite file."""
 
     CHECKPOINT_SECONDS = 1.0
+    WAL_LIMIT_BYTES = 256 * 2**20  # see the module docstring
 
     def __init__(
         self, writer: sqlite3.Connection, reader: sqlite3.Connection, path: Path, synchronous: str
@@ -401,6 +405,7 @@ class SQLiteStore:
         # and by a file an external search index is attached to
         self.search_outbox = False
         writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._wal = Path(f"{path}-wal")
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop,
@@ -492,6 +497,7 @@ class SQLiteStore:
                 raise
             else:
                 self._writer.execute("COMMIT")
+                await self._bound_wal()
             finally:
                 self._in_batch.reset(token)
 
@@ -536,6 +542,25 @@ class SQLiteStore:
                 raise
             else:
                 self._writer.execute("COMMIT")
+                await self._bound_wal()
+
+    async def _bound_wal(self) -> None:
+        """With the write lock held and no transaction open: a WAL past the limit is
+        checkpointed and truncated before the next writer may start (readers are
+        waited for through the busy timeout; a checkpoint that cannot finish now is
+        tried again after the next commit)."""
+        try:
+            if self._wal.stat().st_size <= self.WAL_LIMIT_BYTES:
+                return
+        except FileNotFoundError:
+            return
+        try:
+            # fetched, so that no statement stays open on the writer (COMMIT would refuse)
+            await asyncio.to_thread(
+                lambda: self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            )
+        except sqlite3.Error:
+            pass
 
     # -- reads ---------------------------------------------------------------
 
