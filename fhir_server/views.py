@@ -176,21 +176,26 @@ def searchset(
     result = query.result if shaping.shapes(query.result) else None
     entries = [_entry(base_url, stored, "match", raw, result) for stored in page.resources]
     entries += [_entry(base_url, stored, "include", raw, result) for stored in page.included]
+    warnings: list[Issue] = []
     if page.included_truncated:
-        entries.append(
-            {
-                "resource": operation_outcome(
-                    [
-                        Issue(
-                            "too-costly",
-                            f"Only the first {len(page.included)} included resources are returned",
-                            severity="warning",
-                        )
-                    ]
-                ),
-                "search": {"mode": "outcome"},
-            }
-        )
+        warnings.append(Issue(
+            "too-costly",
+            f"Only the first {len(page.included)} included resources are returned",
+            severity="warning",
+        ))
+    # lenient handling (the default) ignores unknown parameters: say which, so that a
+    # typo (`patinet=`) is not taken for a search that matched everything. Names only:
+    # values may carry patient data.
+    for name in dict.fromkeys(name for name, _ in query.ignored):
+        warnings.append(Issue(
+            "not-supported",
+            f"The search parameter '{name[:100]}' is unknown or not applied here and was "
+            "ignored (send Prefer: handling=strict to have it refused)",
+            severity="warning",
+            expression=(name[:100],),
+        ))
+    if warnings:
+        entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     bundle["entry"] = entries
     return bundle
 

@@ -129,3 +129,22 @@ async def test_bad_search_value_is_400(client: httpx.AsyncClient) -> None:
     response = await client.get("Patient", params={"birthdate": "the seventies"})
     assert response.status_code == 400
     assert "seventies" not in response.text
+
+
+async def test_an_ignored_parameter_is_reported_in_an_outcome_entry(
+    client: httpx.AsyncClient,
+) -> None:
+    """Lenient handling (the default, R4 search.html#errors) ignores an unknown
+    parameter; the searchset says so in an OperationOutcome entry (search.mode outcome)
+    naming it, without its value, so a typo is not taken for a search that matched."""
+    await client.post("Patient", json={"resourceType": "Patient", "gender": "female"})
+    bundle = (await client.get("Patient", params={"patinet": "Secret-Value"})).json()
+    outcomes = [e for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+    (outcome,) = outcomes
+    (issue,) = outcome["resource"]["issue"]
+    assert issue["severity"] == "warning"
+    assert "'patinet'" in issue["diagnostics"]
+    assert "Secret-Value" not in str(outcome)
+    assert all(link["url"].find("patinet") < 0 for link in bundle["link"])
+    plain = (await client.get("Patient", params={"gender": "female"})).json()
+    assert all(e["search"]["mode"] == "match" for e in plain["entry"])
