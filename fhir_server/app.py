@@ -10,6 +10,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +25,9 @@ from fhir_server.rest import http
 from fhir_server.rest.handlers import Handlers
 from fhir_server.rest.routes import build_routes, interactions, internal_error
 from fhir_server.storage.base import Context, ResourceStore
+
+if TYPE_CHECKING:
+    from adapters.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +96,18 @@ def create_app(
     ctx: Context | None = None,
     store_factory: Callable[[], Awaitable[ResourceStore]] | None = None,
     base_url: str | None = None,
+    pipeline: Pipeline | None = None,
 ) -> FastAPI:
     """The FHIR server on `store`. Give either an open store (the caller closes it) or
     a `store_factory` that the app awaits at startup and closes at shutdown (handy for
-    `uvicorn --factory`)."""
+    `uvicorn --factory`). `pipeline`: the write path the feed endpoints share with the
+    caller's listeners (default: one of the app's own, with the default input cap)."""
     if (store is None) == (store_factory is None):
         raise ValueError("create_app needs exactly one of store and store_factory")
     base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
     handlers = Handlers(store, base_path, ctx)  # type: ignore[arg-type]
+    if pipeline is not None:
+        handlers.pipeline = pipeline
     support = rest_support()
     handlers.capability_builder = lambda base_url: capability_statement(base_url, support)
 

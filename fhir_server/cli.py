@@ -240,7 +240,7 @@ async def serve(config: ServeConfig) -> int:
 
         # shipped terminology loaded and its resources stored off the request path
         terminology_task = asyncio.create_task(preload(store, Context()))
-        app = create_app(store, base_url=config.base_url)
+        app = create_app(store, base_url=config.base_url, pipeline=pipeline)
         server = _Server(
             uvicorn.Config(
                 app,

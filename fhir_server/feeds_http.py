@@ -46,13 +46,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class FeedsHttp:
     def __init__(self, handlers: Handlers) -> None:
         self._handlers = handlers
-        self._pipeline: Pipeline | None = None
 
     @property
     def pipeline(self) -> Pipeline:
-        if self._pipeline is None or self._pipeline.store is not self._handlers.store:
-            self._pipeline = Pipeline(self._handlers.store)
-        return self._pipeline
+        return self._handlers.pipeline
 
     async def counters(self, request: Request) -> Response:
         return _json({"feeds": await self.pipeline.counters(self._handlers.ctx)})

@@ -85,14 +85,10 @@ def operation_definition(base_url: str) -> dict[str, Any]:
 class IngestEndpoints:
     def __init__(self, handlers: Handlers) -> None:
         self._handlers = handlers
-        self._pipeline: Pipeline | None = None
 
     @property
     def pipeline(self) -> Pipeline:
-        # the app may open its store at startup (store_factory): follow the handlers' store
-        if self._pipeline is None or self._pipeline.store is not self._handlers.store:
-            self._pipeline = Pipeline(self._handlers.store)
-        return self._pipeline
+        return self._handlers.pipeline
 
     async def ingest(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")

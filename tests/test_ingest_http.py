@@ -189,3 +189,27 @@ async def test_an_hl7v2_message_past_the_caps_is_413(
     huge = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X|P|2.5\r" + b"NTE|1||" + b"x" * (5 << 20)
     too_large = await client.post("$ingest", content=huge, headers={"Content-Type": HL7})
     assert too_large.status_code == 413 and "larger than 4 MiB" in too_large.text
+
+
+async def test_ingest_uses_the_pipeline_the_app_was_given(tmp_path: Path) -> None:
+    """`serve` hands its listeners' pipeline to the app, so `$ingest` applies the same
+    --max-input-resources cap as MLLP and DICOM (an ADT^A01 makes more than 2)."""
+    from adapters.pipeline import Pipeline
+    from fhir_server.app import create_app
+
+    store = await SQLiteStore.open(tmp_path / "fhir.sqlite3")
+    try:
+        app = create_app(store, pipeline=Pipeline(store, max_resources=2))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport,
+                                     base_url="http://test/fhir/") as client:
+            message = (b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|CAP1|P|2.5\rEVN|A01|20240101\r"
+                       b"PID|1||CAP1^^^H^MR||Name^Ann||19800101|F\rPV1|1|I\r")
+            response = await client.post("$ingest", content=message,
+                                         headers={"Content-Type": HL7})
+            assert response.status_code == 413, response.text
+            assert "takes at most 2 per message" in response.text  # the default is 2000
+        (kept,) = await store.list_inputs(CTX, status="rejected")
+        assert kept.content == message
+    finally:
+        await store.close()

@@ -22,6 +22,7 @@ from fhir_server.rest import http
 from fhir_server.storage.base import Context, ResourceStore
 
 if TYPE_CHECKING:
+    from adapters.pipeline import Pipeline
     from search.query import SearchQuery
 
 _IGNORED_PARAMS = frozenset({"_format", "_pretty"})
@@ -103,6 +104,23 @@ class Handlers:
         self._capability: dict[tuple[str, Any], bytes] = {}
         # set by the app: the CapabilityStatement for a base URL
         self.capability_builder: Callable[[str], dict[str, Any]] | None = None
+        # the write path of the feed endpoints ($ingest, /admin); `serve` hands over the
+        # one its listeners use (one cap, one queue of identical inputs)
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The app's pipeline, on the current store (the app may open its store at
+        startup, store_factory)."""
+        if self._pipeline is None or self._pipeline.store is not self.store:
+            from adapters.pipeline import Pipeline
+
+            self._pipeline = Pipeline(self.store)
+        return self._pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     def _base(self, request: Request) -> str:
         return http.base_url(request, self.base_path)
