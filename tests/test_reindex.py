@@ -12,6 +12,7 @@ import pytest
 
 from fhir_server import reindex
 from fhir_server.app import create_app
+from fhir_server.storage import sqlite_fulltext
 from fhir_server.storage.base import Context
 from fhir_server.storage.sqlite import SQLiteStore
 
@@ -152,7 +153,7 @@ async def test_reindex_rebuilds_the_full_text_index(
                                  "div": '<div xmlns="http://www.w3.org/1999/xhtml">Asthma</div>'}})
     # a store written before the FTS table existed has no rows in it
     async with store.transaction(Context()) as txn:
-        txn.connection.execute("DELETE FROM search_fulltext")
+        sqlite_fulltext.clear(txn.connection)
     assert await _ids(client, {"_text": "asthma"}) == set()
     started = await client.post("$reindex")
     assert _values((await _wait(client, started.headers["content-location"])).json())[

@@ -39,14 +39,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import sqlite_fulltext, sqlite_index, sqlite_reindex
-from fhir_server.storage import sqlite_bodies, sqlite_contained, sqlite_graph
+from fhir_server.storage import sqlite_bodies, sqlite_contained, sqlite_graph, sqlite_migrate
 from fhir_server.storage import outbox_sqlite
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
 if TYPE_CHECKING:
     from search.query import SearchQuery
 
-SCHEMA_VERSION = 1
+# 2: system ids, contentless full text, no versions_by_instant (sqlite_migrate)
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS resources (
@@ -71,8 +72,6 @@ _SCHEMA = (
         body BLOB,
         UNIQUE (tenant, type, id, version))""",
     "CREATE INDEX IF NOT EXISTS versions_by_time ON versions (tenant, last_updated)",
-    # lets max(last_updated), read at the start of every write, be one index probe
-    "CREATE INDEX IF NOT EXISTS versions_by_instant ON versions (last_updated)",
     "CREATE INDEX IF NOT EXISTS versions_by_type_time ON versions (tenant, type, last_updated)",
     """CREATE TABLE IF NOT EXISTS inputs (
         id INTEGER PRIMARY KEY,
@@ -120,6 +119,17 @@ _VERSION_SELECT = (
 
 def content_hash(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
+
+
+# The latest instant in the file, read at the start of every write: the newest version
+# row's, as instants grow with vid (each writer's _Clock passes this one under the write
+# lock), so it is one rowid probe and needs no index on last_updated.
+_LATEST_INSTANT = "SELECT last_updated FROM versions ORDER BY vid DESC LIMIT 1"
+
+
+def _latest_instant(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute(_LATEST_INSTANT).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -445,6 +455,11 @@ class SQLiteStore:
                 f"{path} was written by a newer fhir-fusion (schema {user_version}); "
                 f"this one reads schema {SCHEMA_VERSION}"
             )
+        try:
+            sqlite_migrate.migrate(writer, path)
+        except BaseException:
+            writer.close()
+            raise
         writer.execute("BEGIN IMMEDIATE")
         try:
             for statement in (
@@ -463,8 +478,7 @@ class SQLiteStore:
         store = cls(writer, _connect(path, synchronous.upper()), path, synchronous.upper())
         store.search_outbox = search_outbox or outbox_sqlite.attached(writer)
         sqlite_reindex.load_registry(writer)  # custom SearchParameters of this file
-        (latest,) = writer.execute("SELECT max(last_updated) FROM versions").fetchone()
-        store._clock.advance_past(latest)
+        store._clock.advance_past(_latest_instant(writer))
         return store
 
     async def close(self) -> None:
@@ -513,8 +527,7 @@ class SQLiteStore:
             ) from None
         # Another process (an offline `ingest` beside the server) may have written
         # later instants; never hand out one that sorts before them.
-        (latest,) = self._writer.execute("SELECT max(last_updated) FROM versions").fetchone()
-        self._clock.advance_past(latest)
+        self._clock.advance_past(_latest_instant(self._writer))
 
     @asynccontextmanager
     async def transaction(self, ctx: Context) -> AsyncIterator[SQLiteTransaction]:

@@ -7,10 +7,15 @@ same transaction as the resource (`replace`, `remove`), so the index never lags;
 `$reindex` rebuilds it for resources stored before the table existed.
 
 Tokenizer `unicode61 remove_diacritics 2`: case and accents folded (Café = cafe),
-ideographs pre-split by search.fulltext.prepare. The table keeps its own copy of the
-text (FTS5 phrase queries need positions, and a contentless table cannot forget an
-updated row before SQLite 3.43), which costs roughly the size of the resources'
-strings again.
+ideographs pre-split by search.fulltext.prepare.
+
+The FTS5 table is contentless (content=''): it keeps the index (with positions, for
+phrases) but not the text, which cost 215 bytes per resource on the generated data. A
+contentless table forgets a row only through the 'delete' command given exactly the
+values it indexed (SQLite before 3.43 has no contentless_delete), and deriving them again
+from the stored body would break silently whenever search.fulltext.documents changes. So
+search_fulltext_docs keeps the indexed text itself, compressed with raw deflate primed by
+the file's body dictionary (sqlite_bodies): 42 bytes per resource instead of 215.
 
 User input reaches MATCH only as double-quoted phrases of word tokens, bound as a
 parameter; it can neither inject SQL nor FTS5 operators.
@@ -18,7 +23,10 @@ parameter; it can neither inject SQL nor FTS5 operators.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,10 +66,67 @@ def _check_sqlite() -> None:
 
 _check_sqlite()
 
+FTS_TABLE = """CREATE VIRTUAL TABLE IF NOT EXISTS search_fulltext USING fts5(
+        narrative, content, content = '', tokenize = 'unicode61 remove_diacritics 2')"""
 SCHEMA: tuple[str, ...] = (
-    """CREATE VIRTUAL TABLE IF NOT EXISTS search_fulltext USING fts5(
-        narrative, content, tokenize = 'unicode61 remove_diacritics 2')""",
+    FTS_TABLE,
+    # the exact text each rowid of search_fulltext was indexed with (_pack)
+    """CREATE TABLE IF NOT EXISTS search_fulltext_docs (
+        rid INTEGER PRIMARY KEY, docs BLOB NOT NULL)""",
 )
+
+_PLAIN, _DEFLATED = b"\x00", b"\x01"
+_WBITS = -15  # raw deflate: the SQLite page has its own checks
+_LEVEL = 6
+
+# dictionary id -> (dictionary, a deflater primed with it): content-addressed, so shared
+# by every file and connection (priming a deflater with 32 KiB costs more than using it)
+_primed: dict[int, tuple[bytes, Any]] = {}
+_primed_lock = threading.Lock()
+
+
+def _dictionary(conn: sqlite3.Connection, dictionary_id: int) -> tuple[bytes, Any]:
+    with _primed_lock:
+        found = _primed.get(dictionary_id)
+    if found is not None:
+        return found
+    row = conn.execute(
+        "SELECT dictionary FROM body_dictionaries WHERE id = ?", (dictionary_id,)
+    ).fetchone()
+    if row is None:
+        raise RuntimeError(f"body dictionary {dictionary_id} is missing from the store file")
+    dictionary = bytes(row[0])
+    primed = (dictionary, zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, zdict=dictionary))
+    with _primed_lock:
+        _primed[dictionary_id] = primed
+    return primed
+
+
+def _pack(conn: sqlite3.Connection, narrative: str, content: str) -> bytes:
+    """The stored form of one row's text: _PLAIN and UTF-8 JSON, or (once the file has a
+    body dictionary; read in this transaction, so never one a rollback removed) _DEFLATED,
+    the dictionary's 8-byte id and the JSON deflated with it as preset dictionary."""
+    text = json.dumps([narrative, content], ensure_ascii=False).encode()
+    try:
+        (dictionary_id,) = conn.execute("SELECT min(id) FROM body_dictionaries").fetchone()
+    except sqlite3.OperationalError:  # a file with the full-text tables only
+        dictionary_id = None
+    if dictionary_id is None:
+        return _PLAIN + text
+    deflater = _dictionary(conn, dictionary_id)[1].copy()
+    packed = deflater.compress(text) + deflater.flush()
+    return _DEFLATED + int(dictionary_id).to_bytes(8, "big") + packed
+
+
+def _unpack(conn: sqlite3.Connection, docs: bytes) -> tuple[str, str]:
+    if docs[:1] == _PLAIN:
+        text = docs[1:]
+    else:
+        dictionary = _dictionary(conn, int.from_bytes(docs[1:9], "big"))[0]
+        inflater = zlib.decompressobj(_WBITS, zdict=dictionary)
+        text = inflater.decompress(docs[9:]) + inflater.flush()
+    narrative, content = json.loads(text)
+    return narrative, content
 
 # The columns each field searches (the narrative is not repeated in `content`) and their
 # bm25() weights.
@@ -76,16 +141,45 @@ def replace(
     `fresh`: rid was just inserted, so nothing is indexed for it yet."""
     docs = documents(resource)
     if not fresh:
-        conn.execute("DELETE FROM search_fulltext WHERE rowid = ?", (rid,))
+        remove(conn, rid)
     if docs.content or docs.narrative:
-        conn.execute(
-            "INSERT INTO search_fulltext (rowid, narrative, content) VALUES (?, ?, ?)",
-            (rid, docs.narrative, docs.content),
-        )
+        insert_rows(conn, [(rid, docs.narrative, docs.content)])
+
+
+def insert_rows(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[int, str | None, str | None]],
+    table: str = "search_fulltext",
+) -> None:
+    """Index each (rid, narrative, content), keeping its text in search_fulltext_docs.
+    `table`: the FTS5 table, when a migration builds a new one (sqlite_migrate)."""
+    texts = [(rid, narrative or "", content or "") for rid, narrative, content in rows]
+    conn.executemany(f"INSERT INTO {table} (rowid, narrative, content) VALUES (?, ?, ?)", texts)
+    conn.executemany(
+        "INSERT INTO search_fulltext_docs (rid, docs) VALUES (?, ?)",
+        [(rid, _pack(conn, narrative, content)) for rid, narrative, content in texts],
+    )
 
 
 def remove(conn: sqlite3.Connection, rid: int) -> None:
-    conn.execute("DELETE FROM search_fulltext WHERE rowid = ?", (rid,))
+    """Forget what is indexed for `rid`, if anything: the 'delete' command with the
+    very text it was indexed with (search_fulltext_docs)."""
+    row = conn.execute("SELECT docs FROM search_fulltext_docs WHERE rid = ?", (rid,)).fetchone()
+    if row is None:
+        return
+    narrative, content = _unpack(conn, bytes(row[0]))
+    conn.execute(
+        "INSERT INTO search_fulltext (search_fulltext, rowid, narrative, content) "
+        "VALUES ('delete', ?, ?, ?)",
+        (rid, narrative, content),
+    )
+    conn.execute("DELETE FROM search_fulltext_docs WHERE rid = ?", (rid,))
+
+
+def clear(conn: sqlite3.Connection) -> None:
+    """Forget the whole full-text index (a contentless table refuses DELETE)."""
+    conn.execute("INSERT INTO search_fulltext (search_fulltext) VALUES ('delete-all')")
+    conn.execute("DELETE FROM search_fulltext_docs")
 
 
 def _phrase(phrase: tuple[str, ...]) -> str:

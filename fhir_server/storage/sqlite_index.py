@@ -8,6 +8,11 @@ parameter is a single index range; the (rid, param) index serves deletes, the ot
 conditions of a search, :missing and sorting. Tenant, type and deletion are checked on
 the resources row.
 
+System URIs (token, quantity and composite `system` columns, and the target type of a
+reference first component of a composite) are interned in search_systems: the rows hold
+its small integer id, and a search compares with `(SELECT id ... WHERE uri = ?)`, which
+SQLite evaluates once. "http://loinc.org" in every row cost more than the code did.
+
 Number rows are [low, high] REAL ranges (a decimal is low = high), quantity rows
 (code, value, system) with the canonical UCUM form under its own param
 ("<key>:canonical", search.units), composite rows the first component's (code, system)
@@ -69,8 +74,11 @@ _SPAN_CLASSES = range(1, 12)
 HULL = ":hull"  # key suffix of the rows spanning all dates of a parameter in a resource
 
 SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS search_systems (
+        id INTEGER PRIMARY KEY, uri TEXT NOT NULL UNIQUE)""",
     """CREATE TABLE IF NOT EXISTS search_token (
-        param INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, rid INTEGER NOT NULL,
+        param INTEGER NOT NULL, code TEXT NOT NULL, system INTEGER NOT NULL,
+        rid INTEGER NOT NULL,
         PRIMARY KEY (param, code, system, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_token_rid ON search_token (rid, param)",
     """CREATE TABLE IF NOT EXISTS search_string (
@@ -95,20 +103,20 @@ SCHEMA: tuple[str, ...] = (
         PRIMARY KEY (param, low, high, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_number_rid ON search_number (rid, param)",
     """CREATE TABLE IF NOT EXISTS search_quantity (
-        param INTEGER NOT NULL, code TEXT NOT NULL, value REAL NOT NULL, system TEXT NOT NULL,
-        rid INTEGER NOT NULL,
+        param INTEGER NOT NULL, code TEXT NOT NULL, value REAL NOT NULL,
+        system INTEGER NOT NULL, rid INTEGER NOT NULL,
         PRIMARY KEY (param, code, value, system, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_quantity_rid ON search_quantity (rid, param)",
     # Range values of quantity parameters (context-quantity): [low, high] like numbers
     """CREATE TABLE IF NOT EXISTS search_quantity_range (
         param INTEGER NOT NULL, code TEXT NOT NULL, low REAL NOT NULL, high REAL NOT NULL,
-        system TEXT NOT NULL, rid INTEGER NOT NULL,
+        system INTEGER NOT NULL, rid INTEGER NOT NULL,
         PRIMARY KEY (param, code, low, high, system, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_quantity_range_rid ON search_quantity_range (rid, param)",
     # v_low / v_high have no declared type: quantity values stay REAL, date ranges INTEGER
     """CREATE TABLE IF NOT EXISTS search_composite (
-        param INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
-        v_code TEXT NOT NULL, v_low NOT NULL, v_high NOT NULL, v_system TEXT NOT NULL,
+        param INTEGER NOT NULL, code TEXT NOT NULL, system INTEGER NOT NULL,
+        v_code TEXT NOT NULL, v_low NOT NULL, v_high NOT NULL, v_system INTEGER NOT NULL,
         rid INTEGER NOT NULL,
         PRIMARY KEY (param, code, system, v_code, v_low, v_high, v_system, rid)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS search_composite_rid ON search_composite (rid, param)",
@@ -189,10 +197,30 @@ def _rows(resource: dict[str, Any]) -> IndexRows:
     return rows
 
 
+# The id of an interned system URI (search_systems), as an SQL expression of one argument.
+SYSTEM_ID = "(SELECT id FROM search_systems WHERE uri = ?)"
+
+
+def _intern(conn: sqlite3.Connection, rows: IndexRows) -> None:
+    """Give every system URI of `rows` an id (in the caller's transaction, so a rollback
+    takes a new one away again; nothing is cached outside the file)."""
+    uris = {system for _, system, _ in rows.tokens}
+    uris.update(system for _, system, _, _ in rows.quantities)
+    uris.update(values[0] for _, *values in rows.quantity_ranges)
+    for _, *values in rows.composites:
+        uris.update((values[0], values[2]))
+    if uris:
+        conn.executemany(
+            "INSERT OR IGNORE INTO search_systems (uri) VALUES (?)", [(uri,) for uri in uris]
+        )
+
+
 def _insert_rows(conn: sqlite3.Connection, rid: int, rows: IndexRows) -> None:
+    _intern(conn, rows)
     if rows.tokens:
         conn.executemany(
-            "INSERT OR IGNORE INTO search_token (param, system, code, rid) VALUES (?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO search_token (param, system, code, rid) "
+            f"VALUES (?, {SYSTEM_ID}, ?, ?)",
             [(param_id(p), system, code, rid) for p, system, code in rows.tokens],
         )
     if rows.strings:
@@ -225,20 +253,20 @@ def _insert_rows(conn: sqlite3.Connection, rid: int, rows: IndexRows) -> None:
     if rows.quantities:
         conn.executemany(
             "INSERT OR IGNORE INTO search_quantity (param, system, code, value, rid) "
-            "VALUES (?, ?, ?, ?, ?)",
+            f"VALUES (?, {SYSTEM_ID}, ?, ?, ?)",
             [(param_id(p), system, code, value, rid) for p, system, code, value in rows.quantities],
         )
     if rows.quantity_ranges:
         conn.executemany(
             "INSERT OR IGNORE INTO search_quantity_range (param, system, code, low, high, rid) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            f"VALUES (?, {SYSTEM_ID}, ?, ?, ?, ?)",
             [(param_id(p), *values, rid) for p, *values in rows.quantity_ranges],
         )
     if rows.composites:
         conn.executemany(
             "INSERT OR IGNORE INTO search_composite "
             "(param, system, code, v_system, v_code, v_low, v_high, rid) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"VALUES (?, {SYSTEM_ID}, ?, {SYSTEM_ID}, ?, ?, ?, ?)",
             [(param_id(p), *values, rid) for p, *values in rows.composites],
         )
 
@@ -325,7 +353,7 @@ def _quantity_condition(
         conditions.append("code = ?")
         args.append(term.code)
     if term.system is not None:
-        conditions.append("system = ?")
+        conditions.append(f"system = {SYSTEM_ID}")
         args.append(term.system)
     sql, values = _number_condition(term.number, low, high)
     return "(" + " AND ".join([*conditions, sql]) + ")", [*args, *values]
@@ -389,7 +417,7 @@ def _composite_condition(key: str, term: CompositeTerm) -> tuple[str, list[Any]]
     )
     for column, value in first_columns:
         if value is not None:
-            conditions.append(f"{column} = ?")
+            conditions.append(f"{column} = {SYSTEM_ID if column == 'system' else '?'}")
             args.append(value)
     if term.third is not None and isinstance(second, NumberTerm):
         # token$number$number: the numbers are v_low and v_high, each a plain decimal
@@ -400,12 +428,12 @@ def _composite_condition(key: str, term: CompositeTerm) -> tuple[str, list[Any]]
     elif isinstance(second, TokenTerm):
         for column, value in (("v_code", second.code), ("v_system", second.system)):
             if value is not None:
-                conditions.append(f"{column} = ?")
+                conditions.append(f"{column} = {SYSTEM_ID if column == 'v_system' else '?'}")
                 args.append(value)
     elif isinstance(second, QuantityTerm):
         for column, value in (("v_code", second.code), ("v_system", second.system)):
             if value is not None:
-                conditions.append(f"{column} = ?")
+                conditions.append(f"{column} = {SYSTEM_ID if column == 'v_system' else '?'}")
                 args.append(value)
         sql, values = _number_condition(second.number, "v_low", "v_high")
         conditions.append(sql)
@@ -425,8 +453,8 @@ def _term_condition(clause: Clause, term: object) -> tuple[str, list[Any]]:
         if term.system is None:
             return "code = ?", [term.code]
         if term.code is None:
-            return "system = ?", [term.system]
-        return "(code = ? AND system = ?)", [term.code, term.system]
+            return f"system = {SYSTEM_ID}", [term.system]
+        return f"(code = ? AND system = {SYSTEM_ID})", [term.code, term.system]
     if isinstance(term, StringTerm):
         if clause.modifier == "exact":
             return "(value = ? AND exact = ?)", [term.normalized, term.text]
