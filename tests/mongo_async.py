@@ -4,21 +4,35 @@ API that the MongoDB store uses, for CI machines where no MongoDB server can run
 mongomock is synchronous and has no sessions or transactions. What this facade
 emulates, and how far that goes:
 
-- Transactions: a session in a transaction applies each write at once and keeps
-  an undo journal (the document before its first change); `abort_transaction`
-  puts those documents back. A document written by an open transaction is
-  write-locked: another transaction (or a plain write) touching it fails with
-  WriteConflict (code 112, label TransientTransactionError), as in MongoDB, where
-  the first writer wins.
-- Not emulated: isolation. Other sessions READ a transaction's writes before it
-  commits (MongoDB's snapshot isolation hides them), and a transaction does not
-  conflict on documents changed after its snapshot unless they are still locked.
-  Tests that need those go to a real server (FHIR_FUSION_TEST_MONGODB).
+- Transactions, with snapshot-style isolation for readers: at a transaction's
+  first write to a collection the session takes a private copy of it (documents and
+  indexes, in a mongomock client of its own); its later reads and writes of that
+  collection go to the copy, so it reads its own writes while other sessions and
+  plain reads see only committed data. Commit publishes the documents it changed
+  (by _id, deletions included) to the shared collections in one synchronous step,
+  so no other coroutine sees a part of it; abort drops the copies.
+- Write conflicts, first writer wins as in MongoDB (WriteConflict, code 112, label
+  TransientTransactionError): a document written by an open transaction is
+  write-locked against other transactions and plain writes (MongoDB makes a plain
+  write wait for the transaction instead); a transaction writing a
+  document that someone changed after its copy was taken conflicts at that write
+  (and commit checks it again). Unique indexes: a duplicate within the transaction's
+  view is a DuplicateKeyError at the write (the copy has the indexes); a unique key
+  held by another open transaction, or taken in the shared collection after the
+  copy, is a WriteConflict at the write; should the shared collection refuse a key
+  at commit after all, nothing is published and the commit is a WriteConflict.
+  Unique indexes are checked on plain (not sparse, partial or multikey) fields.
+- Not emulated: a snapshot taken at the transaction's start. A collection the
+  transaction has not written yet is read as last committed, so two of its reads
+  may see different commits of other sessions; MongoDB reads every collection at
+  one point in time. Nor write concern, failover, retryable commits, or the query
+  planner (mongomock scans). Tests that need those go to a real server
+  (FHIR_FUSION_TEST_MONGODB).
 - Outages: `client.down = True` makes every call fail with
   ServerSelectionTimeoutError, as an unreachable server does; `fail_after(n)` lets
   n more calls through first (the database going away mid-request). An abort
-  while down still undoes the journal: a real server discards an abandoned
-  transaction by itself.
+  while down still drops the transaction's copies: a real server discards an
+  abandoned transaction by itself.
 - `admin.command("hello")` answers as a replica-set member, or as a standalone
   server with `replica_set=False`.
 
@@ -33,9 +47,10 @@ from typing import Any
 import mongomock
 from bson import ObjectId
 from pymongo import ReturnDocument
-from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
+from pymongo.errors import DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
 
-LockKey = tuple[str, str, Any]
+LockKey = tuple[str, str, Any]  # database, collection, _id
+UniqueKey = tuple[str, str, str, str]  # database, collection, index, its values
 
 
 class AsyncMockClient:
@@ -45,6 +60,7 @@ class AsyncMockClient:
         self.down = False
         self._calls_left: int | None = None
         self.locks: dict[LockKey, MockSession] = {}
+        self.isolation = _Isolation()
         self.writes = 0  # documents written, for tests that fail a request part-way
         self.admin = _Admin(self)
 
@@ -94,14 +110,63 @@ class _Admin:
         raise NotImplementedError(f"the mongomock facade does not answer {name!r}")
 
 
+class _Isolation:
+    """What the transactions of one client share: who holds which document and which
+    unique key, and when each document last changed in the shared collections (a tick
+    of `clock`, which advances at every plain write and every commit)."""
+
+    def __init__(self) -> None:
+        self.clock = 0
+        self.changed: dict[LockKey, int] = {}
+        self.key_locks: dict[UniqueKey, MockSession] = {}
+
+    def advance(self) -> int:
+        self.clock += 1
+        return self.clock
+
+
+class _PrivateCopy:
+    """One collection as a transaction sees it: the shared collection as it was at the
+    transaction's first write to it, with the transaction's writes applied."""
+
+    def __init__(self, shared: Any, private: Any, copied_at: int) -> None:
+        self.shared = shared
+        self.private = private
+        self.copied_at = copied_at
+        self.touched: set[Any] = set()  # _ids this transaction wrote (or deleted)
+        self.unique: list[tuple[str, list[str]]] = []  # (index name, fields)
+
+    @classmethod
+    def take(cls, shared: Any, private: Any, copied_at: int) -> _PrivateCopy:
+        copy = cls(shared, private, copied_at)
+        documents = list(shared.find())
+        if documents:
+            private.insert_many(documents)
+        # indexes after the documents: mongomock checks a unique index against every
+        # document at each insert, which made copying quadratic
+        for name, info in shared.index_information().items():
+            if name == "_id_":
+                continue
+            keys = list(info["key"])
+            options = {k: v for k, v in info.items() if k not in ("key", "v", "ns")}
+            private.create_index(keys, name=name, **options)
+            plain = not (info.get("sparse") or info.get("partialFilterExpression"))
+            if info.get("unique") and plain:
+                copy.unique.append((name, [field for field, _ in keys]))
+        return copy
+
+
 class MockSession:
-    """A session whose transaction is emulated by write locks and an undo journal."""
+    """A session whose transaction writes to private copies of the collections it changes
+    and publishes them at commit (see the module docstring)."""
 
     def __init__(self, client: AsyncMockClient) -> None:
         self._client = client
         self._active = False
-        self._journal: list[tuple[Any, Any, dict[str, Any] | None]] = []
-        self._touched: set[LockKey] = set()
+        self._private: Any = None  # a mongomock client of its own, for the copies
+        self._copies: dict[tuple[str, str], _PrivateCopy] = {}
+        self._held: set[LockKey] = set()
+        self._held_keys: set[UniqueKey] = set()
 
     @property
     def in_transaction(self) -> bool:
@@ -112,35 +177,87 @@ class MockSession:
             raise mongomock.InvalidOperation("Transaction already in progress")
         self._client.check()
         self._active = True
-        self._journal = []
-        self._touched = set()
 
-    def before_write(self, collection: Any, key: LockKey, doc_id: Any) -> None:
-        if key in self._touched:
+    def copy_if_any(self, collection: AsyncMockCollection) -> _PrivateCopy | None:
+        return self._copies.get((collection.database.name, collection.name))
+
+    def private_copy(self, collection: AsyncMockCollection) -> _PrivateCopy:
+        """The transaction's copy of `collection`, taken at its first write there."""
+        where = (collection.database.name, collection.name)
+        copy = self._copies.get(where)
+        if copy is None:
+            if self._private is None:
+                self._private = mongomock.MongoClient()
+            private = self._private[where[0]][where[1]]
+            copy = _PrivateCopy.take(collection.sync, private, self._client.isolation.clock)
+            self._copies[where] = copy
+        return copy
+
+    def hold(self, copy: _PrivateCopy, key: LockKey) -> None:
+        """Write-lock a document for this transaction: a conflict when someone else
+        changed it after the copy was taken (snapshot isolation's first-writer rule)."""
+        if key in self._held:
             return
-        self._touched.add(key)
+        if self._client.isolation.changed.get(key, 0) > copy.copied_at:
+            raise write_conflict()
+        self._held.add(key)
         self._client.locks[key] = self
-        self._journal.append((collection, doc_id, collection.find_one({"_id": doc_id})))
+        copy.touched.add(key[2])
+
+    def hold_unique_keys(self, collection: AsyncMockCollection, copy: _PrivateCopy,
+                         doc_id: Any) -> None:
+        """The unique-index keys of a document just written: held by this transaction,
+        and a conflict when another transaction holds them or when a shared document
+        with the same key changed after the copy (the copy itself raised
+        DuplicateKeyError for the keys it knows)."""
+        document = copy.private.find_one({"_id": doc_id})
+        if document is None or not copy.unique:
+            return
+        isolation = self._client.isolation
+        for name, fields in copy.unique:
+            values = [_dotted(document, field) for field in fields]
+            if any(isinstance(value, list) for value in values):
+                continue  # a multikey unique index: not emulated (the store has none)
+            lock = (collection.database.name, collection.name, name, repr(values))
+            owner = isolation.key_locks.get(lock)
+            if owner is not None and owner is not self:
+                raise write_conflict()
+            isolation.key_locks[lock] = self
+            self._held_keys.add(lock)
+            same = {field: value for field, value in zip(fields, values)}
+            for other in copy.shared.find({**same, "_id": {"$ne": doc_id}}, {"_id": 1}):
+                key: LockKey = (collection.database.name, collection.name, other["_id"])
+                if key in self._held:
+                    continue  # this transaction changed or deleted it
+                owner = self._client.locks.get(key)
+                if (owner is not None and owner is not self) or (
+                    isolation.changed.get(key, 0) > copy.copied_at
+                ):
+                    raise write_conflict()
 
     async def commit_transaction(self) -> None:
         self._client.check()
-        self._finish()
+        try:
+            _publish(list(self._copies.values()), self._client.isolation)
+        finally:
+            self._finish()
 
     async def abort_transaction(self) -> None:
-        for collection, doc_id, prior in reversed(self._journal):
-            if prior is None:
-                collection.delete_one({"_id": doc_id})
-            else:
-                collection.replace_one({"_id": doc_id}, prior, upsert=True)
-        self._finish()
+        self._finish()  # the copies are dropped, the shared collections never saw them
         self._client.check()
 
     def _finish(self) -> None:
-        for key in self._touched:
-            if self._client.locks.get(key) is self:
-                del self._client.locks[key]
-        self._journal = []
-        self._touched = set()
+        locks, key_locks = self._client.locks, self._client.isolation.key_locks
+        for key in self._held:
+            if locks.get(key) is self:
+                del locks[key]
+        for lock in self._held_keys:
+            if key_locks.get(lock) is self:
+                del key_locks[lock]
+        self._held = set()
+        self._held_keys = set()
+        self._copies = {}
+        self._private = None
         self._active = False
 
     async def end_session(self) -> None:
@@ -149,6 +266,77 @@ class MockSession:
                 await self.abort_transaction()
             except ServerSelectionTimeoutError:
                 pass
+
+
+def _publish(copies: list[_PrivateCopy], isolation: _Isolation) -> None:
+    """Apply the documents a transaction changed to the shared collections, all or
+    nothing: synchronous, so no other coroutine sees a part of it, and undone when a
+    unique key is taken after all (then WriteConflict)."""
+    for copy in copies:
+        for doc_id in copy.touched:
+            key = (copy.shared.database.name, copy.shared.name, doc_id)
+            if isolation.changed.get(key, 0) > copy.copied_at:
+                raise write_conflict()
+    deletes: list[tuple[_PrivateCopy, Any]] = []
+    replaces: list[tuple[_PrivateCopy, dict[str, Any]]] = []
+    inserts: list[tuple[_PrivateCopy, dict[str, Any]]] = []
+    priors: dict[tuple[int, Any], dict[str, Any] | None] = {}
+    for copy in copies:
+        for doc_id in copy.touched:
+            mine = copy.private.find_one({"_id": doc_id})
+            prior = copy.shared.find_one({"_id": doc_id})
+            priors[id(copy), doc_id] = prior
+            if mine is None:
+                if prior is not None:
+                    deletes.append((copy, doc_id))
+            elif prior is None:
+                inserts.append((copy, mine))
+            else:
+                replaces.append((copy, mine))
+    done: list[tuple[_PrivateCopy, Any]] = []
+    try:
+        # deletions first, so that a key this transaction freed can be taken again
+        for copy, doc_id in deletes:
+            done.append((copy, doc_id))
+            copy.shared.delete_one({"_id": doc_id})
+        for copy, document in replaces:
+            done.append((copy, document["_id"]))
+            copy.shared.replace_one({"_id": document["_id"]}, document)
+        for copy, document in inserts:
+            done.append((copy, document["_id"]))
+            copy.shared.insert_one(document)
+    except DuplicateKeyError:
+        for copy, doc_id in reversed(done):
+            copy.shared.delete_one({"_id": doc_id})
+            prior = priors[id(copy), doc_id]
+            if prior is not None:
+                copy.shared.insert_one(prior)
+        raise write_conflict() from None
+    tick = isolation.advance()
+    for copy in copies:
+        for doc_id in copy.touched:
+            isolation.changed[(copy.shared.database.name, copy.shared.name, doc_id)] = tick
+
+
+def write_conflict() -> OperationFailure:
+    return OperationFailure(
+        "WriteConflict error: this operation conflicted with another operation",
+        112,
+        {"errorLabels": ["TransientTransactionError"], "codeName": "WriteConflict"},
+    )
+
+
+def _dotted(document: dict[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _transaction(session: Any) -> MockSession | None:
+    return session if isinstance(session, MockSession) and session.in_transaction else None
 
 
 class AsyncMockDatabase:
@@ -202,99 +390,95 @@ class AsyncMockCollection:
         self._client = database.client
         self.sync = database.sync[name]
 
-    # -- write guard ----------------------------------------------------------
+    # -- where a call goes (the shared collection or a transaction's copy) ------
 
-    def _guard(self, session: MockSession | None, doc_id: Any) -> None:
-        self._client.writes += 1
-        key: LockKey = (self.database.name, self.name, doc_id)
-        owner = self._client.locks.get(key)
-        if owner is not None and owner is not session:
-            raise OperationFailure(
-                "WriteConflict error: this operation conflicted with another operation",
-                112,
-                {"errorLabels": ["TransientTransactionError"], "codeName": "WriteConflict"},
-            )
-        if session is not None and session.in_transaction:
-            session.before_write(self.sync, key, doc_id)
+    def _reading(self, session: Any) -> Any:
+        txn = _transaction(session)
+        copy = txn.copy_if_any(self) if txn is not None else None
+        return self.sync if copy is None else copy.private
 
-    def _guard_matching(self, session: MockSession | None, filter: dict[str, Any]) -> None:
-        for doc in self.sync.find(filter, {"_id": 1}):
-            self._guard(session, doc["_id"])
-
-    def _guard_upserted(self, session: MockSession | None, upserted_id: Any) -> None:
-        if upserted_id is not None:
-            self._guard(session, upserted_id)
+    def _writing(self, session: Any) -> _Writer:
+        txn = _transaction(session)
+        if txn is None:
+            return _Writer(self, self.sync, None, None)
+        copy = txn.private_copy(self)
+        return _Writer(self, copy.private, txn, copy)
 
     # -- writes ---------------------------------------------------------------
 
     async def insert_one(self, document: dict[str, Any], session: Any = None) -> Any:
         self._client.check()
+        writer = self._writing(session)
         document.setdefault("_id", ObjectId())
-        self._guard(session, document["_id"])
-        return self.sync.insert_one(document)
+        writer.guard(document["_id"])
+        result = writer.target.insert_one(document)
+        writer.written([document["_id"]])
+        return result
 
     async def insert_many(self, documents: list[dict[str, Any]], session: Any = None,
                           **kwargs: Any) -> Any:
         self._client.check()
+        writer = self._writing(session)
         for document in documents:
             document.setdefault("_id", ObjectId())
-            self._guard(session, document["_id"])
-        return self.sync.insert_many(documents, **kwargs)
+            writer.guard(document["_id"])
+        result = writer.target.insert_many(documents, **kwargs)
+        writer.written([document["_id"] for document in documents])
+        return result
 
     async def update_one(self, filter: dict[str, Any], update: Any, upsert: bool = False,
                          session: Any = None, **kwargs: Any) -> Any:
         self._client.check()
-        found = self.sync.find_one(filter, {"_id": 1})
-        if found is not None:
-            self._guard(session, found["_id"])
-        result = self.sync.update_one(filter, update, upsert=upsert, **kwargs)
-        self._guard_upserted(session, result.upserted_id)
+        writer = self._writing(session)
+        ids = writer.guard_matching(filter, first=True)
+        result = writer.target.update_one(filter, update, upsert=upsert, **kwargs)
+        writer.written(ids + writer.guard_upserted(result.upserted_id))
         return result
 
     async def update_many(self, filter: dict[str, Any], update: Any, upsert: bool = False,
                           session: Any = None, **kwargs: Any) -> Any:
         self._client.check()
-        self._guard_matching(session, filter)
-        result = self.sync.update_many(filter, update, upsert=upsert, **kwargs)
-        self._guard_upserted(session, result.upserted_id)
+        writer = self._writing(session)
+        ids = writer.guard_matching(filter)
+        result = writer.target.update_many(filter, update, upsert=upsert, **kwargs)
+        writer.written(ids + writer.guard_upserted(result.upserted_id))
         return result
 
     async def replace_one(self, filter: dict[str, Any], replacement: dict[str, Any],
                           upsert: bool = False, session: Any = None) -> Any:
         self._client.check()
-        found = self.sync.find_one(filter, {"_id": 1})
-        if found is not None:
-            self._guard(session, found["_id"])
-        result = self.sync.replace_one(filter, replacement, upsert=upsert)
-        self._guard_upserted(session, result.upserted_id)
+        writer = self._writing(session)
+        ids = writer.guard_matching(filter, first=True)
+        result = writer.target.replace_one(filter, replacement, upsert=upsert)
+        writer.written(ids + writer.guard_upserted(result.upserted_id))
         return result
 
     async def delete_one(self, filter: dict[str, Any], session: Any = None) -> Any:
         self._client.check()
-        found = self.sync.find_one(filter, {"_id": 1})
-        if found is not None:
-            self._guard(session, found["_id"])
-        return self.sync.delete_one(filter)
+        writer = self._writing(session)
+        writer.guard_matching(filter, first=True)
+        return writer.target.delete_one(filter)
 
     async def delete_many(self, filter: dict[str, Any], session: Any = None) -> Any:
         self._client.check()
-        self._guard_matching(session, filter)
-        return self.sync.delete_many(filter)
+        writer = self._writing(session)
+        writer.guard_matching(filter)
+        return writer.target.delete_many(filter)
 
     async def find_one_and_update(self, filter: dict[str, Any], update: Any,
                                   projection: Any = None, *, upsert: bool = False,
                                   return_document: Any = ReturnDocument.BEFORE,
                                   session: Any = None, **kwargs: Any) -> Any:
         self._client.check()
-        found = self.sync.find_one(filter, {"_id": 1})
-        if found is not None:
-            self._guard(session, found["_id"])
-        result = self.sync.find_one_and_update(
+        writer = self._writing(session)
+        ids = writer.guard_matching(filter, first=True)
+        result = writer.target.find_one_and_update(
             filter, update, projection, upsert=upsert, return_document=return_document,
             **kwargs,
         )
-        if found is None and result is not None and session is not None:
-            self._guard(session, result["_id"])
+        if not ids and result is not None and "_id" in result:
+            ids = writer.guard_upserted(result["_id"])
+        writer.written(ids)
         return result
 
     # -- reads ----------------------------------------------------------------
@@ -302,12 +486,14 @@ class AsyncMockCollection:
     async def find_one(self, filter: Any = None, projection: Any = None, *,
                        session: Any = None, **kwargs: Any) -> dict[str, Any] | None:
         self._client.check()
-        found: dict[str, Any] | None = self.sync.find_one(filter, projection, **kwargs)
+        found: dict[str, Any] | None = self._reading(session).find_one(
+            filter, projection, **kwargs
+        )
         return found
 
     def find(self, filter: Any = None, projection: Any = None, *, session: Any = None,
              sort: Any = None, skip: int = 0, limit: int = 0, **kwargs: Any) -> AsyncMockCursor:
-        cursor = self.sync.find(filter, projection, **kwargs)
+        cursor = self._reading(session).find(filter, projection, **kwargs)
         if sort:
             cursor = cursor.sort(sort)
         if skip:
@@ -319,16 +505,16 @@ class AsyncMockCollection:
     async def count_documents(self, filter: dict[str, Any], session: Any = None,
                               **kwargs: Any) -> int:
         self._client.check()
-        return int(self.sync.count_documents(filter, **kwargs))
+        return int(self._reading(session).count_documents(filter, **kwargs))
 
     async def distinct(self, key: str, filter: Any = None, session: Any = None) -> list[Any]:
         self._client.check()
-        return list(self.sync.distinct(key, filter))
+        return list(self._reading(session).distinct(key, filter))
 
     async def aggregate(self, pipeline: list[dict[str, Any]], session: Any = None,
                         **kwargs: Any) -> AsyncMockCursor:
         self._client.check()
-        return AsyncMockCursor(self._client, self.sync.aggregate(pipeline, **kwargs))
+        return AsyncMockCursor(self._client, self._reading(session).aggregate(pipeline, **kwargs))
 
     # -- indexes --------------------------------------------------------------
 
@@ -347,3 +533,46 @@ class AsyncMockCollection:
     async def drop(self, session: Any = None) -> None:
         self._client.check()
         self.sync.drop()
+
+
+class _Writer:
+    """One write call: where it goes, and its guard. A plain write (no transaction)
+    changes the shared collection at once and fails on a document an open transaction
+    holds; a transaction's write goes to its copy (see MockSession)."""
+
+    def __init__(self, collection: AsyncMockCollection, target: Any,
+                 txn: MockSession | None, copy: _PrivateCopy | None) -> None:
+        self.collection = collection
+        self.target = target
+        self.txn = txn
+        self.copy = copy
+
+    def guard(self, doc_id: Any) -> None:
+        client = self.collection._client
+        client.writes += 1
+        key: LockKey = (self.collection.database.name, self.collection.name, doc_id)
+        owner = client.locks.get(key)
+        if owner is not None and owner is not self.txn:
+            raise write_conflict()
+        if self.txn is None or self.copy is None:
+            client.isolation.changed[key] = client.isolation.advance()
+        else:
+            self.txn.hold(self.copy, key)
+
+    def guard_matching(self, filter: dict[str, Any], *, first: bool = False) -> list[Any]:
+        found = self.target.find(filter, {"_id": 1})
+        ids = [doc["_id"] for doc in (found.limit(1) if first else found)]
+        for doc_id in ids:
+            self.guard(doc_id)
+        return ids
+
+    def guard_upserted(self, upserted_id: Any) -> list[Any]:
+        if upserted_id is None:
+            return []
+        self.guard(upserted_id)
+        return [upserted_id]
+
+    def written(self, ids: list[Any]) -> None:
+        if self.txn is not None and self.copy is not None:
+            for doc_id in ids:
+                self.txn.hold_unique_keys(self.collection, self.copy, doc_id)

@@ -2,7 +2,8 @@
 
 - sqlite: a real SQLite file in the test's directory.
 - mongomock: the MongoDB store on tests/mongo_async.py (mongomock behind an async
-  facade; transactions emulated by write locks and an undo journal, no isolation).
+  facade; transactions emulated on private copies of the collections they write, so
+  others read only committed data; write locks for first-writer-wins conflicts).
 - mongodb: the MongoDB store on a real server, only when FHIR_FUSION_TEST_MONGODB
   holds its URL (a replica set, so that transactions run); each test gets a database
   of its own, dropped afterwards.

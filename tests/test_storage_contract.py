@@ -359,12 +359,7 @@ async def test_search_skips_deleted_resources_and_pages_by_cursor(backend: Any) 
 
 
 async def test_writes_are_invisible_to_others_until_commit(backend: Any) -> None:
-    """Isolation. The mongomock facade cannot emulate it (its writes land at once), so
-    there it is skipped; SQLite and a real MongoDB replica set run it."""
-    from mongo_async import AsyncMockClient
-
-    if isinstance(getattr(backend, "client", None), AsyncMockClient):
-        pytest.skip("mongomock has no isolation: needs FHIR_FUSION_TEST_MONGODB")
+    """Isolation (on mongomock as the facade emulates it, see tests/mongo_async.py)."""
     async with backend.transaction(CTX) as txn:
         await txn.create(patient(), "hidden")
         assert await backend.read(CTX, "Patient", "hidden") is None
