@@ -111,7 +111,11 @@ class MongoSearchDB:
     def page(self, query: SearchQuery) -> Page:
         """The page as SearchDB.page gives it, with ids in place of rids."""
         found = self.search_page(query)
-        return Page([stored.id for stored in found.resources], found.total, found.next_cursor)
+        ids = [
+            stored.id if stored.container is None else f"{stored.container[1]}#{stored.id}"
+            for stored in found.resources
+        ]  # a contained resource's as SearchDB gives it: "<container id>#<local id>"
+        return Page(ids, found.total, found.next_cursor)
 
     def ids_of(self, rids: list[str]) -> list[str]:
         return rids

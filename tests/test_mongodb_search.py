@@ -13,6 +13,7 @@ through SQL have a MongoDB twin below.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from mongodb_search_db import MongoSearchDB
@@ -268,3 +269,24 @@ def test_a_far_side_beyond_the_bound_is_a_400(
         assert issue["expression"] == [name]
     finally:
         db.close()
+
+
+def test_quantities_sort_by_their_canonical_value_on_mongodb(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/test_search_sort_quantity.py unchanged, its SearchDB a MongoSearchDB: 150
+    mg/dL sorts between 1 and 2 g/L, by the canonical value, as on SQLite."""
+    import test_search_sort_quantity as sort_quantity
+
+    opened: list[MongoSearchDB] = []
+
+    def mongo_db(_: Any) -> MongoSearchDB:
+        opened.append(MongoSearchDB())
+        return opened[-1]
+
+    monkeypatch.setattr(sort_quantity, "SearchDB", mongo_db)
+    try:
+        sort_quantity.test_quantities_sort_by_their_canonical_value(tmp_path)
+    finally:
+        for database in opened:
+            database.close()

@@ -32,7 +32,13 @@ from test_search_chain import (  # noqa: F401 - collected here, on MongoDB
 from test_search_contained import meds  # noqa: F401 - its fixture
 from test_search_contained import (  # noqa: F401
     test_a_chain_is_evaluated_inside_contained_resources,
+    test_a_contained_match_is_the_contained_resource_itself,
+    test_contained_modes,
     test_contained_rows_follow_their_container,
+    test_include_from_contained_resources,
+    test_paging_through_contained_resources_neither_skips_nor_repeats,
+    test_paging_through_containers_neither_skips_nor_repeats,
+    test_sorting_with_contained_resources,
 )
 from test_search_include import (  # noqa: F401
     test_bad_result_parameters_are_400,
@@ -113,38 +119,3 @@ async def test_deep_chain_and_has_run_on_mongodb(client: httpx.AsyncClient) -> N
     response = await client.get("Observation", params={name: "x"})
     assert response.status_code == 200, response.text
     assert response.json()["total"] == 0
-
-
-def _container_cases() -> list[Any]:
-    """test_search_contained's mode cases that answer containers (MongoDB's part)."""
-    from test_search_contained import test_contained_modes
-
-    (mark,) = [m for m in test_contained_modes.pytestmark if m.name == "parametrize"]
-    return [case for case in mark.args[1]
-            if case.values[0].get("_containedType") != "contained"]  # fmt: skip
-
-
-@pytest.mark.parametrize(("params", "expected"), _container_cases())
-async def test_contained_modes_answering_containers(
-    meds: httpx.AsyncClient, params: dict[str, str], expected: set[str]
-) -> None:
-    from test_search_contained import test_contained_modes
-
-    await test_contained_modes(meds, params, expected)
-
-
-@pytest.mark.parametrize(
-    ("params", "name"),
-    [({"_contained": "true", "_containedType": "contained"}, "_containedType"),
-     ({"_contained": "both", "_containedType": "contained"}, "_containedType"),
-     ({"_contained": "both", "_sort": "-_lastUpdated"}, "_sort")],
-)  # fmt: skip
-async def test_what_contained_search_cannot_do_on_mongodb_is_a_400(
-    meds: httpx.AsyncClient, params: dict[str, str], name: str
-) -> None:
-    """Contained resources as results, and sorting with _contained, are not
-    implemented on MongoDB: a 400 naming the parameter, never another answer."""
-    response = await meds.get("Medication", params={"ingredient-code": "1191", **params})
-    assert response.status_code == 400, response.text
-    issue = response.json()["issue"][0]
-    assert (issue["code"], issue["expression"]) == ("not-supported", [name])

@@ -184,6 +184,93 @@ async def test_paging_through_containers_neither_skips_nor_repeats(
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        # contained resources sort by their own local id (a < b < med1 < top)
+        pytest.param(
+            {"_contained": "true", "_containedType": "contained", "_sort": "_id"},
+            ["MedicationRequest/mr4#a", "MedicationRequest/mr4#b", "MedicationRequest/mr1#med1"],
+            id="contained-by-id",
+        ),
+        pytest.param(
+            {"_contained": "true", "_containedType": "contained", "_sort": "-_id"},
+            ["MedicationRequest/mr1#med1", "MedicationRequest/mr4#b", "MedicationRequest/mr4#a"],
+            id="contained-by-id-descending",
+        ),
+        pytest.param(
+            {"_contained": "both", "_containedType": "contained", "_sort": "_id"},
+            ["MedicationRequest/mr4#a", "MedicationRequest/mr4#b", "MedicationRequest/mr1#med1",
+             "Medication/top"],
+            id="both-contained-by-id",
+        ),
+        # a container by the lowest local id of its matches (mr4: a, mr1: med1) ...
+        pytest.param(
+            {"_contained": "true", "_sort": "_id"},
+            ["MedicationRequest/mr4", "MedicationRequest/mr1"],
+            id="containers-by-id",
+        ),
+        # ... and by the highest, descending (mr1: med1, mr4: b)
+        pytest.param(
+            {"_contained": "true", "_sort": "-_id"},
+            ["MedicationRequest/mr1", "MedicationRequest/mr4"],
+            id="containers-by-id-descending",
+        ),
+        pytest.param(
+            {"_contained": "both", "_sort": "_id"},
+            ["MedicationRequest/mr4", "MedicationRequest/mr1", "Medication/top"],
+            id="both-containers-by-id",
+        ),
+    ],
+)  # fmt: skip
+async def test_sorting_with_contained_resources(
+    meds: httpx.AsyncClient, params: dict[str, str], expected: list[str]
+) -> None:
+    """search.html#sort over contained matches: a contained resource sorts by its own
+    values, a container by its matching contained resources' (and its own, with both)."""
+    bundle = await _bundle(meds, "Medication", {"ingredient-code": f"{RXNORM}|1191", **params})
+    assert _urls(bundle) == expected
+    assert bundle["total"] == len(expected)
+
+
+@pytest.mark.parametrize("sort", [None, "_id", "-_lastUpdated"])
+async def test_paging_through_contained_resources_neither_skips_nor_repeats(
+    meds: httpx.AsyncClient, sort: str | None
+) -> None:
+    params = {"ingredient-code": "1191", "_contained": "both", "_containedType": "contained",
+              "_count": "1"}  # fmt: skip
+    if sort:
+        params["_sort"] = sort
+    bundle = await _bundle(meds, "Medication", params)
+    seen: list[str] = []
+    while True:
+        seen += _urls(bundle)
+        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        if not following:
+            break
+        response = await meds.get(following[0])
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+    assert sorted(seen) == ["Medication/top", "MedicationRequest/mr1#med1",
+                            "MedicationRequest/mr4#a", "MedicationRequest/mr4#b"]  # fmt: skip
+
+
+async def test_include_from_contained_resources(meds: httpx.AsyncClient) -> None:
+    """_include follows a contained resource's own references (search.html#include);
+    _revinclude finds nothing for it: no resource points at a contained one by id."""
+    ibuprofen = {**_medication("m9", "5640"), "manufacturer": {"reference": "Organization/o1"}}
+    for resource in ({"resourceType": "Organization", "id": "o1", "name": "Maker"},
+                     _request("mr9", "#m9", ibuprofen)):  # fmt: skip
+        response = await meds.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
+        assert response.status_code == 201, response.text
+    bundle = await _bundle(meds, "Medication", {
+        "ingredient-code": "5640", "_contained": "true", "_containedType": "contained",
+        "_include": "Medication:manufacturer", "_revinclude": "MedicationRequest:medication",
+    })  # fmt: skip
+    modes = [(e["fullUrl"].removeprefix(BASE + "/"), e["search"]["mode"]) for e in bundle["entry"]]
+    assert modes == [("MedicationRequest/mr9#m9", "match"), ("Organization/o1", "include")]
+
+
 def test_a_chain_looks_into_contained_resources_through_their_own_index(tmp_path: Path) -> None:
     """The chain's contained branch is driven by contained_live (the contained resources
     of the target type), joined to the container's reference rows by rid, and exists only

@@ -353,40 +353,108 @@ def clause_filter(clause: Clause, paths: Paths = DOCUMENT) -> dict[str, Any]:
 # -- sorting and paging -----------------------------------------------------------------
 
 
-def sort_stages(sorts: Sequence[SortKey]) -> list[dict[str, Any]]:
+def sort_stages(sorts: Sequence[SortKey], entry: bool = False) -> list[dict[str, Any]]:
     """$addFields computing k<i> (the sort value) and m<i> (1 when it is missing).
+
+    With `entry`, on the rows of `entry_stages` (a resource itself or one of its
+    contained resources, in `e`): the values are the row's own."""
+    return [*sort_values(sorts, entry), missing_flags(sorts)]
+
+
+def sort_values(sorts: Sequence[SortKey], entry: bool = False) -> list[dict[str, Any]]:
+    """The $addFields stages computing k<i> of `sort_stages`, without the flags.
 
     The value list is built first and reduced in a second stage: `$min` of an array
     field works on MongoDB and mongomock alike, `$min` of an inline $map only on MongoDB."""
     values: dict[str, Any] = {}
     reduced: dict[str, Any] = {}
-    missing: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
+    root = f"${ENTRY}." if entry else f"${INDEX_FIELD}."
     for index, sort in enumerate(sorts):
         name = f"k{index}"
         if sort.code == "_id":
-            values[name] = "$id"
+            # a contained resource sorts by its local id, as in SQLite's contained table
+            values[name] = {"$cond": [_ITSELF, "$id", f"${ENTRY}.i"]} if entry else "$id"
         elif sort.code == "_lastUpdated":
-            values[name] = "$lastUpdated"
+            values[name] = "$lastUpdated"  # a contained resource's is its container's
         elif sort.code == "_score":
             values[name] = {"$literal": None}  # filled in from the hits (_score_page)
         else:
-            array = f"${INDEX_FIELD}.{ARRAY_OF[sort.param_type]}"
-            entries = {
-                "$filter": {
-                    "input": {"$ifNull": [array, []]},
-                    "as": "e",
-                    "cond": {"$eq": ["$$e.p", param_code(sort.key)]},
-                }
-            }
+            array = f"{root}{ARRAY_OF[sort.param_type]}"
             column = SORT_FIELD[sort.param_type][1 if sort.descending else 0]
-            values[name] = {"$map": {"input": entries, "as": "e", "in": f"$$e.{column}"}}
-            reduced[name] = {("$max" if sort.descending else "$min"): f"${name}"}
-        missing[f"m{index}"] = {"$cond": [{"$eq": [{"$ifNull": [f"${name}", None]}, None]}, 1, 0]}
-    stages = [{"$addFields": values}]
+            keys = [(name, param_code(sort.key))]
+            if sort.param_type == "quantity":
+                # the canonical UCUM value where the unit converts (100 mg/dL sorts with
+                # 1 g/L), else the value as stored: sqlite_index._sort_sql's coalesce
+                keys.append((f"c{index}", param_code(sort.key + ":canonical")))
+                chosen[name] = {"$ifNull": [f"$c{index}", f"${name}"]}
+            for field, code in keys:
+                entries = {
+                    "$filter": {
+                        "input": {"$ifNull": [array, []]},
+                        "as": "e",
+                        "cond": {"$eq": ["$$e.p", code]},
+                    }
+                }
+                values[field] = {"$map": {"input": entries, "as": "e", "in": f"$$e.{column}"}}
+                reduced[field] = {("$max" if sort.descending else "$min"): f"${field}"}
+    stages: list[dict[str, Any]] = [{"$addFields": values}]
     if reduced:
         stages.append({"$addFields": reduced})
-    stages.append({"$addFields": missing})
+    if chosen:
+        stages.append({"$addFields": chosen})
     return stages
+
+
+def missing_flags(sorts: Sequence[SortKey]) -> dict[str, Any]:
+    """The $addFields stage setting m<i> to 1 where k<i> is missing, else 0."""
+    return {"$addFields": {
+        f"m{index}": {"$cond": [{"$eq": [{"$ifNull": [f"$k{index}", None]}, None]}, 1, 0]}
+        for index in range(len(sorts))
+    }}  # fmt: skip
+
+
+# -- contained resources as rows ------------------------------------------------------
+
+# On the rows of entry_stages: the row of the resource itself (n = 0) or of its n-th
+# contained resource (idx.cn[n - 1]), whose index entries are in ENTRY.
+ENTRY = "e"
+_ITSELF = {"$eq": ["$n", 0]}
+
+
+def entry_stages() -> list[dict[str, Any]]:
+    """Stages turning each resource document into rows: itself (n 0, with its own index
+    entries in `e`) and each of its contained resources (n 1, 2, ..., their entries in
+    `e`). The unwound array starts with a null for the resource itself: mongomock
+    evaluates no expression inside an array literal, MongoDB and it read a constant."""
+    return [
+        {"$addFields": {"u": {"$concatArrays": [
+            [None], {"$ifNull": [f"${INDEX_FIELD}.cn", []]},
+        ]}}},  # fmt: skip
+        {"$unwind": {"path": "$u", "includeArrayIndex": "n"}},
+        {"$addFields": {ENTRY: {"$cond": [_ITSELF, f"${INDEX_FIELD}", "$u"]}}},
+    ]
+
+
+def prefixed(condition: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A condition on one contained entry (CONTAINED paths) as a condition on the field
+    `prefix` holding that entry: field names get the prefix, through $and / $or / $nor;
+    what is inside a field's value (an $elemMatch on its elements) is left as it is."""
+    out: dict[str, Any] = {}
+    for name, value in condition.items():
+        if name in ("$and", "$or", "$nor"):
+            out[name] = [prefixed(part, prefix) for part in value]
+        elif name.startswith("$"):
+            raise ValueError(f"cannot prefix the operator {name}")
+        else:
+            out[prefix + name] = value
+    return out
+
+
+def entry_after(rid: int) -> dict[str, Any]:
+    """The rows after the row a cursor's integer names, in (_id, n) order."""
+    doc_id, n = row_position(rid)
+    return {"$or": [{"_id": {"$gt": doc_id}}, {"_id": doc_id, "n": {"$gt": n}}]}
 
 
 def sort_spec(sorts: Sequence[SortKey]) -> dict[str, int]:
@@ -398,9 +466,12 @@ def sort_spec(sorts: Sequence[SortKey]) -> dict[str, int]:
     return spec
 
 
-def seek(sorts: Sequence[SortKey], position: cursors.Position) -> dict[str, Any]:
+def seek(
+    sorts: Sequence[SortKey], position: cursors.Position, after: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The documents after `position`: lexicographic over the sort keys (missing values
-    last in both directions), then `_id` (sqlite_index.seek)."""
+    last in both directions), then `_id` (sqlite_index.seek), or among equal keys the
+    condition `after` (entry_after, for rows of contained resources)."""
     values, rid = position
     alternatives: list[dict[str, Any]] = []
     equal: dict[str, Any] = {}
@@ -412,17 +483,34 @@ def seek(sorts: Sequence[SortKey], position: cursors.Position) -> dict[str, Any]
             equal = {**equal, flag: 0, key: value}
         else:
             equal = {**equal, flag: 1}
-    alternatives.append({**equal, "_id": {"$gt": document_id(rid)}})
+    if after is None:
+        alternatives.append({**equal, "_id": {"$gt": document_id(rid)}})
+    else:
+        alternatives.append(all_of(equal, after))
     return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
 
 
-def cursor_rid(doc_id: Any) -> int:
+def cursor_rid(doc_id: Any, n: int = 0) -> int:
     """The integer a keyset cursor carries (search.cursor) for a document `_id`: its
     bytes behind a tag byte, 1 for a string ("<tenant>/<type>/<id>", the store's key),
-    2 for an ObjectId."""
+    2 for an ObjectId; 3 for the n-th contained resource of the document with that
+    ObjectId (entry_stages), its 12 bytes then n in 4."""
+    if n:
+        if not isinstance(doc_id, ObjectId):
+            raise TypeError(f"contained rows are of ObjectId documents, not {doc_id!r}")
+        return int.from_bytes(b"\x03" + doc_id.binary + n.to_bytes(4, "big"), "big")
     if isinstance(doc_id, ObjectId):
         return int.from_bytes(b"\x02" + doc_id.binary, "big")
     return int.from_bytes(b"\x01" + str(doc_id).encode(), "big")
+
+
+def row_position(rid: int) -> tuple[Any, int]:
+    """The (_id, n) a cursor's integer names (cursor_rid reversed; n 0 for a resource
+    itself); 400 for one that names none."""
+    raw = rid.to_bytes(max((rid.bit_length() + 7) // 8, 1), "big") if rid > 0 else b""
+    if raw[:1] == b"\x03" and len(raw) == 17:
+        return ObjectId(raw[1:13]), int.from_bytes(raw[13:], "big")
+    return document_id(rid), 0
 
 
 def document_id(rid: int) -> Any:

@@ -49,13 +49,23 @@ bounded by MAX_TEXT_HITS, become an id condition; without an index they are a 40
 
 Contained resources (search.html#contained) are indexed inside their container
 (`idx.cn`), so that a chain follows a local reference ("#x") into them as on SQLite,
-and `_contained=true|both` finds their containers.
+and `_contained=true|both` finds their containers with one `$elemMatch`. What needs the
+contained resources one by one (`_containedType=contained`, which answers them
+themselves, and `_sort` with `_contained`, which orders containers by their matching
+contained resources) is an aggregation over those containers only: each becomes rows
+(mongodb_query.entry_stages: itself, then each contained resource), the matching rows
+are kept, sorted (or grouped per container, each sort key its lowest or highest over
+the rows) and paged by keyset, a contained row's position being (container `_id`,
+position in it).
 
-Known differences from SQLite, each a clear 400 rather than a silently different answer:
-chains / `_has` / `_text` whose far side exceeds the bounds above,
-`_containedType=contained` (contained resources as results) and `_sort` together with
-`_contained`. Relevance scores are the full-text index's own (Elasticsearch's BM25 is
-not FTS5's), and `_total=estimate` is the exact count.
+Known differences from SQLite: chains / `_has` / `_text` whose far side exceeds the
+bounds above are a 400 too-costly, and `_text` / `_content` without a full-text index a
+400 not-supported. Relevance scores are the full-text index's own
+(Elasticsearch's BM25 is not FTS5's), and `_total=estimate` is the exact count. Among
+contained resources that tie (unsorted, or equal sort keys) the order is storage order
+(container `_id`, then position), where SQLite's follows the negative rids it gives
+contained rows when it indexes them (the latest indexed first); the results are the
+same.
 """
 
 from __future__ import annotations
@@ -67,12 +77,14 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from conformance.definitions import search_parameters
+from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, Issue
 from fhir_server.storage.base import Context, SearchPage, StoredResource
 from fhir_server.storage.mongodb_documents import RESOURCES, stored_from_document
 from fhir_server.storage.mongodb_query import (
     CONTAINED,
     DOCUMENT,
+    ENTRY,
     INDEX_FIELD,
     NOTHING,
     TOP,
@@ -82,12 +94,17 @@ from fhir_server.storage.mongodb_query import (
     clause_filter,
     cursor_rid,
     document_id,
+    entry_after,
+    entry_stages,
     in_values,
+    missing_flags,
     param_code,
+    prefixed,
     seek,
     sort_order,
     sort_spec,
     sort_stages,
+    sort_values,
 )
 from fhir_server.storage.sqlite_contained import resources_of
 from fhir_server.storage.sqlite_graph import MAX_INCLUDED
@@ -208,12 +225,17 @@ def index_entries(resource: dict[str, Any]) -> dict[str, Any]:
 # -- the filter of a whole query --------------------------------------------------------
 
 
-def _not_supported(name: str, diagnostics: str) -> FHIRError:
-    return FHIRError(400, [Issue("not-supported", diagnostics, expression=(name,))])
-
-
 def _too_costly(name: str, diagnostics: str) -> FHIRError:
     return FHIRError(400, [Issue("too-costly", diagnostics, expression=(name,))])
+
+
+@dataclass(frozen=True)
+class _Contained:
+    """A search with `_contained=true|both`: the documents to look at (`where`) and the
+    rows of entry_stages among them that match (`rows`)."""
+
+    where: dict[str, Any]
+    rows: dict[str, Any]
 
 
 @dataclass
@@ -246,8 +268,12 @@ class _Compiler:
         on one contained entry (the far side of a chain through a local reference)."""
         if paths is DOCUMENT:
             conditions = [self.base(query.resource_type, query.types)]
-        else:
+        elif query.resource_type is not None:
             conditions = [{"t": query.resource_type}]
+        elif len(query.types) > 1:
+            conditions = [{"t": {"$in": list(query.types)}}]
+        else:
+            conditions = [{"t": {"$exists": True}}]
         for clause in query.clauses:
             if clause.code not in FIELD_OF_PARAMETER:
                 conditions.append(clause_filter(clause, paths))
@@ -259,26 +285,19 @@ class _Compiler:
             conditions.append(await self._link_filter(link, paths))
         return all_of(*[c for c in conditions if c])
 
-    async def contained_filter(self, query: SearchQuery) -> dict[str, Any]:
-        """`_contained=true|both` with `_containedType=container` (search.html#contained):
-        the resources that contain a match (each once, whatever its own type), and with
-        `both` the top-level matches too, in `_id` order as SQLite orders them by rid.
-        Returning the contained resources themselves, and sorting containers by their
-        contained matches, are a 400 here."""
-        if query.result.contained_type == "contained":
-            raise _not_supported("_containedType", "'_containedType=contained' (contained "
-                                 "resources as results) is not supported on the MongoDB store")
-        if query.sorts:
-            raise _not_supported("_sort", "'_sort' with '_contained' is not supported on the "
-                                 "MongoDB store")  # fmt: skip
-        if query.resource_type is None:
-            raise _not_supported("_contained", "'_contained' needs a resource type on the "
-                                 "MongoDB store")  # fmt: skip
+    async def contained_filter(self, query: SearchQuery) -> _Contained:
+        """`_contained=true|both` (search.html#contained): the filter of the resources
+        that contain a match, and with `both` the top-level matches too (each document
+        once, whatever its own type), and the conditions that pick the matching rows
+        of entry_stages (a resource itself, or one of its contained resources)."""
         element = await self.filter(query, CONTAINED)
         inside = all_of(self.base(None), {f"{INDEX_FIELD}.cn": {"$elemMatch": element}})
+        rows = [all_of({"n": {"$gt": 0}}, prefixed(element, ENTRY + "."))]
         if query.result.contained == "true":
-            return inside
-        return {"$or": [await self.filter(query), inside]}
+            return _Contained(inside, rows[0])
+        itself = await self.filter(query)
+        rows.insert(0, all_of({"n": 0}, itself))
+        return _Contained({"$or": [itself, inside]}, {"$or": rows})
 
     async def _ids(self, name: str, query: SearchQuery) -> list[str]:
         """The ids matching `query` (the far side of a chain), at most MAX_LINK_IDS."""
@@ -394,7 +413,10 @@ class _Compiler:
 @dataclass(frozen=True)
 class Plan:
     """The compiled page query: a find (`pipeline` None) or an aggregation, and the
-    count of the total (`count_filter`, None for _total=none)."""
+    count of the total (`count_filter`, or the aggregation `count_pipeline`; both None
+    for _total=none). `rows` says what the aggregation yields: resource documents,
+    "containers" (_id and sort keys of each, the documents read after) or "entries"
+    (rows of mongodb_query.entry_stages: resources and contained resources)."""
 
     filter: dict[str, Any]
     count_filter: dict[str, Any] | None
@@ -402,6 +424,8 @@ class Plan:
     skip: int
     limit: int
     pipeline: list[dict[str, Any]] | None = None
+    count_pipeline: list[dict[str, Any]] | None = None
+    rows: str = "documents"
 
     def find_arguments(self) -> dict[str, Any]:
         return {"filter": self.filter, "projection": _PROJECTION, "sort": list(self.sort.items()),
@@ -421,11 +445,25 @@ async def plan(
     return await _plan(_Compiler(db, ctx, session, fulltext), query)
 
 
+def _keys(sorts: Sequence[Any]) -> dict[str, int]:
+    return {f"k{i}": 1 for i in range(len(sorts))}
+
+
 async def _plan(compiler: _Compiler, query: SearchQuery) -> Plan:
-    if query.result.contained == "false":
+    mode = query.result.contained
+    if mode == "false":
         where = await compiler.filter(query)
+    elif any(sort.code == "_score" for sort in query.sorts):
+        # _sort=_score needs a _text/_content match, which a contained resource never is
+        # (it has no full-text document, nor on SQLite): only resources themselves
+        where = NOTHING if mode == "true" else await compiler.filter(query)
     else:
-        where = await compiler.contained_filter(query)
+        contained = await compiler.contained_filter(query)
+        if query.result.contained_type == "contained":
+            return _entries_plan(query, contained)
+        if query.sorts:
+            return _containers_plan(query, contained)
+        where = contained.where
     count_filter = None if query.total == "none" else where
     offset = 0 if query.position is not None else query.offset
     limit = query.count + 1  # one more than the page tells whether there is a next page
@@ -442,9 +480,120 @@ async def _plan(compiler: _Compiler, query: SearchQuery) -> Plan:
     pipeline.append({"$sort": spec})
     if offset:
         pipeline.append({"$skip": offset})
-    keys = {f"k{i}": 1 for i in range(len(sorts))}
-    pipeline += [{"$limit": limit}, {"$project": {**_PROJECTION, **keys}}]
+    pipeline += [{"$limit": limit}, {"$project": {**_PROJECTION, **_keys(sorts)}}]
     return Plan(where, count_filter, spec, offset, limit, pipeline)
+
+
+def _entries_plan(query: SearchQuery, contained: _Contained) -> Plan:
+    """`_containedType=contained`: each matching contained resource is a result of its
+    own (and with `both` each matching resource), in the sort order, then by container
+    `_id` and position in it (the resource itself first)."""
+    head = [{"$match": contained.where}, *entry_stages(), {"$match": contained.rows}]
+    count = None if query.total == "none" else [*head, {"$count": "n"}]
+    sorts = query.sorts
+    pipeline = [*head, *(sort_stages(sorts, entry=True) if sorts else ())]
+    if query.position is not None:
+        pipeline.append({"$match": seek(sorts, query.position, entry_after(query.position[1]))})
+    spec = {**sort_spec(sorts), "n": 1}
+    offset = 0 if query.position is not None else query.offset
+    pipeline.append({"$sort": spec})
+    if offset:
+        pipeline.append({"$skip": offset})
+    entry = {f"{ENTRY}.{name}": 1 for name in ("t", "i", "rf")}
+    project = {**_PROJECTION, **_keys(sorts), "n": 1, **entry}
+    pipeline += [{"$limit": query.count + 1}, {"$project": project}]
+    return Plan(
+        contained.where, None, spec, offset, query.count + 1, pipeline, count, rows="entries"
+    )
+
+
+def _containers_plan(query: SearchQuery, contained: _Contained) -> Plan:
+    """`_contained` sorted, answering containers: each container once, by the lowest
+    (ascending) or highest (descending) sort value of its matching rows (its contained
+    matches, and itself with `both`), each key on its own, as sqlite_index groups them."""
+    sorts = query.sorts
+    group = {
+        f"k{i}": {("$max" if sort.descending else "$min"): f"$k{i}"}
+        for i, sort in enumerate(sorts)
+    }
+    pipeline = [
+        {"$match": contained.where}, *entry_stages(), {"$match": contained.rows},
+        *sort_values(sorts, entry=True), {"$group": {"_id": "$_id", **group}},
+        missing_flags(sorts),
+    ]  # fmt: skip
+    if query.position is not None:
+        pipeline.append({"$match": seek(sorts, query.position)})
+    spec = sort_spec(sorts)
+    offset = 0 if query.position is not None else query.offset
+    pipeline.append({"$sort": spec})
+    if offset:
+        pipeline.append({"$skip": offset})
+    pipeline.append({"$limit": query.count + 1})
+    count_filter = None if query.total == "none" else contained.where
+    return Plan(
+        contained.where, count_filter, spec, offset, query.count + 1, pipeline,
+        rows="containers",
+    )  # fmt: skip
+
+
+async def _containers_page(
+    compiler: _Compiler, page_plan: Plan, projection: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The documents of a "containers" page, in its order, with their sort keys."""
+    assert page_plan.pipeline is not None
+    cursor = await compiler.collection.aggregate(page_plan.pipeline, session=compiler.session)
+    rows = list(await cursor.to_list(None))
+    found = compiler.collection.find(
+        {"_id": {"$in": [row["_id"] for row in rows]}}, projection, session=compiler.session
+    )
+    by_id = {doc["_id"]: doc for doc in await found.to_list(None)}
+    return [{**by_id[row["_id"]], **row} for row in rows if row["_id"] in by_id]
+
+
+async def _entries_page(compiler: _Compiler, page_plan: Plan) -> list[dict[str, Any]]:
+    """The rows of an "entries" page: resource documents as they are, contained
+    resources as documents of their own: type and local id, their container's version
+    and lastUpdated, the body of the contained resource (taken from the container's),
+    its reference entries (for _include) and `container` (type, id)."""
+    assert page_plan.pipeline is not None
+    cursor = await compiler.collection.aggregate(page_plan.pipeline, session=compiler.session)
+    parsed: dict[Any, list[dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for row in await cursor.to_list(None):
+        n = int(row.get("n") or 0)
+        entry = row.pop(ENTRY, None) or {}
+        if n == 0:
+            out.append({**row, INDEX_FIELD: {"rf": entry.get("rf", [])}})
+            continue
+        items = parsed.get(row["_id"])
+        if items is None:
+            items = parsed[row["_id"]] = resources_of(jsonutil.loads(bytes(row["body"])))
+        # the entries were computed from this very body (written together), in this order
+        item = items[n - 1] if n <= len(items) else None
+        if item is None or (item["resourceType"], item["id"]) != (entry["t"], entry["i"]):
+            continue  # pragma: no cover - an index out of step with the body
+        out.append({
+            **row, "type": entry["t"], "id": entry["i"], "deleted": False,
+            "body": jsonutil.dumps(item), "container": (row["type"], row["id"]),
+            INDEX_FIELD: {"rf": entry.get("rf", [])},
+        })  # fmt: skip
+    return out
+
+
+def _stored(doc: Mapping[str, Any]) -> StoredResource:
+    """A page row as a StoredResource; a contained resource's names its container."""
+    container = doc.get("container")
+    if container is None:
+        return stored_from_document(dict(doc))
+    return StoredResource(
+        doc["type"], doc["id"], doc["version"], doc["lastUpdated"], False, bytes(doc["body"]),
+        "PUT", container=container,
+    )  # fmt: skip
+
+
+def _row_key(doc: Mapping[str, Any]) -> tuple[Any, int]:
+    """What tells page rows apart: a contained resource shares its container's _id."""
+    return doc["_id"], int(doc.get("n") or 0)
 
 
 async def _score_page(
@@ -538,6 +687,8 @@ async def _reverse(
     targets = {t for code in include.codes for t in params[code].targets}
     by_type: dict[str, list[str]] = {}
     for doc in frontier:
+        if doc.get("container") is not None:  # a contained resource: nothing points at it
+            continue
         if include.target_type is not None and doc["type"] != include.target_type:
             continue
         if targets and doc["type"] not in targets:
@@ -563,7 +714,7 @@ async def _included(
     """sqlite_graph.included on documents: round 0 applies every include to the
     matches, each further round (at most MAX_ROUNDS) the :iterate ones to what the round
     before added; a resource already in the page is never added again, so cycles end."""
-    seen = {doc["_id"] for doc in matches}
+    seen = {_row_key(doc) for doc in matches}
     frontier: list[Mapping[str, Any]] = list(matches)
     added: list[Mapping[str, Any]] = []
     truncated = False
@@ -575,12 +726,12 @@ async def _included(
         for include in active:
             follow = _reverse if include.reverse else _forward
             for doc in await follow(compiler, include, frontier):
-                if doc["_id"] in seen:
+                if _row_key(doc) in seen:
                     continue
                 if len(added) + len(new) >= MAX_INCLUDED:
                     truncated = True
                     break
-                seen.add(doc["_id"])
+                seen.add(_row_key(doc))
                 new.append(doc)
         added += new
         frontier = new
@@ -612,7 +763,11 @@ async def search(
     page_plan = await _plan(compiler, query)
     collection = compiler.collection
     total: int | None = None
-    if page_plan.count_filter is not None:
+    if page_plan.count_pipeline is not None:
+        counted = await collection.aggregate(page_plan.count_pipeline, session=session)
+        found = await counted.to_list(None)
+        total = int(found[0]["n"]) if found else 0
+    elif page_plan.count_filter is not None:
         total = await collection.count_documents(page_plan.count_filter, session=session)
     if query.count == 0 or total == 0:
         return SearchPage([], total)
@@ -621,25 +776,30 @@ async def search(
         projection[f"{INDEX_FIELD}.rf"] = 1
     if any(sort.code == "_score" for sort in query.sorts):
         docs = await _score_page(compiler, query, page_plan, projection)
+    elif page_plan.rows == "containers":
+        docs = await _containers_page(compiler, page_plan, projection)
+    elif page_plan.rows == "entries":
+        docs = await _entries_page(compiler, page_plan)
     elif page_plan.pipeline is None:
         cursor = collection.find(
             page_plan.filter, projection, sort=list(page_plan.sort.items()),
             skip=page_plan.skip, limit=page_plan.limit, session=session,
         )  # fmt: skip
+        docs = list(await cursor.to_list(None))
     else:
         pipeline = page_plan.pipeline
         if query.result.includes:
             pipeline = [*pipeline[:-1], {"$project": {**pipeline[-1]["$project"], **projection}}]
         cursor = await collection.aggregate(pipeline, session=session)
-    if not any(sort.code == "_score" for sort in query.sorts):
         docs = list(await cursor.to_list(None))
     next_cursor = None
     if len(docs) > query.count:
         docs = docs[: query.count]
         last = docs[-1]
         values = tuple(last.get(f"k{i}") for i in range(len(query.sorts)))
-        next_cursor = cursors.encode(values, cursor_rid(last["_id"]), query.sort_signature)
-    matches = [stored_from_document(doc) for doc in docs]
+        rid = cursor_rid(last["_id"], int(last.get("n") or 0))
+        next_cursor = cursors.encode(values, rid, query.sort_signature)
+    matches = [_stored(doc) for doc in docs]
     if not query.result.includes:
         return SearchPage(matches, total, next_cursor=next_cursor)
     included, truncated = await _included(compiler, query.result.includes, docs)
