@@ -253,7 +253,7 @@ async def preload(store: ResourceStore, ctx: Context, delay: float = PRELOAD_DEL
         log.info("terminology preloaded: %s", done)
     except asyncio.CancelledError:
         raise
-    except FHIRError as exc:  # e.g. a backend without a concept store (MongoDB): 501
+    except FHIRError as exc:  # e.g. a standalone MongoDB server refuses writes: 501
         log.info("terminology not preloaded: %s", exc)
     except Exception:  # noqa: BLE001 - the server serves on; operations load lazily
         log.exception("terminology preload failed")

@@ -7,7 +7,7 @@
 
 `resolve` rewrites such clauses into plain token clauses (`:not-in` into `:not`) over
 the codes of the expansion or hierarchy, before the store plans the search; a store
-calls it at the start of a search. More than MAX_CODES codes is a 400 too-costly.
+calls it at the start of a search (SQLiteStore.search, MongoStore.search). More than MAX_CODES codes is a 400 too-costly.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ def needs_terminology(query: SearchQuery) -> bool:
 
 
 def refuse_without_terminology(query: SearchQuery) -> None:
-    """501 naming the clause, for a store with no concept store (MongoDB): its search
-    would otherwise match the modifier's value as a plain code and find nothing."""
+    """400 naming the clause for a search that `resolve` did not see (MongoDB: a search
+    inside a transaction, as SQLite refuses it): it would otherwise match the modifier's
+    value as a plain code and find nothing."""
     for c in query.clauses:
         if c.param_type == "token" and c.modifier in MODIFIERS:
-            raise FHIRError(501, [Issue(
-                "not-supported", f"'{c.name}' needs the terminology service, "
-                "which this server has on SQLite storage only", expression=(c.name,))])
+            raise FHIRError(400, [Issue(
+                "not-supported", f"'{c.name}': token :in, :not-in, :above and :below are "
+                "not supported inside a transaction", expression=(c.name,))])
 
 
 async def _codes(store: ResourceStore, ctx: Context, clause: Clause) -> set[tuple[str, str]]:

@@ -7,10 +7,10 @@ Public API (for the loaders, the adapters and the FHIR operations)
     concepts = concept_store(resource_store)        # one per ResourceStore, tables made once
     summary = await concepts.load_code_system(ctx, header, concepts_iter, progress=print_count)
 
-`concept_store(store)` returns the `ConceptStore` of a `ResourceStore` (for SQLite:
-`terminology.sqlite_store.SQLiteConceptStore`, tables `term_*` in the same file as the
-resources, created idempotently on first use). The protocol is backend-neutral: a
-MongoDB store implements the same methods.
+`concept_store(store)` returns the `ConceptStore` of a `ResourceStore`: for SQLite
+`terminology.sqlite_store.SQLiteConceptStore` (tables `term_*` in the same file as the
+resources), for MongoDB `terminology.mongodb_store.MongoConceptStore` (collections `term_*`
+in the same database); both created idempotently on first use, with the same semantics.
 
 Loading (`load_code_system`)
     `header` is a `terminology.model.CodeSystemHeader`; `concepts` an iterable or async
@@ -56,7 +56,8 @@ Expansions (terminology.expand builds them from ValueSet.compose)
       designation (or, for a filter that looks like a code, the code); case and accents
       folded; ideographs matched character by character in order (FTS5 index over the
       designations); ranked: phrase, words together, all words whole, prefixes, then
-      the expansion's order.
+      the expansion's order (MongoDB: token arrays, ranked in Python; see
+      terminology.mongodb_expansions for the cost).
     `expansion_find(ctx, expansion, system, code)` -> ExpandedConcept | None (membership)
     `clear_expansions(ctx)`               every cached expansion of the tenant; called
                                           on every load and when CodeSystem/ValueSet
@@ -247,14 +248,21 @@ def concept_store(store: ResourceStore) -> ConceptStore:
     """The concept store kept beside `store` (the same one on every call)."""
     found = _STORES.get(store)
     if found is None:
+        from fhir_server.storage.mongodb import MongoStore
         from fhir_server.storage.sqlite import SQLiteStore
 
-        if not isinstance(store, SQLiteStore):
-            raise FHIRError.simple(
-                501, "not-supported", "The terminology service is implemented for SQLite only"
-            )
-        from terminology.sqlite_store import SQLiteConceptStore
+        if isinstance(store, SQLiteStore):
+            from terminology.sqlite_store import SQLiteConceptStore
 
-        found = SQLiteConceptStore(store)
+            found = SQLiteConceptStore(store)
+        elif isinstance(store, MongoStore):
+            from terminology.mongodb_store import MongoConceptStore
+
+            found = MongoConceptStore(store)
+        else:
+            raise FHIRError.simple(
+                501, "not-supported",
+                f"The terminology service has no concept store for {type(store).__name__}",
+            )
         _STORES[store] = found
     return found

@@ -1,64 +1,154 @@
-"""On MongoDB storage (mongomock: no MongoDB server can run here) the terminology service
-is absent: the token modifiers :in/:not-in/:above/:below and the operations that need the
-concept store answer a clear 501, never an empty result that looks like "no match"."""
+"""The terminology service on MongoDB storage, over HTTP, answering from the content the
+server ships (terminology/data: the LOINC subset, HL7 terminology): $lookup,
+$validate-code, $expand with type-ahead, $subsumes, and the token modifiers :in, :not-in,
+:above and :below. MongoDB here is mongomock behind tests/mongo_async.py (no MongoDB
+server can run on CI machines); the concept-store suites (test_terminology_store.py and
+the others importing tests/terminology_backends.py) run on it too."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from mongo_async import AsyncMockClient
 
 from fhir_server.app import create_app
+from fhir_server.storage.base import Context
 from fhir_server.storage.mongodb import MongoStore
+from terminology.store import concept_store
 
 pytestmark = pytest.mark.anyio
 
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+VITAL_SIGNS = "http://hl7.org/fhir/ValueSet/observation-vitalsignresult"
+
+
+def _observation(oid: str, code: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": code}]}}  # fmt: skip
+
+
+def _condition(cid: str, status: str) -> dict[str, Any]:
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p"},
+            "verificationStatus": {"coding": [{"system": VER_STATUS, "code": status}]}}
 
 
 @pytest.fixture
-async def mongo_client() -> AsyncIterator[httpx.AsyncClient]:
+async def mongo_store() -> AsyncIterator[MongoStore]:
     store = await MongoStore.open("mongodb://mongomock/", client=AsyncMockClient())
-    transport = httpx.ASGITransport(app=create_app(store))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://fhir.test/fhir/") as c:
-            obs = {"resourceType": "Observation", "status": "final",
-                   "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}}
-            assert (await c.post("Observation", json=obs)).status_code == 201
-            yield c
+        yield store
     finally:
         await store.close()
 
 
-@pytest.mark.parametrize("url", [
-    "Observation?code:in=http://loinc.org/vs",
-    "Observation?code:not-in=http://loinc.org/vs",
-    f"Condition?code:below={ICD}|E11",
-    f"Condition?code:above={ICD}|E11.9",
-])  # fmt: skip
-async def test_terminology_modifiers_are_501(mongo_client: httpx.AsyncClient, url: str) -> None:
-    r = await mongo_client.get(url)
-    assert r.status_code == 501, r.text
-    issue = r.json()["issue"][0]
-    assert issue["code"] == "not-supported"
-    assert url.split("?")[1].split("=")[0] in issue["diagnostics"]  # names the clause
+@pytest.fixture
+async def mongo_client(mongo_store: MongoStore) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(mongo_store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://fhir.test/fhir/") as c:
+        for resource in (
+            _observation("glu", "2345-7"), _observation("sys", "8480-6"),
+            _observation("dia", "8462-4"), _condition("prov", "provisional"),
+            _condition("diff", "differential"), _condition("conf", "confirmed"),
+            _condition("unc", "unconfirmed"),
+        ):  # fmt: skip
+            r = await c.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
+            assert r.status_code == 201, r.text
+        yield c
 
 
-@pytest.mark.parametrize("url", [
-    "CodeSystem/$lookup?system=http://loinc.org&code=2345-7",
-    "ValueSet/$expand?url=http://loinc.org/vs",
-    "CodeSystem/$validate-code?url=http://loinc.org&code=2345-7",
-])  # fmt: skip
-async def test_concept_store_operations_are_501(
-    mongo_client: httpx.AsyncClient, url: str
-) -> None:
-    r = await mongo_client.get(url)
-    assert r.status_code == 501, r.text
-    assert r.json()["resourceType"] == "OperationOutcome"
+def _values(body: dict[str, Any]) -> dict[str, Any]:
+    assert body["resourceType"] == "Parameters", body
+    return {p["name"]: next((v for k, v in p.items() if k.startswith("value")), None)
+            for p in body["parameter"]}  # fmt: skip
+
+
+async def test_lookup_of_shipped_loinc(mongo_client: httpx.AsyncClient) -> None:
+    r = await mongo_client.get("CodeSystem/$lookup", params={"system": LOINC, "code": "2345-7"})
+    assert r.status_code == 200, r.text
+    assert _values(r.json())["display"] == "Glucose [Mass/volume] in Serum or Plasma"
+    r = await mongo_client.get("CodeSystem/$lookup", params={
+        "system": LOINC, "code": "8867-4", "displayLanguage": "zh-CN"})
+    assert _values(r.json())["display"] == "心率"  # the subset's Chinese display
+    r = await mongo_client.get("CodeSystem/$lookup", params={"system": LOINC, "code": "0000-0"})
+    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_validate_code_and_subsumes(mongo_client: httpx.AsyncClient) -> None:
+    r = await mongo_client.get("CodeSystem/$validate-code", params={
+        "url": LOINC, "code": "8480-6", "display": "Systolic blood pressure"})
+    assert _values(r.json())["result"] is True
+    r = await mongo_client.get("ValueSet/$validate-code", params={
+        "url": VITAL_SIGNS, "system": LOINC, "code": "2345-7"})
+    assert _values(r.json())["result"] is False  # glucose is no vital sign
+    r = await mongo_client.get("ValueSet/$validate-code", params={
+        "url": VITAL_SIGNS, "system": LOINC, "code": "8462-4"})
+    assert _values(r.json())["result"] is True
+    r = await mongo_client.get("CodeSystem/$subsumes", params={
+        "system": VER_STATUS, "codeA": "unconfirmed", "codeB": "provisional"})
+    assert _values(r.json())["outcome"] == "subsumes"
+    r = await mongo_client.get("CodeSystem/$subsumes", params={
+        "system": VER_STATUS, "codeA": "provisional", "codeB": "confirmed"})
+    assert _values(r.json())["outcome"] == "not-subsumed"
+
+
+async def test_expand_with_type_ahead(mongo_client: httpx.AsyncClient) -> None:
+    r = await mongo_client.get("ValueSet/$expand", params={"url": VITAL_SIGNS})
+    assert r.status_code == 200, r.text
+    expansion = r.json()["expansion"]
+    assert expansion["total"] == 13  # the 13 LOINC codes of the R4 value set
+    r = await mongo_client.get("ValueSet/$expand", params={
+        "url": f"{LOINC}?fhir_vs", "filter": "blood pressure syst", "count": "5"})
+    found = r.json()["expansion"].get("contains", [])
+    assert found and found[0]["code"] == "8480-6", found
+    r = await mongo_client.get("ValueSet/$expand", params={
+        "url": f"{LOINC}?fhir_vs", "filter": "葡萄糖", "displayLanguage": "zh-CN"})
+    contains = r.json()["expansion"]["contains"]
+    assert "2345-7" in {c["code"] for c in contains}
+    assert all("葡萄糖" in c["display"] for c in contains), contains
+
+
+async def test_below_and_above_on_shipped_hierarchy(mongo_client: httpx.AsyncClient) -> None:
+    async def ids(params: dict[str, str]) -> set[str]:
+        r = await mongo_client.get("Condition", params=params)
+        assert r.status_code == 200, r.text
+        return {e["resource"]["id"] for e in r.json().get("entry", [])}
+
+    # condition-ver-status: provisional and differential are below unconfirmed
+    assert await ids({"verification-status:below": f"{VER_STATUS}|unconfirmed"}) == {
+        "unc", "prov", "diff"}
+    assert await ids({"verification-status:above": f"{VER_STATUS}|differential"}) == {
+        "unc", "diff"}
+
+
+async def test_in_and_not_in_a_shipped_value_set(mongo_client: httpx.AsyncClient) -> None:
+    async def ids(params: dict[str, str]) -> set[str]:
+        r = await mongo_client.get("Observation", params=params)
+        assert r.status_code == 200, r.text
+        return {e["resource"]["id"] for e in r.json().get("entry", [])}
+
+    assert await ids({"code:in": VITAL_SIGNS}) == {"sys", "dia"}
+    assert await ids({"code:not-in": VITAL_SIGNS}) == {"glu"}
 
 
 async def test_plain_token_search_still_works(mongo_client: httpx.AsyncClient) -> None:
     r = await mongo_client.get("Observation?code=http://loinc.org|2345-7")
     assert r.status_code == 200 and r.json()["total"] == 1
+
+
+async def test_documents_carry_the_tenant(mongo_store: MongoStore) -> None:
+    """Each term_* document names its tenant; another tenant sees nothing of a load."""
+    from terminology.model import CodeSystemHeader, Concept
+
+    concepts = concept_store(mongo_store)
+    url = "http://example.org/fhir/CodeSystem/lab"
+    await concepts.load_code_system(Context(tenant="a"), CodeSystemHeader(url, None, "Lab"),
+                                    [Concept("X", "x")], keep_resource=False)  # fmt: skip
+    assert await concepts.system(Context(tenant="b"), url) is None
+    assert await concepts.system(Context(tenant="a"), url) is not None
+    for name in ("term_systems", "term_concepts"):
+        docs = await mongo_store.db[name].find({}).to_list(None)
+        assert docs and all(d["tenant"] == "a" for d in docs), name

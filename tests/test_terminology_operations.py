@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from terminology_backends import store  # noqa: F401 - SQLite and MongoDB (mongomock)
 
 pytestmark = pytest.mark.anyio
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from terminology_backends import store  # noqa: F401 - SQLite and MongoDB (mongomock)
 
 pytestmark = pytest.mark.anyio
 

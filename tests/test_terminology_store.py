@@ -1,4 +1,5 @@
-"""The concept store on a real SQLite file: loading (batches, replacement), type-ahead
+"""The concept store on a real SQLite file and on MongoDB (mongomock; a real server when
+FHIR_FUSION_TEST_MONGODB is set): loading (batches, replacement), type-ahead
 text (case, accents, ideographs), paging of expansions, version pinning, activeOnly."""
 
 from __future__ import annotations
@@ -6,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from terminology_backends import store  # noqa: F401 - the fixture, over both backends
 
-from fhir_server.storage.base import Context
-from fhir_server.storage.sqlite import SQLiteStore
+from fhir_server.storage.base import Context, ResourceStore
 from search.query import parse_search
 from terminology import store as store_module
 from terminology.expand import ExpandRequest, Pins, expand
@@ -28,12 +29,14 @@ def _concepts(n: int) -> Iterator[Concept]:
 
 
 async def test_load_in_batches_with_progress_and_replace(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: ResourceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "BATCH", 100)
+    import terminology.mongodb_store as mongodb_store
     import terminology.sqlite_store as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "BATCH", 100)
+    monkeypatch.setattr(mongodb_store, "BATCH", 100)
     seen: list[int] = []
     concepts = concept_store(store)
     header = CodeSystemHeader(URL, "1", "Lab", content="fragment")
@@ -53,7 +56,7 @@ async def test_load_in_batches_with_progress_and_replace(
     assert "concept" not in resource
 
 
-async def test_a_failed_load_leaves_the_previous_one(store: SQLiteStore) -> None:
+async def test_a_failed_load_leaves_the_previous_one(store: ResourceStore) -> None:
     concepts = concept_store(store)
     header = CodeSystemHeader(URL, None, "Lab")
     await concepts.load_code_system(CTX, header, _concepts(5))
@@ -68,7 +71,7 @@ async def test_a_failed_load_leaves_the_previous_one(store: SQLiteStore) -> None
     assert system is not None and system.count == 5
 
 
-async def test_async_iterable_and_repeated_code(store: SQLiteStore) -> None:
+async def test_async_iterable_and_repeated_code(store: ResourceStore) -> None:
     async def rows():  # type: ignore[no-untyped-def]
         yield Concept("A", "first")
         yield Concept("A", "second")
@@ -82,7 +85,7 @@ async def test_async_iterable_and_repeated_code(store: SQLiteStore) -> None:
     assert detail is not None and detail.concept.display == "second"
 
 
-async def _expansion_codes(store: SQLiteStore, request: ExpandRequest, compose: dict) -> tuple[
+async def _expansion_codes(store: ResourceStore, request: ExpandRequest, compose: dict) -> tuple[
     int, list[str]
 ]:
     vs = {"resourceType": "ValueSet", "url": "http://example.org/vs", "compose": compose}
@@ -90,7 +93,7 @@ async def _expansion_codes(store: SQLiteStore, request: ExpandRequest, compose: 
     return out["expansion"]["total"], [c["code"] for c in out["expansion"].get("contains", [])]
 
 
-async def test_paging_covers_every_concept_once(store: SQLiteStore) -> None:
+async def test_paging_covers_every_concept_once(store: ResourceStore) -> None:
     await concept_store(store).load_code_system(
         CTX, CodeSystemHeader(URL, None, "Lab"), _concepts(1000)
     )
@@ -115,7 +118,7 @@ async def test_paging_covers_every_concept_once(store: SQLiteStore) -> None:
     assert first + rest == active
 
 
-async def test_filters_is_a_regex_and_exclude(store: SQLiteStore) -> None:
+async def test_filters_is_a_regex_and_exclude(store: ResourceStore) -> None:
     concepts = concept_store(store)
     await concepts.load_code_system(CTX, CodeSystemHeader(URL, None, "Lab"), _concepts(30))
     system = await concepts.system(CTX, URL)
@@ -144,7 +147,7 @@ async def test_filters_is_a_regex_and_exclude(store: SQLiteStore) -> None:
         ("xyz", []),
     ],
 )
-async def test_type_ahead_text(store: SQLiteStore, text: str, codes: list[str]) -> None:
+async def test_type_ahead_text(store: ResourceStore, text: str, codes: list[str]) -> None:
     rows = [
         Concept("GLU", "Glucose [Mass/volume] in Serum or Plasma",
                 designations=(Designation("血清葡萄糖（空腹血糖）", "zh-CN"),)),
@@ -155,7 +158,7 @@ async def test_type_ahead_text(store: SQLiteStore, text: str, codes: list[str]) 
                                    {"include": [{"system": URL}]}))[1] == codes  # fmt: skip
 
 
-async def test_version_pinning(store: SQLiteStore) -> None:
+async def test_version_pinning(store: ResourceStore) -> None:
     concepts = concept_store(store)
     await concepts.load_code_system(CTX, CodeSystemHeader(URL, "1", "Lab"), [Concept("OLD", "o")])
     await concepts.load_code_system(CTX, CodeSystemHeader(URL, "2", "Lab"), [Concept("NEW", "n")])
@@ -168,7 +171,7 @@ async def test_version_pinning(store: SQLiteStore) -> None:
     assert (await _expansion_codes(store, forced, in_compose))[1] == ["NEW"]
 
 
-async def test_display_language(store: SQLiteStore) -> None:
+async def test_display_language(store: ResourceStore) -> None:
     rows = [Concept("HR", "Heart rate", designations=(Designation("心率", "zh-CN"),
                                                       Designation("Herzfrequenz", "de")))]
     await concept_store(store).load_code_system(CTX, CodeSystemHeader(URL, None, "Lab"), rows)
@@ -179,7 +182,7 @@ async def test_display_language(store: SQLiteStore) -> None:
         assert out["expansion"]["contains"][0]["display"] == display
 
 
-async def test_type_ahead_pages_agree_between_index_and_member_list(store: SQLiteStore) -> None:
+async def test_type_ahead_pages_agree_between_index_and_member_list(store: ResourceStore) -> None:
     # a whole code system is answered from the FTS5 index alone; excluding one concept makes
     # the expansion a member list probed per hit: both give the same totals and pages
     await concept_store(store).load_code_system(

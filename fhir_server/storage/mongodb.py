@@ -564,6 +564,11 @@ class MongoStore:
 
     @mapped
     async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
+        # token :in/:not-in/:above/:below become plain token clauses over the codes they
+        # stand for (the concept store: terminology.mongodb_store), as SQLiteStore.search
+        from terminology.search_modifiers import resolve
+
+        query = await resolve(self, ctx, query)
         return await _search(self.db, ctx, query, None, self.fulltext)
 
     # -- raw feed inputs -----------------------------------------------------

@@ -1,0 +1,437 @@
+"""The concept store (terminology.store.ConceptStore) in the MongoDB database of the
+resources (fhir_server.storage.mongodb.MongoStore), with the semantics of the SQLite one
+(terminology.sqlite_store): the same load swap, precedence, hierarchy and filters.
+
+Collections of its own, indexes created idempotently on first use; every document and
+every query carries the tenant:
+
+    term_systems      one document per load (`_id` = sid; state 'loading' until the swap)
+    term_concepts     one per concept (`_id` = cid, load order): code, display, definition,
+                      active, properties (JSON text, as SQLite keeps them) and their names
+                      (`pkeys`), designations (`des`), the codes of its parents (`parents`:
+                      the is-a edges, indexed for children), and the type-ahead tokens:
+                      `words` (display and designations) and `ctoks` (the code), folded
+                      as SQLite's FTS5 unicode61 folds them (terminology.mongodb_text)
+    term_expansions / term_members   cached expansions (terminology.mongodb_expansions)
+    term_sync         what terminology.service.sync last saw, per tenant
+    term_counters     the sid / cid / eid sequences (ids are global, as SQLite rowids)
+
+Loading writes the concepts in batches of plain inserts under a new sid that readers do
+not see (state 'loading'); the swap (the new load 'ready', the previous load of the same
+url+version and origin 'dropped', cached expansions gone) is one multi-document
+transaction of the resource store, so a reader sees the old load or the new one, never
+both or neither. The dropped load's concepts are deleted afterwards. Hierarchy queries
+walk the `parents` index a level per query (SQLite: one recursive statement).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from pymongo import ASCENDING, ReturnDocument
+
+from terminology.model import CodeSystemHeader, Concept, Designation
+from terminology.mongodb_expansions import MongoExpansions, utc_now
+from terminology.mongodb_text import code_tokens, concept_tokens
+from terminology.sqlite_store import (  # the backend-neutral rules, shared for equal semantics
+    _BUILT_IN_PROPERTIES,
+    _HEADER_FIELDS,
+    _each,
+    _from_json_value,
+    _json_value,
+    _matches,
+    _same_origin,
+)
+from terminology.store import (
+    BATCH,
+    ConceptDetail,
+    Filter,
+    LoadSummary,
+    Progress,
+    Subsumption,
+    SystemInfo,
+    TerminologyError,
+)
+
+if TYPE_CHECKING:
+    from fhir_server.storage.base import Context
+    from fhir_server.storage.mongodb import MongoStore
+
+SYSTEMS = "term_systems"
+CONCEPTS = "term_concepts"
+MEMBERS = "term_members"
+EXPANSIONS = "term_expansions"
+SYNC = "term_sync"
+COUNTERS = "term_counters"
+
+_A = ASCENDING
+INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
+    SYSTEMS: [([("tenant", _A), ("url", _A), ("version", _A)], {"name": "by_url"})],
+    CONCEPTS: [
+        ([("tenant", _A), ("sid", _A), ("code", _A)], {"unique": True, "name": "by_code"}),
+        ([("tenant", _A), ("sid", _A), ("parents", _A)], {"name": "by_parent"}),
+        # type-ahead: equality and prefix-anchored regexes on the folded tokens
+        ([("tenant", _A), ("sid", _A), ("words", _A)], {"name": "by_word"}),
+        ([("tenant", _A), ("sid", _A), ("ctoks", _A)], {"name": "by_code_token"}),
+    ],
+    EXPANSIONS: [([("tenant", _A), ("key", _A)], {"unique": True, "name": "by_key"}),
+                 ([("tenant", _A), ("eid", _A)], {"name": "by_eid"})],  # fmt: skip
+    MEMBERS: [
+        ([("tenant", _A), ("eid", _A), ("pos", _A)], {"unique": True, "name": "by_pos"}),
+        ([("tenant", _A), ("eid", _A), ("cid", _A)], {"name": "by_cid"}),
+        ([("tenant", _A), ("eid", _A), ("ccode", _A)], {"name": "by_concept_code"}),
+        ([("tenant", _A), ("eid", _A), ("code", _A), ("system", _A)], {"name": "by_code"}),
+    ],
+}
+
+# what the in-Python filters and reads of a concept need
+_SELECT_FIELDS = {"_id": 1, "code": 1, "display": 1, "props": 1}
+
+
+def _content_rank(info: SystemInfo) -> tuple[bool, bool, int]:
+    """README "Terminology", precedence (as sqlite_store._PRECEDENCE): an operator's or
+    the shipped load before a CodeSystem resource's concepts, complete content before
+    fragment/example/not-present, then the newest."""
+    return info.source != "load", info.content != "complete", -info.sid
+
+
+def _system_info(doc: dict[str, Any]) -> SystemInfo:
+    h = doc["header"]
+    return SystemInfo(
+        doc["_id"], doc["url"], doc["version"] or None, h["name"], h.get("title"),
+        h.get("status", "active"), h.get("content") or "complete", h.get("hierarchy_meaning"),
+        h.get("copyright"), h.get("language"), doc.get("count", 0), doc["source"],
+    )  # fmt: skip
+
+
+def _concept_document(tenant: str, sid: int, cid: int, concept: Concept) -> dict[str, Any]:
+    props = (
+        json.dumps({k: [_json_value(v) for v in vs] for k, vs in concept.properties.items()})
+        if concept.properties else None
+    )  # fmt: skip
+    return {
+        "_id": cid, "tenant": tenant, "sid": sid, "code": concept.code,
+        "display": concept.display, "definition": concept.definition,
+        "active": bool(concept.active), "props": props, "pkeys": list(concept.properties),
+        "des": [[d.value, d.language, d.use_system, d.use_code] for d in concept.designations],
+        "parents": list(dict.fromkeys(concept.parents)),
+        "words": concept_tokens(concept), "ctoks": code_tokens(concept.code),
+    }  # fmt: skip
+
+
+def designations_of(doc: dict[str, Any]) -> tuple[Designation, ...]:
+    return tuple(Designation(v, lang, us, uc) for v, lang, us, uc in doc.get("des") or ())
+
+
+class MongoConceptStore(MongoExpansions):
+    def __init__(self, store: MongoStore) -> None:
+        self._store = store
+        self._db = store.db
+        self._ready = False
+        self._properties: dict[int, frozenset[str]] = {}  # sid -> its property names
+
+    async def _ensure(self, ctx: Context) -> None:
+        if self._ready:
+            return
+        for name, specs in INDEXES.items():
+            for keys, options in specs:
+                await self._db[name].create_index(keys, **options)
+        self._ready = True
+
+    async def _next_ids(self, name: str, n: int = 1) -> int:
+        """The first of `n` new ids of sequence `name` (atomic: $inc)."""
+        doc = await self._db[COUNTERS].find_one_and_update(
+            {"_id": name}, {"$inc": {"n": n}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(doc["n"]) - n + 1
+
+    # -- loading ---------------------------------------------------------------
+
+    async def load_code_system(
+        self,
+        ctx: Context,
+        header: CodeSystemHeader,
+        concepts: Iterable[Concept] | AsyncIterable[Concept],
+        *,
+        progress: Progress | None = None,
+        source: str = "load",
+        keep_resource: bool = True,
+    ) -> LoadSummary:
+        if not header.url or not header.name:
+            raise TerminologyError(400, "required", "A code system needs a url and a name", "url")
+        await self._ensure(ctx)
+        started = time.perf_counter()
+        version = header.version or ""
+        sid = await self._next_ids("sid")
+        await self._db[SYSTEMS].insert_one({
+            "_id": sid, "tenant": ctx.tenant, "url": header.url, "version": version,
+            "state": "loading", "header": {f: getattr(header, f) for f in _HEADER_FIELDS},
+            "count": 0, "source": source, "loaded_at": utc_now(),
+        })  # fmt: skip
+        count = designations = 0
+        batch: list[Concept] = []
+        try:
+            async for concept in _each(concepts):
+                batch.append(concept)
+                if len(batch) >= BATCH:
+                    designations += await self._write_batch(ctx, sid, batch)
+                    count += len(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(count)
+            if batch:
+                designations += await self._write_batch(ctx, sid, batch)
+                count += len(batch)
+                if progress is not None:
+                    progress(count)
+        except BaseException:
+            await self._drop_sids(ctx, [sid])
+            raise
+        count = await self._db[CONCEPTS].count_documents({"tenant": ctx.tenant, "sid": sid})
+        old = await self._swap(ctx, header.url, version, sid, source, count)
+        await self._drop_sids(ctx, old)
+        resource_id = ""
+        if keep_resource:
+            from terminology.resources import keep_code_system_resource
+
+            resource_id = await keep_code_system_resource(self._store, ctx, header, count)
+        return LoadSummary(header.url, header.version, count, designations,
+                           time.perf_counter() - started, bool(old), resource_id)  # fmt: skip
+
+    async def _swap(
+        self, ctx: Context, url: str, version: str, sid: int, source: str, count: int
+    ) -> list[int]:
+        """Make load `sid` visible and the previous one of the same origin gone, in one
+        transaction (with the cached expansions); the dropped sids."""
+        async with self._store.transaction(ctx) as txn:
+            systems, session = txn.collection(SYSTEMS), txn.session
+            # a load replaces only a load, a CodeSystem resource only its own earlier
+            # versions' concepts (as sqlite_store)
+            found = systems.find({"tenant": ctx.tenant, "url": url, "version": version,
+                                  "_id": {"$ne": sid}}, {"source": 1}, session=session)
+            old = [d["_id"] for d in await found.to_list(None) if _same_origin(d["source"], source)]
+            await systems.update_one({"_id": sid, "tenant": ctx.tenant},
+                                     {"$set": {"state": "ready", "count": count}},
+                                     session=session)  # fmt: skip
+            if old:
+                await systems.update_many({"tenant": ctx.tenant, "_id": {"$in": old}},
+                                          {"$set": {"state": "dropped"}}, session=session)
+            eids = await self._hide_expansions(ctx, session)
+        await self._delete_members(ctx, eids)
+        return old
+
+    async def _write_batch(self, ctx: Context, sid: int, batch: list[Concept]) -> int:
+        designations = sum(len(c.designations) for c in batch)
+        # a repeated code replaces the earlier one (and takes the later place, as in SQLite)
+        last = {c.code: n for n, c in enumerate(batch)}
+        kept = [c for n, c in enumerate(batch) if last[c.code] == n]
+        concepts = self._db[CONCEPTS]
+        await concepts.delete_many({"tenant": ctx.tenant, "sid": sid,
+                                    "code": {"$in": list(last)}})  # fmt: skip
+        first = await self._next_ids("cid", len(kept))
+        await concepts.insert_many([_concept_document(ctx.tenant, sid, first + n, c)
+                                    for n, c in enumerate(kept)])  # fmt: skip
+        return designations
+
+    async def _drop_sids(self, ctx: Context, sids: list[int]) -> None:
+        for sid in sids:
+            await self._db[CONCEPTS].delete_many({"tenant": ctx.tenant, "sid": sid})
+            await self._db[SYSTEMS].delete_one({"_id": sid, "tenant": ctx.tenant})
+            self._properties.pop(sid, None)
+
+    async def drop_code_system(
+        self, ctx: Context, url: str, version: str | None, source: str | None = None
+    ) -> bool:
+        await self._ensure(ctx)
+        where: dict[str, Any] = {"tenant": ctx.tenant, "url": url, "version": version or ""}
+        if source is not None:
+            where["source"] = source
+        async with self._store.transaction(ctx) as txn:
+            systems, session = txn.collection(SYSTEMS), txn.session
+            sids = [d["_id"] for d in await systems.find(where, {"_id": 1},
+                                                         session=session).to_list(None)]
+            if sids:
+                await systems.update_many({"tenant": ctx.tenant, "_id": {"$in": sids}},
+                                          {"$set": {"state": "dropped"}}, session=session)
+            eids = await self._hide_expansions(ctx, session)
+        await self._delete_members(ctx, eids)
+        await self._drop_sids(ctx, sids)
+        return bool(sids)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _ready_systems(self, ctx: Context, where: dict[str, Any]) -> list[SystemInfo]:
+        await self._ensure(ctx)
+        found = self._db[SYSTEMS].find({"tenant": ctx.tenant, "state": "ready", **where})
+        return [_system_info(d) for d in await found.to_list(None)]
+
+    async def system(
+        self, ctx: Context, url: str, version: str | None = None
+    ) -> SystemInfo | None:
+        where: dict[str, Any] = {"url": url}
+        if version is not None:
+            where["version"] = version
+        found = await self._ready_systems(ctx, where)
+        return min(found, key=_content_rank) if found else None
+
+    async def systems(self, ctx: Context, url: str | None = None) -> list[SystemInfo]:
+        found = await self._ready_systems(ctx, {} if url is None else {"url": url})
+        return sorted(found, key=lambda s: (s.url, -s.sid))
+
+    async def concept(self, ctx: Context, system: SystemInfo, code: str) -> ConceptDetail | None:
+        await self._ensure(ctx)
+        concepts = self._db[CONCEPTS]
+        doc = await concepts.find_one({"tenant": ctx.tenant, "sid": system.sid, "code": code})
+        if doc is None:
+            return None
+        children = await concepts.find(
+            {"tenant": ctx.tenant, "sid": system.sid, "parents": code}, {"code": 1},
+            sort=[("_id", ASCENDING)],
+        ).to_list(None)
+        properties = {
+            k: tuple(_from_json_value(v) for v in vs)
+            for k, vs in (json.loads(doc["props"]) if doc.get("props") else {}).items()
+        }
+        concept = Concept(code, doc.get("display"), doc.get("definition"), designations_of(doc),
+                          tuple(doc.get("parents") or ()), properties,
+                          bool(doc.get("active", True)))  # fmt: skip
+        return ConceptDetail(concept, tuple(c["code"] for c in children))
+
+    async def codes_to_ids(
+        self, ctx: Context, system: SystemInfo, codes: Iterable[str]
+    ) -> dict[str, int]:
+        await self._ensure(ctx)
+        wanted = list(dict.fromkeys(codes))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), 1000):
+            cursor = self._db[CONCEPTS].find(
+                {"tenant": ctx.tenant, "sid": system.sid,
+                 "code": {"$in": wanted[start:start + 1000]}}, {"code": 1})  # fmt: skip
+            for doc in await cursor.to_list(None):
+                found[doc["code"]] = doc["_id"]
+        return found
+
+    async def _walk(self, ctx: Context, sid: int, code: str, down: bool) -> set[str]:
+        """The codes below (`down`) or above `code`, a level of the is-a edges per query."""
+        seen: set[str] = set()
+        frontier = {code}
+        concepts = self._db[CONCEPTS]
+        while frontier:
+            level: set[str] = set()
+            items = list(frontier)
+            for start in range(0, len(items), 1000):
+                part = items[start:start + 1000]
+                if down:
+                    cursor = concepts.find({"tenant": ctx.tenant, "sid": sid,
+                                            "parents": {"$in": part}}, {"code": 1})
+                    level.update(d["code"] for d in await cursor.to_list(None))
+                else:
+                    cursor = concepts.find({"tenant": ctx.tenant, "sid": sid,
+                                            "code": {"$in": part}}, {"parents": 1})
+                    for d in await cursor.to_list(None):
+                        level.update(d.get("parents") or ())
+            frontier = level - seen
+            seen |= level
+        return seen - {code}
+
+    async def descendants(self, ctx: Context, system: SystemInfo, code: str) -> set[str]:
+        await self._ensure(ctx)
+        return await self._walk(ctx, system.sid, code, down=True)
+
+    async def ancestors(self, ctx: Context, system: SystemInfo, code: str) -> set[str]:
+        await self._ensure(ctx)
+        return await self._walk(ctx, system.sid, code, down=False)
+
+    async def subsumes(
+        self, ctx: Context, system: SystemInfo, code_a: str, code_b: str
+    ) -> Subsumption:
+        if code_a == code_b:
+            return "equivalent"
+        if code_a in await self.ancestors(ctx, system, code_b):
+            return "subsumes"
+        if code_b in await self.ancestors(ctx, system, code_a):
+            return "subsumed-by"
+        return "not-subsumed"
+
+    async def select(
+        self, ctx: Context, system: SystemInfo, filters: Iterable[Filter]
+    ) -> list[int]:
+        await self._ensure(ctx)
+        filters = list(filters)
+        await self._check_properties(ctx, system, filters)
+        where: dict[str, Any] = {"tenant": ctx.tenant, "sid": system.sid}
+        narrowing: list[dict[str, Any]] = []
+        post: list[Filter] = []
+        code_sets: list[tuple[set[str], bool]] = []  # (codes, negated), checked per concept
+        for f in filters:
+            codes = await self._codes_for(ctx, system, f)
+            negate = f.op in ("is-not-a", "not-in")
+            if codes is not None and len(codes) <= 1000 and not negate:
+                narrowing.append({"code": {"$in": sorted(codes)}})
+            elif codes is not None:
+                code_sets.append((codes, negate))
+            elif f.property == "display" and f.op == "=":
+                narrowing.append({"display": f.value})
+            elif f.op in ("=", "regex", "in", "not-in", "exists"):
+                post.append(f)
+            else:
+                raise TerminologyError(
+                    400, "not-supported",
+                    f"Filter operator '{f.op}' on property '{f.property}' is not supported",
+                    "ValueSet.compose.include.filter",
+                )
+        if narrowing:
+            where["$and"] = narrowing
+        docs = await self._db[CONCEPTS].find(
+            where, _SELECT_FIELDS, sort=[("_id", ASCENDING)]
+        ).to_list(None)
+        out: list[int] = []
+        for doc in docs:
+            row = (doc["_id"], doc["code"], doc.get("display"), doc.get("props"))
+            if all((row[1] in codes) != negate for codes, negate in code_sets) and all(
+                _matches(f, row) for f in post
+            ):
+                out.append(row[0])
+        return out
+
+    async def _check_properties(
+        self, ctx: Context, system: SystemInfo, filters: list[Filter]
+    ) -> None:
+        """400 naming a filter property the code system does not have (as SQLite)."""
+        if all(f.property in _BUILT_IN_PROPERTIES for f in filters):
+            return
+        known = self._properties.get(system.sid)
+        if known is None:  # once per loaded system (a new load is a new sid)
+            names = await self._db[CONCEPTS].distinct(
+                "pkeys", {"tenant": ctx.tenant, "sid": system.sid})
+            known = frozenset(str(n) for n in names)
+            self._properties[system.sid] = known
+        for f in filters:
+            if f.property not in _BUILT_IN_PROPERTIES and f.property not in known:
+                have = ", ".join(sorted(_BUILT_IN_PROPERTIES | known))
+                raise TerminologyError(
+                    400, "not-supported", f"Filter property '{f.property}' is not a property "
+                    f"of code system {system.url} (it has: {have})",
+                    "ValueSet.compose.include.filter",
+                )  # fmt: skip
+
+    async def _codes_for(self, ctx: Context, system: SystemInfo, f: Filter) -> set[str] | None:
+        """The codes a hierarchy or code filter names; None for a filter on other
+        properties (checked per concept)."""
+        op, value = f.op, f.value
+        if f.property not in ("concept", "code"):
+            return None
+        if op == "=":
+            return {value}
+        if op in ("in", "not-in"):
+            return {v.strip() for v in value.split(",") if v.strip()}
+        if op in ("is-a", "is-not-a"):
+            return await self.descendants(ctx, system, value) | {value}
+        if op == "descendent-of":
+            return await self.descendants(ctx, system, value)
+        if op == "generalizes":
+            return await self.ancestors(ctx, system, value) | {value}
+        return None
