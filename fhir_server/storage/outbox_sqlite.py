@@ -14,13 +14,23 @@ rebuilt (`fhir-fusion reindex --search-index`) when it is attached again.
 
 Rows: seq (order of writes), tenant, type, id, version (the version written; the
 indexer indexes whatever is current when it gets there, so only the existence of a
-row matters), attempts, due (unix time before which the row is not retried) and the
-last error (an error type, never patient data).
+row matters), attempts, due (unix time before which the row is not taken), owner (the
+token of the claim holding it, or NULL) and the last error (an error type, never
+patient data).
+
+One file may be drained by several processes at once (`serve` and an offline
+`fhir-fusion reindex`, or an ingest beside it). A claim is one conditional UPDATE in a
+BEGIN IMMEDIATE transaction, so SQLite's write lock makes it atomic across processes:
+it sets owner to a new token and due to the end of the lease on the first due rows in
+(due, seq) order (index search_outbox_due), and returns them. A leased row is not due
+again until its lease runs out (its claimer died), and removing or rescheduling a row
+requires `owner` to still be the claimer's token.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -41,7 +51,8 @@ SCHEMA: tuple[str, ...] = (
         version INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         due REAL NOT NULL DEFAULT 0,
-        error TEXT)""",
+        error TEXT,
+        owner TEXT)""",
     "CREATE INDEX IF NOT EXISTS search_outbox_due ON search_outbox (due, seq)",
     """CREATE TABLE IF NOT EXISTS search_outbox_state (
         only INTEGER PRIMARY KEY CHECK (only = 1),
@@ -67,6 +78,13 @@ def detach(conn: sqlite3.Connection) -> int:
     return conn.execute("DELETE FROM search_outbox").rowcount
 
 
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    """Files made before leases have no owner column; add it (once, idempotent)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(search_outbox)")}
+    if "owner" not in columns:
+        conn.execute("ALTER TABLE search_outbox ADD COLUMN owner TEXT")
+
+
 def record(
     conn: sqlite3.Connection, tenant: str, resource_type: str, resource_id: str, version: int
 ) -> None:
@@ -84,36 +102,69 @@ class SQLiteOutbox:
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
+        self._migrated = False
+
+    async def claim(self, now: float, limit: int, lease_seconds: float) -> list[OutboxEntry]:
+        owner = uuid.uuid4().hex
+        async with self._store.transaction(_CONTEXT) as txn:
+            conn = txn.connection
+            if not self._migrated:
+                _add_owner_column(conn)
+                self._migrated = True
+            rows = conn.execute(
+                "UPDATE search_outbox SET owner = ?, due = ? WHERE seq IN ("
+                " SELECT seq FROM search_outbox WHERE due <= ? ORDER BY due, seq LIMIT ?)"
+                " RETURNING seq, tenant, type, id, version, attempts",
+                (owner, now + lease_seconds, now, limit),
+            ).fetchall()
+        rows.sort()  # RETURNING gives no order; the batch keeps the order of writes
+        return [
+            OutboxEntry(str(seq), t, rtype, rid, v, n, owner)
+            for seq, t, rtype, rid, v, n in rows
+        ]
 
     async def due(self, now: float, limit: int) -> list[OutboxEntry]:
+        """The entries a claim at `now` would take, without claiming them (a look for
+        tools and tests)."""
         async with self._store.transaction(_CONTEXT) as txn:
             rows = txn.connection.execute(
                 "SELECT seq, tenant, type, id, version, attempts FROM search_outbox "
-                "WHERE due <= ? ORDER BY seq LIMIT ?",
+                "WHERE due <= ? ORDER BY due, seq LIMIT ?",
                 (now, limit),
             ).fetchall()
         return [OutboxEntry(str(seq), t, rtype, rid, v, n) for seq, t, rtype, rid, v, n in rows]
 
-    async def done(self, entries: Sequence[OutboxEntry]) -> None:
-        if not entries:
-            return
-        async with self._store.transaction(_CONTEXT) as txn:
-            txn.connection.executemany(
-                "DELETE FROM search_outbox WHERE seq = ?", [(int(e.key),) for e in entries]
-            )
+    async def done(self, entries: Sequence[OutboxEntry]) -> int:
+        return await self._owned(
+            "DELETE FROM search_outbox WHERE seq = ? AND owner = ?",
+            [(int(e.key), e.owner) for e in entries],
+        )
 
-    async def retry_later(self, entries: Sequence[OutboxEntry], due: float, error: str) -> None:
-        if not entries:
-            return
+    async def retry_later(self, entries: Sequence[OutboxEntry], due: float, error: str) -> int:
+        return await self._owned(
+            "UPDATE search_outbox SET attempts = attempts + 1, due = ?, error = ?, owner = NULL "
+            "WHERE seq = ? AND owner = ?",
+            [(due, error, int(e.key), e.owner) for e in entries],
+        )
+
+    async def release(self, entries: Sequence[OutboxEntry]) -> int:
+        return await self._owned(
+            "UPDATE search_outbox SET due = 0, owner = NULL WHERE seq = ? AND owner = ?",
+            [(int(e.key), e.owner) for e in entries],
+        )
+
+    async def _owned(self, statement: str, rows: list[tuple[object, ...]]) -> int:
+        """Run `statement` once per row (each ends in `seq = ? AND owner = ?`); how many
+        rows it changed, i.e. how many entries were still owned by their claim."""
+        if not rows:
+            return 0
+        changed = 0
         async with self._store.transaction(_CONTEXT) as txn:
-            txn.connection.executemany(
-                "UPDATE search_outbox SET attempts = attempts + 1, due = ?, error = ? "
-                "WHERE seq = ?",
-                [(due, error, int(e.key)) for e in entries],
-            )
+            for row in rows:
+                changed += txn.connection.execute(statement, row).rowcount
+        return changed
 
     async def pending(self) -> int:
         async with self._store.transaction(_CONTEXT) as txn:
             (count,) = txn.connection.execute("SELECT count(*) FROM search_outbox").fetchone()
         return int(count)
-
