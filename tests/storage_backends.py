@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,56 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     finally:
         await close_backend(store, token)
 
+
+
+def emulated_outage(store: Any) -> AsyncMockClient | None:
+    """The facade under `store` when it runs on mongomock: its `fail_after` and `down`
+    take the database away mid-request. SQLite and a real server have no such switch."""
+    client = getattr(store, "client", None)
+    return client if isinstance(client, AsyncMockClient) else None
+
+
+class PausingStore:
+    """`store`, with transactions that stop after their `after`-th write (create, update
+    or delete) until `resume` is set: a seam for looking at the store from another task
+    while a transaction is open between two writes. Everything else is the store's."""
+
+    def __init__(self, store: Any, after: int) -> None:
+        self._store = store
+        self.after = after
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @asynccontextmanager
+    async def transaction(self, ctx: Any) -> AsyncIterator[_PausingTransaction]:
+        async with self._store.transaction(ctx) as txn:
+            yield _PausingTransaction(txn, self)
+
+
+class _PausingTransaction:
+    def __init__(self, txn: Any, store: PausingStore) -> None:
+        self._txn = txn
+        self._store = store
+        self._writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
+
+    async def _wrote(self, result: Any) -> Any:
+        self._writes += 1
+        if self._writes == self._store.after:
+            self._store.paused.set()
+            await self._store.resume.wait()
+        return result
+
+    async def create(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._wrote(await self._txn.create(*args, **kwargs))
+
+    async def update(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._wrote(await self._txn.update(*args, **kwargs))
+
+    async def delete(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._wrote(await self._txn.delete(*args, **kwargs))

@@ -429,3 +429,168 @@ async def test_conditional_update_and_delete_by_criteria(backend: Any) -> None:
     async with backend.transaction(CTX) as txn:
         gone = await operations.conditional_delete(txn, "Patient", "identifier=urn:mrn|77")
     assert gone.stored.deleted and gone.stored.id == made.stored.id
+
+
+# -- isolation: an open transaction is invisible to other readers until it commits ------
+# The transaction stops between its writes (storage_backends.PausingStore) or before its
+# commit (process_bundle's before_commit) while another task reads, searches and lists
+# history. On SQLite the readers use their own WAL connection; on mongomock the facade
+# keeps a transaction's writes in private copies until commit (tests/mongo_async.py).
+
+KEPT_MRN = [{"system": "urn:mrn", "value": "iso-1"}]
+
+
+def _isolation_bundle() -> dict[str, Any]:
+    def entry(method: str, url: str, resource: dict[str, Any] | None = None) -> dict[str, Any]:
+        made: dict[str, Any] = {"request": {"method": method, "url": url}}
+        if resource is not None:
+            made["resource"] = resource
+        return made
+
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("PUT", "Patient/iso-kept", patient(id="iso-kept", identifier=KEPT_MRN,
+                                                 gender="male")),
+        entry("DELETE", "Observation/iso-gone"),
+        entry("PUT", "Patient/iso-new", patient(id="iso-new", gender="male")),
+        entry("POST", "Observation", {**GLUCOSE, "subject": {"reference": "Patient/iso-new"}}),
+    ]}
+
+
+async def _seed_isolation(store: Any) -> None:
+    async with store.transaction(CTX) as txn:
+        await txn.create(patient(identifier=KEPT_MRN), "iso-kept")
+        await txn.create({**GLUCOSE, "subject": {"reference": "Patient/iso-kept"}}, "iso-gone")
+
+
+async def _seen(store: Any) -> dict[str, Any]:
+    """What a reader outside the transaction finds."""
+    from search.query import parse_search
+
+    async def found(resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+        page = await store.search(CTX, parse_search(resource_type, params))
+        return sorted(f"{r.id}/{r.version}" for r in page.resources)
+
+    kept = await store.read(CTX, "Patient", "iso-kept")
+    gone = await store.read(CTX, "Observation", "iso-gone")
+    return {
+        "kept": (kept.version, kept.resource.get("gender")),
+        "gone": (gone.version, gone.deleted),
+        "new": await store.read(CTX, "Patient", "iso-new"),
+        "male": await found("Patient", [("gender", "male")]),
+        "by-mrn": await found("Patient", [("identifier", "urn:mrn|iso-1")]),
+        "observations": await found("Observation", [("code", "http://loinc.org|2345-7")]),
+        "history": (await store.history(CTX))[1],
+    }
+
+
+BEFORE_BUNDLE = {
+    "kept": (1, None), "gone": (1, False), "new": None, "male": [],
+    "by-mrn": ["iso-kept/1"], "observations": ["iso-gone/1"], "history": 2,
+}
+
+
+async def test_an_open_bundle_transaction_is_invisible_until_it_commits(backend: Any) -> None:
+    from storage_backends import PausingStore
+
+    from fhir_server.bundles import process_bundle
+
+    await _seed_isolation(backend)
+    assert await _seen(backend) == BEFORE_BUNDLE
+    paused = PausingStore(backend, after=2)  # two of its four writes done
+    at_commit, release = asyncio.Event(), asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    async def before_commit(txn: Any) -> None:
+        at_commit.set()
+        await release.wait()
+
+    async def reader() -> None:
+        await paused.paused.wait()
+        seen["between writes"] = await _seen(backend)
+        paused.resume.set()
+        await at_commit.wait()
+        seen["before commit"] = await _seen(backend)
+        release.set()
+
+    response, _ = await asyncio.gather(
+        process_bundle(paused, CTX, _isolation_bundle(), before_commit=before_commit),
+        reader(),
+    )
+    assert [e["response"]["status"][:3] for e in response["entry"]] == [
+        "200", "204", "201", "201"]
+    assert seen == {"between writes": BEFORE_BUNDLE, "before commit": BEFORE_BUNDLE}
+    after = await _seen(backend)
+    assert after["new"] is not None and after["new"].version == 1
+    (observation,) = after["observations"]
+    assert observation.endswith("/1") and observation != "iso-gone/1"
+    assert {k: v for k, v in after.items() if k not in ("new", "observations")} == {
+        "kept": (2, "male"), "gone": (2, True), "male": ["iso-kept/2", "iso-new/1"],
+        "by-mrn": ["iso-kept/2"], "history": 6,
+    }
+
+
+async def test_an_open_conditional_update_is_invisible_until_it_commits(
+    backend: Any,
+) -> None:
+    from search.query import parse_search
+
+    mrn = [{"system": "urn:mrn", "value": "78"}]
+    await create(backend, patient(identifier=mrn), "cu")
+
+    async def outside() -> tuple[Any, ...]:
+        by_mrn = await backend.search(CTX, parse_search("Patient", [("identifier", "urn:mrn|78")]))
+        males = await backend.search(CTX, parse_search("Patient", [("gender", "male")]))
+        current = await backend.read(CTX, "Patient", "cu")
+        return (current.version, current.resource.get("gender"),
+                [(r.id, r.version) for r in by_mrn.resources], males.total,
+                await backend.vread(CTX, "Patient", "cu", 2) is None,
+                (await backend.history(CTX, "Patient", "cu"))[1])
+
+    async with backend.transaction(CTX) as txn:
+        changed = await operations.conditional_update(
+            txn, patient(identifier=mrn, gender="male"), "Patient", "identifier=urn:mrn|78")
+        assert (changed.status, changed.stored.id, changed.stored.version) == (200, "cu", 2)
+        inside = await txn.read("Patient", "cu")
+        assert (inside.version, inside.resource["gender"]) == (2, "male")
+        # another task, as another request would be
+        assert await asyncio.create_task(outside()) == (1, None, [("cu", 1)], 0, True, 1)
+    assert await outside() == (2, "male", [("cu", 2)], 1, False, 2)
+
+
+async def test_an_outage_mid_transaction_is_503_leaves_nothing_and_passes(
+    backend: Any,
+) -> None:
+    """The database goes away between two writes of a Bundle (the facade's fail_after):
+    a 503 OperationOutcome; nothing of the Bundle is visible, before or after the
+    outage; once the database is back the same Bundle goes through."""
+    from storage_backends import PausingStore, emulated_outage
+
+    from fhir_server.bundles import process_bundle
+
+    outage = emulated_outage(backend)
+    if outage is None:
+        pytest.skip("only the mongomock facade can take the database away mid-request here")
+    await _seed_isolation(backend)
+    paused = PausingStore(backend, after=2)
+    seen: list[dict[str, Any]] = []
+
+    async def reader() -> None:
+        await paused.paused.wait()
+        seen.append(await _seen(backend))
+        outage.fail_after(0)  # the Bundle's next call finds the server gone
+        paused.resume.set()
+
+    watching = asyncio.create_task(reader())
+    with pytest.raises(FHIRError) as caught:
+        await process_bundle(paused, CTX, _isolation_bundle())
+    await watching
+    assert caught.value.status == 503 and outage.down
+    outcome = caught.value.outcome()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == "transient"
+    assert "MongoDB database is unavailable" in outcome["issue"][0]["diagnostics"]
+    outage.down = False
+    assert seen == [BEFORE_BUNDLE]
+    assert await _seen(backend) == BEFORE_BUNDLE
+    await process_bundle(backend, CTX, _isolation_bundle())
+    assert (await _seen(backend))["kept"] == (2, "male")
