@@ -65,13 +65,31 @@ async def bytes_per_resource(store: Any, sqlite_path: Path | None, resources: in
         conn = sqlite3.connect(sqlite_path)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
+        breakdown = _sqlite_breakdown(conn, resources)
         conn.close()
         size = sqlite_path.stat().st_size
         what = "SQLite file after VACUUM"
-    return (
+    line = (
         f"{size / 2**20:.1f} MiB for {resources} resources: {size / resources:,.0f} bytes "
         f"({size / resources / 1024:.2f} KiB) per resource ({what})"
     )
+    return line + breakdown if not isinstance(store, MongoStore) else line
+
+
+def _sqlite_breakdown(conn: Any, resources: int) -> str:
+    """Bytes per resource of each table and index of 1 byte or more (SQLite's dbstat), as
+    lines after the total; nothing where SQLite was built without dbstat."""
+    import sqlite3
+
+    try:
+        rows = conn.execute(
+            "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return ""
+    shown = [f"  {name:<32} {size / resources:7,.0f}" for name, size in rows
+             if size / resources >= 1]  # fmt: skip
+    return "\nbytes per resource by table and index (dbstat):\n" + "\n".join(shown)
 
 
 async def start_search_index(store: Any, url: str | None) -> Any:

@@ -395,6 +395,8 @@ def test_date_range_over_several_values_uses_the_hull(tmp_path: Path) -> None:
 
     hull = sqlite_index.param_id("Goal.target-date" + sqlite_index.HULL)
     db.conn.execute("DELETE FROM search_date WHERE param = ?", (hull,))
+    # (such a file is told by search_index_state, which sqlite_migrate fills in for it)
+    db.conn.execute("UPDATE search_index_state SET value = 'absent' WHERE name = 'date_hulls'")
     assert db.search("Goal", both) == ["g1"]
     assert db.search("Goal", window) == ["g1", "g2"]
     assert db.search("Goal", before) == ["g3"]

@@ -46,8 +46,9 @@ from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResour
 if TYPE_CHECKING:
     from search.query import SearchQuery
 
-# 2: system ids, contentless full text, no versions_by_instant (sqlite_migrate)
-SCHEMA_VERSION = 2
+# 2: system ids, contentless full text, history indexes by vid; 3: no combo-* rows
+# (sqlite_migrate)
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS resources (
@@ -71,8 +72,11 @@ _SCHEMA = (
         method TEXT NOT NULL,
         body BLOB,
         UNIQUE (tenant, type, id, version))""",
-    "CREATE INDEX IF NOT EXISTS versions_by_time ON versions (tenant, last_updated)",
-    "CREATE INDEX IF NOT EXISTS versions_by_type_time ON versions (tenant, type, last_updated)",
+    # History pages walk these newest first: within a tenant (and type) an index is in vid
+    # order, which is the order of last_updated (see _LATEST_INSTANT); without the 32
+    # characters of the instant in every entry they are a third of the size.
+    "CREATE INDEX IF NOT EXISTS versions_by_tenant ON versions (tenant)",
+    "CREATE INDEX IF NOT EXISTS versions_by_type ON versions (tenant, type)",
     """CREATE TABLE IF NOT EXISTS inputs (
         id INTEGER PRIMARY KEY,
         tenant TEXT NOT NULL,
@@ -130,6 +134,26 @@ _LATEST_INSTANT = "SELECT last_updated FROM versions ORDER BY vid DESC LIMIT 1"
 def _latest_instant(conn: sqlite3.Connection) -> str | None:
     row = conn.execute(_LATEST_INSTANT).fetchone()
     return None if row is None else str(row[0])
+
+
+def _first_vid_since(conn: sqlite3.Connection, instant: str) -> int:
+    """The lowest vid at or after which every version is from `instant` on (instants grow
+    with vid): a bisection over the rowid, some 20 probes at 1M versions."""
+    low, high = conn.execute("SELECT min(vid), max(vid) FROM versions").fetchone()
+    if low is None:
+        return 0
+    high += 1  # the answer lies in [low, high]; high: no version is that recent
+    while low < high:
+        middle = (low + high) // 2
+        vid, last_updated = conn.execute(
+            "SELECT vid, last_updated FROM versions WHERE vid >= ? ORDER BY vid LIMIT 1",
+            (middle,),
+        ).fetchone()
+        if last_updated >= instant:
+            high = middle  # no vid lies in [middle, vid)
+        else:
+            low = vid + 1
+    return int(low)
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -672,15 +696,17 @@ class SQLiteStore:
             where.append("v.id=?")
             args.append(resource_id)
         if since is not None:
-            where.append("v.last_updated>=?")
-            args.append(_utc_instant(since))
+            instant = _utc_instant(since)
+            # the vid bound is what an index range uses; the instant itself still decides
+            where.append("v.vid>=? AND v.last_updated>=?")
+            args += [_first_vid_since(self._reads(), instant), instant]
         clause = " AND ".join(where)
         (total,) = self._reads().execute(
             f"SELECT count(*) FROM versions v WHERE {clause}", args
         ).fetchone()
+        # newest first: vid order is last_updated order (_LATEST_INSTANT)
         rows = self._reads().execute(
-            f"{_VERSION_SELECT} WHERE {clause} "
-            "ORDER BY v.last_updated DESC, v.vid DESC LIMIT ? OFFSET ?",
+            f"{_VERSION_SELECT} WHERE {clause} ORDER BY v.vid DESC LIMIT ? OFFSET ?",
             [*args, count, offset],
         ).fetchall()
         reads = self._reads()

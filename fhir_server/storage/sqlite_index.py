@@ -71,7 +71,9 @@ from search.values import DATE_MAX, DATE_MIN, iso_utc
 # without a new column.
 _SPAN = "length(printf('%x', (high >> 20) - (low >> 20)))"
 _SPAN_CLASSES = range(1, 12)
-HULL = ":hull"  # key suffix of the rows spanning all dates of a parameter in a resource
+# Key suffix of the rows spanning all dates of a parameter in a resource, written only
+# where it has two values or more: a single value is its own hull (see _date_driver).
+HULL = ":hull"
 
 SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS search_systems (
@@ -123,6 +125,12 @@ SCHEMA: tuple[str, ...] = (
     # (tenant, type, deleted) then rowid: an unsorted search reads its page as a seek past
     # the cursor's rid in rid order, without sorting every match of the type; and a
     # count checks each matching rid in this small index, not in the table of bodies
+    # facts about the index of this file: ('date_hulls', 'complete') when every resource
+    # with several values of a date parameter has its hull row (files indexed before hull
+    # rows existed lack it; sqlite_migrate decides for them before this default applies)
+    """CREATE TABLE IF NOT EXISTS search_index_state (
+        name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    "INSERT OR IGNORE INTO search_index_state (name, value) VALUES ('date_hulls', 'complete')",
     "DROP INDEX IF EXISTS resources_by_type",
     "CREATE INDEX IF NOT EXISTS resources_live ON resources (tenant, type, deleted)",
     *sqlite_contained.SCHEMA,
@@ -153,6 +161,41 @@ def param_id(key: str) -> int:
     """The `param` column value of an index key: a stable 31-bit CRC-32. The keys come
     from the R4 definitions only; tests/test_search_sqlite.py checks they do not collide."""
     return zlib.crc32(key.encode()) & 0x7FFFFFFF
+
+
+# Observation's combo-* parameters index exactly the union of two others (R4:
+# combo-code is "Observation.code | Observation.component.code", combo-code-value-quantity
+# pairs code and value on "Observation | Observation.component"), and were half of all
+# quantity and composite rows: their rows are not stored, a search on one reads both
+# (tests/test_storage_sqlite_footprint.py checks the definitions and the extracted rows).
+UNIONS: dict[str, tuple[str, str]] = {
+    f"Observation.combo-{name}": (f"Observation.{name}", f"Observation.component-{name}")
+    for name in ("code", "code-value-concept", "code-value-quantity", "data-absent-reason",
+                 "value-concept", "value-quantity")
+}  # fmt: skip
+
+
+@lru_cache(maxsize=8192)
+def param_ids(key: str) -> tuple[int, ...]:
+    """The `param` values whose rows make up index key `key` (suffixes such as ":text" or
+    ":canonical" carry over): one, or two for a combo parameter (UNIONS)."""
+    base, colon, suffix = key.partition(":")
+    union = UNIONS.get(base)
+    if union is None:
+        return (param_id(key),)
+    return tuple(param_id(part + colon + suffix) for part in union)
+
+
+def param_sql(column: str, key: str) -> tuple[str, list[Any]]:
+    """`column` (a param column) naming the rows of index key `key`."""
+    ids = param_ids(key)
+    if len(ids) == 1:
+        return f"{column} = ?", list(ids)
+    return f"{column} IN ({','.join('?' * len(ids))})", list(ids)
+
+
+def _stored(key: str) -> bool:
+    return key.partition(":")[0] not in UNIONS
 
 
 def _clear_rows(conn: sqlite3.Connection, rid: int) -> None:
@@ -194,6 +237,10 @@ def _rows(resource: dict[str, Any]) -> IndexRows:
     rows = extract(resource)
     custom.add_rows(rows, resource)  # runtime SearchParameters (search.custom)
     resolve_local_references(rows, resource)
+    if resource.get("resourceType") == "Observation":  # the combo-* rows (UNIONS)
+        for found in (rows.tokens, rows.strings, rows.quantities, rows.quantity_ranges,
+                      rows.composites):  # fmt: skip
+            found.difference_update([row for row in found if not _stored(row[0])])
     return rows
 
 
@@ -235,15 +282,19 @@ def _insert_rows(conn: sqlite3.Connection, rid: int, rows: IndexRows) -> None:
             [(param_id(p), rtype, rid_, rid) for p, rtype, rid_ in rows.references],
         )
     if rows.dates:
-        # plus one hull row per parameter: the span of all its values (see _date_driver)
+        # plus a hull row per parameter with several values: the span of them all (see
+        # _date_driver); with one value that row would be a copy of it
         hulls: dict[str, tuple[int, int]] = {}
+        several: set[str] = set()
         for key, low, high in rows.dates:
             hull = hulls.get(key)
+            if hull is not None:
+                several.add(key)
             hulls[key] = (low, high) if hull is None else (min(hull[0], low), max(hull[1], high))
         conn.executemany(
             "INSERT OR IGNORE INTO search_date (param, low, high, rid) VALUES (?, ?, ?, ?)",
             [(param_id(p), low, high, rid) for p, low, high in rows.dates]
-            + [(param_id(key + HULL), low, high, rid) for key, (low, high) in hulls.items()],
+            + [(param_id(key + HULL), *hulls[key], rid) for key in several],
         )
     if rows.numbers:
         conn.executemany(
@@ -347,8 +398,9 @@ def _uri_ancestors(uri: str) -> list[str]:
 def _quantity_condition(
     key: str, term: QuantityTerm, low: str = "value", high: str = "value"
 ) -> tuple[str, list[Any]]:
-    conditions = ["param = ?"]
-    args: list[Any] = [param_id(key + ":canonical" if term.canonical else key)]
+    param, ids = param_sql("param", key + ":canonical" if term.canonical else key)
+    conditions = [param]
+    args: list[Any] = [*ids]
     if term.code is not None:
         conditions.append("code = ?")
         args.append(term.code)
@@ -375,13 +427,14 @@ def _quantity_clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
     Range rows (search_quantity_range, compared like number ranges)."""
     tables = (("search_quantity", "value", "value"), ("search_quantity_range", "low", "high"))
     if clause.missing is not None:
+        param, ids = param_sql("x.param", clause.key)
         parts = [
             f"EXISTS (SELECT 1 FROM {table} x INDEXED BY {table}_rid "
-            "WHERE x.rid = r.rid AND x.param = ?)"
+            f"WHERE x.rid = r.rid AND {param})"
             for table, _, _ in tables
         ]
         either = f"({' OR '.join(parts)})"
-        return ("NOT " if clause.missing else "") + either, [param_id(clause.key)] * 2
+        return ("NOT " if clause.missing else "") + either, ids * 2
     selects: list[tuple[str, str]] = []
     args: list[Any] = []
     for table, low, high in tables:
@@ -406,8 +459,9 @@ def _quantity_clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
 def _composite_condition(key: str, term: CompositeTerm) -> tuple[str, list[Any]]:
     second = term.second
     canonical = isinstance(second, QuantityTerm) and second.canonical
-    conditions = ["param = ?"]
-    args: list[Any] = [param_id(key + ":canonical" if canonical else key)]
+    param, ids = param_sql("param", key + ":canonical" if canonical else key)
+    conditions = [param]
+    args: list[Any] = [*ids]
     first = term.first
     # a reference first component is stored as (system, code) = (target type, id)
     first_columns = (
@@ -521,9 +575,11 @@ def _date_driver(clause: Clause, others: Sequence[Clause]) -> tuple[str, list[An
     >= X and a value whose low is < Y: neither bound alone is selective on
     (param, low, high), and the two values may differ. The hull row of a resource spans
     all its values, so it has high >= X and low < Y whenever the resource matches: the
-    bounds of every single-value date clause on the parameter apply to it together. In
-    one width class w, high >= X implies low > X - w, so each class is a short range of
-    search_date_span (param, class, low). The clauses themselves still filter exactly.
+    bounds of every single-value date clause on the parameter apply to it together (a
+    resource with a single value has no hull row: its value row is read instead, as the
+    parameter's own rows are read with the hull rows). In one width class w, high >= X
+    implies low > X - w, so each class is a short range of search_date_span
+    (param, class, low). The clauses themselves still filter exactly.
     None when no clause bounds `high` from below (the primary key range on low serves).
     """
     least_high: int | None = None
@@ -546,10 +602,11 @@ def _date_driver(clause: Clause, others: Sequence[Clause]) -> tuple[str, list[An
     for span in _SPAN_CLASSES:
         widest = (16**span + 1) << 20
         parts.append(
-            f"SELECT rid FROM search_date WHERE param = ? AND {_SPAN} = ? AND low >= ? "
+            f"SELECT rid FROM search_date WHERE param IN (?, ?) AND {_SPAN} = ? AND low >= ? "
             "AND low <= ? AND high >= ?"
         )
-        args += [param_id(clause.key + HULL), span, max(least_high - widest, DATE_MIN),
+        args += [param_id(clause.key + HULL), param_id(clause.key), span,
+                 max(least_high - widest, DATE_MIN),
                  DATE_MAX if greatest_low is None else greatest_low, least_high]  # fmt: skip
     return f"r.rid IN ({' UNION ALL '.join(parts)})", args
 
@@ -564,11 +621,12 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
     table = _TABLE_OF[clause.param_type]
     key = clause.key
     if clause.missing is not None:
+        param, ids = param_sql("x.param", key)
         exists = (
             f"EXISTS (SELECT 1 FROM {table} x INDEXED BY {table}_rid "
-            "WHERE x.rid = r.rid AND x.param = ?)"
+            f"WHERE x.rid = r.rid AND {param})"
         )
-        return ("NOT " if clause.missing else "") + exists, [param_id(key)]
+        return ("NOT " if clause.missing else "") + exists, ids
     if clause.modifier == "text":  # token :text searches the codes' text and display
         table, key = "search_string", key + ":text"
     elif clause.modifier == "of-type":
@@ -577,13 +635,14 @@ def _clause_sql(clause: Clause, drives: bool) -> tuple[str, list[Any]]:
         table, key = "search_token", key + IDENTIFIER
     conditions: list[str] = []
     own_param = clause.param_type in _PARAM_PER_TERM
-    args: list[Any] = [] if own_param else [param_id(key)]
+    param, ids = param_sql("param", key)
+    args: list[Any] = [] if own_param else ids
     for term in clause.terms:
         sql, values = _term_condition(clause, term)
         conditions.append(sql)
         args.extend(values)
     where = _any_of(conditions)
-    param = "" if own_param else "param = ? AND "
+    param = "" if own_param else f"{param} AND "
     if drives:
         return f"r.rid IN (SELECT rid FROM {table} WHERE {param}({where}))", args
     negate = "NOT " if clause.modifier == "not" else ""
@@ -695,16 +754,20 @@ def _sort_sql(sort: SortKey) -> tuple[str, list[Any]]:
     table = _TABLE_OF[sort.param_type]
     aggregate = "MAX" if sort.descending else "MIN"
     column = _SORT_COLUMN[sort.param_type][1 if sort.descending else 0]
-    value = (
-        f"(SELECT {aggregate}(s.{column}) FROM {table} s INDEXED BY {table}_rid "
-        "WHERE s.rid = r.rid AND s.param = ?)"
-    )
+    def value(key: str) -> tuple[str, list[Any]]:
+        param, ids = param_sql("s.param", key)
+        return (
+            f"(SELECT {aggregate}(s.{column}) FROM {table} s INDEXED BY {table}_rid "
+            f"WHERE s.rid = r.rid AND {param})"
+        ), ids
+
     if sort.param_type == "quantity":
         # the canonical UCUM value where the unit converts (100 mg/dL sorts with 1 g/L,
         # search.units), else the value as stored
-        return f"coalesce({value}, {value})", [param_id(sort.key + ":canonical"),
-                                               param_id(sort.key)]  # fmt: skip
-    return value, [param_id(sort.key)]
+        canonical, canonical_ids = value(sort.key + ":canonical")
+        plain, plain_ids = value(sort.key)
+        return f"coalesce({canonical}, {plain})", [*canonical_ids, *plain_ids]
+    return value(sort.key)
 
 
 def _seek(sorts: Sequence[SortKey], position: cursors.Position) -> tuple[str, list[Any]]:
@@ -918,14 +981,15 @@ def _where(
 
 
 def _hull_keys(conn: sqlite3.Connection, query: SearchQuery) -> frozenset[str]:
-    """The date keys of `query` whose hull rows are in the index (one probe each)."""
-    keys = {c.key for c in query.clauses if c.param_type == "date" and c.code != "_lastUpdated"}
+    """The date keys of `query` whose hull rows are in the index: all of them, unless the
+    file was indexed before hull rows existed (search_index_state)."""
+    state = conn.execute(
+        "SELECT value FROM search_index_state WHERE name = 'date_hulls'"
+    ).fetchone()
+    if state is None or state[0] != "complete":
+        return frozenset()
     return frozenset(
-        key
-        for key in keys
-        if conn.execute(
-            "SELECT 1 FROM search_date WHERE param = ? LIMIT 1", (param_id(key + HULL),)
-        ).fetchone()
+        c.key for c in query.clauses if c.param_type == "date" and c.code != "_lastUpdated"
     )
 
 

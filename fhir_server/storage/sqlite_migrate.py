@@ -4,7 +4,12 @@ place, when the store opens it.
 Schema 2 (smaller files, see sqlite_index and sqlite_fulltext) changed three things:
 system URIs of token, quantity and composite rows became ids into search_systems; the
 FTS5 table became contentless, its text kept compressed in search_fulltext_docs; and the
-versions_by_instant index went (the newest version row has the latest instant).
+history indexes lost last_updated (versions_by_instant went; versions_by_tenant and
+versions_by_type, in vid order, replace versions_by_time and versions_by_type_time).
+Schema 3 stores no rows for Observation's combo-* parameters (sqlite_index.UNIONS): a
+file written before keeps searching right, and loses those rows here. It writes date hull
+rows only for several values, which needs to know whether a file has hull rows at all
+(search_index_state); its single-value hull rows stay until `fhir-fusion reindex`.
 
 Each step checks by itself whether it is still to do and runs in its own transaction,
 so a migration stopped half-way (the process killed) goes on from the step it was in
@@ -17,6 +22,7 @@ import logging
 import sqlite3
 import time
 
+from conformance.definitions import RESOURCE_TYPES, search_parameters
 from fhir_server.storage import sqlite_fulltext, sqlite_index
 
 logger = logging.getLogger(__name__)
@@ -136,6 +142,84 @@ def _fulltext(conn: sqlite3.Connection, path: object) -> None:
     logger.info("%s: full-text index contentless (%.1f s)", path, time.monotonic() - began)
 
 
+_COMBO_SUFFIXES = ("", ":canonical", ":text", ":of-type")
+_COMBO_TABLES = (
+    "search_token", "search_string", "search_quantity", "search_quantity_range",
+    "search_composite",
+)  # fmt: skip
+
+
+def _combo_rows(conn: sqlite3.Connection, path: object) -> bool:
+    """Remove the rows of the combo-* parameters (one primary-key range each); whether
+    there were any."""
+    ids = [
+        sqlite_index.param_id(key + suffix)
+        for key in sqlite_index.UNIONS
+        for suffix in _COMBO_SUFFIXES
+    ]
+    marks = ",".join("?" * len(ids))
+    tables = [
+        table for table in _COMBO_TABLES
+        if _exists(conn, table)
+        and conn.execute(f"SELECT 1 FROM {table} WHERE param IN ({marks}) LIMIT 1", ids).fetchone()
+    ]  # fmt: skip
+    for table in tables:
+        began = time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = conn.execute(f"DELETE FROM {table} WHERE param IN ({marks})", ids).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        logger.info(
+            "%s: %s combo-* rows removed from %s (%.1f s)",
+            path, removed, table, time.monotonic() - began,
+        )
+    return bool(tables)
+
+
+def _hull_state(conn: sqlite3.Connection) -> str:
+    """'complete' when the file's date rows come with hull rows (any of an R4 date
+    parameter's), or it has no date rows; else 'absent' (indexed before hull rows)."""
+    if conn.execute("SELECT 1 FROM search_date LIMIT 1").fetchone() is None:
+        return "complete"
+    for resource_type in RESOURCE_TYPES:
+        for code, param in search_parameters(resource_type).items():
+            if param.type != "date":
+                continue
+            hull = sqlite_index.param_id(f"{resource_type}.{code}{sqlite_index.HULL}")
+            found = conn.execute("SELECT 1 FROM search_date WHERE param = ? LIMIT 1", (hull,))
+            if found.fetchone() is not None:
+                return "complete"
+    return "absent"
+
+
+def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
+    """For a file written before search_index_state: whether its hull rows are there."""
+    if not _exists(conn, "search_date"):
+        return False
+    if _exists(conn, "search_index_state") and conn.execute(
+        "SELECT 1 FROM search_index_state WHERE name = 'date_hulls'"
+    ).fetchone():
+        return False
+    state = _hull_state(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in sqlite_index.SCHEMA:
+            if "search_index_state" in statement and statement.startswith("CREATE"):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO search_index_state (name, value) VALUES ('date_hulls', ?)", (state,)
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    logger.info("%s: date hull rows %s", path, state)
+    return True
+
+
 def migrate(conn: sqlite3.Connection, path: object) -> bool:
     """Bring the file on `conn` (autocommit, no transaction open) to the current schema;
     whether there was anything to do. A new, empty file has nothing to migrate."""
@@ -149,7 +233,10 @@ def migrate(conn: sqlite3.Connection, path: object) -> bool:
     if _exists(conn, "search_fulltext") and not _contentless(conn):
         did = True
         _fulltext(conn, path)
-    if _exists(conn, "versions_by_instant"):
-        did = True
-        conn.execute("DROP INDEX versions_by_instant")
+    did = _combo_rows(conn, path) or did
+    did = _record_hull_state(conn, path) or did
+    for index in ("versions_by_instant", "versions_by_time", "versions_by_type_time"):
+        if _exists(conn, index):  # the store creates the vid-ordered ones (sqlite.py)
+            did = True
+            conn.execute(f"DROP INDEX {index}")
     return did
