@@ -15,8 +15,10 @@ each rank as a disjoint FTS5 query, so a request reads no more rows than its pag
 the candidates (concepts of the expansion's loads whose token arrays hold every word,
 terminology.mongodb_text) are fetched with only their ids and token arrays and ranked in
 Python; a request costs in proportion to the number of concepts matching the filter, not
-to the page size, so short filters on large code systems (`a` on ICD-10-CM) cost most.
-More than MAX_TEXT_CANDIDATES candidates is a 400 asking for a longer filter. A member
+to the page size, so short filters on large code systems cost most: on ICD-10-CM (98,505
+concepts) `a` has 41,565 candidates (ranked in about 0.2 s of Python on a busy 2-core
+machine, plus fetching them), `diab` 654, `type 2 diabetes` 126. More than
+MAX_TEXT_CANDIDATES candidates is a 400 asking for a longer filter. A member
 list expansion (not a whole load in load order) then probes its members by concept id.
 """
 

@@ -187,11 +187,14 @@ class MongoConceptStore(MongoExpansions):
                 count += len(batch)
                 if progress is not None:
                     progress(count)
+            count = await self._db[CONCEPTS].count_documents({"tenant": ctx.tenant, "sid": sid})
+            # (a swap that fails, e.g. a write conflict with a concurrent load of the same
+            # system, leaves the previous load in place and this one's concepts go)
+            old, eids = await self._swap(ctx, header.url, version, sid, source, count)
         except BaseException:
             await self._drop_sids(ctx, [sid])
             raise
-        count = await self._db[CONCEPTS].count_documents({"tenant": ctx.tenant, "sid": sid})
-        old = await self._swap(ctx, header.url, version, sid, source, count)
+        await self._delete_members(ctx, eids)
         await self._drop_sids(ctx, old)
         resource_id = ""
         if keep_resource:
@@ -203,9 +206,10 @@ class MongoConceptStore(MongoExpansions):
 
     async def _swap(
         self, ctx: Context, url: str, version: str, sid: int, source: str, count: int
-    ) -> list[int]:
+    ) -> tuple[list[int], list[int]]:
         """Make load `sid` visible and the previous one of the same origin gone, in one
-        transaction (with the cached expansions); the dropped sids."""
+        transaction (with the cached expansions); the dropped sids, and the expansion
+        ids whose members are left to delete."""
         async with self._store.transaction(ctx) as txn:
             systems, session = txn.collection(SYSTEMS), txn.session
             # a load replaces only a load, a CodeSystem resource only its own earlier
@@ -220,8 +224,7 @@ class MongoConceptStore(MongoExpansions):
                 await systems.update_many({"tenant": ctx.tenant, "_id": {"$in": old}},
                                           {"$set": {"state": "dropped"}}, session=session)
             eids = await self._hide_expansions(ctx, session)
-        await self._delete_members(ctx, eids)
-        return old
+        return old, eids
 
     async def _write_batch(self, ctx: Context, sid: int, batch: list[Concept]) -> int:
         designations = sum(len(c.designations) for c in batch)

@@ -112,6 +112,10 @@ def _conditions(field: str, found: tuple[Phrase, ...]) -> list[dict[str, Any]]:
 def _starts(seq: list[str], phrase: Phrase, prefix: bool) -> list[int]:
     n = len(phrase)
     head, last = phrase[:-1], phrase[-1]
+    if n == 1:  # most words: no slices to compare
+        if prefix:
+            return [i for i, token in enumerate(seq) if token.startswith(last)]
+        return [i for i, token in enumerate(seq) if token == last]
     return [
         i for i in range(len(seq) - n + 1)
         if tuple(seq[i:i + n - 1]) == head
@@ -120,6 +124,9 @@ def _starts(seq: list[str], phrase: Phrase, prefix: bool) -> list[int]:
 
 
 def _occurs(seq: list[str], phrase: Phrase, prefix: bool) -> bool:
+    if len(phrase) == 1:
+        last = phrase[0]
+        return any(t.startswith(last) for t in seq) if prefix else last in seq
     return bool(_starts(seq, phrase, prefix))
 
 

@@ -152,3 +152,43 @@ async def test_documents_carry_the_tenant(mongo_store: MongoStore) -> None:
     for name in ("term_systems", "term_concepts"):
         docs = await mongo_store.db[name].find({}).to_list(None)
         assert docs and all(d["tenant"] == "a" for d in docs), name
+
+
+async def test_a_failed_swap_keeps_the_previous_load(
+    mongo_store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_server.errors import FHIRError
+    from terminology.content import loinc_subset
+
+    ctx = Context()
+    concepts = concept_store(mongo_store)
+    header, rows = loinc_subset()
+    rows = list(rows)
+    await concepts.load_code_system(ctx, header, rows[:5], keep_resource=False)
+
+    def conflict(_ctx: Context) -> Any:  # a concurrent load's swap won the write
+        raise FHIRError.simple(409, "conflict", "write conflict")
+
+    monkeypatch.setattr(mongo_store, "transaction", conflict)
+    with pytest.raises(FHIRError):
+        await concepts.load_code_system(ctx, header, rows, keep_resource=False)
+    system = await concepts.system(ctx, LOINC)
+    assert system is not None and system.count == 5
+    assert await mongo_store.db["term_concepts"].count_documents({}) == 5
+    assert await mongo_store.db["term_systems"].count_documents({}) == 1
+
+
+async def test_standalone_server_refuses_loads_clearly() -> None:
+    """Loading (here the lazy load of the shipped LOINC subset) is a write: a standalone
+    server, which has no transactions, answers 501 naming the replica set, not a 500."""
+    store = await MongoStore.open("mongodb://mongomock/",
+                                  client=AsyncMockClient(replica_set=False))  # fmt: skip
+    try:
+        transport = httpx.ASGITransport(app=create_app(store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir/") as c:
+            r = await c.get("CodeSystem/$lookup", params={"system": LOINC, "code": "2345-7"})
+        assert r.status_code == 501, r.text
+        assert "replica set" in r.json()["issue"][0]["diagnostics"]
+        assert await store.db["term_concepts"].count_documents({}) == 0
+    finally:
+        await store.close()
