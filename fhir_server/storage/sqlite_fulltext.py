@@ -185,10 +185,11 @@ def insert_rows(
     `table`: the FTS5 table, when a migration builds a new one (sqlite_migrate)."""
     texts = [(rid, narrative or "", content or "") for rid, narrative, content in rows]
     conn.executemany(f"INSERT INTO {table} (rowid, narrative, content) VALUES (?, ?, ?)", texts)
-    conn.executemany(
-        "INSERT INTO search_fulltext_docs (rid, docs) VALUES (?, ?)",
-        [(rid, _pack(conn, narrative, content)) for rid, narrative, content in texts],
-    )
+    for rid, narrative, content in texts:  # one by one: _pack may sample those before
+        conn.execute(
+            "INSERT INTO search_fulltext_docs (rid, docs) VALUES (?, ?)",
+            (rid, _pack(conn, narrative, content)),
+        )
 
 
 def remove(conn: sqlite3.Connection, rid: int) -> None:

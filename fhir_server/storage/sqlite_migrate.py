@@ -9,7 +9,7 @@ versions_by_type, in vid order, replace versions_by_time and versions_by_type_ti
 Schema 3 stores no rows for Observation's combo-* parameters (sqlite_index.UNIONS): a
 file written before keeps searching right, and loses those rows here. It writes date hull
 rows only for several values, which needs to know whether a file has hull rows at all
-(search_index_state); its single-value hull rows stay until `fhir-fusion reindex`.
+(search_index_state); the hull rows of single values of R4 parameters go.
 
 Each step checks by itself whether it is still to do and runs in its own transaction,
 so a migration stopped half-way (the process killed) goes on from the step it was in
@@ -184,15 +184,22 @@ def _hull_state(conn: sqlite3.Connection) -> str:
     parameter's), or it has no date rows; else 'absent' (indexed before hull rows)."""
     if conn.execute("SELECT 1 FROM search_date LIMIT 1").fetchone() is None:
         return "complete"
-    for resource_type in RESOURCE_TYPES:
-        for code, param in search_parameters(resource_type).items():
-            if param.type != "date":
-                continue
-            hull = sqlite_index.param_id(f"{resource_type}.{code}{sqlite_index.HULL}")
-            found = conn.execute("SELECT 1 FROM search_date WHERE param = ? LIMIT 1", (hull,))
-            if found.fetchone() is not None:
-                return "complete"
+    for key in _date_keys():
+        hull = sqlite_index.param_id(key + sqlite_index.HULL)
+        found = conn.execute("SELECT 1 FROM search_date WHERE param = ? LIMIT 1", (hull,))
+        if found.fetchone() is not None:
+            return "complete"
     return "absent"
+
+
+def _date_keys() -> list[str]:
+    """The index keys of the R4 date parameters ("Observation.date")."""
+    return [
+        f"{resource_type}.{code}"
+        for resource_type in RESOURCE_TYPES
+        for code, param in search_parameters(resource_type).items()
+        if param.type == "date"
+    ]
 
 
 def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
@@ -204,8 +211,17 @@ def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
     ).fetchone():
         return False
     state = _hull_state(conn)
+    began = time.monotonic()
+    removed = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if state == "complete":
+            for key in _date_keys():
+                removed += conn.execute(
+                    "DELETE FROM search_date WHERE param = ? AND (SELECT count(*) FROM "
+                    "search_date s WHERE s.rid = search_date.rid AND s.param = ?) = 1",
+                    (sqlite_index.param_id(key + sqlite_index.HULL), sqlite_index.param_id(key)),
+                ).rowcount
         for statement in sqlite_index.SCHEMA:
             if "search_index_state" in statement and statement.startswith("CREATE"):
                 conn.execute(statement)
@@ -216,7 +232,10 @@ def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    logger.info("%s: date hull rows %s", path, state)
+    logger.info(
+        "%s: date hull rows %s, %d of single values removed (%.1f s)",
+        path, state, removed, time.monotonic() - began,
+    )
     return True
 
 
