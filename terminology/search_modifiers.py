@@ -7,7 +7,8 @@
 
 `resolve` rewrites such clauses into plain token clauses (`:not-in` into `:not`) over
 the codes of the expansion or hierarchy, before the store plans the search; a store
-calls it at the start of a search (SQLiteStore.search, MongoStore.search). More than MAX_CODES codes is a 400 too-costly.
+calls it at the start of a search (SQLiteStore.search, MongoStore.search). More than
+MAX_CODES codes is a 400 too-costly.
 """
 
 from __future__ import annotations
