@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from terminology_backends import store  # noqa: F401 - SQLite and MongoDB (mongomock)
 
-from fhir_server.storage.base import Context
-from fhir_server.storage.sqlite import SQLiteStore
+from fhir_server.storage.base import Context, ResourceStore
 from terminology.model import CodeSystemHeader, Concept
 from terminology.store import concept_store
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_mode_terminology_answers_terminology_capabilities(
-    client: httpx.AsyncClient, store: SQLiteStore
+    client: httpx.AsyncClient, store: ResourceStore
 ) -> None:
     header = CodeSystemHeader(url="http://loinc.org", version="2.77", name="LOINC")
     await concept_store(store).load_code_system(
