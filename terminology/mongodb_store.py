@@ -291,17 +291,17 @@ class MongoConceptStore(MongoExpansions):
         if doc is None:
             return None
         children = await concepts.find(
-            {"tenant": ctx.tenant, "sid": system.sid, "parents": code}, {"code": 1},
-            sort=[("_id", ASCENDING)],
+            {"tenant": ctx.tenant, "sid": system.sid, "parents": code}, {"code": 1}
         ).to_list(None)
         properties = {
             k: tuple(_from_json_value(v) for v in vs)
             for k, vs in (json.loads(doc["props"]) if doc.get("props") else {}).items()
         }
+        # parents and children in code order, as SQLite's edge index gives them
         concept = Concept(code, doc.get("display"), doc.get("definition"), designations_of(doc),
-                          tuple(doc.get("parents") or ()), properties,
+                          tuple(sorted(doc.get("parents") or ())), properties,
                           bool(doc.get("active", True)))  # fmt: skip
-        return ConceptDetail(concept, tuple(c["code"] for c in children))
+        return ConceptDetail(concept, tuple(sorted(c["code"] for c in children)))
 
     async def codes_to_ids(
         self, ctx: Context, system: SystemInfo, codes: Iterable[str]

@@ -17,7 +17,7 @@ from mongo_async import AsyncMockClient
 from fhir_server.app import create_app
 from fhir_server.storage.base import Context
 from fhir_server.storage.mongodb import MongoStore
-from terminology.store import concept_store
+from terminology.store import TerminologyError, concept_store
 
 pytestmark = pytest.mark.anyio
 
@@ -192,3 +192,53 @@ async def test_standalone_server_refuses_loads_clearly() -> None:
         assert await store.db["term_concepts"].count_documents({}) == 0
     finally:
         await store.close()
+
+
+async def test_concept_store_answers_as_sqlite(tmp_path: Any) -> None:
+    """Differential check on real content (ICD-10-CM's diabetes block E10, E11 and its
+    chapter/block rows): lookups, hierarchy, subsumption and every filter operator give
+    the same answers on MongoDB (mongomock) as on SQLite."""
+    from storage_backends import close_backend, open_backend
+
+    from terminology.content import icd10cm
+    from terminology.store import Filter
+
+    header, rows = icd10cm()
+    block = [c for c in rows if c.code in ("4", "E08-E13") or c.code[:3] in ("E10", "E11")]
+    filters = [
+        [], [Filter("concept", "is-a", "E11")], [Filter("concept", "descendent-of", "E11.2")],
+        [Filter("concept", "is-not-a", "E10")], [Filter("concept", "generalizes", "E11.21")],
+        [Filter("code", "regex", "E1[01]\\.6.*")], [Filter("code", "in", "E11.9,E10.9,X")],
+        [Filter("code", "not-in", "E11.9,E10.9")], [Filter("notSelectable", "=", "true")],
+        [Filter("notSelectable", "exists", "false")],
+        [Filter("display", "=", "Type 2 diabetes mellitus without complications")],
+        [Filter("concept", "is-a", "E11"), Filter("display", "regex", ".*kidney.*")],
+    ]
+    ctx = Context()
+    answers = []
+    for kind in ("sqlite", "mongomock"):
+        store, token = await open_backend(kind, tmp_path)
+        try:
+            concepts = concept_store(store)
+            await concepts.load_code_system(ctx, header, block, keep_resource=False)
+            system = await concepts.system(ctx, header.url)
+            assert system is not None
+            ids = await concepts.codes_to_ids(ctx, system, [c.code for c in block])
+            order = {cid: code for code, cid in ids.items()}
+            seen: list[Any] = [system.count, system.content, system.hierarchy_meaning]
+            for code in ("E11", "E11.2", "E11.21", "E08-E13", "nope"):
+                seen.append(await concepts.concept(ctx, system, code))
+                seen.append(sorted(await concepts.descendants(ctx, system, code)))
+                seen.append(sorted(await concepts.ancestors(ctx, system, code)))
+            for a, b in (("E11", "E11.21"), ("E11.21", "E11"), ("E10", "E11.9"), ("E11", "E11")):
+                seen.append(await concepts.subsumes(ctx, system, a, b))
+            for f in filters:
+                seen.append([order[cid] for cid in await concepts.select(ctx, system, f)])
+            with pytest.raises(TerminologyError):
+                await concepts.select(ctx, system, [Filter("colour", "=", "red")])
+            answers.append(seen)
+        finally:
+            await close_backend(store, token)
+    assert answers[0] == answers[1]
+    assert answers[0][3].concept.display == "Type 2 diabetes mellitus"  # E11, real content
+    assert "E11.21" in answers[0][4]  # a descendant of E11
