@@ -35,6 +35,11 @@ emulates, and how far that goes:
   abandoned transaction by itself.
 - `admin.command("hello")` answers as a replica-set member, or as a standalone
   server with `replica_set=False`.
+- Causal consistency, recorded only: each commit gives its session an operation
+  time (a bson Timestamp from a counter) and cluster time, sessions accept
+  `advance_operation_time` / `advance_cluster_time`, and `client.sessions` lists the
+  sessions started, so a test sees which time a read was told to wait for. Nothing
+  waits: the facade has one copy of the data, always current.
 
 Product code never imports this module: it is in tests/ only.
 """
@@ -45,7 +50,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import mongomock
-from bson import ObjectId
+from bson import ObjectId, Timestamp
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
 
@@ -63,6 +68,9 @@ class AsyncMockClient:
         self.isolation = _Isolation()
         self.writes = 0  # documents written, for tests that fail a request part-way
         self.admin = _Admin(self)
+        # causal consistency, recorded only (module docstring)
+        self.sessions: list[MockSession] = []
+        self.commits = 0
 
     def fail_after(self, calls: int) -> None:
         """Let `calls` more database calls through, then behave as if the server went away."""
@@ -88,7 +96,9 @@ class AsyncMockClient:
 
     def start_session(self, **_: Any) -> MockSession:
         self.check()
-        return MockSession(self)
+        session = MockSession(self)
+        self.sessions.append(session)
+        return session
 
     async def close(self) -> None:
         return None
@@ -167,6 +177,19 @@ class MockSession:
         self._copies: dict[tuple[str, str], _PrivateCopy] = {}
         self._held: set[LockKey] = set()
         self._held_keys: set[UniqueKey] = set()
+        # causal consistency, recorded only (module docstring)
+        self.operation_time: Timestamp | None = None
+        self.cluster_time: dict[str, Any] | None = None
+
+    def advance_operation_time(self, operation_time: Timestamp) -> None:
+        if self.operation_time is None or operation_time > self.operation_time:
+            self.operation_time = operation_time
+
+    def advance_cluster_time(self, cluster_time: dict[str, Any]) -> None:
+        if self.cluster_time is None or (
+            cluster_time["clusterTime"] > self.cluster_time["clusterTime"]
+        ):
+            self.cluster_time = cluster_time
 
     @property
     def in_transaction(self) -> bool:
@@ -241,6 +264,9 @@ class MockSession:
             _publish(list(self._copies.values()), self._client.isolation)
         finally:
             self._finish()
+        self._client.commits += 1  # the commit's time, as a server's reply carries it
+        self.operation_time = Timestamp(1_700_000_000, self._client.commits)
+        self.cluster_time = {"clusterTime": self.operation_time}
 
     async def abort_transaction(self) -> None:
         self._finish()  # the copies are dropped, the shared collections never saw them
