@@ -157,7 +157,8 @@ async def test_a_stopped_indexer_hands_its_entries_back_at_once(
     await _write(stores[0], 2)
     index = RecordingIndex()
     index.gate = asyncio.Event()  # the bulk request never answers
-    task = asyncio.create_task(Indexer(stores[0], outboxes[0], index).drain_once())  # type: ignore[arg-type]
+    indexer = Indexer(stores[0], outboxes[0], index)  # type: ignore[arg-type]
+    task = asyncio.create_task(indexer.drain_once())
     await asyncio.wait_for(index.started.wait(), 10)
     task.cancel()  # shutdown while Elasticsearch is busy
     with pytest.raises(asyncio.CancelledError):
@@ -186,7 +187,9 @@ async def test_mongodb_claim_loses_a_raced_candidate_and_takes_the_next(tmp_path
         rest = await first.claim(100.0, 2, 30.0)
         assert [e.id for e in rest] == ["p2", "p3"]
         assert {e.owner for e in won}.isdisjoint({e.owner for e in rest})
-        documents = await stores[0].db["outbox"].find({}).sort("_id").to_list(None)  # type: ignore[attr-defined]
+        mongo = stores[0]
+        assert isinstance(mongo, MongoStore)
+        documents = await mongo.db["outbox"].find({}).sort("_id").to_list(None)
         assert [(d["id"], d["due"]) for d in documents] == [
             ("p0", 130.0), ("p1", 130.0), ("p2", 130.0), ("p3", 130.0)]  # fmt: skip
     finally:

@@ -13,8 +13,10 @@ carries the tenant of the Context.
 Transactions are real multi-document transactions (snapshot read concern,
 majority write concern), so they need a replica set or a sharded cluster: on a
 standalone server `transaction()` raises a 501 OperationOutcome that says so, and
-the server only reads. Plain reads use majority read concern on the primary, so
-a client reads its own acknowledged writes.
+the server only reads. Plain reads use majority read concern on the primary, in
+causally consistent sessions advanced to this worker's last commit
+(mongodb_causal.py), so a client reads its own acknowledged writes. Through mongos
+the store declares its shard keys at start-up (mongodb_sharding.py).
 
 Conditional creates (If-None-Exist, Bundle ifNoneExist, the feeds' identity keys)
 call `Transaction.claim(type, criteria)` before they search: the transaction
@@ -59,13 +61,15 @@ from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import mongodb_claims as claims
 from fhir_server.storage import mongodb_documents as docs
-from fhir_server.storage import mongodb_search
+from fhir_server.storage import mongodb_search, mongodb_sharding
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
+from fhir_server.storage.mongodb_causal import CausalTimes
 from fhir_server.storage.mongodb_errors import as_fhir_error, mapped, replica_set_required
 from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_meta, content_hash
 from search import custom
 
 if TYPE_CHECKING:
+    from fhir_server.storage.mongodb_reindex import MongoReindexJobs
     from search.query import SearchQuery
 
 log = logging.getLogger(__name__)
@@ -218,6 +222,7 @@ class MongoTransaction:
         version: int,
         method: Literal["POST", "PUT"],
         fresh: bool,
+        pc_before: str | None = None,
     ) -> StoredResource:
         resource_type, resource_id = resource["resourceType"], resource["id"]
         tenant = self._ctx.tenant
@@ -236,13 +241,18 @@ class MongoTransaction:
         current = {**fields, "idx": mongodb_search.index_entries(stored)}
         resources = self.collection(docs.RESOURCES)
         if fresh:
+            if self._store.sharded:  # ids unique across shards (mongodb_sharding)
+                await mongodb_sharding.claim_id(
+                    self._store.db, self.session, tenant, resource_type, resource_id
+                )
             # _id: a new ObjectId, kept by later versions (the search's keyset position)
             await resources.insert_one(current, session=self.session)
         else:
-            # the version filter is the optimistic check; the transaction makes it exact
+            # the version filter is the optimistic check; the transaction makes it exact.
+            # pc: the full shard key, which MongoDB needs to move a document whose pc changes
             done = await resources.replace_one(
                 {**docs.resource_filter(tenant, resource_type, resource_id),
-                 "version": version - 1},
+                 "version": version - 1, "pc": pc_before},
                 current, session=self.session,
             )
             if done.matched_count != 1:
@@ -283,14 +293,19 @@ class MongoTransaction:
                 f"{resource_type}/{resource_id} is at version {version}, not {if_match}"
             )
         if current["deleted"]:
-            return WriteResult(await self._write(resource, version + 1, "PUT", False), "created")
+            return WriteResult(
+                await self._write(resource, version + 1, "PUT", False, current.get("pc")),
+                "created",
+            )
         body = bytes(current["body"])
         if _without_server_meta(jsonutil.loads(body)) == _without_server_meta(resource):
             unchanged = StoredResource(
                 resource_type, resource_id, version, current["lastUpdated"], False, body, "PUT"
             )
             return WriteResult(unchanged, "unchanged")
-        return WriteResult(await self._write(resource, version + 1, "PUT", False), "updated")
+        return WriteResult(
+            await self._write(resource, version + 1, "PUT", False, current.get("pc")), "updated"
+        )
 
     @mapped
     async def delete(
@@ -317,7 +332,8 @@ class MongoTransaction:
             "lastUpdated": now, "deleted": True, "pc": current.get("pc"), "body": None,
         }
         done = await self.collection(docs.RESOURCES).replace_one(
-            {**docs.resource_filter(tenant, resource_type, resource_id), "version": version - 1},
+            {**docs.resource_filter(tenant, resource_type, resource_id), "version": version - 1,
+             "pc": current.get("pc")},
             {**fields, "idx": {}},
             session=self.session,
         )
@@ -395,6 +411,10 @@ class MongoStore:
         # the full-text index (search.fulltext.FullTextIndex, e.g. Elasticsearch) that
         # _text / _content go to; None makes them a 400
         self.fulltext: Any = None
+        # connected through mongos: shard keys declared, ids kept unique by mongodb_sharding
+        self.sharded = False
+        # read-your-writes: reads and transactions start after this worker's commits
+        self._causal = CausalTimes(client)
         self._clock = _Clock()
 
     @classmethod
@@ -428,7 +448,10 @@ class MongoStore:
             # a replica set names itself; mongos answers msg "isdbgrid"
             transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
             store = cls(client, db, address, transactions)
+            store.sharded = await mongodb_sharding.before_indexes(db, hello)
             await store._create_indexes()
+            if store.sharded:
+                await mongodb_sharding.declare(client, db)
             await _load_search_parameters(db)
             latest = await db[docs.HISTORY].find_one(
                 {}, {"lastUpdated": 1}, sort=[("lastUpdated", DESCENDING)]
@@ -448,7 +471,7 @@ class MongoStore:
         return store
 
     async def _create_indexes(self) -> None:
-        for collection, specs in _INDEXES.items():
+        for collection, specs in mongodb_sharding.index_specs(_INDEXES, self.sharded).items():
             for keys, options in specs:
                 await self.db[collection].create_index(keys, **options)
         await mongodb_search.create_indexes(self.db)
@@ -480,6 +503,7 @@ class MongoStore:
         try:
             await self._advance_clock()
             session = self.client.start_session()
+            self._causal.advance(session)
         except PyMongoError as exc:
             raise as_fhir_error(exc) from exc
         txn = MongoTransaction(self, ctx, session)
@@ -502,6 +526,7 @@ class MongoStore:
                 await _commit(session)
             except PyMongoError as exc:
                 raise as_fhir_error(exc) from exc
+            self._causal.note(session)
         finally:
             await txn._release()
             try:
@@ -514,25 +539,35 @@ class MongoStore:
         """A hint the MongoDB store does not take: each transaction commits on its own."""
         yield
 
+    def reindex_jobs(self) -> MongoReindexJobs:
+        """The resumable index-rebuild jobs of this database (storage.reindex_jobs)."""
+        from fhir_server.storage.mongodb_reindex import MongoReindexJobs
+
+        return MongoReindexJobs(self.db)
+
     # -- reads ---------------------------------------------------------------
 
     @mapped
     async def read(
         self, ctx: Context, resource_type: str, resource_id: str
     ) -> StoredResource | None:
-        doc = await self.db[docs.RESOURCES].find_one(
-            docs.resource_filter(ctx.tenant, resource_type, resource_id), {"idx": 0}
-        )
+        async with self._causal.reading() as session:
+            doc = await self.db[docs.RESOURCES].find_one(
+                docs.resource_filter(ctx.tenant, resource_type, resource_id), {"idx": 0},
+                session=session,
+            )
         return None if doc is None else docs.stored_from_document(doc)
 
     @mapped
     async def vread(
         self, ctx: Context, resource_type: str, resource_id: str, version: int
     ) -> StoredResource | None:
-        doc = await self.db[docs.HISTORY].find_one(
-            {"_id": docs.version_key(ctx.tenant, resource_type, resource_id, version),
-             "tenant": ctx.tenant}
-        )
+        async with self._causal.reading() as session:
+            doc = await self.db[docs.HISTORY].find_one(
+                {"_id": docs.version_key(ctx.tenant, resource_type, resource_id, version),
+                 "tenant": ctx.tenant},
+                session=session,
+            )
         return None if doc is None else docs.stored_from_document(doc)
 
     @mapped
@@ -553,14 +588,16 @@ class MongoStore:
         if since is not None:
             where["lastUpdated"] = {"$gte": _utc_instant(since)}
         history = self.db[docs.HISTORY]
-        total = await history.count_documents(where)
-        if count <= 0:  # MongoDB reads limit 0 as "no limit"; SQLite's LIMIT 0 as none
-            return [], total
-        found = history.find(
-            where, sort=[("lastUpdated", DESCENDING), ("version", DESCENDING)],
-            skip=offset, limit=count,
-        )
-        return [docs.stored_from_document(doc) for doc in await found.to_list(None)], total
+        async with self._causal.reading() as session:
+            total = await history.count_documents(where, session=session)
+            if count <= 0:  # MongoDB reads limit 0 as "no limit"; SQLite's LIMIT 0 as none
+                return [], total
+            found = history.find(
+                where, sort=[("lastUpdated", DESCENDING), ("version", DESCENDING)],
+                skip=offset, limit=count, session=session,
+            )
+            rows = await found.to_list(None)
+        return [docs.stored_from_document(doc) for doc in rows], total
 
     @mapped
     async def search(self, ctx: Context, query: SearchQuery) -> SearchPage:
@@ -569,7 +606,8 @@ class MongoStore:
         from terminology.search_modifiers import resolve
 
         query = await resolve(self, ctx, query)
-        return await _search(self.db, ctx, query, None, self.fulltext)
+        async with self._causal.reading() as session:
+            return await _search(self.db, ctx, query, session, self.fulltext)
 
     # -- raw feed inputs -----------------------------------------------------
 
