@@ -594,3 +594,37 @@ async def test_an_outage_mid_transaction_is_503_leaves_nothing_and_passes(
     assert await _seen(backend) == BEFORE_BUNDLE
     await process_bundle(backend, CTX, _isolation_bundle())
     assert (await _seen(backend))["kept"] == (2, "male")
+
+
+async def test_a_versioned_update_racing_an_open_transaction_is_refused(backend: Any) -> None:
+    """Two writers of one resource: the second, If-Match the version both started from,
+    while the first is open. SQLite makes it wait for the first commit (then 412);
+    MongoDB refuses it with a write conflict at once (409, first writer wins) or, had it
+    come after the commit, with 412. Never a second version 2, never a lost update."""
+    await create(backend, patient(), "race")
+    first_wrote, first_may_commit = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with backend.transaction(CTX) as txn:
+            await txn.update(patient(id="race", gender="male"), if_match=1)
+            first_wrote.set()
+            await first_may_commit.wait()
+
+    async def second() -> int:
+        await first_wrote.wait()
+        try:
+            await update(backend, patient(id="race", gender="female"), if_match=1)
+        except FHIRError as exc:
+            return exc.status
+        return 200
+
+    racing = asyncio.create_task(second())
+    opened = asyncio.create_task(first())
+    await first_wrote.wait()
+    await asyncio.sleep(0.05)  # let the second writer reach the store (or its lock)
+    first_may_commit.set()
+    await opened
+    assert await racing in (409, 412)
+    current = await backend.read(CTX, "Patient", "race")
+    assert (current.version, current.resource["gender"]) == (2, "male")
+    assert (await backend.history(CTX, "Patient", "race"))[1] == 2
