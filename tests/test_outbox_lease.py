@@ -244,7 +244,15 @@ async def test_sqlite_processes_share_one_outbox(tmp_path: Path) -> None:
 async def test_sqlite_file_from_before_leases_gets_its_owner_column(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "fhir.db", search_outbox=True)
     try:
-        store._writer.execute("ALTER TABLE search_outbox DROP COLUMN owner")  # an older file
+        # the table as files made before leases have it
+        store._writer.executescript("""
+            DROP TABLE search_outbox;
+            CREATE TABLE search_outbox (
+                seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, type TEXT NOT NULL,
+                id TEXT NOT NULL, version INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL DEFAULT 0, error TEXT);
+            CREATE INDEX search_outbox_due ON search_outbox (due, seq);
+        """)
         await _write(store, 1)
         outbox = SQLiteOutbox(store)
         (entry,) = await outbox.claim(0.0, 10, 60.0)

@@ -19,12 +19,12 @@ token of the claim holding it, or NULL) and the last error (an error type, never
 patient data).
 
 One file may be drained by several processes at once (`serve` and an offline
-`fhir-fusion reindex`, or an ingest beside it). A claim is one conditional UPDATE in a
-BEGIN IMMEDIATE transaction, so SQLite's write lock makes it atomic across processes:
-it sets owner to a new token and due to the end of the lease on the first due rows in
-(due, seq) order (index search_outbox_due), and returns them. A leased row is not due
-again until its lease runs out (its claimer died), and removing or rescheduling a row
-requires `owner` to still be the claimer's token.
+`fhir-fusion reindex`, or an ingest beside it). A claim is one BEGIN IMMEDIATE
+transaction, so SQLite's write lock makes it atomic across processes: it reads the
+first due rows in (due, seq) order (index search_outbox_due) and sets their owner to a
+new token and their due time to the end of the lease (a conditional UPDATE). A
+leased row is not due again until its lease runs out (its claimer died), and removing
+or rescheduling a row requires `owner` to still be the claimer's token.
 """
 
 from __future__ import annotations
@@ -111,13 +111,18 @@ class SQLiteOutbox:
             if not self._migrated:
                 _add_owner_column(conn)
                 self._migrated = True
+            # BEGIN IMMEDIATE holds SQLite's write lock from the start, so no other
+            # process can claim between this SELECT and the UPDATE (no RETURNING:
+            # SQLite before 3.35, which the store still supports, lacks it)
             rows = conn.execute(
-                "UPDATE search_outbox SET owner = ?, due = ? WHERE seq IN ("
-                " SELECT seq FROM search_outbox WHERE due <= ? ORDER BY due, seq LIMIT ?)"
-                " RETURNING seq, tenant, type, id, version, attempts",
-                (owner, now + lease_seconds, now, limit),
+                "SELECT seq, tenant, type, id, version, attempts FROM search_outbox "
+                "WHERE due <= ? ORDER BY due, seq LIMIT ?",
+                (now, limit),
             ).fetchall()
-        rows.sort()  # RETURNING gives no order; the batch keeps the order of writes
+            conn.executemany(
+                "UPDATE search_outbox SET owner = ?, due = ? WHERE seq = ? AND due <= ?",
+                [(owner, now + lease_seconds, seq, now) for seq, *_ in rows],
+            )
         return [
             OutboxEntry(str(seq), t, rtype, rid, v, n, owner)
             for seq, t, rtype, rid, v, n in rows
