@@ -37,7 +37,7 @@ from fhir_server.storage.base import Context
 if TYPE_CHECKING:
     from adapters.pipeline import Pipeline
     from fhir_server.storage.sqlite import SQLiteStore
-    from fhir_server.storage.sqlite_reindex import Job
+    from fhir_server.storage.reindex_jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -608,11 +608,6 @@ async def reindex_store(
             raise CommandError(f"--type {name} is not an R4 resource type")
     store = await _open_store(data_dir)
     try:
-        if not _is_sqlite(store):  # MongoDB: entries recomputed in place, no job
-            await _reindex_mongodb(store, tuple(sorted(set(types))))
-            if search_index:
-                await _rebuild_search_index(store, search_index, types, recreate_search_index)
-            return 0
         job = await reindex.start(store, Context(), tuple(sorted(set(types))))
         if job.processed:
             print(f"resuming reindex job {job.id} at {job.processed} of {job.total}")
@@ -631,27 +626,6 @@ async def reindex_store(
     finally:
         await store.close()
     return 0
-
-
-async def _reindex_mongodb(store: Any, types: tuple[str, ...]) -> None:
-    from fhir_server.storage.mongodb_reindex import reindex as rebuild
-
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - last[0] >= 2:
-            last[0] = now
-            print(f"reindex: {done} of {total}", file=sys.stderr)
-
-    done = await rebuild(store.db, Context(), types, progress=show)
-    print(f"reindex completed: {done} resources")
-
-
-def _is_sqlite(store: object) -> bool:
-    from fhir_server.storage.sqlite import SQLiteStore
-
-    return isinstance(store, SQLiteStore)
 
 
 async def _rebuild_search_index(

@@ -11,11 +11,13 @@ while the job runs and 200 when it has completed. Both carry a Parameters resour
 job, status (in-progress | interrupted | completed), type (one per type in scope),
 processed, total, started, finished.
 
-Each batch of BATCH_SIZE resources is one store transaction that also advances the
-job's cursor (fhir_server.storage.sqlite_reindex), so writes from clients interleave
-between batches and a job killed with the server continues where it stopped: a job the
-process is not running shows as "interrupted", and POSTing `$reindex` with the same
-scope resumes it (so does `fhir-fusion reindex`).
+Jobs are the store's own (fhir_server.storage.reindex_jobs: SQLite keeps them in its
+file, MongoDB in a collection, each with the tenant). Each batch of BATCH_SIZE
+resources is rebuilt together with an advance of the job's cursor, so writes from
+clients interleave between batches and a job killed with the server continues where it
+stopped: a job the process is not running shows as "interrupted", and POSTing
+`$reindex` with the same scope resumes it (so does `fhir-fusion reindex`). A store
+without reindex jobs answers 501.
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ from conformance.definitions import RESOURCE_TYPES
 from fhir_server import jsonutil
 from fhir_server.errors import FHIRError, Issue
 from fhir_server.rest.routes import EndpointGroup, Interaction
-from fhir_server.storage import sqlite_reindex
 from fhir_server.storage.base import Context, ResourceStore
-from fhir_server.storage.sqlite_reindex import COMPLETED, Job
+from fhir_server.storage.reindex_jobs import COMPLETED, Job, ReindexJobs, jobs_of
 from search import custom
 
 if TYPE_CHECKING:
@@ -46,23 +47,22 @@ BATCH_SIZE = 300
 OPERATION = "reindex"
 
 
-def _store(store: ResourceStore) -> Any:
-    from fhir_server.storage.sqlite import SQLiteStore
-
-    if not isinstance(store, SQLiteStore):
-        raise FHIRError.simple(501, "not-supported", "$reindex is implemented for SQLite only")
-    return store
+def _jobs(store: ResourceStore) -> ReindexJobs:
+    jobs = jobs_of(store)
+    if jobs is None:
+        raise FHIRError.simple(
+            501, "not-supported", "$reindex is not implemented for this resource store"
+        )
+    return jobs
 
 
 async def start(store: ResourceStore, ctx: Context, types: tuple[str, ...]) -> Job:
     """A new job (or the unfinished one with the same scope)."""
-    async with _store(store).transaction(ctx) as txn:
-        return sqlite_reindex.start_job(txn.connection, ctx.tenant, types)
+    return await _jobs(store).start(ctx, types)
 
 
 async def get(store: ResourceStore, ctx: Context, job_id: int) -> Job | None:
-    async with _store(store).transaction(ctx) as txn:
-        return sqlite_reindex.get_job(txn.connection, ctx.tenant, job_id)
+    return await _jobs(store).get(ctx, job_id)
 
 
 async def run(
@@ -73,14 +73,13 @@ async def run(
     max_batches: int | None = None,
     progress: Callable[[Job], None] | None = None,
 ) -> Job:
-    """Run `job` until it completes (or for `max_batches` batches), one transaction per
-    batch, yielding to the event loop between batches."""
-    sqlite_store = _store(store)
+    """Run `job` until it completes (or for `max_batches` batches), one batch at a time,
+    yielding to the event loop between batches."""
+    jobs = _jobs(store)
     batches = 0
     while job.status != COMPLETED and (max_batches is None or batches < max_batches):
-        async with sqlite_store.transaction(ctx) as txn:
-            job, indexed = sqlite_reindex.run_batch(txn.connection, job, batch_size)
-        if indexed:  # committed: now the parameters may be searched
+        job, indexed = await jobs.run_batch(ctx, job, batch_size)
+        if indexed:  # recorded: now the parameters may be searched
             custom.REGISTRY.mark_indexed(indexed)
         batches += 1
         if progress is not None:

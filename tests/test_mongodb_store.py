@@ -266,4 +266,4 @@ async def test_the_reindex_command_runs_on_the_mongodb_store(
     monkeypatch.setenv("FHIR_FUSION_STORE", "mongodb://mongomock/fhir")
     monkeypatch.setattr(cli, "_open_mongodb", open_mock)
     assert await cli.reindex_store(tmp_path, ()) == 0
-    assert "reindex completed: 2 resources" in capsys.readouterr().out
+    assert "reindex job 1 completed: 2 resources" in capsys.readouterr().out

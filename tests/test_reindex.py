@@ -1,22 +1,75 @@
 """$reindex end to end: a custom SearchParameter becomes searchable, a job interrupted
-half-way resumes from its cursor, progress is visible, bad input is a 400/404."""
+half-way resumes from its cursor, progress is visible, bad input is a 400/404.
+
+Every test runs on each backend of tests/storage_backends.py: SQLite on a real file,
+the MongoDB store on mongomock (tests/mongo_async.py), and a real MongoDB when
+FHIR_FUSION_TEST_MONGODB names one. A server "dying" is its store closed and opened
+again on the same file or database."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mongo_async import AsyncMockClient
+from storage_backends import BACKENDS, REAL_MONGODB
 
 from fhir_server import reindex
 from fhir_server.app import create_app
 from fhir_server.storage import sqlite_fulltext
 from fhir_server.storage.base import Context
+from fhir_server.storage.mongodb import MongoStore
 from fhir_server.storage.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
+
+
+class Backend:
+    """One backend's store, which can be closed and opened again on the same data."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.path = tmp_path / "fhir.db"
+        self.mock = AsyncMockClient() if kind == "mongomock" else None
+        self.database = f"fhir_fusion_test_{uuid.uuid4().hex[:12]}"
+        self.url = REAL_MONGODB or "mongodb://mongomock/fhir"
+
+    async def open(self) -> Any:
+        if self.kind == "sqlite":
+            return await SQLiteStore.open(self.path)
+        if self.mock is not None:
+            return await MongoStore.open(self.url, client=self.mock)
+        return await MongoStore.open(self.url, database=self.database)
+
+    async def drop(self) -> None:
+        if self.kind == "mongodb":
+            store = await self.open()
+            await store.client.drop_database(self.database)
+            await store.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    opened = Backend(request.param, tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.drop()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Any]:
+    """The store the `client` fixture (tests/conftest.py) serves: each backend in turn."""
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 BIRTHSEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 SEARCH_PARAMETER: dict[str, Any] = {
@@ -110,10 +163,9 @@ async def test_custom_search_parameter_is_searchable_after_reindex(
     assert (await client.get("Patient", params={"birthsex": "F"})).status_code == 400
 
 
-async def test_an_interrupted_job_resumes_from_its_cursor(tmp_path: Path) -> None:
-    path = tmp_path / "fhir.db"
+async def test_an_interrupted_job_resumes_from_its_cursor(backend: Backend) -> None:
     ctx = Context()
-    store = await SQLiteStore.open(path)
+    store = await backend.open()
     async with store.transaction(ctx) as txn:
         for n in range(7):
             await txn.create(_patient(f"p{n}", "F" if n % 2 else "M"), f"p{n}")
@@ -121,12 +173,12 @@ async def test_an_interrupted_job_resumes_from_its_cursor(tmp_path: Path) -> Non
                           "code": {"text": "x"}}, "o1")  # fmt: skip
         await txn.create(SEARCH_PARAMETER, SEARCH_PARAMETER["id"])
     job = await reindex.start(store, ctx, ("Patient",))
-    assert (job.total, job.processed) == (7, 0)
+    assert (job.total, job.processed, job.cursor) == (7, 0, "")
     job = await reindex.run(store, ctx, job, batch_size=2, max_batches=2)
-    assert (job.status, job.processed, job.cursor > 0) == ("in-progress", 4, True)
+    assert (job.status, job.processed, job.cursor != "") == ("in-progress", 4, True)
     await store.close()  # the server dies here
 
-    store = await SQLiteStore.open(path)
+    store = await backend.open()
     try:
         transport = httpx.ASGITransport(app=create_app(store))
         async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir/") as client:
@@ -141,13 +193,49 @@ async def test_an_interrupted_job_resumes_from_its_cursor(tmp_path: Path) -> Non
             final = _values((await _wait(client, resumed.headers["content-location"])).json())
             assert (final["status"], final["processed"], final["total"]) == ("completed", 7, 7)
             assert await _ids(client, {"birthsex": "F"}) == {"p1", "p3", "p5"}
+            # the next call with this scope is a new job over the same resources
+            again = await client.post("Patient/$reindex")
+            assert not again.headers["content-location"].endswith(f"/$reindex/{job.id}")
+            assert _values((await _wait(client, again.headers["content-location"])).json())[
+                "processed"] == 7  # fmt: skip
     finally:
         await store.close()
 
 
-async def test_reindex_rebuilds_the_full_text_index(
-    client: httpx.AsyncClient, store: SQLiteStore
+async def test_a_running_job_is_the_answer_to_the_same_scope(
+    client: httpx.AsyncClient, store: Any
 ) -> None:
+    """A second POST while the job runs names that job; another scope gets its own."""
+    for n in range(3):
+        await _put(client, _patient(f"p{n}", "F"))
+    job = await reindex.start(store, Context(), ("Patient",))  # started, not yet run
+    same = await client.post("$reindex", params={"type": "Patient"})
+    assert same.status_code == 202
+    assert same.headers["content-location"] == f"http://fhir.test/fhir/$reindex/{job.id}"
+    other = await client.post("Observation/$reindex")
+    assert not other.headers["content-location"].endswith(f"/$reindex/{job.id}")
+    assert _values((await _wait(client, same.headers["content-location"])).json())[
+        "processed"] == 3  # fmt: skip
+    # jobs are the tenant's own
+    assert await reindex.get(store, Context(tenant="another"), job.id) is None
+
+
+async def test_concurrent_starts_of_one_scope_make_one_job(store: Any) -> None:
+    """Two workers POSTing the same scope at once get the same job (MongoDB: the
+    running job's unique scope key; SQLite: its write transaction)."""
+    ctx = Context()
+    first, second = await asyncio.gather(
+        reindex.start(store, ctx, ("Patient",)), reindex.start(store, ctx, ("Patient",))
+    )
+    assert first.id == second.id
+    assert first.status == "in-progress"
+
+
+async def test_reindex_rebuilds_the_full_text_index(
+    client: httpx.AsyncClient, store: Any
+) -> None:
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("full text on MongoDB is the search index's (fhir-fusion reindex)")
     await _put(client, {"resourceType": "Patient", "id": "p1",
                         "text": {"status": "generated",
                                  "div": '<div xmlns="http://www.w3.org/1999/xhtml">Asthma</div>'}})
@@ -159,6 +247,25 @@ async def test_reindex_rebuilds_the_full_text_index(
     assert _values((await _wait(client, started.headers["content-location"])).json())[
         "status"] == "completed"  # fmt: skip
     assert await _ids(client, {"_text": "asthma"}) == {"p1"}
+
+
+async def test_reindex_rebuilds_lost_index_entries_on_mongodb(
+    client: httpx.AsyncClient, store: Any
+) -> None:
+    """A resource document whose index entries are gone (written before a parameter
+    was indexed this way) is found again after $reindex; a delete marker counts as one
+    of the resources gone through, as on SQLite."""
+    if not isinstance(store, MongoStore):
+        pytest.skip("the index entries inside MongoDB documents")
+    await _put(client, _patient("p1", "F"))
+    await _put(client, _patient("p2", "M"))
+    assert (await client.delete("Patient/p2")).status_code in (200, 204)
+    await store.db["resources"].update_one({"id": "p1"}, {"$unset": {"idx": ""}})
+    assert await _ids(client, {"family": "familyp1"}) == set()
+    started = await client.post("Patient/$reindex")
+    final = _values((await _wait(client, started.headers["content-location"])).json())
+    assert (final["processed"], final["total"]) == (2, 2)
+    assert await _ids(client, {"family": "familyp1"}) == {"p1"}
 
 
 @pytest.mark.parametrize(
@@ -226,15 +333,27 @@ async def test_capability_statement_lists_reindex_with_its_definition(
 
 
 async def test_cli_reindex_resumes_and_completes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    backend: Backend,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fhir_server.cli import reindex_store
+    from fhir_server import cli
     from fhir_server.config import database_path
     from search import custom
 
-    path = database_path(tmp_path)
+    if backend.kind == "sqlite":
+        backend.path = database_path(tmp_path)
+    else:  # FHIR_FUSION_STORE names the MongoDB store (mongomock in place of a server)
+        monkeypatch.setenv("FHIR_FUSION_STORE", backend.url)
+
+        async def open_mongodb(url: str) -> Any:
+            assert url == backend.url
+            return await backend.open()
+
+        monkeypatch.setattr(cli, "_open_mongodb", open_mongodb)
     ctx = Context()
-    store = await SQLiteStore.open(path)
+    store = await backend.open()
     async with store.transaction(ctx) as txn:
         for n in range(5):
             await txn.create(_patient(f"p{n}", "F"), f"p{n}")
@@ -243,13 +362,23 @@ async def test_cli_reindex_resumes_and_completes(
                             max_batches=1)  # fmt: skip
     await store.close()
 
-    assert await reindex_store(tmp_path, ()) == 0
+    assert await cli.reindex_store(tmp_path, ()) == 0
     out = capsys.readouterr().out
     assert f"resuming reindex job {job.id} at 2 of 6" in out
     assert f"reindex job {job.id} completed: 6 resources" in out
-    store = await SQLiteStore.open(path)  # reloads the registry from the file
+    custom.REGISTRY.replace_all([])
+    store = await backend.open()  # reloads the registry from the store
     try:
         assert custom.REGISTRY.pending() == []
         assert set(custom.REGISTRY.of_type("Patient")) == {"birthsex"}
     finally:
         await store.close()
+
+
+async def test_a_store_without_reindex_jobs_is_a_501() -> None:
+    from fhir_server.errors import FHIRError
+
+    with pytest.raises(FHIRError) as caught:
+        await reindex.start(object(), Context(), ())  # type: ignore[arg-type]
+    assert caught.value.status == 501
+    assert caught.value.outcome()["issue"][0]["code"] == "not-supported"

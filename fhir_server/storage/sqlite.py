@@ -44,6 +44,7 @@ from fhir_server.storage import outbox_sqlite
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 
 if TYPE_CHECKING:
+    from fhir_server.storage.reindex_jobs import SQLiteReindexJobs
     from search.query import SearchQuery
 
 # 2: system ids, contentless full text, history indexes by vid; 3: no combo-* rows
@@ -504,6 +505,12 @@ class SQLiteStore:
         sqlite_reindex.load_registry(writer)  # custom SearchParameters of this file
         store._clock.advance_past(_latest_instant(writer))
         return store
+
+    def reindex_jobs(self) -> SQLiteReindexJobs:
+        """The resumable index-rebuild jobs of this file (storage.reindex_jobs)."""
+        from fhir_server.storage.reindex_jobs import SQLiteReindexJobs
+
+        return SQLiteReindexJobs(self)
 
     async def close(self) -> None:
         async with self._lock:
