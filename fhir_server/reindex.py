@@ -15,9 +15,11 @@ Jobs are the store's own (fhir_server.storage.reindex_jobs: SQLite keeps them in
 file, MongoDB in a collection, each with the tenant). Each batch of BATCH_SIZE
 resources is rebuilt together with an advance of the job's cursor, so writes from
 clients interleave between batches and a job killed with the server continues where it
-stopped: a job the process is not running shows as "interrupted", and POSTing
-`$reindex` with the same scope resumes it (so does `fhir-fusion reindex`). A store
-without reindex jobs answers 501.
+stopped: a job no process is running shows as "interrupted", and POSTing `$reindex`
+with the same scope resumes it (so does `fhir-fusion reindex`). With several API
+workers on one MongoDB store, a job another worker has run a batch of in the last
+LIVE_SECONDS counts as running there: its status is in-progress and a POST does not
+start it a second time. A store without reindex jobs answers 501.
 """
 
 from __future__ import annotations
@@ -156,6 +158,10 @@ class ReindexEndpoints:
         self._handlers = handlers
         self._tasks: dict[int, asyncio.Task[Job]] = {}
 
+    def _running_here(self, job: Job) -> bool:
+        task = self._tasks.get(job.id)
+        return task is not None and not task.done()
+
     def _base(self, request: Request) -> str:
         from fhir_server.rest import http
 
@@ -164,7 +170,7 @@ class ReindexEndpoints:
     def _answer(self, request: Request, job: Job, status: int | None = None) -> Response:
         from fhir_server.rest import http
 
-        running = job.id in self._tasks and not self._tasks[job.id].done()
+        running = self._running_here(job) or job.running_elsewhere()
         headers = {"Content-Location": f"{self._base(request)}/$reindex/{job.id}"}
         if job.status != COMPLETED:
             headers["X-Progress"] = f"{job.processed} of {job.total} resources"
@@ -192,8 +198,7 @@ class ReindexEndpoints:
     async def _start(self, request: Request, types: tuple[str, ...]) -> Response:
         store, ctx = self._handlers.store, self._handlers.ctx
         job = await start(store, ctx, types)
-        task = self._tasks.get(job.id)
-        if job.status != COMPLETED and (task is None or task.done()):
+        if job.status != COMPLETED and not self._running_here(job) and not job.running_elsewhere():
             self._tasks[job.id] = asyncio.create_task(self._run(job))
         return self._answer(request, job, 202)
 

@@ -231,6 +231,45 @@ async def test_concurrent_starts_of_one_scope_make_one_job(store: Any) -> None:
     assert first.status == "in-progress"
 
 
+async def test_a_job_another_worker_runs_is_left_to_it(
+    client: httpx.AsyncClient, store: Any
+) -> None:
+    """Several API workers on one MongoDB store: a job whose last batch another worker
+    ran less than LIVE_SECONDS ago is in progress there, and a POST here does not run it
+    a second time; once that worker has gone quiet the job is interrupted, and a POST
+    here resumes it."""
+    from datetime import UTC, datetime, timedelta
+
+    from fhir_server.storage.reindex_jobs import LIVE_SECONDS
+
+    if not isinstance(store, MongoStore):
+        pytest.skip("one SQLite file has one server process")
+    for n in range(3):
+        await _put(client, _patient(f"p{n}", "F"))
+    ctx = Context()
+    job = await reindex.run(store, ctx, await reindex.start(store, ctx, ("Patient",)),
+                            batch_size=1, max_batches=1)  # fmt: skip
+    jobs = store.db["reindex_jobs"]
+    now = datetime.now(UTC)
+    await jobs.update_one({"_id": job.id}, {"$set": {
+        "runner": "another-worker", "updated_at": now.isoformat(timespec="microseconds")}})
+    status = await client.get(f"$reindex/{job.id}")
+    assert (status.status_code, _values(status.json())["status"]) == (202, "in-progress")
+    assert status.headers["x-progress"] == "1 of 3 resources"
+    again = await client.post("Patient/$reindex")
+    assert again.headers["content-location"].endswith(f"/$reindex/{job.id}")
+    await asyncio.sleep(0.05)
+    assert _values((await client.get(f"$reindex/{job.id}")).json())["processed"] == 1
+
+    quiet = now - timedelta(seconds=LIVE_SECONDS + 1)
+    await jobs.update_one({"_id": job.id}, {"$set": {
+        "updated_at": quiet.isoformat(timespec="microseconds")}})
+    assert _values((await client.get(f"$reindex/{job.id}")).json())["status"] == "interrupted"
+    resumed = await client.post("Patient/$reindex")
+    final = _values((await _wait(client, resumed.headers["content-location"])).json())
+    assert (final["status"], final["processed"], final["total"]) == ("completed", 3, 3)
+
+
 async def test_reindex_rebuilds_the_full_text_index(
     client: httpx.AsyncClient, store: Any
 ) -> None:

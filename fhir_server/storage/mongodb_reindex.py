@@ -11,7 +11,9 @@ resource written meanwhile (whose writer computed its entries with the parameter
 already defined) is left as it is. After a batch the job document's cursor (the last
 `_id`) and count advance in one compare-and-set on the cursor the batch started from:
 a job killed between the two redoes that batch (harmless), and two workers running the
-same job never count a batch twice. While a job runs its document carries
+same job never count a batch twice. Each batch also records its runner (the process,
+reindex_jobs.RUNNER), so that other API workers show the job as running while its
+batches keep coming and do not start it again. While a job runs its document carries
 `active: "<tenant>|<types>"`, unique, so that concurrent starts with one scope get one
 job.
 
@@ -37,7 +39,7 @@ from fhir_server import jsonutil
 from fhir_server.storage import mongodb_documents as docs
 from fhir_server.storage import mongodb_search
 from fhir_server.storage.base import Context
-from fhir_server.storage.reindex_jobs import COMPLETED, RUNNING, Indexed, Job
+from fhir_server.storage.reindex_jobs import COMPLETED, RUNNER, RUNNING, Indexed, Job
 from search import custom
 
 STATE = "search_param_state"  # {_id: SearchParameter id, version: the version indexed}
@@ -63,6 +65,7 @@ def _job(doc: dict[str, Any]) -> Job:
         int(doc["_id"]), doc["tenant"], tuple(t for t in doc["types"].split(",") if t),
         doc["status"], "" if cursor is None else str(cursor), int(doc["processed"]),
         int(doc["total"]), doc["started_at"], doc["updated_at"], doc.get("finished_at"),
+        doc.get("runner") or "",
     )  # fmt: skip
 
 
@@ -148,6 +151,7 @@ class MongoReindexJobs:
                 "status": COMPLETED if done else RUNNING,
                 "updated_at": now,
                 "finished_at": now if done else None,
+                "runner": RUNNER,
             },
             "$inc": {"processed": len(rows)},
         }

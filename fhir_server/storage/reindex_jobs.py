@@ -16,7 +16,9 @@ store transaction per batch), MongoReindexJobs in mongodb_reindex.py.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fhir_server.storage.base import Context
@@ -26,6 +28,12 @@ if TYPE_CHECKING:
     from fhir_server.storage.sqlite import SQLiteStore
 
 RUNNING, COMPLETED = "in-progress", "completed"
+
+# This process, as the runner a job's batches name (stores shared by several API
+# workers record it, so that the others know the job is being run).
+RUNNER = uuid.uuid4().hex
+# A job whose runner recorded a batch this recently counts as running in that process.
+LIVE_SECONDS = 30.0
 
 Indexed = list[tuple[str, int]]  # (SearchParameter id, version) made searchable
 
@@ -42,6 +50,15 @@ class Job:
     started_at: str
     updated_at: str
     finished_at: str | None
+    runner: str = ""  # the process (RUNNER) that ran its last batch, where recorded
+
+    def running_elsewhere(self, now: datetime | None = None) -> bool:
+        """Whether another process (API worker) ran a batch of this unfinished job in
+        the last LIVE_SECONDS: it is running there."""
+        if self.status == COMPLETED or not self.runner or self.runner == RUNNER:
+            return False
+        now = now or datetime.now(UTC)
+        return (now - datetime.fromisoformat(self.updated_at)).total_seconds() < LIVE_SECONDS
 
 
 class ReindexJobs(Protocol):
@@ -105,4 +122,7 @@ class SQLiteReindexJobs:
         return _from_sqlite(updated), indexed
 
 
-__all__ = ["COMPLETED", "RUNNING", "Job", "ReindexJobs", "SQLiteReindexJobs", "jobs_of"]
+__all__ = [
+    "COMPLETED", "LIVE_SECONDS", "RUNNER", "RUNNING", "Job", "ReindexJobs", "SQLiteReindexJobs",
+    "jobs_of",
+]
