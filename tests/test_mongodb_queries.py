@@ -367,6 +367,8 @@ def test_index_specifications() -> None:
         "search_number": [("tenant", 1), ("type", 1), ("idx.nm.p", 1), ("idx.nm.lo", 1)],
         "search_quantity": [("tenant", 1), ("type", 1), ("idx.qt.p", 1), ("idx.qt.c", 1),
                             ("idx.qt.v", 1)],
+        "search_quantity_range": [("tenant", 1), ("type", 1), ("idx.qr.p", 1),
+                                  ("idx.qr.c", 1), ("idx.qr.lo", 1)],
         "search_composite": [("tenant", 1), ("type", 1), ("idx.cp.p", 1), ("idx.cp.c", 1),
                              ("idx.cp.vc", 1)],
         "search_contained": [("tenant", 1), ("idx.cn.t", 1)],

@@ -16,6 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from conformance.definitions import RESOURCE_TYPES, search_parameters
 from fhir_server.errors import FHIRError, Issue
 from search import cursor as cursors
 from search.extract import IDENTIFIER
@@ -215,13 +216,46 @@ def _token(term: TokenTerm, code: str = "c", system: str = "s") -> dict[str, Any
     return condition
 
 
-def _quantity(key: str, term: QuantityTerm) -> dict[str, Any]:
+def _quantity(key: str, term: QuantityTerm, low: str = "v", high: str = "v") -> dict[str, Any]:
+    """A quantity entry (`qt`, low = high = "v") or a Range entry (`qr`, "lo" and "hi")."""
     condition: dict[str, Any] = {"p": param_code(key + ":canonical" if term.canonical else key)}
     if term.code is not None:
         condition["c"] = term.code
     if term.system is not None:
         condition["s"] = term.system
-    return all_of(condition, _number_condition(term.number, "v", "v"))
+    return all_of(condition, _number_condition(term.number, low, high))
+
+
+@functools.lru_cache(maxsize=1024)
+def has_ranges(key: str) -> bool:
+    """Whether the quantity parameter of index key "Type.code" can hold Range values (its
+    expression names Range: the context-quantity parameters), as sqlite_index decides."""
+    resource_type, _, code = key.partition(".")
+    if resource_type not in RESOURCE_TYPES:
+        return False
+    param = search_parameters(resource_type).get(code)
+    return param is not None and "Range" in param.expression
+
+
+def _quantity_with_ranges(clause: Clause, paths: Paths) -> dict[str, Any]:
+    """A quantity clause on a parameter with Range values: its `qt` entries or its `qr`
+    entries (sqlite_index._quantity_clause_sql), each value one $elemMatch."""
+    arrays = (("qt", "v", "v"), ("qr", "lo", "hi"))
+    if clause.missing is not None:
+        present = [
+            {f"{paths.index}{array}": {"$elemMatch": {"p": param_code(clause.key)}}}
+            for array, _, _ in arrays
+        ]
+        return {"$nor": present} if clause.missing else {"$or": present}
+    matched = [
+        {f"{paths.index}{array}": {"$elemMatch": _quantity(clause.key, term, low, high)}}
+        for array, low, high in arrays
+        for term in clause.terms
+        if isinstance(term, QuantityTerm)
+    ]
+    if clause.modifier == "not":
+        return {"$nor": matched}
+    return {"$or": matched}
 
 
 def _composite(key: str, term: CompositeTerm) -> dict[str, Any]:
@@ -324,6 +358,8 @@ def clause_filter(clause: Clause, paths: Paths = DOCUMENT) -> dict[str, Any]:
     """The filter of one clause (not _text / _content, see `_text_filter`)."""
     if clause.code in ("_id", "_lastUpdated"):
         return _column_clause(clause, paths)
+    if clause.param_type == "quantity" and has_ranges(clause.key):
+        return _quantity_with_ranges(clause, paths)
     array = ARRAY_OF[clause.param_type]
     key = clause.key
     if clause.missing is not None:

@@ -26,6 +26,8 @@ own entries; `p` is the parameter code ("code", "subject", "code:text",
     dt: {p, lo, hi}                  date ranges, integer microseconds, inclusive
     nm: {p, lo, hi}                  numbers (doubles, as SQLite's REAL)
     qt: {p, s, c, v}                 quantities, canonical UCUM under "<code>:canonical"
+    qr: {p, s, c, lo, hi}            Range values of quantity parameters (context-quantity),
+                                     compared like a number Range, as sqlite_index does
     cp: {p, s, c, vs, vc, lo, hi}    composites (search.extract)
     cn: {t, i, via, lu, tk, st, ...} contained resources (see index_entries)
 
@@ -145,6 +147,7 @@ INDEXES: tuple[IndexModel, ...] = (
     _index("search_date", "tenant", "type", *_entries("dt", "p", "lo", "hi")),
     _index("search_number", "tenant", "type", *_entries("nm", "p", "lo")),
     _index("search_quantity", "tenant", "type", *_entries("qt", "p", "c", "v")),
+    _index("search_quantity_range", "tenant", "type", *_entries("qr", "p", "c", "lo")),
     _index("search_composite", "tenant", "type", *_entries("cp", "p", "c", "vc")),
     # _contained=true|both: the containers of contained resources of a type, any type
     _index("search_contained", "tenant", *_entries("cn", "t")),
@@ -178,6 +181,11 @@ def _arrays(rows: IndexRows) -> dict[str, Any]:
     if rows.quantities:
         out["qt"] = [
             {"p": param_code(k), "s": s, "c": c, "v": v} for k, s, c, v in sorted(rows.quantities)
+        ]
+    if rows.quantity_ranges:
+        out["qr"] = [
+            {"p": param_code(k), "s": s, "c": c, "lo": lo, "hi": hi}
+            for k, s, c, lo, hi in sorted(rows.quantity_ranges)
         ]
     if rows.composites:
         out["cp"] = [
