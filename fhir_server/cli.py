@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     from terminology.cli import add_terminology_command
 
     add_terminology_command(commands, _add_data_dir)
+    from fhir_server.mongodb_command import add_mongodb_command
+
+    add_mongodb_command(commands)
     return parser
 
 

@@ -33,6 +33,14 @@ emulates, and how far that goes:
   n more calls through first (the database going away mid-request). An abort
   while down still drops the transaction's copies: a real server discards an
   abandoned transaction by itself.
+- Server errors (added for review-mongo #1/#2): `fail_next(exc)` makes the next
+  database call raise `exc` (e.g. an OperationFailure with the code a mongos answers
+  when a shard has no primary, or the ExecutionTimeout of an expired `timeoutMS`),
+  once, then the facade works again.
+- Document size (added for review-mongo #3): an insert or replacement whose BSON
+  encoding is over 16 MiB raises pymongo.errors.DocumentTooLarge, as the driver does
+  before sending it (mongomock has no limit).
+- `close()` is recorded (`client.closed`), for the start-up error paths.
 - `admin.command("hello")` answers as a replica-set member, or as a standalone
   server with `replica_set=False`.
 - Causal consistency, recorded only: each commit gives its session an operation
@@ -49,10 +57,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import bson
 import mongomock
 from bson import ObjectId, Timestamp
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
+from pymongo.errors import (
+    DocumentTooLarge,
+    DuplicateKeyError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
 LockKey = tuple[str, str, Any]  # database, collection, _id
 UniqueKey = tuple[str, str, str, str]  # database, collection, index, its values
@@ -71,12 +85,21 @@ class AsyncMockClient:
         # causal consistency, recorded only (module docstring)
         self.sessions: list[MockSession] = []
         self.commits = 0
+        self._fail_next: Exception | None = None  # server errors (module docstring)
+        self.closed = False
 
     def fail_after(self, calls: int) -> None:
         """Let `calls` more database calls through, then behave as if the server went away."""
         self._calls_left = calls
 
+    def fail_next(self, error: Exception) -> None:
+        """Make the next database call raise `error` (a server error), once."""
+        self._fail_next = error
+
     def check(self) -> None:
+        if self._fail_next is not None:
+            error, self._fail_next = self._fail_next, None
+            raise error
         if self._calls_left is not None:
             if self._calls_left <= 0:
                 self.down = True
@@ -101,7 +124,7 @@ class AsyncMockClient:
         return session
 
     async def close(self) -> None:
-        return None
+        self.closed = True
 
 
 class _Admin:
@@ -344,6 +367,22 @@ def _publish(copies: list[_PrivateCopy], isolation: _Isolation) -> None:
             isolation.changed[(copy.shared.database.name, copy.shared.name, doc_id)] = tick
 
 
+MAX_BSON_SIZE = 16 * 1024 * 1024  # a server's maxBsonObjectSize
+
+
+def refuse_too_large(document: dict[str, Any]) -> None:
+    """The driver's client-side size check (module docstring), on what it would send."""
+    try:
+        size = len(bson.encode(document))
+    except (bson.errors.InvalidDocument, TypeError):
+        return  # not BSON-encodable as is: mongomock decides, as before
+    if size > MAX_BSON_SIZE:
+        raise DocumentTooLarge(
+            f"BSON document too large ({size} bytes) - the connected server supports BSON "
+            f"document sizes up to {MAX_BSON_SIZE} bytes."
+        )
+
+
 def write_conflict() -> OperationFailure:
     return OperationFailure(
         "WriteConflict error: this operation conflicted with another operation",
@@ -434,6 +473,7 @@ class AsyncMockCollection:
 
     async def insert_one(self, document: dict[str, Any], session: Any = None) -> Any:
         self._client.check()
+        refuse_too_large(document)
         writer = self._writing(session)
         document.setdefault("_id", ObjectId())
         writer.guard(document["_id"])
@@ -444,6 +484,8 @@ class AsyncMockCollection:
     async def insert_many(self, documents: list[dict[str, Any]], session: Any = None,
                           **kwargs: Any) -> Any:
         self._client.check()
+        for document in documents:
+            refuse_too_large(document)
         writer = self._writing(session)
         for document in documents:
             document.setdefault("_id", ObjectId())
@@ -473,6 +515,7 @@ class AsyncMockCollection:
     async def replace_one(self, filter: dict[str, Any], replacement: dict[str, Any],
                           upsert: bool = False, session: Any = None) -> Any:
         self._client.check()
+        refuse_too_large(replacement)
         writer = self._writing(session)
         ids = writer.guard_matching(filter, first=True)
         result = writer.target.replace_one(filter, replacement, upsert=upsert)
@@ -546,7 +589,15 @@ class AsyncMockCollection:
 
     async def create_index(self, keys: Any, **kwargs: Any) -> str:
         self._client.check()
-        return str(self.sync.create_index(keys, **kwargs))
+        try:
+            return str(self.sync.create_index(keys, **kwargs))
+        except OperationFailure as exc:
+            # added (review-mongo #12): mongomock refuses a same-name index with other
+            # keys or options without a code; a server says IndexOptionsConflict (85)
+            if exc.code is None and "already exists with different" in str(exc):
+                raise OperationFailure(str(exc), 85, {"codeName": "IndexOptionsConflict"}) \
+                    from None
+            raise
 
     async def create_indexes(self, indexes: list[Any], **kwargs: Any) -> list[str]:
         self._client.check()
@@ -555,6 +606,10 @@ class AsyncMockCollection:
     async def index_information(self) -> dict[str, Any]:
         self._client.check()
         return dict(self.sync.index_information())
+
+    async def drop_index(self, name: str) -> None:  # added: obsolete index names dropped
+        self._client.check()
+        self.sync.drop_index(name)
 
     async def drop(self, session: Any = None) -> None:
         self._client.check()

@@ -4,7 +4,10 @@ tests of the store's sharding declarations (tests/test_mongodb_sharding.py).
 No sharded cluster runs here, so this checks only what the store *sends*: `hello`
 answers msg "isdbgrid" (as mongos does), the admin commands are recorded and answered
 {ok: 1}, and config.collections (the cluster's catalogue) is an ordinary mongomock
-collection a test may fill to say a collection is sharded already. Whether a real
+collection a test may fill to say a collection is sharded already; with
+`refuse_catalogue = True` reading it fails with Unauthorized (code 13), as it does
+for a user with readWrite on the fhir database only (added for review-mongo #5).
+Whether a real
 cluster accepts these commands, and moves documents when `pc` changes, is not tested.
 
 Kept in its own module, as subclasses, so that mongo_async.py itself stays as it is.
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymongo.errors import OperationFailure
+
 from mongo_async import AsyncMockClient, AsyncMockCollection, AsyncMockDatabase
 
 
@@ -22,6 +27,7 @@ class AsyncMockMongos(AsyncMockClient):
         super().__init__()
         self.commands: list[dict[str, Any]] = []  # the admin commands, in order
         self.admin = _RecordingAdmin(self)  # type: ignore[assignment]
+        self.refuse_catalogue = False  # config.* reads fail with Unauthorized (docstring)
 
     def __getitem__(self, name: str) -> AsyncMockDatabase:
         return _Database(self, name)
@@ -53,6 +59,15 @@ class _Database(AsyncMockDatabase):
 
 
 class _Collection(AsyncMockCollection):
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        client = self._client
+        if self.database.name == "config" and getattr(client, "refuse_catalogue", False):
+            raise OperationFailure(
+                "not authorized on config to execute command { find: \"collections\" }",
+                13, {"codeName": "Unauthorized"},
+            )
+        return await super().find_one(*args, **kwargs)
+
     async def drop_index(self, name: str) -> None:
         self._client.check()
         self.sync.drop_index(name)

@@ -1,5 +1,7 @@
-"""The MongoDB store declares its shard keys when it connects through mongos
-(fhir_server/storage/mongodb_sharding.py).
+"""The MongoDB store on a sharded cluster (fhir_server/storage/mongodb_sharding.py):
+`fhir-fusion mongodb shard` declares the shard keys (the operator, once, with cluster
+rights); `serve` through mongos only detects the cluster, and warns naming that
+command when it can see the collections are not sharded (review-mongo #5).
 
 Checked against recorded commands only: tests/mongo_sharded.py is the mongomock
 facade answering `hello` as mongos and recording the admin commands; no sharded
@@ -9,12 +11,15 @@ when `pc` changes, is not tested.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from fhir_server import cli, mongodb_command
 from fhir_server.errors import FHIRError
+from fhir_server.storage import mongodb_sharding
 from fhir_server.storage.base import Context
 from fhir_server.storage.mongodb import MongoStore, StoreUnavailable
 from mongo_sharded import AsyncMockMongos
@@ -41,12 +46,68 @@ async def mongos() -> AsyncMockMongos:
 async def store(mongos: AsyncMockMongos) -> AsyncIterator[MongoStore]:
     opened = await MongoStore.open(URL, client=mongos)
     try:
+        await mongodb_sharding.declare(mongos, opened.db)
         yield opened
     finally:
         await opened.close()
 
 
-async def test_start_up_through_mongos_declares_the_shard_keys(
+async def _shard(mongos: AsyncMockMongos) -> list[tuple[str, str]]:
+    """What `fhir-fusion mongodb shard` does, on the facade client."""
+    store = await MongoStore.open(URL, client=mongos)
+    try:
+        return await mongodb_sharding.declare(mongos, store.db)
+    finally:
+        await store.close()
+
+
+async def test_serve_through_mongos_declares_nothing_and_names_the_command(
+    mongos: AsyncMockMongos, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an application user with readWrite only cannot run enableSharding/shardCollection
+    with caplog.at_level(logging.WARNING, "fhir_server.storage.mongodb_sharding"):
+        store = await MongoStore.open(URL, client=mongos)
+    try:
+        assert store.sharded  # the cluster's design: plain indexes, resource_ids
+        assert mongos.commands == []
+        info = await store.db["resources"].index_information()
+        assert not info["by_type_id"].get("unique")
+        ids = await store.db["resource_ids"].index_information()
+        assert ids["by_shard_key"]["key"] == [("_id", "hashed")]  # the collection exists
+    finally:
+        await store.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "MongoDB collections resources, history, inputs, resource_ids of fhir are not "
+        "sharded: every document stays on one shard. Run `fhir-fusion mongodb shard "
+        "--store <mongodb://... URL of a mongos>` once, as a user with the clusterManager role"
+    ]
+
+
+async def test_serve_without_rights_on_the_catalogue_starts_quietly(
+    mongos: AsyncMockMongos, caplog: pytest.LogCaptureFixture
+) -> None:
+    mongos.refuse_catalogue = True  # Unauthorized (13) on config.collections
+    with caplog.at_level(logging.WARNING, "fhir_server.storage.mongodb_sharding"):
+        store = await MongoStore.open(URL, client=mongos)
+    await store.close()
+    assert store.sharded
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_serve_after_the_command_does_not_warn(
+    mongos: AsyncMockMongos, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _shard(mongos)  # its own open warns: nothing was sharded yet
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "fhir_server.storage.mongodb_sharding"):
+        store = await MongoStore.open(URL, client=mongos)
+    await store.close()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert mongos.commands == DECLARED  # serve added none
+
+
+async def test_the_shard_command_declares_the_shard_keys(
     mongos: AsyncMockMongos, store: MongoStore
 ) -> None:
     assert store.sharded
@@ -67,12 +128,58 @@ async def test_start_up_through_mongos_declares_the_shard_keys(
     assert inputs["by_shard_key"]["key"] == [("tenant", 1), ("_id", "hashed")]
 
 
-async def test_a_second_start_finds_the_keys_declared(mongos: AsyncMockMongos) -> None:
-    for _ in range(2):
-        store = await MongoStore.open(URL, client=mongos)
-        await store.close()
-    # the second start only repeats enableSharding (harmless): the catalogue has the keys
+async def test_a_second_run_of_the_command_finds_the_keys_declared(
+    mongos: AsyncMockMongos,
+) -> None:
+    first = await _shard(mongos)
+    second = await _shard(mongos)
+    # the second run only repeats enableSharding (harmless): the catalogue has the keys
     assert mongos.commands == DECLARED + [{"enableSharding": "fhir"}]
+    assert first[0] == ("fhir.resources", "sharded on {tenant: 1, pc: 1}")
+    assert second == [
+        ("fhir.resources", "already sharded on {tenant: 1, pc: 1}"),
+        ("fhir.history", "already sharded on {tenant: 1, pc: 1}"),
+        ("fhir.inputs", "already sharded on {tenant: 1, _id: 'hashed'}"),
+        ("fhir.resource_ids", "already sharded on {_id: 'hashed'}"),
+    ]
+
+
+async def test_the_cli_command_shards_through_the_store_url(
+    mongos: AsyncMockMongos, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def open_facade(url: str) -> MongoStore:
+        assert url == URL  # from FHIR_FUSION_STORE
+        return await MongoStore.open(url, client=mongos)
+
+    monkeypatch.setattr(mongodb_command, "open_store", open_facade)
+    monkeypatch.setenv("FHIR_FUSION_STORE", URL)
+    # asyncio.run inside the command: run it in a thread, off this test's event loop
+    import anyio.to_thread
+
+    code = await anyio.to_thread.run_sync(cli.main, ["mongodb", "shard"])
+    assert code == 0
+    assert mongos.commands == DECLARED
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "fhir.resource_ids: sharded on {_id: 'hashed'}")
+
+
+async def test_the_cli_command_refuses_a_replica_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mongo_async import AsyncMockClient
+
+    async def open_facade(url: str) -> MongoStore:
+        return await MongoStore.open(url, client=AsyncMockClient())
+
+    monkeypatch.setattr(mongodb_command, "open_store", open_facade)
+    import anyio.to_thread
+
+    code = await anyio.to_thread.run_sync(cli.main, ["mongodb", "shard", "--store", URL])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "fhir-fusion: MongoDB at 127.0.0.1:1 is not a sharded cluster (its hello does not "
+        "come from a mongos router): nothing to shard\n"
+    )
 
 
 async def test_a_replica_set_declares_nothing() -> None:
@@ -87,12 +194,18 @@ async def test_a_replica_set_declares_nothing() -> None:
         await store.close()
 
 
-async def test_a_collection_sharded_on_another_key_stops_the_start(
+async def test_a_collection_sharded_on_another_key_stops_the_start_and_the_command(
     mongos: AsyncMockMongos,
 ) -> None:
     mongos.catalogue("fhir.history", {"tenant": 1, "type": 1})
     with pytest.raises(StoreUnavailable) as refused:
         await MongoStore.open(URL, client=mongos)
+    assert mongos.closed  # the client is closed on this start-up error (#20)
+    assert "fhir.history is sharded on {tenant: 1, type: 1}" in str(refused.value)
+    store = await MongoStore.open(URL, client=AsyncMockMongos())  # a fresh cluster
+    await store.close()
+    with pytest.raises(StoreUnavailable) as refused:
+        await mongodb_sharding.declare(mongos, mongos["fhir"])
     assert str(refused.value) == (
         "MongoDB collection fhir.history is sharded on {tenant: 1, type: 1}, but "
         "fhir-fusion shards it on {tenant: 1, pc: 1}; reshard it (reshardCollection) or "
@@ -106,8 +219,7 @@ async def test_the_same_key_with_float_directions_is_the_same_key(
     mongos: AsyncMockMongos,
 ) -> None:
     mongos.catalogue("fhir.resources", {"tenant": 1.0, "pc": 1.0})  # as BSON doubles
-    store = await MongoStore.open(URL, client=mongos)
-    await store.close()
+    await _shard(mongos)
     assert DECLARED[1] not in mongos.commands
     assert DECLARED[2] in mongos.commands
 
@@ -120,11 +232,18 @@ async def test_an_unsharded_deployment_is_converted(mongos: AsyncMockMongos) -> 
         [("tenant", 1), ("type", 1), ("id", 1), ("version", 1)], unique=True, name="by_version")
     store = await MongoStore.open(URL, client=mongos)
     try:
+        # serve keeps them (right while unsharded; dropping needs no cluster rights but
+        # a plain index of the same name would conflict) ...
+        assert (await store.db["resources"].index_information())["by_type_id"]["unique"]
+        # ... the command makes them plain, then shards
+        await mongodb_sharding.declare(mongos, store.db)
         assert not (await store.db["resources"].index_information())["by_type_id"].get("unique")
         assert not (await store.db["history"].index_information())["by_version"].get("unique")
         assert mongos.commands == DECLARED
     finally:
         await store.close()
+    store = await MongoStore.open(URL, client=mongos)  # and serve starts on the result
+    await store.close()
 
 
 def _observation(oid: str, patient: str) -> dict[str, Any]:

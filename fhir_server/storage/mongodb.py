@@ -16,7 +16,15 @@ standalone server `transaction()` raises a 501 OperationOutcome that says so, an
 the server only reads. Plain reads use majority read concern on the primary, in
 causally consistent sessions advanced to this worker's last commit
 (mongodb_causal.py), so a client reads its own acknowledged writes. Through mongos
-the store declares its shard keys at start-up (mongodb_sharding.py).
+the store only detects the cluster (ids kept unique by resource_ids); the operator
+declares the shard keys once with `fhir-fusion mongodb shard` (mongodb_sharding.py).
+
+Every operation is bounded by the client-side operation timeout (PyMongo `timeoutMS`,
+DEFAULT_TIMEOUT_MS unless the URL sets it): a majority write or a causal read that a
+lagging replica set cannot satisfy ends in a 503 rather than a request that hangs.
+Index builds at start-up get INDEX_BUILD_TIMEOUT_S instead. Documents are refused
+with a 413 before they reach MongoDB's 16 MiB BSON limit (MAX_BODY_BYTES for a
+resource, whose document also holds its index entries; MAX_INPUT_BYTES for a raw input).
 
 Conditional creates (If-None-Exist, Bundle ifNoneExist, the feeds' identity keys)
 call `Transaction.claim(type, criteria)` before they search: the transaction
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import time
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -51,20 +60,28 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+import pymongo
 from bson import Binary
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from fhir_server import jsonutil
+from fhir_server import __version__, jsonutil
 from fhir_server.errors import FHIRError, conflict, precondition_failed
 from fhir_server.storage import mongodb_claims as claims
 from fhir_server.storage import mongodb_documents as docs
 from fhir_server.storage import mongodb_search, mongodb_sharding
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
 from fhir_server.storage.mongodb_causal import CausalTimes
-from fhir_server.storage.mongodb_errors import as_fhir_error, mapped, replica_set_required
+from fhir_server.storage.mongodb_errors import (
+    MAX_DOCUMENT_BYTES,
+    as_fhir_error,
+    mapped,
+    replica_set_required,
+    too_large,
+)
 from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_meta, content_hash
 from search import custom
 
@@ -78,6 +95,14 @@ WriteHook = Callable[["MongoTransaction", StoredResource], Awaitable[None]]
 
 DEFAULT_DATABASE = "fhir_fusion"
 SERVER_SELECTION_TIMEOUT_MS = 10_000
+# client-side operation timeout (CSOT) for every call; `timeoutMS` in the URL overrides
+DEFAULT_TIMEOUT_MS = 15_000
+# index creation at start-up (a new index on a big collection is a long server build)
+INDEX_BUILD_TIMEOUT_S = 3600.0
+# below MAX_DOCUMENT_BYTES: a resource document holds the body and its index entries
+MAX_BODY_BYTES = 15 * 1024 * 1024
+# a raw input document holds the content plus a few small fields
+MAX_INPUT_BYTES = MAX_DOCUMENT_BYTES - 64 * 1024
 
 _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     docs.RESOURCES: [
@@ -86,13 +111,20 @@ _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
         ([("tenant", ASCENDING), ("type", ASCENDING), ("lastUpdated", DESCENDING)],
          {"name": "by_type_time"}),
         ([("tenant", ASCENDING), ("pc", ASCENDING)], {"name": "by_compartment"}),
+        # the start-up load of SearchParameters (all tenants), a small partial index
+        ([("type", ASCENDING), ("deleted", ASCENDING)],
+         {"name": "search_parameters",
+          "partialFilterExpression": {"type": "SearchParameter"}}),
     ],
     docs.HISTORY: [
         ([("tenant", ASCENDING), ("type", ASCENDING), ("id", ASCENDING),
           ("version", ASCENDING)], {"unique": True, "name": "by_version"}),
-        ([("tenant", ASCENDING), ("lastUpdated", DESCENDING)], {"name": "by_time"}),
-        ([("tenant", ASCENDING), ("type", ASCENDING), ("lastUpdated", DESCENDING)],
-         {"name": "by_type_time"}),
+        # the whole _history sort (HISTORY_SORT) after the equality prefix, so no blocking
+        # sort; new names (_v2): a changed key under an old name is a conflict (code 86)
+        ([("tenant", ASCENDING), ("lastUpdated", DESCENDING), ("version", DESCENDING)],
+         {"name": "by_time_v2"}),
+        ([("tenant", ASCENDING), ("type", ASCENDING), ("lastUpdated", DESCENDING),
+          ("version", DESCENDING)], {"name": "by_type_time_v2"}),
         ([("lastUpdated", DESCENDING)], {"name": "by_instant"}),
     ],
     # written inside transactions: created here, as MongoDB before 4.4 cannot create a
@@ -109,6 +141,15 @@ _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
          {"name": "by_status"}),
     ],
 }
+
+
+# indexes of earlier releases, replaced by the ones above: dropped at start-up
+_OBSOLETE_INDEXES = {docs.HISTORY: ("by_time", "by_type_time")}
+
+HISTORY_SORT = [("lastUpdated", DESCENDING), ("version", DESCENDING)]
+
+# createIndex refusing an index whose name or keys exist with other options or keys
+INDEX_CONFLICT_CODES = (85, 86)
 
 
 class StoreUnavailable(RuntimeError):
@@ -231,6 +272,8 @@ class MongoTransaction:
         stored = {"resourceType": resource_type, "id": resource_id, "meta": meta, **resource}
         stored["meta"] = meta
         body = jsonutil.dumps(stored)
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large(f"The {resource_type} ({len(body) // 1024} KiB)")
         if resource_type == "SearchParameter":
             _track_search_parameter(stored, version)  # 400 when it cannot be indexed
         compartment = docs.patient_compartment(stored)
@@ -371,6 +414,8 @@ class MongoTransaction:
             if done.matched_count == 0:
                 raise FHIRError.simple(404, "not-found", f"input {input_id} is not known")
             return input_id
+        if len(content) > MAX_INPUT_BYTES:  # the sender keeps it (README "At scale")
+            raise too_large(f"The {feed} input ({len(content) // 1024} KiB)")
         # the id comes from a counter outside the transaction: concurrent ingests would
         # otherwise all conflict on the counter document (an aborted one leaves a gap)
         new_id = await self._store._next_id(docs.INPUTS)
@@ -434,9 +479,7 @@ class MongoStore:
         if client is None:
             from pymongo import AsyncMongoClient
 
-            options: dict[str, Any] = {"w": "majority", "readConcernLevel": "majority"}
-            if "serverselectiontimeoutms" not in url.lower():  # the URL's own value wins
-                options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+            options = client_options(url, server_selection_timeout_ms)
             try:
                 client = AsyncMongoClient(url, tz_aware=False, **options)
             except (PyMongoError, ValueError) as exc:  # a malformed URL or option
@@ -448,10 +491,11 @@ class MongoStore:
             # a replica set names itself; mongos answers msg "isdbgrid"
             transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
             store = cls(client, db, address, transactions)
-            store.sharded = await mongodb_sharding.before_indexes(db, hello)
+            # through mongos: detected only; the shard keys are the operator's command
+            store.sharded = mongodb_sharding.through_mongos(hello)
             await store._create_indexes()
             if store.sharded:
-                await mongodb_sharding.declare(client, db)
+                await mongodb_sharding.check_layout(db)
             await _load_search_parameters(db)
             latest = await db[docs.HISTORY].find_one(
                 {}, {"lastUpdated": 1}, sort=[("lastUpdated", DESCENDING)]
@@ -461,6 +505,9 @@ class MongoStore:
             raise StoreUnavailable(
                 f"cannot use MongoDB at {address}: {type(exc).__name__}: {_first_line(exc)}"
             ) from None
+        except BaseException:  # StoreUnavailable, a stored document that cannot be read...
+            await _close_quietly(client)
+            raise
         if latest is not None:
             store._clock.advance_past(latest["lastUpdated"])
         if not transactions:
@@ -471,10 +518,17 @@ class MongoStore:
         return store
 
     async def _create_indexes(self) -> None:
-        for collection, specs in mongodb_sharding.index_specs(_INDEXES, self.sharded).items():
-            for keys, options in specs:
-                await self.db[collection].create_index(keys, **options)
-        await mongodb_search.create_indexes(self.db)
+        with pymongo.timeout(INDEX_BUILD_TIMEOUT_S):
+            specs = await mongodb_sharding.serve_index_specs(self.db, _INDEXES, self.sharded)
+            for collection, names in _OBSOLETE_INDEXES.items():
+                info = await self.db[collection].index_information()
+                for name in names:
+                    if name in info:
+                        await self.db[collection].drop_index(name)
+            for collection, collection_specs in specs.items():
+                for keys, options in collection_specs:
+                    await _create_index(self.db, collection, keys, options)
+            await mongodb_search.create_indexes(self.db)
 
     async def close(self) -> None:
         await _close_quietly(self.client)
@@ -519,7 +573,7 @@ class MongoStore:
                 yield txn
             except BaseException as exc:
                 await _abort_quietly(session)
-                if isinstance(exc, PyMongoError):  # e.g. from a write hook's own call
+                if isinstance(exc, (PyMongoError, InvalidDocument)):  # e.g. a write hook's
                     raise as_fhir_error(exc) from exc
                 raise
             try:
@@ -593,8 +647,7 @@ class MongoStore:
             if count <= 0:  # MongoDB reads limit 0 as "no limit"; SQLite's LIMIT 0 as none
                 return [], total
             found = history.find(
-                where, sort=[("lastUpdated", DESCENDING), ("version", DESCENDING)],
-                skip=offset, limit=count, session=session,
+                where, sort=HISTORY_SORT, skip=offset, limit=count, session=session,
             )
             rows = await found.to_list(None)
         return [docs.stored_from_document(doc) for doc in rows], total
@@ -664,6 +717,36 @@ class MongoStore:
         for row in await pending.to_list(None):
             counters.setdefault(row["_id"], {})["pending"] = int(row["n"])
         return counters
+
+
+def client_options(url: str, server_selection_timeout_ms: int) -> dict[str, Any]:
+    """The AsyncMongoClient options the store adds to `url`: majority write and read
+    concern, and the two timeouts unless the URL sets them (its own values win)."""
+    options: dict[str, Any] = {"w": "majority", "readConcernLevel": "majority"}
+    if not re.search(r"[?&]serverSelectionTimeoutMS=", url, re.IGNORECASE):
+        options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+    if not re.search(r"[?&]timeoutMS=", url, re.IGNORECASE):
+        options["timeoutMS"] = DEFAULT_TIMEOUT_MS
+    return options
+
+
+async def _create_index(
+    db: Any, collection: str, keys: list[tuple[str, Any]], options: dict[str, Any]
+) -> None:
+    """create_index, with an index of that name or keys but other options or keys (an
+    older release's, or made by hand) named with what to do, not a bare code 85/86."""
+    try:
+        await db[collection].create_index(keys, **options)
+    except OperationFailure as exc:
+        if exc.code not in INDEX_CONFLICT_CODES:
+            raise
+        name = options.get("name", "")
+        raise StoreUnavailable(
+            f"MongoDB index {name!r} of {db.name}.{collection} exists with other keys or "
+            f"options than fhir-fusion {__version__} needs "
+            f"(keys {[k for k, _ in keys]}); drop it (db.{collection}.dropIndex({name!r}) "
+            "in mongosh, as a user allowed to) and start again: it is rebuilt at start-up"
+        ) from None
 
 
 async def _commit(session: Any) -> None:

@@ -1,5 +1,12 @@
-"""The shard keys of the MongoDB store, declared by the store itself when it connects
-through a `mongos` router (its `hello` answers msg "isdbgrid"); README "At scale: MongoDB".
+"""The shard keys of the MongoDB store, declared once by the operator with
+`fhir-fusion mongodb shard` (`declare`, run as a user with the clusterManager role)
+through a `mongos` router; README "At scale: MongoDB".
+
+`serve` needs only readWrite on its database: when its `hello` answers msg "isdbgrid"
+it takes the cluster's design (the non-unique indexes and resource_ids below), creates
+the shard keys' indexes, and looks in the cluster catalogue whether the collections are
+sharded (`check_layout`): if not, it logs a warning naming the command; if it may not
+read the catalogue, it says nothing more and starts.
 
     resources     {tenant: 1, pc: 1}       a patient's record (current) on one shard
     history       {tenant: 1, pc: 1}       and its past versions beside it
@@ -27,20 +34,28 @@ MongoDB changes a document's shard key value when the write runs in a transactio
 its filter names the full current shard key, which the store's replace filters do
 (tenant and the pc read in the same transaction); the document moves shard.
 
-Start-up is idempotent: enableSharding is repeated harmlessly, and a collection
-already sharded on the same key is left alone. One sharded on another key stops the
-start (StoreUnavailable naming the collection and both keys): resharding is an
+The command is idempotent: enableSharding is repeated harmlessly (needless since
+MongoDB 6.0, kept for 5.0), and a collection already sharded on the same key is left
+alone. One sharded on another key stops it (and `serve`, when it may read the
+catalogue): StoreUnavailable naming the collection and both keys; resharding is an
 operator's decision (`reshardCollection`). A collection not yet sharded but created
-by an unsharded deployment of the store still has the two unique indexes; they are
-dropped and made again without `unique` before it is sharded.
+by an unsharded deployment still has the two unique indexes: `serve` keeps them
+(correct while the collection is on one shard), the command drops them and makes them
+again without `unique` before it shards the collection.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from pymongo.errors import OperationFailure
 
 from fhir_server.storage import mongodb_documents as docs
+
+log = logging.getLogger(__name__)
+
+SHARD_COMMAND = "fhir-fusion mongodb shard --store <mongodb://... URL of a mongos>"
 
 # one document per resource id ever created on a sharded cluster (see the module doc)
 RESOURCE_IDS = "resource_ids"
@@ -86,44 +101,91 @@ def index_specs(indexes: IndexSpecs, sharded: bool) -> IndexSpecs:
     return adjusted
 
 
-async def before_indexes(db: Any, hello: dict[str, Any]) -> bool:
-    """Called before the store creates its indexes: whether the store is sharded; if so,
-    the unique indexes of an unsharded deployment are dropped (made again without
-    `unique` by the store) on the collections that are not sharded yet."""
-    if not through_mongos(hello):
-        return False
+async def serve_index_specs(db: Any, indexes: IndexSpecs, sharded: bool) -> IndexSpecs:
+    """The indexes `serve` creates: on a cluster, `index_specs(…, sharded=True)` and the
+    shard keys' indexes, except that a unique index an unsharded deployment made is kept
+    until `declare` shards its collection (creating it again without `unique` under the
+    same name would be an index conflict)."""
+    if not sharded:
+        return indexes
+    specs = index_specs(indexes, True)
     for collection, name in _NOT_UNIQUE_WHEN_SHARDED.items():
-        if await _shard_key(db, collection) is not None:
-            continue  # already sharded: its indexes were converted when it was
         info = await db[collection].index_information()
         if info.get(name, {}).get("unique"):
-            await db[collection].drop_index(name)
-    return True
+            specs[collection] = [
+                spec for spec in specs[collection] if spec[1].get("name") != name
+            ]
+    for collection, index in _SHARD_KEY_INDEXES.items():
+        key = list(SHARD_KEYS[collection].items())
+        specs[collection] = [*specs.get(collection, []), (key, {"name": index})]
+    return specs
 
 
-async def declare(client: Any, db: Any) -> None:
-    """enableSharding for the database, shardCollection for each collection of
-    SHARD_KEYS that is not sharded yet (idempotent); StoreUnavailable when one is
-    sharded on another key."""
+async def check_layout(db: Any) -> list[str]:
+    """At `serve` through mongos: the collections of SHARD_KEYS not sharded yet (a
+    warning names the command that shards them); StoreUnavailable for one sharded on
+    another key. A user who may not read the cluster catalogue gets [] (the operator is
+    trusted to have run the command)."""
+    missing: list[str] = []
+    try:
+        for collection, key in SHARD_KEYS.items():
+            current = await _shard_key(db, collection)
+            if current is None:
+                missing.append(collection)
+            elif not _same_key(current, key):
+                raise _wrong_key(db, collection, current, key)
+    except OperationFailure as exc:  # Unauthorized (13) for a readWrite-only user
+        log.info("MongoDB shard layout not checked (config.collections: code %s)", exc.code)
+        return []
+    if missing:
+        log.warning(
+            "MongoDB collections %s of %s are not sharded: every document stays on one "
+            "shard. Run `%s` once, as a user with the clusterManager role",
+            ", ".join(missing), db.name, SHARD_COMMAND,
+        )
+    return missing
+
+
+async def declare(client: Any, db: Any) -> list[tuple[str, str]]:
+    """The operator's command (`fhir-fusion mongodb shard`): enableSharding for the
+    database, shardCollection for each collection of SHARD_KEYS not sharded yet (its
+    unique indexes of an unsharded deployment made plain first, its shard key's index
+    made), idempotent; StoreUnavailable when one is sharded on another key. Returns
+    (namespace, what happened) per collection."""
+    done: list[tuple[str, str]] = []
     await client.admin.command({"enableSharding": db.name})
     for collection, key in SHARD_KEYS.items():
+        namespace = f"{db.name}.{collection}"
         current = await _shard_key(db, collection)
         if current is not None:
             if _same_key(current, key):
+                done.append((namespace, f"already sharded on {_describe(key)}"))
                 continue
-            from fhir_server.storage.mongodb import StoreUnavailable
-
-            raise StoreUnavailable(
-                f"MongoDB collection {db.name}.{collection} is sharded on "
-                f"{_describe(current)}, but fhir-fusion shards it on {_describe(key)}; "
-                "reshard it (reshardCollection) or use another database"
-            )
+            raise _wrong_key(db, collection, current, key)
+        name = _NOT_UNIQUE_WHEN_SHARDED.get(collection)
+        if name is not None:
+            info = await db[collection].index_information()
+            if info.get(name, {}).get("unique"):
+                await db[collection].drop_index(name)
+                await db[collection].create_index(info[name]["key"], name=name)
         index = _SHARD_KEY_INDEXES.get(collection)
         if index is not None:
             await db[collection].create_index(list(key.items()), name=index)
-        await client.admin.command(
-            {"shardCollection": f"{db.name}.{collection}", "key": dict(key)}
-        )
+        await client.admin.command({"shardCollection": namespace, "key": dict(key)})
+        done.append((namespace, f"sharded on {_describe(key)}"))
+    return done
+
+
+def _wrong_key(
+    db: Any, collection: str, current: dict[str, Any], key: dict[str, Any]
+) -> Exception:
+    from fhir_server.storage.mongodb import StoreUnavailable
+
+    return StoreUnavailable(
+        f"MongoDB collection {db.name}.{collection} is sharded on "
+        f"{_describe(current)}, but fhir-fusion shards it on {_describe(key)}; "
+        "reshard it (reshardCollection) or use another database"
+    )
 
 
 async def claim_id(
@@ -163,5 +225,5 @@ def _describe(key: dict[str, Any]) -> str:
     return "{" + fields + "}"
 
 
-__all__ = ["RESOURCE_IDS", "SHARD_KEYS", "before_indexes", "claim_id", "declare",
-           "index_specs", "through_mongos"]  # fmt: skip
+__all__ = ["RESOURCE_IDS", "SHARD_COMMAND", "SHARD_KEYS", "check_layout", "claim_id",
+           "declare", "index_specs", "serve_index_specs", "through_mongos"]  # fmt: skip
