@@ -263,8 +263,10 @@ class Pipeline:
         kept: list[int] = []
 
         async def keep_input(txn: Transaction) -> None:
-            kept.append(await txn.record_input(feed, raw, "stored", result=summary,
-                                               input_id=input_id))
+            # the id of the attempt that commits: process_bundle re-runs the transaction
+            # after a write conflict (storage.retry), and an aborted attempt's id is void
+            kept[:] = [await txn.record_input(feed, raw, "stored", result=summary,
+                                              input_id=input_id)]
             await txn.count_feed(feed, arrival.counts("stored"))
 
         try:

@@ -24,8 +24,9 @@ from urllib.parse import parse_qsl
 from conformance.definitions import RESOURCE_TYPES
 from fhir_server import jsonutil, operations, views
 from fhir_server.errors import FHIRError, Issue, invalid
-from fhir_server.operations import OperationResult, Reader, StoreReader
+from fhir_server.operations import OperationResult, Reader, StoreReader, in_transaction
 from fhir_server.storage.base import Context, ResourceStore, StoredResource
+from fhir_server.storage.retry import rerun_on_conflict
 
 if TYPE_CHECKING:
     from fhir_server.storage.base import Transaction
@@ -192,7 +193,7 @@ def _locate(exc: FHIRError, entry_index: int, resource_type: str) -> FHIRError:
         if not diagnostics.startswith(prefix):
             diagnostics = f"{prefix}: {diagnostics}"
         issues.append(replace(issue, expression=expressions or (prefix,), diagnostics=diagnostics))
-    return FHIRError(exc.status, issues)
+    return type(exc)(exc.status, issues)  # a RetryableConflict stays one (storage.retry)
 
 
 def _locate_expression(expression: str, prefix: str, resource_type: str) -> str:
@@ -314,6 +315,23 @@ async def _transaction(
     before_commit: BeforeCommit | None,
     prefer: str,
 ) -> dict[str, Any]:
+    """The whole Bundle in one store transaction, run again from its raw entries (a new
+    transaction, a new snapshot) when it loses a write conflict (storage.retry): e.g. an
+    ifNoneExist entry that waited for a concurrent create with the same criteria finds
+    that resource on the re-run instead of answering 409."""
+    return await rerun_on_conflict(
+        lambda: _transaction_once(store, ctx, raw_entries, base_url, before_commit, prefer)
+    )
+
+
+async def _transaction_once(
+    store: ResourceStore,
+    ctx: Context,
+    raw_entries: list[Any],
+    base_url: str,
+    before_commit: BeforeCommit | None,
+    prefer: str,
+) -> dict[str, Any]:
     entries: list[_Entry] = []
     for index, raw in enumerate(raw_entries):
         try:
@@ -324,6 +342,7 @@ async def _transaction(
     responses: list[dict[str, Any]] = [{} for _ in entries]
 
     async with store.transaction(ctx) as txn:
+        await _claim_first(txn, entries)
         current: _Entry | None = None
         try:
             for current in ordered:
@@ -348,6 +367,35 @@ async def _transaction(
         if before_commit is not None:
             await before_commit(txn)
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
+
+
+async def _claim_first(txn: Transaction, entries: list[_Entry]) -> None:
+    """Claim the criteria of every conditional create and conditional update first,
+    before the transaction reads or writes anything, in one order (that of the claim
+    keys): its snapshot then starts after any concurrent request on the same criteria
+    committed, and two Bundles claiming the same criteria never wait on each other in
+    a cycle. Planning claims them again, which changes nothing."""
+    wanted: dict[str, tuple[_Entry, str, list[tuple[str, str]]]] = {}
+    for entry in entries:
+        criteria = (
+            entry.if_none_exist if entry.method == "POST"
+            else entry.query if entry.method == "PUT" and len(entry.segments) == 1
+            else None
+        )
+        if not criteria:
+            continue
+        try:
+            params = operations.parse_criteria(entry.resource_type, criteria)
+        except FHIRError:
+            continue  # planning reports it, located in its entry
+        key = f"{entry.resource_type}|{operations.criteria_key(entry.resource_type, params)}"
+        wanted.setdefault(key, (entry, entry.resource_type, params))
+    for key in sorted(wanted):
+        entry, resource_type, params = wanted[key]
+        try:
+            await operations.claim_criteria(txn, resource_type, params)
+        except FHIRError as exc:
+            raise _locate(exc, entry.index, resource_type) from None
 
 
 async def _plan_ids(txn: Transaction, entries: list[_Entry], base_url: str) -> dict[str, str]:
@@ -496,9 +544,10 @@ async def _run(
     if entry.method in ("GET", "HEAD"):
         reader: Reader = txn if txn is not None else StoreReader(store, ctx)
         return await _get(store, ctx, reader, entry, base_url)
-    if txn is None:
-        async with store.transaction(ctx) as own:
-            return await _write(own, entry, base_url, prefer)
+    if txn is None:  # a batch entry: its own transaction, re-run on a write conflict
+        return await in_transaction(
+            store, ctx, lambda own: _write(own, entry, base_url, prefer)
+        )
     return await _write(txn, entry, base_url, prefer)
 
 

@@ -9,8 +9,9 @@ that the interaction answers with.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from conformance.validation import validate
@@ -18,10 +19,13 @@ from fhir_server.errors import FHIRError, gone, invalid, not_found
 from fhir_server.local_references import localise
 from fhir_server.patch import apply_patch
 from fhir_server.storage.base import Context, ResourceStore, SearchPage, StoredResource
+from fhir_server.storage.retry import rerun_on_conflict
 
 if TYPE_CHECKING:
     from fhir_server.storage.base import Transaction
     from search.query import SearchQuery
+
+T = TypeVar("T")
 
 # R4 datatypes.html#id
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -59,6 +63,22 @@ class OperationResult:
     status: int
     stored: StoredResource | None
     note: str
+
+
+async def in_transaction(
+    store: ResourceStore, ctx: Context, work: Callable[[Transaction], Awaitable[T]]
+) -> T:
+    """`work(txn)` in a transaction of its own, run again in a new transaction (a new
+    snapshot) when the store reports a write conflict it may retry (storage.retry), so
+    a REST write answers 409 only when the conflicts persist. `work` must depend on
+    nothing but the request: a conditional create that waited for another one with the
+    same criteria finds, on the re-run, the resource that one created (200)."""
+
+    async def once() -> T:
+        async with store.transaction(ctx) as txn:
+            return await work(txn)
+
+    return await rerun_on_conflict(once)
 
 
 def check_id(resource_id: str, where: str = "id") -> str:

@@ -28,6 +28,12 @@ emulates, and how far that goes:
   one point in time. Nor write concern, failover, retryable commits, or the query
   planner (mongomock scans). Tests that need those go to a real server
   (FHIR_FUSION_TEST_MONGODB).
+- One snapshot per transaction (added for review-mongo #6), with
+  `AsyncMockClient(one_snapshot=True)`: at a transaction's first operation (read or
+  write) the session copies every collection of that database, so all its reads see
+  the data as committed at that moment, as MongoDB's snapshot read concern does; a
+  later write to a document another session committed after that moment is a
+  WriteConflict. Off by default: copying every collection per transaction is slow.
 - Outages: `client.down = True` makes every call fail with
   ServerSelectionTimeoutError, as an unreachable server does; `fail_after(n)` lets
   n more calls through first (the database going away mid-request). An abort
@@ -73,7 +79,8 @@ UniqueKey = tuple[str, str, str, str]  # database, collection, index, its values
 
 
 class AsyncMockClient:
-    def __init__(self, *, replica_set: bool = True) -> None:
+    def __init__(self, *, replica_set: bool = True, one_snapshot: bool = False) -> None:
+        self.one_snapshot = one_snapshot  # review-mongo #6 (module docstring)
         self.sync = mongomock.MongoClient()
         self.replica_set = replica_set
         self.down = False
@@ -200,6 +207,7 @@ class MockSession:
         self._copies: dict[tuple[str, str], _PrivateCopy] = {}
         self._held: set[LockKey] = set()
         self._held_keys: set[UniqueKey] = set()
+        self._snapped = False  # one_snapshot: the collections are copied
         # causal consistency, recorded only (module docstring)
         self.operation_time: Timestamp | None = None
         self.cluster_time: dict[str, Any] | None = None
@@ -225,10 +233,21 @@ class MockSession:
         self._active = True
 
     def copy_if_any(self, collection: AsyncMockCollection) -> _PrivateCopy | None:
+        self.snapshot(collection.database)
         return self._copies.get((collection.database.name, collection.name))
+
+    def snapshot(self, database: AsyncMockDatabase) -> None:
+        """With `one_snapshot`, copy every collection at the transaction's first
+        operation (review-mongo #6, module docstring)."""
+        if not self._client.one_snapshot or self._snapped:
+            return
+        self._snapped = True
+        for name in database.sync.list_collection_names():
+            self.private_copy(database[name])
 
     def private_copy(self, collection: AsyncMockCollection) -> _PrivateCopy:
         """The transaction's copy of `collection`, taken at its first write there."""
+        self.snapshot(collection.database)
         where = (collection.database.name, collection.name)
         copy = self._copies.get(where)
         if copy is None:
@@ -306,6 +325,7 @@ class MockSession:
         self._held = set()
         self._held_keys = set()
         self._copies = {}
+        self._snapped = False
         self._private = None
         self._active = False
 

@@ -177,29 +177,32 @@ class Handlers:
     async def update(self, request: Request) -> Response:
         resource_type, resource_id = _type(request), _id(request)
         resource = await http.json_body(request)
-        async with self.store.transaction(self.ctx) as txn:
-            result = await operations.update(
+        result = await operations.in_transaction(
+            self.store, self.ctx, lambda txn: operations.update(
                 txn, resource, resource_type, resource_id, if_match=_if_match(request),
                 base_url=self._base(request),
-            )
+            ),
+        )
         return self._written(request, result)
 
     async def patch(self, request: Request) -> Response:
         resource_type, resource_id = _type(request), _id(request)
         operations_ = await http.json_body(request, frozenset({http.JSON_PATCH}))
-        async with self.store.transaction(self.ctx) as txn:
-            result = await operations.patch(
+        result = await operations.in_transaction(
+            self.store, self.ctx, lambda txn: operations.patch(
                 txn, resource_type, resource_id, operations_, if_match=_if_match(request),
                 base_url=self._base(request),
-            )
+            ),
+        )
         return self._written(request, result)
 
     async def delete(self, request: Request) -> Response:
         resource_type, resource_id = _type(request), _id(request)
-        async with self.store.transaction(self.ctx) as txn:
-            result = await operations.delete(
+        result = await operations.in_transaction(
+            self.store, self.ctx, lambda txn: operations.delete(
                 txn, resource_type, resource_id, if_match=_if_match(request)
-            )
+            ),
+        )
         return self._written(request, result)
 
     async def history_instance(self, request: Request) -> Response:
@@ -213,31 +216,34 @@ class Handlers:
     async def create(self, request: Request) -> Response:
         resource_type = _type(request)
         resource = await http.json_body(request)
-        async with self.store.transaction(self.ctx) as txn:
-            result = await operations.create(
+        result = await operations.in_transaction(
+            self.store, self.ctx, lambda txn: operations.create(
                 txn, resource, resource_type, if_none_exist=request.headers.get("if-none-exist"),
                 base_url=self._base(request),
-            )
+            ),
+        )
         return self._written(request, result)
 
     async def conditional_update(self, request: Request) -> Response:
         resource_type = _type(request)
         criteria = _criteria(request)
         resource = await http.json_body(request)
-        async with self.store.transaction(self.ctx) as txn:
-            result = await operations.conditional_update(
+        result = await operations.in_transaction(
+            self.store, self.ctx, lambda txn: operations.conditional_update(
                 txn, resource, resource_type, criteria, if_match=_if_match(request),
                 base_url=self._base(request),
-            )
+            ),
+        )
         return self._written(request, result)
 
     async def conditional_delete(self, request: Request) -> Response:
         resource_type = _type(request)
         criteria = _criteria(request)
-        async with self.store.transaction(self.ctx) as txn:
-            result = await operations.conditional_delete(
+        result = await operations.in_transaction(
+            self.store, self.ctx, lambda txn: operations.conditional_delete(
                 txn, resource_type, criteria, if_match=_if_match(request)
-            )
+            ),
+        )
         return self._written(request, result)
 
     async def search_type(self, request: Request) -> Response:

@@ -29,13 +29,18 @@ resource, whose document also holds its index entries; MAX_INPUT_BYTES for a raw
 Conditional creates (If-None-Exist, Bundle ifNoneExist, the feeds' identity keys)
 call `Transaction.claim(type, criteria)` before they search: the transaction
 waits for a lease on the normalised criteria (collection claim_leases, outside
-the transaction, released when it ends) and then writes the claim document
-(collection claims, unique _id, inside the transaction). Requests for the same
-criteria thus run one after the other and see each other's resource; should a
-lease expire, the claim document still makes the later transaction fail with a
-write conflict (409) rather than create a duplicate. A transaction that already
-holds a lease and meets an older holder gives way at once with a 503 (wait-die),
-so Bundles claiming the same criteria in opposite orders never wait on each other.
+the transaction, released when it ends); its first resource write then writes the
+claim document (collection claims, unique _id, inside the transaction). Requests
+for the same criteria thus run one after the other; should a lease expire, the
+claim document still makes the later creator fail with a write conflict rather than
+create a duplicate. A transaction whose snapshot was taken before the lease wait
+(a Bundle whose earlier entry read or wrote, a feed) does not see the resource the
+holder committed meanwhile: it creates, its claim document conflicts, and its caller
+re-runs it in a new transaction (storage.retry), which finds the resource. A
+transaction that already holds a lease and meets an older holder gives way
+(wait-die): it lets go of its leases, waits for that holder to finish, and is re-run
+the same way, so Bundles claiming the same criteria in opposite orders never wait
+on each other.
 
 For the search-index engine (outbox): every resource write and delete calls the
 hooks in `MongoStore.write_hooks` with the open `MongoTransaction` and the new
@@ -51,7 +56,6 @@ its INDEXES are created at start-up with the store's own.
 from __future__ import annotations
 
 import logging
-import time
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -82,6 +86,7 @@ from fhir_server.storage.mongodb_errors import (
     replica_set_required,
     too_large,
 )
+from fhir_server.storage.retry import unit_age
 from fhir_server.storage.sqlite import _Clock, _utc_instant, _without_server_meta, content_hash
 from search import custom
 
@@ -206,8 +211,11 @@ class MongoTransaction:
         self._ctx = ctx
         self.session = session
         self._leases: list[tuple[str, str]] = []
-        # orders transactions for the claim leases: start time, then a random tie-break
-        self._age = f"{time.time():017.6f}-{uuid.uuid4().hex[:8]}"
+        # (key, type) of claims whose claim document the next resource write writes
+        self._unwritten_claims: list[tuple[str, str]] = []
+        # orders transactions for the claim leases: start time, then a random tie-break;
+        # a re-run (storage.retry) keeps its first attempt's
+        self._age = unit_age()
 
     def collection(self, name: str) -> Any:
         return self._store.db[name]
@@ -242,15 +250,29 @@ class MongoTransaction:
         key = f"{self._ctx.tenant}|{resource_type}|{criteria}"
         if any(held == key for held, _ in self._leases):
             return
-        token = await claims.acquire(self._store.db, key, self._age, bool(self._leases))
+        token = await claims.acquire(self._store.db, key, self._age, self._leases)
         self._leases.append((key, token))
-        await self.collection(docs.CLAIMS).update_one(
-            {"_id": key},
-            {"$set": {"tenant": self._ctx.tenant, "type": resource_type},
-             "$inc": {"claims": 1}},
-            upsert=True,
-            session=self.session,
-        )
+        self._unwritten_claims.append((key, resource_type))
+
+    async def _write_claims(self, written_type: str) -> None:
+        """The claim documents of this transaction's claims on `written_type`, written
+        with its first write of a resource of that type: only a transaction that
+        creates or updates such a resource conflicts on them (two creators on the same
+        criteria cannot both commit); one that finds the resource writes nothing, so
+        it makes no other claimant's snapshot stale."""
+        pending = []
+        for key, resource_type in self._unwritten_claims:
+            if resource_type != written_type:
+                pending.append((key, resource_type))
+                continue
+            await self.collection(docs.CLAIMS).update_one(
+                {"_id": key},
+                {"$set": {"tenant": self._ctx.tenant, "type": resource_type},
+                 "$inc": {"claims": 1}},
+                upsert=True,
+                session=self.session,
+            )
+        self._unwritten_claims[:] = pending
 
     async def _release(self) -> None:
         for key, token in self._leases:
@@ -266,6 +288,7 @@ class MongoTransaction:
         pc_before: str | None = None,
     ) -> StoredResource:
         resource_type, resource_id = resource["resourceType"], resource["id"]
+        await self._write_claims(resource_type)
         tenant = self._ctx.tenant
         now = self._store._clock.now()
         meta = {**(resource.get("meta") or {}), "versionId": str(version), "lastUpdated": now}

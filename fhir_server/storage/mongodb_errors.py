@@ -32,6 +32,7 @@ from pymongo.errors import (
 )
 
 from fhir_server.errors import FHIRError
+from fhir_server.storage.retry import RetryableConflict
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +129,47 @@ def as_fhir_error(exc: PyMongoError | InvalidDocument) -> FHIRError:
     if exc.has_error_label("TransientTransactionError") or (
         isinstance(exc, OperationFailure) and exc.code == WRITE_CONFLICT
     ):
-        return FHIRError.simple(
-            409, "conflict",
-            "A concurrent MongoDB transaction changed the same resource; nothing of this "
-            "request was written; retry it",
-        )
+        return transient_transaction_error(exc)
     if exc.has_error_label("UnknownTransactionCommitResult"):
         return unavailable("the outcome of the commit is unknown")
     log.error("MongoDB error %s (code %s)", type(exc).__name__, getattr(exc, "code", None))
     return FHIRError.simple(500, "exception", f"MongoDB error {type(exc).__name__}")
+
+
+# TransientTransactionError codes that are not a conflict with another transaction
+# (review-mongo #7): the server no longer knows the transaction (it aborted it, most
+# often for running past transactionLifetimeLimitSeconds, or on a primary change), and
+# the lifetime limit itself
+NO_SUCH_TRANSACTION = 251
+TRANSACTION_TOO_OLD = 290
+LIFETIME_SECONDS = 60  # MongoDB's default transactionLifetimeLimitSeconds
+
+
+def transient_transaction_error(exc: PyMongoError) -> FHIRError:
+    """A transaction error labelled TransientTransactionError, told apart by its code:
+    only a write conflict (112) is a 409, and one that the unit of work may re-run by
+    itself (storage.retry); the others say what happened."""
+    code = exc.code if isinstance(exc, OperationFailure) else None
+    if code == WRITE_CONFLICT:
+        return RetryableConflict.of(
+            "A concurrent MongoDB transaction changed the same resource; nothing of this "
+            "request was written; retry it"
+        )
+    if code == TRANSACTION_TOO_OLD:
+        return FHIRError.simple(
+            413, "too-costly",
+            f"The transaction took longer than MongoDB allows ({LIFETIME_SECONDS} s by "
+            "default, transactionLifetimeLimitSeconds); nothing was written; split the "
+            "Bundle into smaller ones",
+        )
+    if code == NO_SUCH_TRANSACTION:
+        return FHIRError.simple(
+            503, "transient",
+            "MongoDB aborted the transaction: it ran longer than MongoDB allows "
+            f"({LIFETIME_SECONDS} s by default; then split the Bundle) or the primary "
+            "changed; nothing was written",
+        )
+    return unavailable(f"transaction aborted, code {code}")
 
 
 def mapped(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
