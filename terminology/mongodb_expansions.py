@@ -24,13 +24,13 @@ list expansion (not a whole load in load order) then probes its members by conce
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
+from fhir_server.storage.mongodb_query import regex_literal
 from terminology.language import pick_display
 from terminology.mongodb_text import PREFIX, text_filter
 from terminology.store import ExpandedConcept, Expansion, Member, TerminologyError
@@ -253,7 +253,7 @@ class MongoExpansions:
             # a concept of a system the store does not hold: its display contains the text
             others = self._db[MEMBERS].find(
                 {"tenant": ctx.tenant, "eid": expansion.eid, "cid": None,
-                 "display": {"$regex": re.escape(text.strip()), "$options": "i"}},
+                 "display": {"$regex": regex_literal(text.strip()), "$options": "i"}},
                 {"pos": 1})  # fmt: skip
             hits += [(PREFIX, d["pos"], None, d["pos"]) for d in await others.to_list(None)]
         hits.sort(key=lambda h: (h[0], h[1]))

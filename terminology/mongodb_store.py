@@ -26,6 +26,7 @@ walk the `parents` index a level per query (SQLite: one recursive statement).
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import AsyncIterable, Iterable
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, ReturnDocument
 
+from fhir_server.storage.mongodb_errors import mapped
 from terminology.model import CodeSystemHeader, Concept, Designation
 from terminology.mongodb_expansions import MongoExpansions, utc_now
 from terminology.mongodb_text import code_tokens, concept_tokens
@@ -126,6 +128,20 @@ def designations_of(doc: dict[str, Any]) -> tuple[Designation, ...]:
     return tuple(Designation(v, lang, us, uc) for v, lang, us, uc in doc.get("des") or ())
 
 
+def _map_pymongo_errors(cls: type[Any]) -> type[Any]:
+    """Every public coroutine method of `cls` (its own and inherited) with PyMongo
+    errors turned into FHIR errors as in the resource store (mongodb_errors.mapped):
+    an outage during $expand, $lookup or a load is a 503, not a 500."""
+    names = {name for klass in cls.__mro__[:-1] for name in vars(klass)
+             if not name.startswith("_")}  # fmt: skip
+    for name in names:
+        member = getattr(cls, name)
+        if inspect.iscoroutinefunction(member):
+            setattr(cls, name, mapped(member))
+    return cls
+
+
+@_map_pymongo_errors
 class MongoConceptStore(MongoExpansions):
     def __init__(self, store: MongoStore) -> None:
         self._store = store

@@ -15,11 +15,11 @@ tokens and the ranks are checked here, on the candidates only.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_server.storage.mongodb_query import regex_literal
 from search.fulltext import phrases, tokens
 from terminology.model import Concept
 from terminology.sqlite_expansions import looks_like_code  # one token with a digit: E11.2
@@ -105,7 +105,9 @@ def _conditions(field: str, found: tuple[Phrase, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for phrase in found:
         out.extend({field: token} for token in phrase[:-1])
-        out.append({field: {"$regex": "^" + re.escape(phrase[-1])}})
+        # regex_literal: NUL and other control characters as \xHH, which a MongoDB
+        # pattern needs (it refuses an embedded NUL byte)
+        out.append({field: {"$regex": "^" + regex_literal(phrase[-1])}})
     return out
 
 

@@ -47,6 +47,9 @@ emulates, and how far that goes:
   encoding is over 16 MiB raises pymongo.errors.DocumentTooLarge, as the driver does
   before sending it (mongomock has no limit).
 - `close()` is recorded (`client.closed`), for the start-up error paths.
+- A `$regex` pattern holding a NUL character is refused in a query filter
+  (OperationFailure 51091, as the server refuses it; added for review-mongo #13);
+  mongomock would match it.
 - `admin.command("hello")` answers as a replica-set member, or as a standalone
   server with `replica_set=False`.
 - Causal consistency, recorded only: each commit gives its session an operation
@@ -403,6 +406,22 @@ def refuse_too_large(document: dict[str, Any]) -> None:
         )
 
 
+def refuse_nul_regex(filter: Any) -> None:
+    """The server's refusal of a regular expression with an embedded NUL (docstring)."""
+    if isinstance(filter, dict):
+        pattern = filter.get("$regex")
+        if isinstance(pattern, str) and "\x00" in pattern:
+            raise OperationFailure(
+                "Regular expression cannot contain an embedded null byte", 51091,
+                {"codeName": "Location51091"},
+            )
+        for value in filter.values():
+            refuse_nul_regex(value)
+    elif isinstance(filter, list):
+        for value in filter:
+            refuse_nul_regex(value)
+
+
 def write_conflict() -> OperationFailure:
     return OperationFailure(
         "WriteConflict error: this operation conflicted with another operation",
@@ -575,6 +594,7 @@ class AsyncMockCollection:
     async def find_one(self, filter: Any = None, projection: Any = None, *,
                        session: Any = None, **kwargs: Any) -> dict[str, Any] | None:
         self._client.check()
+        refuse_nul_regex(filter)
         found: dict[str, Any] | None = self._reading(session).find_one(
             filter, projection, **kwargs
         )
@@ -582,6 +602,7 @@ class AsyncMockCollection:
 
     def find(self, filter: Any = None, projection: Any = None, *, session: Any = None,
              sort: Any = None, skip: int = 0, limit: int = 0, **kwargs: Any) -> AsyncMockCursor:
+        refuse_nul_regex(filter)
         cursor = self._reading(session).find(filter, projection, **kwargs)
         if sort:
             cursor = cursor.sort(sort)
@@ -594,6 +615,7 @@ class AsyncMockCollection:
     async def count_documents(self, filter: dict[str, Any], session: Any = None,
                               **kwargs: Any) -> int:
         self._client.check()
+        refuse_nul_regex(filter)
         return int(self._reading(session).count_documents(filter, **kwargs))
 
     async def distinct(self, key: str, filter: Any = None, session: Any = None) -> list[Any]:

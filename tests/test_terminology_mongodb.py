@@ -242,3 +242,48 @@ async def test_concept_store_answers_as_sqlite(tmp_path: Any) -> None:
     assert answers[0] == answers[1]
     assert answers[0][3].concept.display == "Type 2 diabetes mellitus"  # E11, real content
     assert "E11.21" in answers[0][4]  # a descendant of E11
+
+
+# -- against a real server's behaviour (review-mongo #13) -------------------------------
+
+
+async def test_an_expand_filter_with_a_nul_character_is_no_server_error(
+    mongo_client: httpx.AsyncClient,
+) -> None:
+    # MongoDB refuses a regular expression with an embedded NUL byte (the facade does
+    # too): the filter's text goes into patterns escaped, \x00
+    for text in ("blood\u0000pressure", "\u0000", "syst\u0000"):
+        r = await mongo_client.get("ValueSet/$expand", params={"url": VITAL_SIGNS,
+                                                               "filter": text})
+        assert r.status_code < 500, r.text
+        if r.status_code == 200:  # no display holds a NUL: nothing, or token matches only
+            for concept in r.json()["expansion"].get("contains", []):
+                assert "\u0000" not in concept["display"]
+
+
+async def test_a_terminology_outage_is_503(
+    mongo_store: MongoStore, mongo_client: httpx.AsyncClient
+) -> None:
+    from pymongo.errors import OperationFailure
+
+    from fhir_server.errors import FHIRError
+
+    # the concept store's own calls (not only the resource store's) map PyMongo errors
+    concepts = concept_store(mongo_store)
+    for method, args in (("systems", ()), ("expansion", ("vs-key",)), ("sync_mark", ())):
+        mongo_store.client.fail_next(OperationFailure("no primary", 133, {}))
+        with pytest.raises(FHIRError) as refused:
+            await getattr(concepts, method)(Context(), *args)
+        assert refused.value.status == 503, method
+
+    mongo_store.client.fail_next(OperationFailure("no primary", 133,
+                                                  {"codeName": "FailedToSatisfyReadPreference"}))
+    r = await mongo_client.get("CodeSystem/$lookup", params={"system": LOINC, "code": "2345-7"})
+    assert r.status_code == 503, r.text
+    assert r.json()["issue"][0]["code"] == "transient"
+    mongo_store.client.down = True
+    r = await mongo_client.get("ValueSet/$expand", params={"url": VITAL_SIGNS})
+    assert r.status_code == 503, r.text
+    mongo_store.client.down = False
+    r = await mongo_client.get("CodeSystem/$lookup", params={"system": LOINC, "code": "2345-7"})
+    assert r.status_code == 200, r.text
