@@ -38,6 +38,7 @@ from fhir_server.storage.mongodb_errors import mapped
 from terminology.model import CodeSystemHeader, Concept, Designation
 from terminology.mongodb_expansions import MongoExpansions, utc_now
 from terminology.mongodb_text import code_tokens, concept_tokens
+from terminology.regex_filter import select_rows
 from terminology.sqlite_store import (  # the backend-neutral rules, shared for equal semantics
     _BUILT_IN_PROPERTIES,
     _HEADER_FIELDS,
@@ -407,14 +408,10 @@ class MongoConceptStore(MongoExpansions):
         docs = await self._db[CONCEPTS].find(
             where, _SELECT_FIELDS, sort=[("_id", ASCENDING)]
         ).to_list(None)
-        out: list[int] = []
-        for doc in docs:
-            row = (doc["_id"], doc["code"], doc.get("display"), doc.get("props"))
-            if all((row[1] in codes) != negate for codes, negate in code_sets) and all(
-                _matches(f, row) for f in post
-            ):
-                out.append(row[0])
-        return out
+        rows = [(doc["_id"], doc["code"], doc.get("display"), doc.get("props")) for doc in docs]
+        return await select_rows(rows, post, lambda row, deadline: (  # bounded regex, off-loop
+            all((row[1] in codes) != negate for codes, negate in code_sets)
+            and all(_matches(f, row, deadline) for f in post)))  # fmt: skip
 
     async def _check_properties(
         self, ctx: Context, system: SystemInfo, filters: list[Filter]

@@ -59,6 +59,9 @@ async def _codes(store: ResourceStore, ctx: Context, clause: Clause) -> set[tupl
             try:
                 pairs |= await service.codes(ctx, value)
             except TerminologyError as exc:
+                if exc.issues and exc.issues[0].code == "too-costly":  # a bounded regex filter
+                    raise FHIRError(exc.status, [Issue(
+                        "too-costly", str(exc), expression=(clause.name,))]) from None
                 raise _error(clause, str(exc), "not-found") from None
             continue
         if not isinstance(term, TokenTerm) or not term.system or not term.code:

@@ -21,7 +21,6 @@ like the resource store's own: each is an index probe or a bounded scan.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import time
 from collections.abc import AsyncIterable, Iterable
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from search.fulltext import prepare
 from terminology.model import CodeSystemHeader, Concept, Designation
+from terminology.regex_filter import fullmatch_any, select_rows
 from terminology.sqlite_expansions import ExpansionTables, utc_now
 from terminology.store import (
     BATCH,
@@ -502,11 +502,9 @@ class SQLiteConceptStore(ExpansionTables):
             f"WHERE {' AND '.join(clauses)} ORDER BY cid",
             args,
         ).fetchall()
-        return [
-            row[0] for row in rows
-            if all((row[1] in codes) != negate for codes, negate in code_sets)
-            and all(_matches(f, row) for f in post)
-        ]  # fmt: skip
+        return await select_rows(rows, post, lambda row, deadline: (
+            all((row[1] in codes) != negate for codes, negate in code_sets)
+            and all(_matches(f, row, deadline) for f in post)))  # fmt: skip
 
     def _check_properties(
         self, conn: sqlite3.Connection, system: SystemInfo, filters: list[Filter]
@@ -549,7 +547,9 @@ class SQLiteConceptStore(ExpansionTables):
         return None
 
 
-def _matches(f: Filter, row: tuple[Any, ...]) -> bool:
+def _matches(f: Filter, row: tuple[Any, ...], deadline: float | None = None) -> bool:
+    """Whether a concept row passes a filter; a regex gives up at `deadline`
+    (time.monotonic(), see terminology.regex_filter)."""
     _, code, display, props = row
     if f.property in ("code", "concept"):
         values: list[object] = [code]
@@ -571,10 +571,5 @@ def _matches(f: Filter, row: tuple[Any, ...]) -> bool:
         wanted = {v.strip() for v in f.value.split(",")}
         return not any(t in wanted for t in texts)
     if f.op == "regex":
-        try:
-            pattern = re.compile(f.value)
-        except re.error:
-            raise TerminologyError(400, "invalid", f"Bad regex in filter: {f.value!r}",
-                                   "ValueSet.compose.include.filter") from None  # fmt: skip
-        return any(pattern.fullmatch(t) for t in texts)
+        return fullmatch_any(f, texts, deadline)
     return False
