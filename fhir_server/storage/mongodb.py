@@ -299,7 +299,7 @@ class MongoTransaction:
             raise too_large(f"The {resource_type} ({len(body) // 1024} KiB)")
         if resource_type == "SearchParameter":
             _track_search_parameter(stored, version)  # 400 when it cannot be indexed
-        compartment = docs.patient_compartment(stored)
+        compartment = docs.placement(stored)
         fields = {
             "tenant": tenant, "type": resource_type, "id": resource_id, "version": version,
             "lastUpdated": now, "deleted": False, "pc": compartment, "body": Binary(body),

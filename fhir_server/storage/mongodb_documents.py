@@ -7,7 +7,8 @@ reads resource documents and must agree on their shape.
 resources (one document per resource, its current version or its delete marker)::
 
     {_id: ObjectId (made at the first write, kept by later versions), tenant, type, id,
-     version, lastUpdated, deleted, pc: "<patient id>" | None, body: Binary(JSON) | None,
+     version, lastUpdated, deleted, pc: "<patient id>" | "~<type>/<id>",
+     body: Binary(JSON) | None,
      idx: {index entries} ({} on a delete marker)}
 
     unique on (tenant, type, id); mongodb_search.py pages by _id, as SQLite by rid
@@ -21,7 +22,13 @@ history (one document per version, the current one included)::
 their digits and a read is answered without re-serialising. `pc` is the patient
 compartment the resource belongs to (the Patient's own id, or the Patient its
 subject/patient reference names): with the tenant it is the shard key (README, "At
-scale"), so a patient's record lives on one shard. `idx` holds the search index
+scale"), so a patient's record lives on one shard. A resource in no Patient's
+compartment (Organization, Practitioner, Medication, a Device's Observation, ...) gets
+"~<type>/<id>" instead (`placement`): its own value, so such resources spread over
+chunks MongoDB can split, rather than all sharing one null per tenant that no split
+can divide (review-mongo #4). "~" is not an id character, so it never equals a
+patient id; nothing but sharding reads `pc` (compartment searches use the reference
+index entries). `idx` holds the search index
 entries (mongodb_search.index_entries) that compound multikey indexes serve.
 """
 
@@ -75,6 +82,15 @@ def patient_compartment(resource: dict[str, Any] | None) -> str | None:
             if isinstance(reference, str) and reference.startswith("Patient/"):
                 return reference[len("Patient/"):]
     return None
+
+
+def placement(resource: dict[str, Any]) -> str:
+    """The `pc` (shard key part) of a resource version: its patient compartment, else
+    "~<type>/<id>", fixed by the type and id (see the module docstring)."""
+    compartment = patient_compartment(resource)
+    if compartment is not None:
+        return compartment
+    return f"~{resource['resourceType']}/{resource['id']}"
 
 
 def stored_from_document(doc: dict[str, Any]) -> StoredResource:
