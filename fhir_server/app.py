@@ -113,14 +113,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if store_factory is None:
-            yield
-            return
-        handlers.store = await store_factory()
+        from fhir_server import reindex
+
+        if store_factory is not None:
+            handlers.store = await store_factory()
+        # $reindex jobs a stopped or killed server left unfinished go on by themselves
+        await reindex.resume_unfinished(handlers.store, handlers.ctx)
         try:
             yield
         finally:
-            await handlers.store.close()
+            await reindex.stop_running(handlers.store)  # after their current batch
+            if store_factory is not None:
+                await handlers.store.close()
 
     app = FastAPI(
         title="fhir-fusion", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan

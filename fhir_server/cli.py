@@ -609,18 +609,19 @@ async def reindex_store(
     for name in types:
         if name not in RESOURCE_TYPES:
             raise CommandError(f"--type {name} is not an R4 resource type")
-    store = await _open_store(data_dir)
+    # an offline maintenance command: a mistyped folder is an error, not a new database
+    store = await _open_store(data_dir, must_exist=True)
     try:
         job = await reindex.start(store, Context(), tuple(sorted(set(types))))
         if job.processed:
-            print(f"resuming reindex job {job.id} at {job.processed} of {job.total}")
+            print(f"resuming reindex job {job.id} at {job.processed} of {job.shown_total}")
         last = [0.0]
 
         def show(progress: Job) -> None:
             now = asyncio.get_running_loop().time()
             if now - last[0] >= 2:
                 last[0] = now
-                print(f"reindex: {progress.processed} of {progress.total}", file=sys.stderr)
+                print(f"reindex: {progress.processed} of {progress.shown_total}", file=sys.stderr)
 
         job = await reindex.run(store, Context(), job, progress=show)
         print(f"reindex job {job.id} completed: {job.processed} resources")

@@ -15,11 +15,18 @@ Jobs are the store's own (fhir_server.storage.reindex_jobs: SQLite keeps them in
 file, MongoDB in a collection, each with the tenant). Each batch of BATCH_SIZE
 resources is rebuilt together with an advance of the job's cursor, so writes from
 clients interleave between batches and a job killed with the server continues where it
-stopped: a job no process is running shows as "interrupted", and POSTing `$reindex`
-with the same scope resumes it (so does `fhir-fusion reindex`). With several API
-workers on one MongoDB store, a job another worker has run a batch of in the last
-LIVE_SECONDS counts as running there: its status is in-progress and a POST does not
-start it a second time. A store without reindex jobs answers 501.
+stopped. A job no process is running resumes by itself: the app resumes the unfinished
+jobs of its tenant at start-up (`resume_unfinished`, from the app's lifespan), and a
+status poll of such a job resumes it (so a client following the async pattern never
+polls a dead job forever; break-new finding 10); POSTing `$reindex` with the same
+scope, or `fhir-fusion reindex`, resumes it too. With several API workers on one
+MongoDB store, a job another worker has run a batch of in the last LIVE_SECONDS counts
+as running there: its status is in-progress and neither a POST nor a poll starts it a
+second time (two workers that resume one job at once are safe: each batch is a
+compare-and-set on the job's cursor). A job whose run failed in this process answers
+its status poll with a 500 OperationOutcome saying how to resume it. At shutdown the
+running jobs stop after their current batch (`stop_running`). A store without reindex
+jobs answers 501.
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 300
 OPERATION = "reindex"
+# Query parameters every operation accepts besides its own (R4 http.html#parameters).
+_GENERAL_PARAMETERS = frozenset({"_format", "_pretty"})
+
+# Jobs running in this process, by (id of the store, tenant, job id): shared by the
+# endpoints and the start-up resume; stores being closed stop their jobs between batches.
+_TASKS: dict[tuple[int, str, int], asyncio.Task[Job]] = {}
+_STOPPING: set[int] = set()
 
 
 def _jobs(store: ResourceStore) -> ReindexJobs:
@@ -90,6 +104,75 @@ async def run(
     return job
 
 
+def _key(store: ResourceStore, job: Job) -> tuple[int, str, int]:
+    return (id(store), job.tenant, job.id)
+
+
+def running_here(store: ResourceStore, job: Job) -> bool:
+    task = _TASKS.get(_key(store, job))
+    return task is not None and not task.done()
+
+
+def failure_here(store: ResourceStore, job: Job) -> BaseException | None:
+    """The exception that stopped this process's run of `job`, if it failed."""
+    task = _TASKS.get(_key(store, job))
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()
+
+
+def launch(store: ResourceStore, ctx: Context, job: Job) -> asyncio.Task[Job]:
+    """Run `job` in the background in this process (the running task when there is one)."""
+    key = _key(store, job)
+    task = _TASKS.get(key)
+    if task is None or task.done():
+        task = _TASKS[key] = asyncio.create_task(_run_in_background(store, ctx, job))
+    return task
+
+
+async def _run_in_background(store: ResourceStore, ctx: Context, job: Job) -> Job:
+    try:
+        while job.status != COMPLETED and id(store) not in _STOPPING:
+            job = await run(store, ctx, job, max_batches=1)
+        return job
+    except Exception as exc:
+        # the job stays in progress with its cursor; POST $reindex resumes it
+        logger.error("$reindex job %s stopped: %s", job.id, type(exc).__name__)
+        raise
+
+
+async def resume_unfinished(store: ResourceStore, ctx: Context) -> list[Job]:
+    """Resume ctx.tenant's unfinished jobs that no process is running (at start-up, after
+    a server was stopped or killed during a job); the jobs resumed."""
+    jobs = jobs_of(store)
+    if jobs is None:
+        return []
+    try:
+        unfinished = await jobs.unfinished(ctx)
+    except Exception as exc:  # noqa: BLE001 - start-up goes on; a POST or a poll resumes
+        logger.warning("unfinished reindex jobs not resumed: %s", type(exc).__name__)
+        return []
+    resumed = [job for job in unfinished
+               if not running_here(store, job) and not job.running_elsewhere()]  # fmt: skip
+    for job in resumed:
+        logger.info("resuming reindex job %s at %s of %s", job.id, job.processed, job.total)
+        launch(store, ctx, job)
+    return resumed
+
+
+async def stop_running(store: ResourceStore) -> None:
+    """Let the jobs running on `store` in this process finish their current batch and
+    stop (before the store is closed); they stay resumable."""
+    mine = [task for key, task in _TASKS.items() if key[0] == id(store)]
+    _STOPPING.add(id(store))
+    try:
+        await asyncio.gather(*mine, return_exceptions=True)
+    finally:
+        _STOPPING.discard(id(store))
+        for key in [key for key in _TASKS if key[0] == id(store)]:
+            del _TASKS[key]
+
+
 def _bad(diagnostics: str, where: str) -> FHIRError:
     return FHIRError(400, [Issue("invalid", diagnostics, expression=(where,))])
 
@@ -112,7 +195,7 @@ def parameters(job: Job, running: bool) -> dict[str, Any]:
         {"name": "status", "valueCode": status},
         *({"name": "type", "valueCode": t} for t in job.types),
         {"name": "processed", "valueInteger": job.processed},
-        {"name": "total", "valueInteger": job.total},
+        {"name": "total", "valueInteger": job.shown_total},
         {"name": "started", "valueInstant": job.started_at},
     ]
     if job.finished_at:
@@ -156,11 +239,9 @@ class ReindexEndpoints:
 
     def __init__(self, handlers: Handlers) -> None:
         self._handlers = handlers
-        self._tasks: dict[int, asyncio.Task[Job]] = {}
 
     def _running_here(self, job: Job) -> bool:
-        task = self._tasks.get(job.id)
-        return task is not None and not task.done()
+        return running_here(self._handlers.store, job)
 
     def _base(self, request: Request) -> str:
         from fhir_server.rest import http
@@ -173,7 +254,7 @@ class ReindexEndpoints:
         running = self._running_here(job) or job.running_elsewhere()
         headers = {"Content-Location": f"{self._base(request)}/$reindex/{job.id}"}
         if job.status != COMPLETED:
-            headers["X-Progress"] = f"{job.processed} of {job.total} resources"
+            headers["X-Progress"] = f"{job.processed} of {job.shown_total} resources"
         code = status or (200 if job.status == COMPLETED else 202)
         return http.json_response(jsonutil.dumps(parameters(job, running)), code, headers)
 
@@ -199,18 +280,20 @@ class ReindexEndpoints:
         store, ctx = self._handlers.store, self._handlers.ctx
         job = await start(store, ctx, types)
         if job.status != COMPLETED and not self._running_here(job) and not job.running_elsewhere():
-            self._tasks[job.id] = asyncio.create_task(self._run(job))
+            launch(store, ctx, job)
         return self._answer(request, job, 202)
 
-    async def _run(self, job: Job) -> Job:
-        try:
-            return await run(self._handlers.store, self._handlers.ctx, job)
-        except Exception as exc:
-            # the job stays in progress with its cursor; POST $reindex resumes it
-            logger.error("$reindex job %s stopped: %s", job.id, type(exc).__name__)
-            raise
+    def _refuse_unknown_parameters(self, request: Request, known: frozenset[str]) -> None:
+        """400 naming a query parameter $reindex does not define (a typo such as `_type`
+        must not start a reindex of everything; break-new finding 13)."""
+        for name in request.query_params:
+            if name not in known and name not in _GENERAL_PARAMETERS:
+                allowed = ", ".join(sorted(known)) or "none"
+                raise _bad(f"Unknown parameter '{name}' for $reindex (it takes: {allowed})",
+                           name)  # fmt: skip
 
     async def reindex_system(self, request: Request) -> Response:
+        self._refuse_unknown_parameters(request, frozenset({"type"}))
         values = request.query_params.getlist("type")
         types = _types(values, "type") + _types(await self._types_in_body(request), "type")
         return await self._start(request, tuple(sorted(set(types))))
@@ -219,6 +302,9 @@ class ReindexEndpoints:
         resource_type = request.path_params["type"]
         if resource_type not in RESOURCE_TYPES:
             raise FHIRError.simple(404, "not-supported", "Unknown resource type")
+        self._refuse_unknown_parameters(request, frozenset())
+        if await self._types_in_body(request):
+            raise _bad("The type is in the path of a type-level $reindex", "Parameters")
         return await self._start(request, (resource_type,))
 
     async def reindex_status(self, request: Request) -> Response:
@@ -228,6 +314,16 @@ class ReindexEndpoints:
         ) else None
         if job is None:
             raise FHIRError.simple(404, "not-found", "There is no reindex job with this id")
+        store = self._handlers.store
+        if job.status != COMPLETED and not self._running_here(job):
+            failed = failure_here(store, job)
+            if failed is not None:  # a final answer, not a 202 to poll forever
+                raise FHIRError.simple(
+                    500, "exception", f"Reindex job {job.id} stopped at {job.processed} of "
+                    f"{job.shown_total} resources ({type(failed).__name__}); POST $reindex "
+                    "with the same scope to resume it from there")  # fmt: skip
+            if not job.running_elsewhere():  # nobody runs it (server restarted, worker gone)
+                launch(store, self._handlers.ctx, job)
         return self._answer(request, job)
 
     async def reindex_definition(self, request: Request) -> Response:
@@ -236,8 +332,8 @@ class ReindexEndpoints:
         return http.json_response(jsonutil.dumps(operation_definition(self._base(request))))
 
     async def wait(self, job_id: int) -> Job:
-        """The finished job (for tests and shutdown)."""
-        return await self._tasks[job_id]
+        """The finished job (for tests)."""
+        return await _TASKS[(id(self._handlers.store), self._handlers.ctx.tenant, job_id)]
 
 
 def _endpoints(handlers: Handlers) -> ReindexEndpoints:

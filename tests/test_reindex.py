@@ -183,13 +183,9 @@ async def test_an_interrupted_job_resumes_from_its_cursor(backend: Backend) -> N
         transport = httpx.ASGITransport(app=create_app(store))
         async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir/") as client:
             assert (await client.get("Patient", params={"birthsex": "F"})).status_code == 400
-            status = await client.get(f"$reindex/{job.id}")
-            assert status.status_code == 202
-            assert status.headers["x-progress"] == "4 of 7 resources"
-            assert _values(status.json())["status"] == "interrupted"
-
             resumed = await client.post("Patient/$reindex")  # same scope: the same job
             assert resumed.headers["content-location"].endswith(f"/$reindex/{job.id}")
+            assert resumed.headers["x-progress"] == "4 of 7 resources"
             final = _values((await _wait(client, resumed.headers["content-location"])).json())
             assert (final["status"], final["processed"], final["total"]) == ("completed", 7, 7)
             assert await _ids(client, {"birthsex": "F"}) == {"p1", "p3", "p5"}
@@ -264,9 +260,10 @@ async def test_a_job_another_worker_runs_is_left_to_it(
     quiet = now - timedelta(seconds=LIVE_SECONDS + 1)
     await jobs.update_one({"_id": job.id}, {"$set": {
         "updated_at": quiet.isoformat(timespec="microseconds")}})
-    assert _values((await client.get(f"$reindex/{job.id}")).json())["status"] == "interrupted"
-    resumed = await client.post("Patient/$reindex")
-    final = _values((await _wait(client, resumed.headers["content-location"])).json())
+    # that worker has gone: the status poll resumes the job here (break-new finding 10)
+    status = await client.get(f"$reindex/{job.id}")
+    assert (status.status_code, _values(status.json())["status"]) == (202, "in-progress")
+    final = _values((await _wait(client, f"$reindex/{job.id}")).json())
     assert (final["status"], final["processed"], final["total"]) == ("completed", 3, 3)
 
 
@@ -354,6 +351,17 @@ async def test_bad_reindex_requests(client: httpx.AsyncClient) -> None:
     assert (await client.post("NotAType/$reindex")).status_code == 404
     assert (await client.get("$reindex/12345")).status_code == 404
     assert (await client.get("$reindex/abc")).status_code == 404
+    # an unknown parameter is refused, not ignored into a reindex of everything (finding 13)
+    for path in ("$reindex", "Patient/$reindex"):
+        typo = await client.post(path, params={"_type": "Patient"})
+        assert typo.status_code == 400, typo.text
+        assert typo.json()["issue"][0]["expression"] == ["_type"]
+        assert "'_type'" in typo.json()["issue"][0]["diagnostics"]
+    in_path = {"resourceType": "Parameters", "parameter": [{"name": "type", "valueCode": "Patient"}]}
+    assert (await client.post("Observation/$reindex", json=in_path)).status_code == 400
+    assert (await client.get("$reindex/1")).status_code == 404  # no job was started
+    ok = await client.post("$reindex", params={"type": "Patient", "_format": "json"})
+    assert ok.status_code == 202
 
 
 async def test_capability_statement_lists_reindex_with_its_definition(
@@ -421,3 +429,68 @@ async def test_a_store_without_reindex_jobs_is_a_501() -> None:
         await reindex.start(object(), Context(), ())  # type: ignore[arg-type]
     assert caught.value.status == 501
     assert caught.value.outcome()["issue"][0]["code"] == "not-supported"
+
+
+async def test_a_killed_servers_job_resumes_when_the_server_starts_again(
+    tmp_path: Path,
+) -> None:
+    """break-new finding 10: the job of a server killed mid-way goes on by itself when
+    `serve` starts again on the file; the status URL polled by the client reaches 200
+    without anyone POSTing $reindex again. Real HTTP (uvicorn), real SQLite file."""
+    from live_server import live_server
+
+    ctx = Context()
+    store = await SQLiteStore.open(tmp_path / "fhir.db")
+    async with store.transaction(ctx) as txn:
+        for n in range(9):
+            await txn.create(_patient(f"p{n}", "F" if n % 2 else "M"), f"p{n}")
+        await txn.create(SEARCH_PARAMETER, SEARCH_PARAMETER["id"])
+    job = await reindex.start(store, ctx, ("Patient",))
+    job = await reindex.run(store, ctx, job, batch_size=3, max_batches=1)
+    assert (job.status, job.processed, job.total) == ("in-progress", 3, 9)
+    await store.close()  # killed: no process runs the job any more
+
+    async with live_server(tmp_path) as (url, _store), httpx.AsyncClient(
+        base_url=f"{url}/fhir/", timeout=30
+    ) as http:
+        final = await _wait(http, f"$reindex/{job.id}")
+        assert final.status_code == 200, final.text
+        values = _values(final.json())
+        assert (values["status"], values["processed"], values["total"]) == ("completed", 9, 9)
+        assert await _ids(http, {"birthsex": "F"}) == {"p1", "p3", "p5", "p7"}
+
+
+async def test_progress_never_exceeds_its_total(client: httpx.AsyncClient, store: Any) -> None:
+    """break-new finding 8: resources created after the job counted its total are reached
+    by its cursor; the progress shown is then `n of n`, never `n of fewer`."""
+    for n in range(3):
+        await _put(client, _patient(f"p{n}", "F"))
+    ctx = Context()
+    job = await reindex.start(store, ctx, ("Patient",))
+    assert job.total == 3
+    for n in range(3, 6):  # written meanwhile, after the cursor
+        await _put(client, _patient(f"p{n}", "M"))
+    job = await reindex.run(store, ctx, job, batch_size=4, max_batches=1)
+    assert (job.processed, job.total) == (4, 3)  # as recorded
+    status = await client.get(f"$reindex/{job.id}")
+    assert status.headers["x-progress"] == "4 of 4 resources"
+    assert _values(status.json())["total"] == 4
+    final = _values((await _wait(client, f"$reindex/{job.id}")).json())
+    assert (final["status"], final["processed"], final["total"]) == ("completed", 6, 6)
+
+
+async def test_cli_reindex_refuses_a_folder_without_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """break-new finding 13: a mistyped --data-dir is an error naming it, and no empty
+    database is left there."""
+    from fhir_server import cli
+
+    missing = tmp_path / "nonexist"
+    assert await asyncio.to_thread(cli.main, ["reindex", "--data-dir", str(missing)]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not missing.exists()
+    missing.mkdir()  # a folder, but no database in it
+    assert await asyncio.to_thread(cli.main, ["reindex", "--data-dir", str(missing)]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert list(missing.iterdir()) == []

@@ -120,6 +120,10 @@ class MongoReindexJobs:
         found = await self._jobs.find_one({"_id": job_id, "tenant": ctx.tenant})
         return None if found is None else _job(found)
 
+    async def unfinished(self, ctx: Context) -> list[Job]:
+        found = self._jobs.find({"tenant": ctx.tenant, "status": RUNNING}, sort=[("_id", 1)])
+        return [_job(doc) for doc in await found.to_list(None)]
+
     async def run_batch(self, ctx: Context, job: Job, size: int) -> tuple[Job, Indexed]:
         doc = await self._jobs.find_one({"_id": job.id, "tenant": job.tenant})
         if doc is None:

@@ -52,6 +52,13 @@ class Job:
     finished_at: str | None
     runner: str = ""  # the process (RUNNER) that ran its last batch, where recorded
 
+    @property
+    def shown_total(self) -> int:
+        """The total to report beside `processed`: the count taken at start, or more
+        when resources created meanwhile fell after the cursor (break-new finding 8);
+        what was processed once completed."""
+        return self.processed if self.status == COMPLETED else max(self.total, self.processed)
+
     def running_elsewhere(self, now: datetime | None = None) -> bool:
         """Whether another process (API worker) ran a batch of this unfinished job in
         the last LIVE_SECONDS: it is running there."""
@@ -68,6 +75,10 @@ class ReindexJobs(Protocol):
         ...
 
     async def get(self, ctx: Context, job_id: int) -> Job | None: ...
+
+    async def unfinished(self, ctx: Context) -> list[Job]:
+        """ctx.tenant's jobs that have not completed (to resume at start-up)."""
+        ...
 
     async def run_batch(self, ctx: Context, job: Job, size: int) -> tuple[Job, Indexed]:
         """Rebuild the next `size` resources of `job`; the job as it is after them, and
@@ -107,6 +118,13 @@ class SQLiteReindexJobs:
         async with self._store.transaction(ctx) as txn:
             found = sqlite_reindex.get_job(txn.connection, ctx.tenant, job_id)
         return None if found is None else _from_sqlite(found)
+
+    async def unfinished(self, ctx: Context) -> list[Job]:
+        from fhir_server.storage import sqlite_reindex
+
+        async with self._store.transaction(ctx) as txn:
+            return [_from_sqlite(j) for j in sqlite_reindex.unfinished_jobs(
+                txn.connection, ctx.tenant)]  # fmt: skip
 
     async def run_batch(self, ctx: Context, job: Job, size: int) -> tuple[Job, Indexed]:
         from fhir_server.storage import sqlite_reindex

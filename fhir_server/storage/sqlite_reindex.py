@@ -165,6 +165,14 @@ def get_job(conn: sqlite3.Connection, tenant: str, job_id: int) -> Job | None:
     return None if row is None else _job(row)
 
 
+def unfinished_jobs(conn: sqlite3.Connection, tenant: str) -> list[Job]:
+    rows = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM reindex_jobs WHERE tenant = ? AND status = ? ORDER BY id",
+        (tenant, RUNNING),
+    ).fetchall()
+    return [_job(row) for row in rows]
+
+
 def run_batch(conn: sqlite3.Connection, job: Job, size: int) -> tuple[Job, list[tuple[str, int]]]:
     """Rebuild the index rows (search parameters, custom ones, full text) of the next
     `size` resources of the job and advance its cursor. When the job completes, returns
