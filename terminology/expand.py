@@ -11,6 +11,7 @@ change (terminology.service.sync).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 8  # value sets including value sets; deeper is taken as a loop
 MAX_UNPAGED = 10_000  # an $expand without count returns at most this many
+# Members handled (selected, merged, intersected, excluded) across one top-level
+# expansion, nested value sets included: a bound on the work a client's compose can ask
+# for (break-new finding 19). The largest shipped system (ICD-10-CM, ~98,000 concepts)
+# minus a few codes, reached through a few levels of value sets, stays well below it.
+MAX_WORK = 2_000_000
+# Merging more members than this runs in a worker thread (plain Python over Member
+# lists, no database connection), so the event loop keeps serving (finding 14).
+THREAD_AT = 20_000
 _Key = tuple[Any, ...]
 
 
@@ -51,7 +60,7 @@ class ExpandRequest:
     include_designations: bool = False
     include_definition: bool = False
     pins: Pins = Pins()
-    exclude_systems: tuple[str, ...] = ()
+    exclude_systems: tuple[str, ...] = ()  # canonicals: system or system|version
 
 
 def implicit_value_set(url: str) -> dict[str, Any] | None:
@@ -96,9 +105,73 @@ def _key(member: Member) -> _Key:
     return ("c", member.cid) if member.cid is not None else (member.system, member.code)
 
 
+def _split_systems(canonicals: tuple[str, ...]) -> dict[str, set[str | None]]:
+    """exclude-system canonicals as {system: versions}; None stands for every version."""
+    out: dict[str, set[str | None]] = {}
+    for canonical in canonicals:
+        system, sep, version = canonical.partition("|")
+        out.setdefault(system, set()).add(version if sep and version else None)
+    return out
+
+
+def _merge(
+    included: list[list[Member]], excluded: list[list[Member]]
+) -> list[Member]:
+    """The union of `included` (first occurrence wins, in order) minus `excluded`."""
+    merged: dict[_Key, Member] = {}
+    for members in included:
+        for member in members:
+            merged.setdefault(_key(member), member)
+    gone: set[_Key] = set()
+    for members in excluded:
+        gone.update(_key(m) for m in members)
+    return [m for k, m in merged.items() if k not in gone] if gone else list(merged.values())
+
+
+def _intersect(members: list[Member], other: list[Member]) -> list[Member]:
+    keys = {_key(m) for m in other}
+    return [m for m in members if _key(m) in keys]
+
+
 class _Builder:
-    def __init__(self, service: TerminologyService, ctx: Context, pins: Pins) -> None:
+    """Builds one top-level expansion. A value set referenced several times (by url and
+    version) is expanded once (`_done`), and the members handled across the whole build
+    are counted against MAX_WORK: past it a 422 too-costly naming the value set."""
+
+    def __init__(
+        self,
+        service: TerminologyService,
+        ctx: Context,
+        pins: Pins,
+        top: str,
+        exclude_systems: tuple[str, ...] = (),
+    ) -> None:
         self.service, self.ctx, self.pins = service, ctx, pins
+        self.top = top
+        self.excluded_systems = _split_systems(exclude_systems)
+        self._done: dict[str, list[Member]] = {}
+        self._work = 0
+
+    def _charge(self, n: int, url: object) -> None:
+        self._work += n
+        if self._work > MAX_WORK:
+            inner = "" if url in (None, self.top) else f" (while expanding {url})"
+            raise TerminologyError(
+                422, "too-costly",
+                f"Expanding value set {self.top}{inner} handles more than {MAX_WORK} members "
+                "across the value sets it includes; narrow its compose",
+            )  # fmt: skip
+
+    async def _combine(
+        self, included: list[list[Member]], excluded: list[list[Member]]
+    ) -> list[Member]:
+        if sum(len(m) for m in included) + sum(len(m) for m in excluded) < THREAD_AT:
+            return _merge(included, excluded)
+        return await asyncio.to_thread(_merge, included, excluded)
+
+    def _system_excluded(self, system: str | None, version: str | None) -> bool:
+        versions = self.excluded_systems.get(system or "")
+        return versions is not None and (None in versions or version in versions)
 
     async def members(self, value_set: dict[str, Any], depth: int = 0) -> list[Member]:
         if depth > MAX_DEPTH:
@@ -111,23 +184,33 @@ class _Builder:
         if not isinstance(compose, dict):
             expansion = value_set.get("expansion") or {}
             if expansion.get("contains"):  # a stored, pre-expanded value set
+                listed = _flatten(expansion["contains"])
+                self._charge(len(listed), value_set.get("url"))
                 return [Member(None, c.get("system"), c.get("version"), c.get("code"),
                                c.get("display"))
-                        for c in _flatten(expansion["contains"]) if c.get("code")]  # fmt: skip
+                        for c in listed if c.get("code")
+                        and not self._system_excluded(c.get("system"), c.get("version"))]
             raise TerminologyError(
                 400, "not-supported",
                 f"Value set {value_set.get('url')} has no compose to expand", "ValueSet.compose",
             )  # fmt: skip
-        included: dict[_Key, Member] = {}
+        url = value_set.get("url")
+        parts: list[list[Member]] = []
+        seen: set[str] = set()
         for n, include in enumerate(compose.get("include") or []):
-            where = f"ValueSet.compose.include[{n}]"
-            for member in await self.include(include, depth, where):
-                included.setdefault(_key(member), member)
-        excluded: set[_Key] = set()
+            same = json.dumps(include, sort_keys=True, default=str)
+            if same in seen:  # a repeated include adds nothing to the union
+                continue
+            seen.add(same)
+            parts.append(await self.include(include, depth, f"ValueSet.compose.include[{n}]"))
+            self._charge(len(parts[-1]), url)
+        gone: list[list[Member]] = []
         for n, exclude in enumerate(compose.get("exclude") or []):
-            where = f"ValueSet.compose.exclude[{n}]"
-            excluded.update(_key(m) for m in await self.include(exclude, depth, where))
-        return [m for k, m in included.items() if k not in excluded]
+            gone.append(await self.include(exclude, depth, f"ValueSet.compose.exclude[{n}]"))
+            self._charge(len(gone[-1]), url)
+        if len(parts) == 1 and not gone:
+            return parts[0]
+        return await self._combine(parts, gone)
 
     async def include(self, include: dict[str, Any], depth: int, where: str) -> list[Member]:
         system = include.get("system")
@@ -135,14 +218,22 @@ class _Builder:
         if isinstance(system, str):
             out = await self._system_part(system, include, where)
         for canonical in include.get("valueSet") or []:
-            value_set = await find_value_set(self.service, self.ctx, canonical, where)
-            members = await self.members(value_set, depth + 1)
+            members = await self._referenced(str(canonical), depth, where)
             if out is None:
                 out = members
             else:
-                keys = {_key(m) for m in members}
-                out = [m for m in out if _key(m) in keys]
+                self._charge(len(out) + len(members), canonical)
+                out = _intersect(out, members)
         return out or []
+
+    async def _referenced(self, canonical: str, depth: int, where: str) -> list[Member]:
+        """The members of the value set `canonical` (url or url|version), expanded once
+        per build however often it is referenced."""
+        found = self._done.get(canonical)
+        if found is None:
+            value_set = await find_value_set(self.service, self.ctx, canonical, where)
+            found = self._done[canonical] = await self.members(value_set, depth + 1)
+        return found
 
     async def _system_part(self, system: str, include: dict[str, Any], where: str) -> list[Member]:
         version = self.pins.version(system, include.get("version"))
@@ -154,17 +245,23 @@ class _Builder:
         if system == ucum.UCUM:
             if not listed:
                 raise TerminologyError(400, "too-costly", "UCUM cannot be enumerated", where)
+            if self._system_excluded(system, None):
+                return []
             return [Member(None, system, None, c["code"], c.get("display"))
                     for c in listed if ucum.is_valid(c["code"])]  # fmt: skip
         info = await self.service.find_code_system(self.ctx, system, version)
         if info is None:
             if listed and not filters:  # the value set says all there is to know
+                if self._system_excluded(system, version):
+                    return []
                 return [Member(None, system, version, c["code"], c.get("display"))
                         for c in listed]  # fmt: skip
             known = "" if version is None else f" version {version}"
             raise TerminologyError(
                 400, "not-found", f"The code system {system}{known} is not known", where
             )
+        if self._system_excluded(system, info.version):  # $expand exclude-system
+            return []
         if listed:
             ids = await self.service.concepts.codes_to_ids(
                 self.ctx, info, [c["code"] for c in listed]
@@ -172,7 +269,10 @@ class _Builder:
             return [Member(ids[c["code"]], display=c.get("display"))
                     for c in listed if c["code"] in ids]  # fmt: skip
         cids = await self.service.concepts.select(self.ctx, info, filters)
-        return [Member(cid) for cid in cids]
+        self._charge(len(cids), None)
+        if len(cids) < THREAD_AT:
+            return [Member(cid) for cid in cids]
+        return await asyncio.to_thread(lambda: [Member(cid) for cid in cids])
 
 
 def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,26 +283,35 @@ def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _cache_key(value_set: dict[str, Any], pins: Pins) -> str:
+def _cache_key(
+    value_set: dict[str, Any], pins: Pins, exclude_systems: tuple[str, ...] = ()
+) -> str:
     text = json.dumps(
         {"url": value_set.get("url"), "version": value_set.get("version"),
          "compose": value_set.get("compose"), "expansion": value_set.get("expansion"),
-         "pins": [sorted(pins.default.items()), sorted(pins.force.items())]},
+         "pins": [sorted(pins.default.items()), sorted(pins.force.items())],
+         **({"exclude-system": sorted(set(exclude_systems))} if exclude_systems else {})},
         sort_keys=True, default=str,
     )  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def expansion_of(
-    service: TerminologyService, ctx: Context, value_set: dict[str, Any], pins: Pins = Pins()
+    service: TerminologyService,
+    ctx: Context,
+    value_set: dict[str, Any],
+    pins: Pins = Pins(),
+    exclude_systems: tuple[str, ...] = (),
 ) -> Expansion:
-    """The cached member list of `value_set`, built on first use."""
+    """The cached member list of `value_set` (without the codes of `exclude_systems`),
+    built on first use."""
     await service.sync(ctx)
-    key = _cache_key(value_set, pins)
+    key = _cache_key(value_set, pins, exclude_systems)
     found = await service.concepts.expansion(ctx, key)
     if found is not None:
         return found
-    members = await _Builder(service, ctx, pins).members(value_set)
+    top = str(value_set.get("url") or "(inline)")
+    members = await _Builder(service, ctx, pins, top, exclude_systems).members(value_set)
     return await service.concepts.save_expansion(ctx, key, members)
 
 
@@ -222,7 +331,8 @@ async def expand(
     service: TerminologyService, ctx: Context, value_set: dict[str, Any], request: ExpandRequest
 ) -> dict[str, Any]:
     """The ValueSet with its `expansion` (one page of it when `count` is given)."""
-    expansion = await expansion_of(service, ctx, value_set, request.pins)
+    expansion = await expansion_of(service, ctx, value_set, request.pins,
+                                   request.exclude_systems)  # fmt: skip
     count = request.count
     if count is None and not request.text and expansion.total > MAX_UNPAGED:
         raise TerminologyError(
@@ -235,8 +345,7 @@ async def expand(
         offset=request.offset, count=count if count is not None else MAX_UNPAGED,
         language=request.language,
     )  # fmt: skip
-    excluded = set(request.exclude_systems)
-    contains = [_contains(c, request) for c in concepts if c.system not in excluded]
+    contains = [_contains(c, request) for c in concepts]
     parameters: list[dict[str, Any]] = [{"name": "offset", "valueInteger": request.offset}]
     if count is not None:
         parameters.append({"name": "count", "valueInteger": count})
@@ -250,6 +359,8 @@ async def expand(
         parameters.append({"name": "displayLanguage", "valueCode": request.language})
     for system, version in {**request.pins.default, **request.pins.force}.items():
         parameters.append({"name": "version", "valueUri": f"{system}|{version}"})
+    for canonical in dict.fromkeys(request.exclude_systems):
+        parameters.append({"name": "exclude-system", "valueCanonical": canonical})
     out = {k: v for k, v in value_set.items() if k not in ("expansion", "text")}
     out["resourceType"] = "ValueSet"
     out["expansion"] = {
