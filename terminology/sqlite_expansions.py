@@ -12,11 +12,12 @@ rowids are the concept ids. Any other is a member list; each FTS5 hit is probed 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from search.fulltext import phrases
 from terminology.language import pick_display
@@ -28,10 +29,34 @@ if TYPE_CHECKING:
     from fhir_server.storage.sqlite import SQLiteStore
 
 MAX_EXPANSIONS = 200  # cached per tenant; the oldest go first
+_IN_CHUNK = 900  # ids per IN (...) list: under the 999 variables of SQLite before 3.32
+# Writing more members than this runs in a worker thread: ~100,000 rows take about half a
+# second, which would stall every other client on the event loop (break-new finding 14).
+THREAD_AT = 20_000
+
+_T = TypeVar("_T")
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+async def _to_the_end(work: Callable[[], _T]) -> _T:
+    """`work()` in a worker thread, awaited to its end even when this task is cancelled
+    meanwhile (the cancellation is raised after it): `work` writes on the writer
+    connection, which the enclosing transaction must not roll back or commit under it.
+    Only the holder of the store's write lock uses the writer, and the caller holds it."""
+    future = asyncio.ensure_future(asyncio.to_thread(work))
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled = True
+    result = future.result()
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 @dataclass(frozen=True)
@@ -174,49 +199,60 @@ class ExpansionTables:
         self, ctx: Context, key: str, members: Iterable[Member]
     ) -> Expansion:
         await self._ensure(ctx)
+        listed = members if isinstance(members, list) else list(members)
         async with self._store.transaction(ctx) as txn:
             conn = txn.connection
-            old = conn.execute(
-                "SELECT eid FROM term_expansions WHERE tenant=? AND key=?", (ctx.tenant, key)
-            ).fetchone()
-            if old:
-                conn.execute("DELETE FROM term_members WHERE eid=?", old)
-                conn.execute("DELETE FROM term_expansions WHERE eid=?", old)
-            stale = conn.execute(
-                "SELECT eid FROM term_expansions WHERE tenant=? ORDER BY eid DESC LIMIT -1 "
-                "OFFSET ?", (ctx.tenant, MAX_EXPANSIONS - 1)).fetchall()  # fmt: skip
-            for (eid,) in stale:
-                conn.execute("DELETE FROM term_members WHERE eid=?", (eid,))
-                conn.execute("DELETE FROM term_expansions WHERE eid=?", (eid,))
-            created = utc_now()
-            eid = conn.execute(
-                "INSERT INTO term_expansions (tenant, key, total, created_at) VALUES (?, ?, 0, ?)",
-                (ctx.tenant, key, created),
-            ).lastrowid
-            total, lo, last, run = 0, None, None, True
+            if len(listed) < THREAD_AT:
+                return self._write_expansion(conn, ctx.tenant, key, listed)
+            return await _to_the_end(
+                lambda: self._write_expansion(conn, ctx.tenant, key, listed))
 
-            def rows() -> Iterator[tuple[Any, ...]]:
-                nonlocal total, lo, last, run
-                for pos, m in enumerate(members):
-                    total += 1
-                    if m.cid is None or m.display is not None or (
-                        last is not None and m.cid != last + 1
-                    ):
-                        run = False
-                    lo = m.cid if lo is None else lo
-                    last = m.cid
-                    yield (eid, pos, m.cid, m.system, m.version, m.code, m.display)
+    @staticmethod
+    def _write_expansion(
+        conn: sqlite3.Connection, tenant: str, key: str, members: list[Member]
+    ) -> Expansion:
+        """Replace the expansion cached under `key`, inside the caller's transaction."""
+        old = conn.execute(
+            "SELECT eid FROM term_expansions WHERE tenant=? AND key=?", (tenant, key)
+        ).fetchone()
+        if old:
+            conn.execute("DELETE FROM term_members WHERE eid=?", old)
+            conn.execute("DELETE FROM term_expansions WHERE eid=?", old)
+        stale = conn.execute(
+            "SELECT eid FROM term_expansions WHERE tenant=? ORDER BY eid DESC LIMIT -1 "
+            "OFFSET ?", (tenant, MAX_EXPANSIONS - 1)).fetchall()  # fmt: skip
+        for (eid,) in stale:
+            conn.execute("DELETE FROM term_members WHERE eid=?", (eid,))
+            conn.execute("DELETE FROM term_expansions WHERE eid=?", (eid,))
+        created = utc_now()
+        eid = conn.execute(
+            "INSERT INTO term_expansions (tenant, key, total, created_at) VALUES (?, ?, 0, ?)",
+            (tenant, key, created),
+        ).lastrowid
+        total, lo, last, run = 0, None, None, True
 
-            conn.executemany(
-                "INSERT INTO term_members (eid, pos, cid, system, version, code, display) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows(),
-            )
-            conn.execute("UPDATE term_expansions SET total=? WHERE eid=?", (total, eid))
-            conn.execute("DELETE FROM term_expansion_ranges WHERE eid=?", (eid,))  # a reused eid
-            if run and total:
-                conn.execute("INSERT INTO term_expansion_ranges (eid, lo, hi) VALUES (?, ?, ?)",
-                             (eid, lo, last))  # fmt: skip
+        def rows() -> Iterator[tuple[Any, ...]]:
+            nonlocal total, lo, last, run
+            for pos, m in enumerate(members):
+                total += 1
+                if m.cid is None or m.display is not None or (
+                    last is not None and m.cid != last + 1
+                ):
+                    run = False
+                lo = m.cid if lo is None else lo
+                last = m.cid
+                yield (eid, pos, m.cid, m.system, m.version, m.code, m.display)
+
+        conn.executemany(
+            "INSERT INTO term_members (eid, pos, cid, system, version, code, display) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows(),
+        )
+        conn.execute("UPDATE term_expansions SET total=? WHERE eid=?", (total, eid))
+        conn.execute("DELETE FROM term_expansion_ranges WHERE eid=?", (eid,))  # a reused eid
+        if run and total:
+            conn.execute("INSERT INTO term_expansion_ranges (eid, lo, hi) VALUES (?, ?, ?)",
+                         (eid, lo, last))  # fmt: skip
         assert eid is not None
         return Expansion(eid, key, total, created)
 
@@ -371,20 +407,24 @@ class ExpansionTables:
         info: dict[int, tuple[Any, ...]] = {}
         designations: dict[int, list[Designation]] = {}
         systems: dict[int, tuple[str, str]] = {}
-        if cids:
-            marks = ",".join("?" * len(cids))
+        # In chunks: SQLite binds at most 999 (before 3.32) or 250,000 variables a statement,
+        # and a whole large value set (a :in search) comes through here.
+        for start in range(0, len(cids), _IN_CHUNK):
+            part = cids[start:start + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
             for cid, sid, code, display, active in conn.execute(
                 f"SELECT cid, sid, code, display, active FROM term_concepts WHERE cid IN ({marks})",
-                cids,
+                part,
             ):
                 info[cid] = (sid, code, display, active)
             for cid, lang, use_system, use_code, value in conn.execute(
                 f"SELECT cid, language, use_system, use_code, value FROM term_designations "
-                f"WHERE cid IN ({marks}) ORDER BY rowid", cids,
+                f"WHERE cid IN ({marks}) ORDER BY rowid", part,
             ):  # fmt: skip
                 designations.setdefault(cid, []).append(
                     Designation(value, lang, use_system, use_code)
                 )
+        if info:
             sids = {v[0] for v in info.values()}
             marks = ",".join("?" * len(sids))
             for sid, url, version in conn.execute(
