@@ -643,7 +643,13 @@ class AsyncMockCollection:
 
     async def create_indexes(self, indexes: list[Any], **kwargs: Any) -> list[str]:
         self._client.check()
-        return list(self.sync.create_indexes(indexes, **kwargs))
+        try:
+            return list(self.sync.create_indexes(indexes, **kwargs))
+        except OperationFailure as exc:  # as create_index (review-mongo #12)
+            if exc.code is None and "already exists with different" in str(exc):
+                raise OperationFailure(str(exc), 85, {"codeName": "IndexOptionsConflict"}) \
+                    from None
+            raise
 
     async def index_information(self) -> dict[str, Any]:
         self._client.check()

@@ -233,3 +233,18 @@ async def test_search_parameters_and_history_sorts_have_their_indexes() -> None:
         assert "by_time" not in history  # the obsolete one dropped
     finally:
         await store.close()
+
+
+async def test_a_search_index_conflict_names_the_index() -> None:
+    mock = AsyncMockClient()
+    store = await MongoStore.open(URL, client=mock)
+    await store.close()
+    from fhir_server.storage.mongodb_search import INDEXES
+
+    name = INDEXES[0].document["name"]
+    mock.sync["fhir"]["resources"].drop_index(name)
+    mock.sync["fhir"]["resources"].create_index([("tenant", 1)], name=name)  # other keys
+    with pytest.raises(StoreUnavailable) as refused:
+        await MongoStore.open(URL, client=mock)
+    assert "refused an index of fhir-fusion" in str(refused.value)
+    assert "(code 85" in str(refused.value) and name in str(refused.value)

@@ -525,6 +525,15 @@ class MongoStore:
             )
         except PyMongoError as exc:
             await _close_quietly(client)
+            if isinstance(exc, OperationFailure) and exc.code in INDEX_CONFLICT_CODES:
+                # the search indexes (mongodb_search.create_indexes, several at once):
+                # the server's message names the index
+                raise StoreUnavailable(
+                    f"MongoDB at {address} refused an index of fhir-fusion {__version__} "
+                    f"(code {exc.code}, an index of that name or keys exists with other "
+                    f"options: {_first_line(exc)}); drop that index and start again: it "
+                    "is rebuilt at start-up"
+                ) from None
             raise StoreUnavailable(
                 f"cannot use MongoDB at {address}: {type(exc).__name__}: {_first_line(exc)}"
             ) from None
