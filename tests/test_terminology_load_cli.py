@@ -124,3 +124,44 @@ def test_a_parent_cycle_or_a_missing_parent_is_refused_naming_the_line(
                  "--language-column", "zh-CN=中文名", "--parent-column", "Group",
                  "--data-dir", str(data)]) == 1
     assert f"{path}, {says}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("rows", "says"), [
+    ('GLU,Glucose\n"A  B",two spaces\n', "line 3: Code 'A  B' is not a FHIR code"),
+    ('GLU,Glucose\n"X\tY",tab\n', "line 3: Code 'X\\tY' is not a FHIR code"),
+    ('GLU,Glucose\n"L1\nL2",newline\nNA,Sodium\n', "line 3: Code 'L1\\nL2' is not a FHIR code"),
+    ('GLU,Glucose\n" A1",leading\n', "line 3: Code ' A1' is not a FHIR code"),
+    ('GLU,Glucose\n"A1 ",trailing\n', "line 3: Code 'A1 ' is not a FHIR code"),
+    ('GLU,Glucose\n"A,a\nNA,Sodium\n', "line 3: not a readable CSV row (unexpected end of data)"),
+])
+def test_codelist_row_that_is_not_a_fhir_code_refuses_the_file_naming_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str, says: str) -> None:
+    # R4 datatypes.html#code: no leading/trailing whitespace, only single spaces inside
+    path = tmp_path / "ws.csv"
+    path.write_text("Code,Name\n" + rows, encoding="utf-8")
+    data = tmp_path / "data"
+    url = "http://h.example/cs/ws"
+    assert main(["terminology", "load", "codelist", str(path), "--url", url,
+                 "--code-column", "Code", "--display-column", "Name",
+                 "--data-dir", str(data)]) == 1
+    assert f"fhir-fusion: cannot load codelist: {path}, {says}" in capsys.readouterr().err
+
+    async def loaded() -> bool:
+        store = await SQLiteStore.open(data / "fhir-fusion.sqlite3")
+        try:
+            return await concept_store(store).system(Context(), url) is not None
+        finally:
+            await store.close()
+
+    assert not asyncio.run(loaded())  # the whole file is refused, GLU included
+
+
+def test_codelist_code_with_single_inner_spaces_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ok.csv"
+    path.write_text('Code,Name\n"A B C",spaced\n', encoding="utf-8")
+    data = tmp_path / "data"
+    assert main(["terminology", "load", "codelist", str(path), "--url", "http://h.example/cs/ok",
+                 "--code-column", "Code", "--display-column", "Name",
+                 "--data-dir", str(data)]) == 0
+    assert _concept(data, "http://h.example/cs/ok", "A B C")[0] == "spaced"

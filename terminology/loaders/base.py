@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,15 @@ SYNONYM = "900000000000013009"
 
 # Release files can have very long fields (LOINC's RELATEDNAMES2, ClaML notes)
 csv.field_size_limit(16 * 1024 * 1024)
+
+# R4 datatypes.html#code: at least one character, no leading or trailing whitespace, and no
+# whitespace other than single spaces inside (so no tab, newline or double space)
+_FHIR_CODE = re.compile(r"[^\s]+( [^\s]+)*")
+
+
+def is_fhir_code(value: str) -> bool:
+    """Whether `value` can be a FHIR `code` as it stands (nothing is trimmed)."""
+    return _FHIR_CODE.fullmatch(value) is not None
 
 
 class LoadError(ValueError):
@@ -52,11 +62,13 @@ def open_text(path: Path) -> Iterator[str]:
 
 
 def csv_rows(path: Path, required: tuple[str, ...], *, delimiter: str = ",",
-             kind: str = "CSV") -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row by column name) of a delimited file whose first line names the
-    columns; LoadError when a required column is missing or a row has too many fields."""
+             kind: str = "CSV", strict: bool = False) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number where the row starts, row by column name) of a delimited file whose
+    first line names the columns; LoadError when a required column is missing or a row has
+    too many fields. `strict` also refuses malformed quoting (a quote left open to the end
+    of the file, text after a closing quote) instead of reading it as best it can."""
     lines = open_text(path)
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter, strict=strict)
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -69,17 +81,17 @@ def csv_rows(path: Path, required: tuple[str, ...], *, delimiter: str = ",",
         hint = _delimiter_hint(header, delimiter)
         raise LoadError(path, f"missing column {', '.join(missing)}{hint}", 1)
     width = len(header)
+    start = reader.line_num + 1  # a quoted field can hold newlines: a row spans lines
     try:
         for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) > width:
-                raise LoadError(path, f"{len(row)} fields where the header has {width}",
-                                reader.line_num)
-            values = dict(zip(header, row))
-            yield reader.line_num, values
+            if row and not (len(row) == 1 and not row[0].strip()):
+                if len(row) > width:
+                    raise LoadError(path, f"{len(row)} fields where the header has {width}",
+                                    start)
+                yield start, dict(zip(header, row))
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise LoadError(path, f"not a readable {kind} row ({exc})", reader.line_num) from None
+        raise LoadError(path, f"not a readable {kind} row ({exc})", start) from None
 
 
 def _delimiter_hint(header: list[str], delimiter: str) -> str:

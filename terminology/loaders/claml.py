@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-from terminology.loaders.base import SCT, SYNONYM, LoadError, Loaded
+from terminology.loaders.base import SCT, SYNONYM, LoadError, Loaded, is_fhir_code
 from terminology.model import CodeSystemHeader, Concept, Designation
 
 ICD10_URL = "http://hl7.org/fhir/sid/icd-10"
@@ -110,6 +110,8 @@ def _concept(path: Path, elem: ET.Element, default_lang: str | None) -> Concept:
     code = (elem.get("code") or "").strip()
     if not code:
         raise LoadError(path, "a Class has no code attribute")
+    if not is_fhir_code(code):
+        raise LoadError(path, f"Class code {code!r} is not a FHIR code (inner whitespace)")
     kind = elem.get("kind") or ""
     parents = tuple(sup.get("code", "") for sup in elem if _local(sup.tag) == "SuperClass"
                     and sup.get("code"))

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from terminology.loaders.base import SCT, SYNONYM, LoadError, Loaded, csv_rows, open_text
+from terminology.loaders.base import (SCT, SYNONYM, LoadError, Loaded, csv_rows,
+                                      is_fhir_code, open_text)
 from terminology.model import CodeSystemHeader, Concept, Designation
 
 _INACTIVE = {"inactive", "retired", "deprecated", "0", "false", "no", "n"}
@@ -54,7 +55,10 @@ def load_codelist(path: Path, *, url: str | None = None, version: str | None = N
     if path.suffix.lower() in {".xlsx", ".xlsm"}:
         rows = _xlsx_rows(path, _required(columns), sheet)
     else:
-        rows = csv_rows(path, _required(columns), delimiter=delimiter or _sniff(path))
+        # strict: a quote left open would otherwise swallow the rest of the file as one
+        # code (a hand-edited list is where that happens)
+        rows = csv_rows(path, _required(columns), delimiter=delimiter or _sniff(path),
+                        strict=True)
     return Loaded(header, _concepts(path, rows, columns, language))
 
 
@@ -145,9 +149,13 @@ def _concepts(path: Path, rows: Iterator[tuple[int, dict[str, str]]], columns: C
 def _read_concepts(path: Path, rows: Iterator[tuple[int, dict[str, str]]], columns: Columns,
                    language: str, seen: dict[str, int]) -> Iterator[Concept]:
     for line, row in rows:
-        code = (row.get(columns.code) or "").strip()
-        if not code:
+        code = row.get(columns.code) or ""
+        if not code.strip():
             raise LoadError(path, f"empty {columns.code}", line)
+        if not is_fhir_code(code):
+            # served as-is, it would be invalid FHIR; trimming would silently change it
+            raise LoadError(path, f"{columns.code} {code!r} is not a FHIR code (no leading, "
+                            "trailing, tab, newline or double spaces)", line)
         if code in seen:
             raise LoadError(path, f"code {code!r} again (first on line {seen[code]})", line)
         seen[code] = line
