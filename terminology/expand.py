@@ -92,6 +92,11 @@ async def find_value_set(
         return {k: v for k, v in shipped.items() if k != "id"}
     implicit = implicit_value_set(url)
     if implicit is not None:
+        system = implicit["compose"]["include"][0]["system"]
+        if system != ucum.UCUM and await service.find_code_system(ctx, system) is None:
+            # the client sent only this url: name it, not a compose element they never saw
+            raise TerminologyError(404, "not-found", f"The value set {canonical} is not known: "
+                                   f"code system {system} is not known", where)
         return implicit
     if url.endswith("/vs"):  # "all codes" value sets, e.g. http://loinc.org/vs
         system = await service.find_code_system(ctx, url[: -len("/vs")])

@@ -302,6 +302,25 @@ async def test_expand_unknown_value_set_is_404(tx: httpx.AsyncClient) -> None:
     assert r.status_code == 404
 
 
+async def test_implicit_value_set_of_an_unknown_system_is_404_naming_the_url(
+        tx: httpx.AsyncClient) -> None:
+    # R4 implicit value set (<system>?fhir_vs) of a system the server does not know: the
+    # client sent only the url, so the 404 names it, not a compose element it never sent
+    url = "http://nope.example/cs?fhir_vs"
+    for op, params in (("$expand", {"url": url}),
+                       ("$validate-code", {"url": url, "system": "http://nope.example/cs",
+                                           "code": "x"})):
+        r = await tx.get(f"ValueSet/{op}", params=params)
+        assert r.status_code == 404, (op, r.text)
+        issue = r.json()["issue"][0]
+        assert issue["code"] == "not-found"
+        assert url in issue["diagnostics"]
+        assert "compose" not in str(issue.get("expression"))
+    # a known system's implicit value set still expands
+    r = await tx.get("ValueSet/$expand", params={"url": f"{SCT}?fhir_vs=isa/235856003"})
+    assert r.status_code == 200, r.text
+
+
 async def test_code_system_written_later_is_seen(tx: httpx.AsyncClient) -> None:
     changed = {**SCT_FRAGMENT, "concept": [*SCT_FRAGMENT["concept"],
                                           {"code": "22298006", "display": "Myocardial infarction"}]}
