@@ -6,6 +6,7 @@ own 404/405 and anything unexpected (a 500 that carries no traceback).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -114,14 +115,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from fhir_server import reindex
+        from fhir_server.storage import registry_sync
 
         if store_factory is not None:
             handlers.store = await store_factory()
         # $reindex jobs a stopped or killed server left unfinished go on by themselves
         await reindex.resume_unfinished(handlers.store, handlers.ctx)
+        # custom SearchParameters other API workers write (MongoDB; SQLite checks itself)
+        fresh = asyncio.create_task(registry_sync.keep_fresh(handlers.store))
         try:
             yield
         finally:
+            fresh.cancel()
             await reindex.stop_running(handlers.store)  # after their current batch
             if store_factory is not None:
                 await handlers.store.close()

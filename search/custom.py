@@ -15,9 +15,13 @@ up; the SQLite index calls `add_rows` after search.extract.extract.
 
 The registry is per process and server-wide (not per tenant): the store loads it from
 its own file when it opens (fhir_server.storage.sqlite_reindex.load_registry), so one
-process serves one store, as `fhir-fusion serve` does. A SearchParameter written in a
-transaction that later rolls back stays registered as pending until the next `$reindex`
-or restart reloads the registry from the store.
+process serves one store, as `fhir-fusion serve` does. Several processes can share one
+store (two `serve` on one SQLite file, API workers on MongoDB), so the store keeps the
+registry in step with what is stored (break-new finding 7): SQLite sets a `refresher`
+that compares a change marker in the file before each search and inside each write
+transaction, MongoDB workers reload on an interval (fhir_server.storage.registry_sync).
+A SearchParameter written in a transaction that later rolls back stays registered as
+pending until the next `$reindex` or restart reloads the registry from the store.
 """
 
 from __future__ import annotations
@@ -166,6 +170,22 @@ class Registry:
         self._params: dict[str, CustomParam] = {}  # by SearchParameter id
         self._indexed: set[tuple[str, int]] = set()  # (SearchParameter id, version)
         self._plans: dict[str, tuple[Step, ...]] = {}
+        self._refresher: Callable[[], None] | None = None
+
+    def set_refresher(
+        self, refresher: Callable[[], None] | None, only: Callable[[], None] | None = None
+    ) -> None:
+        """The store's check that reloads the registry when another process changed the
+        stored SearchParameters (called before searches look parameters up); None to
+        clear, and with `only`, clear only when that one is still set (a store closing)."""
+        with self._lock:
+            if only is None or self._refresher == only:
+                self._refresher = refresher
+
+    def refresh(self) -> None:
+        refresher = self._refresher
+        if refresher is not None:
+            refresher()
 
     def replace_all(self, params: Iterable[tuple[CustomParam, bool]]) -> None:
         with self._lock:
@@ -250,6 +270,8 @@ def parameters(
 ) -> Mapping[str, SearchParamDef]:
     """`known` with the indexed custom parameters of `resource_type` added. Raises a 400
     when `params` uses one that is still pending."""
+    if resource_type is not None:
+        REGISTRY.refresh()  # another process may have defined or indexed one
     if resource_type is None or not REGISTRY._params:
         return known
     custom = REGISTRY.of_type(resource_type)
@@ -281,6 +303,7 @@ def lookup(resource_type: str, code: str) -> SearchParamDef | None:
 def with_custom(resource_type: str) -> Mapping[str, SearchParamDef]:
     """The R4 parameters of `resource_type` and its indexed custom ones."""
     known = search_parameters(resource_type)
+    REGISTRY.refresh()
     indexed = {code: p.as_definition() for code, p in REGISTRY.of_type(resource_type).items()
                if REGISTRY.is_indexed(p)} if REGISTRY._params else {}
     return MappingProxyType({**known, **indexed}) if indexed else known

@@ -42,6 +42,7 @@ from fhir_server.storage import sqlite_fulltext, sqlite_index, sqlite_reindex
 from fhir_server.storage import sqlite_bodies, sqlite_contained, sqlite_graph, sqlite_migrate
 from fhir_server.storage import outbox_sqlite
 from fhir_server.storage.base import Context, RawInput, SearchPage, StoredResource, WriteResult
+from search import custom
 
 if TYPE_CHECKING:
     from fhir_server.storage.reindex_jobs import SQLiteReindexJobs
@@ -428,6 +429,7 @@ class SQLiteStore:
     ) -> None:
         self._writer = writer
         self._reader = reader
+        self._path = path
         self._lock = asyncio.Lock()
         self._clock = _Clock()
         # set while the current task holds a batch open (see `batch`)
@@ -502,7 +504,9 @@ class SQLiteStore:
             raise
         store = cls(writer, _connect(path, synchronous.upper()), path, synchronous.upper())
         store.search_outbox = search_outbox or outbox_sqlite.attached(writer)
-        sqlite_reindex.load_registry(writer)  # custom SearchParameters of this file
+        sqlite_reindex.load_registry(writer, str(path))  # custom SearchParameters of this file
+        # searches reload them too when another process has changed them (break-new #7)
+        custom.REGISTRY.set_refresher(store._sync_registry_for_search)
         store._clock.advance_past(_latest_instant(writer))
         return store
 
@@ -512,7 +516,14 @@ class SQLiteStore:
 
         return SQLiteReindexJobs(self)
 
+    def _sync_registry_for_search(self) -> None:
+        try:
+            sqlite_reindex.sync_registry(self._reads(), str(self._path))
+        except sqlite3.ProgrammingError:  # closed, or called from another thread
+            pass
+
     async def close(self) -> None:
+        custom.REGISTRY.set_refresher(None, only=self._sync_registry_for_search)
         async with self._lock:
             self._stop.set()
             await asyncio.to_thread(self._checkpointer.join)
@@ -559,6 +570,8 @@ class SQLiteStore:
         # Another process (an offline `ingest` beside the server) may have written
         # later instants; never hand out one that sorts before them.
         self._clock.advance_past(_latest_instant(self._writer))
+        # ... or SearchParameters: index this transaction's writes with them too
+        sqlite_reindex.sync_registry(self._writer, str(self._path))
 
     @asynccontextmanager
     async def transaction(self, ctx: Context) -> AsyncIterator[SQLiteTransaction]:

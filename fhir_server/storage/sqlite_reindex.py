@@ -39,6 +39,12 @@ SCHEMA: tuple[str, ...] = (
         started_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         finished_at TEXT)""",
+    # bumped in the transaction that writes or deletes a SearchParameter or completes a
+    # reindex job: the change marker every process on the file compares with the one
+    # its registry was loaded at (sync_registry)
+    """CREATE TABLE IF NOT EXISTS search_param_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n INTEGER NOT NULL)""",
 )
 
 RUNNING, COMPLETED = "in-progress", "completed"
@@ -77,6 +83,36 @@ def _job(row: tuple[Any, ...]) -> Job:
 
 # -- custom SearchParameters ------------------------------------------------------
 
+# (database file, generation) search.custom.REGISTRY was last loaded from. One registry
+# per process (search.custom), so one marker per process.
+_loaded: list[tuple[str, int] | None] = [None]
+
+
+def _bump(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO search_param_generation (id, n) VALUES (1, 1) "
+        "ON CONFLICT (id) DO UPDATE SET n = n + 1"
+    )
+
+
+def _generation(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT n FROM search_param_generation WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
+def sync_registry(conn: sqlite3.Connection, path: str) -> bool:
+    """Reload search.custom.REGISTRY from the file at `path` when another process (a
+    second `serve`, an offline `reindex`) changed its SearchParameters or their indexed
+    state since this process loaded it (break-new finding 7): one indexed row read.
+    Called inside every write transaction (which holds the file's write lock, so a
+    resource is indexed with the definitions committed before it) and before each
+    search parses its parameters. True when it reloaded."""
+    marker = (path, _generation(conn))
+    if _loaded[0] == marker:
+        return False
+    load_registry(conn, path)
+    return True
+
 
 def track(conn: sqlite3.Connection, resource_type: str, stored: dict[str, Any]) -> None:
     """Called on every write: a SearchParameter is checked (400 when it cannot be
@@ -93,16 +129,20 @@ def track(conn: sqlite3.Connection, resource_type: str, stored: dict[str, Any]) 
         (param.resource_id,),
     )
     custom.REGISTRY.define(param)
+    _bump(conn)
 
 
 def untrack(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> None:
     if resource_type == "SearchParameter":
         conn.execute("DELETE FROM search_param_state WHERE resource_id = ?", (resource_id,))
         custom.REGISTRY.forget(resource_id)
+        _bump(conn)
 
 
-def load_registry(conn: sqlite3.Connection) -> None:
-    """Fill search.custom.REGISTRY from the SearchParameters stored in this file."""
+def load_registry(conn: sqlite3.Connection, path: str | None = None) -> None:
+    """Fill search.custom.REGISTRY from the SearchParameters stored in this file (`path`
+    names it for sync_registry)."""
+    generation = _generation(conn)
     rows = conn.execute(
         "SELECT r.id, r.version, r.body, s.indexed_version FROM resources r "
         "JOIN search_param_state s ON s.resource_id = r.id "
@@ -117,6 +157,7 @@ def load_registry(conn: sqlite3.Connection) -> None:
         if param is not None:
             params.append((param, indexed_version == version))
     custom.REGISTRY.replace_all(params)
+    _loaded[0] = None if path is None else (path, generation)
 
 
 # -- reindex jobs -------------------------------------------------------------------
@@ -213,6 +254,8 @@ def run_batch(conn: sqlite3.Connection, job: Job, size: int) -> tuple[Job, list[
                     (version, resource_id),
                 )
                 indexed.append((resource_id, version))
+        if indexed:
+            _bump(conn)
     conn.execute(
         "UPDATE reindex_jobs SET cursor = ?, processed = processed + ?, status = ?, "
         "updated_at = ?, finished_at = ? WHERE id = ?",
