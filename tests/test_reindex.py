@@ -357,7 +357,8 @@ async def test_bad_reindex_requests(client: httpx.AsyncClient) -> None:
         assert typo.status_code == 400, typo.text
         assert typo.json()["issue"][0]["expression"] == ["_type"]
         assert "'_type'" in typo.json()["issue"][0]["diagnostics"]
-    in_path = {"resourceType": "Parameters", "parameter": [{"name": "type", "valueCode": "Patient"}]}
+    in_path = {"resourceType": "Parameters",
+               "parameter": [{"name": "type", "valueCode": "Patient"}]}  # fmt: skip
     assert (await client.post("Observation/$reindex", json=in_path)).status_code == 400
     assert (await client.get("$reindex/1")).status_code == 404  # no job was started
     ok = await client.post("$reindex", params={"type": "Patient", "_format": "json"})
