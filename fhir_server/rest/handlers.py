@@ -6,7 +6,9 @@ that runs Bundle entries. Reads answer with the stored bytes as they are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -337,10 +339,10 @@ class Handlers:
         adds versions at the top: the links carry `_anchor`, the number of versions when
         the first page was read, and a later page skips what was added since (F7: pages
         stay stable while others write, as the search cursor does)."""
-        params = _history_params(request)
+        params, ignored = _history_params(request)
         count, offset = views.history_paging(params)
         values = dict(params)
-        since = values.get("_since")
+        since = None if values.get("_since") is None else _history_since(values["_since"])
         anchor = views.history_anchor(values.get("_anchor"))
         versions, total = await self.store.history(
             self.ctx, resource_type, resource_id, since=since, count=count, offset=offset
@@ -356,7 +358,11 @@ class Handlers:
         bundle = views.history(
             versions, anchor, self._base(request), path, kept, count, offset, raw=True,
         )
-        return http.json_response(jsonutil.dumps(bundle))
+        # a history Bundle's entries must each be a version (bdl-3), so the parameters a
+        # lenient history ignored are named in a Warning header (RFC 9110 299) instead of
+        # the OperationOutcome entry a searchset carries
+        headers = {"Warning": ", ".join(_ignored_warning(name) for name in ignored)}
+        return http.json_response(jsonutil.dumps(bundle), headers=headers if ignored else None)
 
 
 # R4 http.html#history: _count, _since, _at, _list; _offset and _anchor page
@@ -364,18 +370,65 @@ _HISTORY_PARAMS = frozenset({"_count", "_since", "_offset", "_anchor"})
 _HISTORY_REFUSED = frozenset({"_at", "_list"})
 
 
-def _history_params(request: Request) -> list[tuple[str, str]]:
-    """The history parameters; `_at` and `_list` (R4) are refused rather than ignored,
-    since ignoring them answers a different question; other unknown ones are ignored
-    unless Prefer: handling=strict (as in a search)."""
+def _history_params(request: Request) -> tuple[list[tuple[str, str]], list[str]]:
+    """The history parameters and the names of those ignored. `_at` and `_list` (R4) are
+    refused rather than ignored, since ignoring them answers a different question; a
+    parameter given twice is refused (as in a search: which one was meant is unknown);
+    other unknown ones are ignored unless Prefer: handling=strict (as in a search)."""
     params = _search_params(request)
     strict = http.prefer(request).get("handling") == "strict"
+    seen: set[str] = set()
+    ignored: list[str] = []
     for name, _ in params:
         if name in _HISTORY_REFUSED:
             raise invalid(f"{name} is not supported on history; use _since", name)
-        if strict and name not in _HISTORY_PARAMS:
+        if name in _HISTORY_PARAMS:
+            if name in seen:
+                raise invalid(f"'{name}' is given more than once", name)
+            seen.add(name)
+        elif strict:
             raise invalid(f"Unknown history parameter {name[:64]}", name[:64])
-    return [(k, v) for k, v in params if k in _HISTORY_PARAMS]
+        elif name not in ignored:
+            ignored.append(name)
+    return [(k, v) for k, v in params if k in _HISTORY_PARAMS], ignored
+
+
+def _ignored_warning(name: str) -> str:
+    """One RFC 9110 Warning value naming an ignored parameter (printable ASCII only:
+    the name comes from the client). Names only: values may carry patient data."""
+    safe = "".join(c if " " <= c <= "~" else "?" for c in name[:100])
+    safe = safe.replace("\\", "\\\\").replace('"', '\\"')
+    return (f'299 fhir-fusion "The history parameter \'{safe}\' is unknown and was ignored '
+            '(send Prefer: handling=strict to have it refused)"')
+
+
+# R4 datatypes.html#instant: any number of fraction digits; an offset of at most 14:00
+_SINCE = re.compile(
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-](\d{2}):(\d{2}))"
+)
+
+
+def _history_since(value: str) -> str:
+    """`_since` as an instant with at most six fraction digits, the precision versions are
+    stored at. Digits past the sixth round up, not down: a version stored at .082812 is
+    before .0828125 and must not be in "versions created at or after" it (R4 http.html
+    #history). A malformed instant is left to the store, which says what one looks like."""
+    match = _SINCE.fullmatch(value.strip())
+    if match is None:
+        return value
+    moment, fraction, zone, hours, minutes = match.groups()
+    if hours is not None and (int(minutes) > 59 or (int(hours), int(minutes)) > (14, 0)):
+        raise invalid(f"_since has the time-zone offset {zone}; an R4 instant's offset is "
+                      "at most 14:00", "_since")
+    fraction = fraction or ""
+    try:
+        parsed = datetime.fromisoformat(f"{moment}.{fraction[:6].ljust(6, '0')}"
+                                        + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return value  # e.g. month 13: the store refuses it naming _since
+    if fraction[6:].strip("0"):
+        parsed += timedelta(microseconds=1)
+    return parsed.isoformat(timespec="microseconds")
 
 
 __all__ = ["Handlers"]
