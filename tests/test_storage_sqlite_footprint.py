@@ -457,3 +457,52 @@ async def test_a_file_indexed_before_hull_rows_is_searched_without_them(
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM search_index_state").fetchall() == [("absent",)]
     conn.close()
+
+
+_OPEN_STORE = """
+import asyncio, sys
+from fhir_server.storage.sqlite import SQLiteStore
+
+async def main() -> None:
+    store = await SQLiteStore.open(sys.argv[1])
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_second_process_waits_for_the_migration_lock(tmp_path: Path) -> None:
+    """Two processes migrating one old file at once interned the system ids twice, which
+    emptied every token search with a system (break-diff finding 1). The migration holds
+    `<file>-migrate.lock`: here the test holds it as a migrating process would, and a
+    real second process opening the file must leave it untouched until the lock goes."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "old.db"
+    async with _client(path) as client:
+        await _fill(client)
+    _to_schema_1(path)
+    root = Path(__file__).resolve().parents[1]
+    with open(f"{path}-migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        opener = subprocess.Popen([sys.executable, "-c", _OPEN_STORE, str(path)], cwd=root)
+        try:
+            time.sleep(2.0)
+            assert opener.poll() is None  # still waiting for the lock
+            conn = sqlite3.connect(path)
+            assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+            assert conn.execute(
+                "SELECT DISTINCT typeof(system) FROM search_token"
+            ).fetchall() == [("text",)]
+            conn.close()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        assert opener.wait(timeout=60) == 0
+    finally:
+        opener.kill()
+    async with _client(path) as client:  # migrated once, by the other process
+        await _searches_agree(client)

@@ -483,7 +483,8 @@ class SQLiteStore:
                 f"this one reads schema {SCHEMA_VERSION}"
             )
         try:
-            sqlite_migrate.migrate(writer, path)
+            if user_version < SCHEMA_VERSION:
+                sqlite_migrate.migrate(writer, path)
         except BaseException:
             writer.close()
             raise

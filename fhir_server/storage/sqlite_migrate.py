@@ -14,13 +14,19 @@ rows only for several values, which needs to know whether a file has hull rows a
 Each step checks by itself whether it is still to do and runs in its own transaction,
 so a migration stopped half-way (the process killed) goes on from the step it was in
 at the next open. Progress is logged per step; at 1M resources the whole takes minutes.
+Two processes opening an old file at once must not both run the steps (the second
+would intern the already interned system ids again, emptying every token search with
+a system): the whole migration holds an exclusive lock on a file beside the store's
+(`<file>-migrate.lock`); the second opener waits for it and then finds nothing to do.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sqlite3
 import time
+from pathlib import Path
 
 from conformance.definitions import RESOURCE_TYPES, search_parameters
 from fhir_server.storage import sqlite_fulltext, sqlite_index
@@ -239,9 +245,22 @@ def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
     return True
 
 
-def migrate(conn: sqlite3.Connection, path: object) -> bool:
-    """Bring the file on `conn` (autocommit, no transaction open) to the current schema;
-    whether there was anything to do. A new, empty file has nothing to migrate."""
+def migrate(conn: sqlite3.Connection, path: Path) -> bool:
+    """Bring the file on `conn` (autocommit, no transaction open) to the current schema,
+    under the migration lock; whether there was anything to do. A new, empty file has
+    nothing to migrate (and takes no lock)."""
+    if not _exists(conn, "resources"):
+        return False
+    with open(f"{path}-migrate.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another process is migrating this file; waiting for it", path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _migrate(conn, path)  # the lock goes with the file's closing
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> bool:
     did = False
     for table in _INTERNED:
         if _exists(conn, table) and _declared(conn, table, "system") == "TEXT":
