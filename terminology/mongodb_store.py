@@ -1,6 +1,8 @@
 """The concept store (terminology.store.ConceptStore) in the MongoDB database of the
 resources (fhir_server.storage.mongodb.MongoStore), with the semantics of the SQLite one
-(terminology.sqlite_store): the same load swap, precedence, hierarchy and filters.
+(terminology.sqlite_store): the same load swap, precedence, hierarchy and filters. What
+decides answers without touching storage (the load loop, filter plan and checks,
+subsumption) is terminology.concept_rules, shared with SQLite.
 
 Collections of its own, indexes created idempotently on first use; every document and
 every query carries the tenant:
@@ -27,7 +29,6 @@ walk the `parents` index a level per query (SQLite: one recursive statement).
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,26 +36,22 @@ from typing import TYPE_CHECKING, Any
 from pymongo import ASCENDING, ReturnDocument
 
 from fhir_server.storage.mongodb_errors import mapped
+from terminology.concept_rules import (  # the backend-neutral rules, shared with SQLite
+    HEADER_FIELDS,
+    ConceptRules,
+    properties_from_json,
+    properties_json,
+    same_origin,
+)
 from terminology.model import CodeSystemHeader, Concept, Designation
 from terminology.mongodb_expansions import MongoExpansions, utc_now
 from terminology.mongodb_text import code_tokens, concept_tokens
 from terminology.regex_filter import select_rows
-from terminology.sqlite_store import (  # the backend-neutral rules, shared for equal semantics
-    _BUILT_IN_PROPERTIES,
-    _HEADER_FIELDS,
-    _each,
-    _from_json_value,
-    _json_value,
-    _matches,
-    _same_origin,
-)
 from terminology.store import (
-    BATCH,
     ConceptDetail,
     Filter,
     LoadSummary,
     Progress,
-    Subsumption,
     SystemInfo,
     TerminologyError,
 )
@@ -111,14 +108,11 @@ def _system_info(doc: dict[str, Any]) -> SystemInfo:
 
 
 def _concept_document(tenant: str, sid: int, cid: int, concept: Concept) -> dict[str, Any]:
-    props = (
-        json.dumps({k: [_json_value(v) for v in vs] for k, vs in concept.properties.items()})
-        if concept.properties else None
-    )  # fmt: skip
     return {
         "_id": cid, "tenant": tenant, "sid": sid, "code": concept.code,
         "display": concept.display, "definition": concept.definition,
-        "active": bool(concept.active), "props": props, "pkeys": list(concept.properties),
+        "active": bool(concept.active), "props": properties_json(concept),
+        "pkeys": list(concept.properties),
         "des": [[d.value, d.language, d.use_system, d.use_code] for d in concept.designations],
         "parents": list(dict.fromkeys(concept.parents)),
         "words": concept_tokens(concept), "ctoks": code_tokens(concept.code),
@@ -143,7 +137,7 @@ def _map_pymongo_errors(cls: type[Any]) -> type[Any]:
 
 
 @_map_pymongo_errors
-class MongoConceptStore(MongoExpansions):
+class MongoConceptStore(MongoExpansions, ConceptRules):
     def __init__(self, store: MongoStore) -> None:
         self._store = store
         self._db = store.db
@@ -185,25 +179,11 @@ class MongoConceptStore(MongoExpansions):
         sid = await self._next_ids("sid")
         await self._db[SYSTEMS].insert_one({
             "_id": sid, "tenant": ctx.tenant, "url": header.url, "version": version,
-            "state": "loading", "header": {f: getattr(header, f) for f in _HEADER_FIELDS},
+            "state": "loading", "header": {f: getattr(header, f) for f in HEADER_FIELDS},
             "count": 0, "source": source, "loaded_at": utc_now(),
         })  # fmt: skip
-        count = designations = 0
-        batch: list[Concept] = []
         try:
-            async for concept in _each(concepts):
-                batch.append(concept)
-                if len(batch) >= BATCH:
-                    designations += await self._write_batch(ctx, sid, batch)
-                    count += len(batch)
-                    batch = []
-                    if progress is not None:
-                        progress(count)
-            if batch:
-                designations += await self._write_batch(ctx, sid, batch)
-                count += len(batch)
-                if progress is not None:
-                    progress(count)
+            _, designations = await self._write_concepts(ctx, sid, concepts, progress)
             count = await self._db[CONCEPTS].count_documents({"tenant": ctx.tenant, "sid": sid})
             # (a swap that fails, e.g. a write conflict with a concurrent load of the same
             # system, leaves the previous load in place and this one's concepts go)
@@ -233,7 +213,7 @@ class MongoConceptStore(MongoExpansions):
             # versions' concepts (as sqlite_store)
             found = systems.find({"tenant": ctx.tenant, "url": url, "version": version,
                                   "_id": {"$ne": sid}}, {"source": 1}, session=session)
-            old = [d["_id"] for d in await found.to_list(None) if _same_origin(d["source"], source)]
+            old = [d["_id"] for d in await found.to_list(None) if same_origin(d["source"], source)]
             await systems.update_one({"_id": sid, "tenant": ctx.tenant},
                                      {"$set": {"state": "ready", "count": count}},
                                      session=session)  # fmt: skip
@@ -310,13 +290,10 @@ class MongoConceptStore(MongoExpansions):
         children = await concepts.find(
             {"tenant": ctx.tenant, "sid": system.sid, "parents": code}, {"code": 1}
         ).to_list(None)
-        properties = {
-            k: tuple(_from_json_value(v) for v in vs)
-            for k, vs in (json.loads(doc["props"]) if doc.get("props") else {}).items()
-        }
         # parents and children in code order, as SQLite's edge index gives them
         concept = Concept(code, doc.get("display"), doc.get("definition"), designations_of(doc),
-                          tuple(sorted(doc.get("parents") or ())), properties,
+                          tuple(sorted(doc.get("parents") or ())),
+                          properties_from_json(doc.get("props")),
                           bool(doc.get("active", True)))  # fmt: skip
         return ConceptDetail(concept, tuple(sorted(c["code"] for c in children)))
 
@@ -365,89 +342,24 @@ class MongoConceptStore(MongoExpansions):
         await self._ensure(ctx)
         return await self._walk(ctx, system.sid, code, down=False)
 
-    async def subsumes(
-        self, ctx: Context, system: SystemInfo, code_a: str, code_b: str
-    ) -> Subsumption:
-        if code_a == code_b:
-            return "equivalent"
-        if code_a in await self.ancestors(ctx, system, code_b):
-            return "subsumes"
-        if code_b in await self.ancestors(ctx, system, code_a):
-            return "subsumed-by"
-        return "not-subsumed"
-
     async def select(
         self, ctx: Context, system: SystemInfo, filters: Iterable[Filter]
     ) -> list[int]:
         await self._ensure(ctx)
-        filters = list(filters)
-        await self._check_properties(ctx, system, filters)
+        plan = await self._plan(ctx, system, list(filters), inline_codes=1000)
         where: dict[str, Any] = {"tenant": ctx.tenant, "sid": system.sid}
-        narrowing: list[dict[str, Any]] = []
-        post: list[Filter] = []
-        code_sets: list[tuple[set[str], bool]] = []  # (codes, negated), checked per concept
-        for f in filters:
-            codes = await self._codes_for(ctx, system, f)
-            negate = f.op in ("is-not-a", "not-in")
-            if codes is not None and len(codes) <= 1000 and not negate:
-                narrowing.append({"code": {"$in": sorted(codes)}})
-            elif codes is not None:
-                code_sets.append((codes, negate))
-            elif f.property == "display" and f.op == "=":
-                narrowing.append({"display": f.value})
-            elif f.op in ("=", "regex", "in", "not-in", "exists"):
-                post.append(f)
-            else:
-                raise TerminologyError(
-                    400, "not-supported",
-                    f"Filter operator '{f.op}' on property '{f.property}' is not supported",
-                    "ValueSet.compose.include.filter",
-                )
+        narrowing: list[dict[str, Any]] = [{"code": {"$in": sorted(codes)}}
+                                           for codes in plan.code_lists]  # fmt: skip
+        narrowing.extend({"display": display} for display in plan.displays)
         if narrowing:
             where["$and"] = narrowing
         docs = await self._db[CONCEPTS].find(
             where, _SELECT_FIELDS, sort=[("_id", ASCENDING)]
         ).to_list(None)
         rows = [(doc["_id"], doc["code"], doc.get("display"), doc.get("props")) for doc in docs]
-        return await select_rows(rows, post, lambda row, deadline: (  # bounded regex, off-loop
-            all((row[1] in codes) != negate for codes, negate in code_sets)
-            and all(_matches(f, row, deadline) for f in post)))  # fmt: skip
+        return await select_rows(rows, plan.post, plan.keeps)  # bounded regex, off-loop
 
-    async def _check_properties(
-        self, ctx: Context, system: SystemInfo, filters: list[Filter]
-    ) -> None:
-        """400 naming a filter property the code system does not have (as SQLite)."""
-        if all(f.property in _BUILT_IN_PROPERTIES for f in filters):
-            return
-        known = self._properties.get(system.sid)
-        if known is None:  # once per loaded system (a new load is a new sid)
-            names = await self._db[CONCEPTS].distinct(
-                "pkeys", {"tenant": ctx.tenant, "sid": system.sid})
-            known = frozenset(str(n) for n in names)
-            self._properties[system.sid] = known
-        for f in filters:
-            if f.property not in _BUILT_IN_PROPERTIES and f.property not in known:
-                have = ", ".join(sorted(_BUILT_IN_PROPERTIES | known))
-                raise TerminologyError(
-                    400, "not-supported", f"Filter property '{f.property}' is not a property "
-                    f"of code system {system.url} (it has: {have})",
-                    "ValueSet.compose.include.filter",
-                )  # fmt: skip
-
-    async def _codes_for(self, ctx: Context, system: SystemInfo, f: Filter) -> set[str] | None:
-        """The codes a hierarchy or code filter names; None for a filter on other
-        properties (checked per concept)."""
-        op, value = f.op, f.value
-        if f.property not in ("concept", "code"):
-            return None
-        if op == "=":
-            return {value}
-        if op in ("in", "not-in"):
-            return {v.strip() for v in value.split(",") if v.strip()}
-        if op in ("is-a", "is-not-a"):
-            return await self.descendants(ctx, system, value) | {value}
-        if op == "descendent-of":
-            return await self.descendants(ctx, system, value)
-        if op == "generalizes":
-            return await self.ancestors(ctx, system, value) | {value}
-        return None
+    async def _property_names(self, ctx: Context, system: SystemInfo) -> frozenset[str]:
+        names = await self._db[CONCEPTS].distinct(
+            "pkeys", {"tenant": ctx.tenant, "sid": system.sid})
+        return frozenset(str(n) for n in names)

@@ -15,7 +15,9 @@ Tables of its own, created idempotently on first use:
 
 Writes go through the resource store's transactions (its writer connection, its lock);
 reads use the connection its plain reads use. Statements run on the event loop thread
-like the resource store's own: each is an index probe or a bounded scan.
+like the resource store's own: each is an index probe or a bounded scan. What decides
+answers without touching storage (the load loop, filter plan and checks, subsumption) is
+terminology.concept_rules, shared with MongoDB.
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterable, Iterable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from search.fulltext import prepare
+from terminology.concept_rules import (
+    HEADER_FIELDS,
+    ConceptRules,
+    properties_from_json,
+    properties_json,
+    same_origin,
+)
 from terminology.model import CodeSystemHeader, Concept, Designation
-from terminology.regex_filter import fullmatch_any, select_rows
+from terminology.regex_filter import select_rows
 from terminology.sqlite_expansions import ExpansionTables, utc_now
 from terminology.store import (
     BATCH,
@@ -37,7 +45,6 @@ from terminology.store import (
     Filter,
     LoadSummary,
     Progress,
-    Subsumption,
     SystemInfo,
     TerminologyError,
 )
@@ -118,32 +125,6 @@ _PRECEDENCE = (
     "(coalesce(json_extract(header, '$.content'), 'complete') <> 'complete'), sid DESC"
 )
 
-_HEADER_FIELDS = ("name", "title", "status", "content", "hierarchy_meaning", "copyright",
-                  "language")  # fmt: skip
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, Decimal):
-        return {"decimal": str(value)}
-    return value
-
-
-def _from_json_value(value: object) -> object:
-    if isinstance(value, dict) and "decimal" in value:
-        return Decimal(value["decimal"])
-    return value
-
-
-# filter properties every code system has (ValueSet.compose.include.filter.property)
-_BUILT_IN_PROPERTIES = frozenset({"concept", "code", "display"})
-
-
-def _same_origin(a: str, b: str) -> bool:
-    """Both loads by the operator/shipped content, or both of one CodeSystem resource
-    ("resource:<id>/<versionId>")."""
-    return a == b or (a.startswith("resource:") and b.startswith("resource:")
-                      and a.rsplit("/", 1)[0] == b.rsplit("/", 1)[0])  # fmt: skip
-
 
 def _system_row(row: tuple[Any, ...]) -> SystemInfo:
     sid, url, version, header, count, source = row
@@ -182,16 +163,7 @@ def _rebuild_text_index(conn: sqlite3.Connection) -> None:
     )  # fmt: skip
 
 
-async def _each(concepts: Iterable[Concept] | AsyncIterable[Concept]) -> Any:
-    if isinstance(concepts, AsyncIterable):
-        async for concept in concepts:
-            yield concept
-    else:
-        for concept in concepts:
-            yield concept
-
-
-class SQLiteConceptStore(ExpansionTables):
+class SQLiteConceptStore(ExpansionTables, ConceptRules):
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._ready = False
@@ -229,7 +201,7 @@ class SQLiteConceptStore(ExpansionTables):
             raise TerminologyError(400, "required", "A code system needs a url and a name", "url")
         await self._ensure(ctx)
         started = time.perf_counter()
-        header_json = json.dumps({f: getattr(header, f) for f in _HEADER_FIELDS})
+        header_json = json.dumps({f: getattr(header, f) for f in HEADER_FIELDS})
         version = header.version or ""
         async with self._store.transaction(ctx) as txn:
             sid = txn.connection.execute(
@@ -238,22 +210,8 @@ class SQLiteConceptStore(ExpansionTables):
                 (ctx.tenant, header.url, version, header_json, source, utc_now()),
             ).lastrowid
         assert sid is not None
-        count = designations = 0
-        batch: list[Concept] = []
         try:
-            async for concept in _each(concepts):
-                batch.append(concept)
-                if len(batch) >= BATCH:
-                    designations += await self._write_batch(ctx, sid, batch)
-                    count += len(batch)
-                    batch = []
-                    if progress is not None:
-                        progress(count)
-            if batch:
-                designations += await self._write_batch(ctx, sid, batch)
-                count += len(batch)
-                if progress is not None:
-                    progress(count)
+            count, designations = await self._write_concepts(ctx, sid, concepts, progress)
         except BaseException:
             await self._drop_sids(ctx, [sid])
             raise
@@ -267,7 +225,7 @@ class SQLiteConceptStore(ExpansionTables):
             old = [row[0] for row in conn.execute(
                 "SELECT sid, source FROM term_systems WHERE tenant=? AND url=? AND version=? "
                 "AND sid<>?", (ctx.tenant, header.url, version, sid),
-            ) if _same_origin(row[1], source)]  # fmt: skip
+            ) if same_origin(row[1], source)]  # fmt: skip
             conn.execute("UPDATE term_systems SET state='ready', count=? WHERE sid=?",
                          (count, sid))  # fmt: skip
             conn.execute("UPDATE term_systems SET state='dropped' WHERE sid IN (%s)"
@@ -287,11 +245,7 @@ class SQLiteConceptStore(ExpansionTables):
         async with self._store.transaction(ctx) as txn:
             conn = txn.connection
             for concept in batch:
-                props = (
-                    json.dumps({k: [_json_value(v) for v in vs]
-                                for k, vs in concept.properties.items()})
-                    if concept.properties else None
-                )  # fmt: skip
+                props = properties_json(concept)
                 existing = conn.execute(
                     "SELECT cid FROM term_concepts WHERE sid=? AND code=?", (sid, concept.code)
                 ).fetchone()
@@ -419,12 +373,8 @@ class SQLiteConceptStore(ExpansionTables):
             "SELECT parent FROM term_parents WHERE sid=? AND child=?", (system.sid, code)))
         children = tuple(r[0] for r in conn.execute(
             "SELECT child FROM term_parents WHERE sid=? AND parent=?", (system.sid, code)))
-        properties = {
-            k: tuple(_from_json_value(v) for v in vs)
-            for k, vs in (json.loads(props) if props else {}).items()
-        }
-        concept = Concept(code, display, definition, designations, parents, properties,
-                          bool(active))  # fmt: skip
+        concept = Concept(code, display, definition, designations, parents,
+                          properties_from_json(props), bool(active))  # fmt: skip
         return ConceptDetail(concept, children)
 
     async def codes_to_ids(
@@ -457,119 +407,28 @@ class SQLiteConceptStore(ExpansionTables):
             "UNION SELECT p.parent FROM term_parents p JOIN a ON p.sid=?1 AND p.child=a.code) "
             "SELECT code FROM a", (system.sid, code))} - {code}  # fmt: skip
 
-    async def subsumes(
-        self, ctx: Context, system: SystemInfo, code_a: str, code_b: str
-    ) -> Subsumption:
-        if code_a == code_b:
-            return "equivalent"
-        if code_a in await self.ancestors(ctx, system, code_b):
-            return "subsumes"
-        if code_b in await self.ancestors(ctx, system, code_a):
-            return "subsumed-by"
-        return "not-subsumed"
-
     async def select(
         self, ctx: Context, system: SystemInfo, filters: Iterable[Filter]
     ) -> list[int]:
         conn = await self._reader(ctx)
-        filters = list(filters)
-        self._check_properties(conn, system, filters)
+        plan = await self._plan(ctx, system, list(filters), inline_codes=500)
         clauses: list[str] = ["sid=?"]
         args: list[Any] = [system.sid]
-        post: list[Filter] = []
-        code_sets: list[tuple[set[str], bool]] = []  # (codes, negated), checked per row
-        for f in filters:
-            codes = await self._codes_for(ctx, system, f)
-            negate = f.op in ("is-not-a", "not-in")
-            if codes is not None and len(codes) <= 500 and not negate:
-                clauses.append(f"code IN ({','.join('?' * len(codes)) or 'NULL'})")
-                args.extend(codes)
-            elif codes is not None:
-                code_sets.append((codes, negate))
-            elif f.property == "display" and f.op == "=":
-                clauses.append("display=?")
-                args.append(f.value)
-            elif f.op in ("=", "regex", "in", "not-in", "exists"):
-                post.append(f)
-            else:
-                raise TerminologyError(
-                    400, "not-supported",
-                    f"Filter operator '{f.op}' on property '{f.property}' is not supported",
-                    "ValueSet.compose.include.filter",
-                )
+        for codes in plan.code_lists:
+            clauses.append(f"code IN ({','.join('?' * len(codes)) or 'NULL'})")
+            args.extend(codes)
+        for display in plan.displays:
+            clauses.append("display=?")
+            args.append(display)
         rows = conn.execute(
             f"SELECT cid, code, display, properties FROM term_concepts "
             f"WHERE {' AND '.join(clauses)} ORDER BY cid",
             args,
         ).fetchall()
-        return await select_rows(rows, post, lambda row, deadline: (
-            all((row[1] in codes) != negate for codes, negate in code_sets)
-            and all(_matches(f, row, deadline) for f in post)))  # fmt: skip
+        return await select_rows(rows, plan.post, plan.keeps)
 
-    def _check_properties(
-        self, conn: sqlite3.Connection, system: SystemInfo, filters: list[Filter]
-    ) -> None:
-        """400 naming a filter property the code system does not have (else the
-        expansion would be silently empty: "no match" and "unsupported" look alike)."""
-        if all(f.property in _BUILT_IN_PROPERTIES for f in filters):
-            return
-        known = self._properties.get(system.sid)
-        if known is None:  # one scan per loaded system (a new load is a new sid)
-            known = frozenset(row[0] for row in conn.execute(
-                "SELECT DISTINCT j.key FROM term_concepts, json_each(properties) j "
-                "WHERE sid=? AND properties IS NOT NULL", (system.sid,)))  # fmt: skip
-            self._properties[system.sid] = known
-        for f in filters:
-            if f.property not in _BUILT_IN_PROPERTIES and f.property not in known:
-                have = ", ".join(sorted(_BUILT_IN_PROPERTIES | known))
-                raise TerminologyError(
-                    400, "not-supported", f"Filter property '{f.property}' is not a property "
-                    f"of code system {system.url} (it has: {have})",
-                    "ValueSet.compose.include.filter",
-                )  # fmt: skip
-
-    async def _codes_for(self, ctx: Context, system: SystemInfo, f: Filter) -> set[str] | None:
-        """The codes a hierarchy or code filter names; None for a filter on other
-        properties (checked per row)."""
-        op, value = f.op, f.value
-        if f.property not in ("concept", "code"):
-            return None
-        if op == "=":
-            return {value}
-        if op in ("in", "not-in"):
-            return {v.strip() for v in value.split(",") if v.strip()}
-        if op in ("is-a", "is-not-a"):
-            return await self.descendants(ctx, system, value) | {value}
-        if op == "descendent-of":
-            return await self.descendants(ctx, system, value)
-        if op == "generalizes":
-            return await self.ancestors(ctx, system, value) | {value}
-        return None
-
-
-def _matches(f: Filter, row: tuple[Any, ...], deadline: float | None = None) -> bool:
-    """Whether a concept row passes a filter; a regex gives up at `deadline`
-    (time.monotonic(), see terminology.regex_filter)."""
-    _, code, display, props = row
-    if f.property in ("code", "concept"):
-        values: list[object] = [code]
-    elif f.property == "display":
-        values = [display]
-    else:
-        values = json.loads(props).get(f.property, []) if props else []
-        values = [_from_json_value(v) for v in values]
-    texts = [("true" if v else "false") if isinstance(v, bool) else str(v)
-             for v in values if v is not None]  # fmt: skip
-    if f.op == "exists":
-        return bool(texts) == (f.value != "false")
-    if f.op == "=":
-        return f.value in texts
-    if f.op == "in":
-        wanted = {v.strip() for v in f.value.split(",")}
-        return any(t in wanted for t in texts)
-    if f.op == "not-in":
-        wanted = {v.strip() for v in f.value.split(",")}
-        return not any(t in wanted for t in texts)
-    if f.op == "regex":
-        return fullmatch_any(f, texts, deadline)
-    return False
+    async def _property_names(self, ctx: Context, system: SystemInfo) -> frozenset[str]:
+        conn = await self._reader(ctx)
+        return frozenset(row[0] for row in conn.execute(
+            "SELECT DISTINCT j.key FROM term_concepts, json_each(properties) j "
+            "WHERE sid=? AND properties IS NOT NULL", (system.sid,)))  # fmt: skip

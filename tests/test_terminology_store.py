@@ -32,11 +32,11 @@ async def test_load_in_batches_with_progress_and_replace(
     store: ResourceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "BATCH", 100)
-    import terminology.mongodb_store as mongodb_store
-    import terminology.sqlite_store as sqlite_store
+    import terminology.concept_rules as concept_rules  # the load loop of both backends
+    import terminology.sqlite_store as sqlite_store  # its deletion of a dropped load
 
+    monkeypatch.setattr(concept_rules, "BATCH", 100)
     monkeypatch.setattr(sqlite_store, "BATCH", 100)
-    monkeypatch.setattr(mongodb_store, "BATCH", 100)
     seen: list[int] = []
     concepts = concept_store(store)
     header = CodeSystemHeader(URL, "1", "Lab", content="fragment")
