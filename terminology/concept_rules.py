@@ -12,25 +12,36 @@ those answers without touching storage lives here once, so the two cannot drift 
     each(concepts)                       a loader's iterable or async iterable, async
     matches(f, row, deadline)            whether a (cid, code, display, properties) row
                                          passes a filter checked per concept
-    ConceptRules                         base class: the load's batch loop, subsumption,
+    ConceptRules                         base class: the load (its checks, batch loop and
+                                         summary), subsumption,
                                          the codes a hierarchy/code filter names, the
                                          filter property check and the selection plan;
                                          a backend supplies the storage reads and writes
-                                         (`_write_batch`, `_property_names`, `ancestors`,
-                                         `descendants`)
+                                         (`_ensure`, `_start_load`, `_write_batch`,
+                                         `_finish_load`, `_drop_sids`, `_property_names`,
+                                         `ancestors`, `descendants`)
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from terminology.model import Concept
+from terminology.model import CodeSystemHeader, Concept
 from terminology.regex_filter import fullmatch_any
-from terminology.store import BATCH, Filter, Progress, Subsumption, SystemInfo, TerminologyError
+from terminology.store import (
+    BATCH,
+    Filter,
+    LoadSummary,
+    Progress,
+    Subsumption,
+    SystemInfo,
+    TerminologyError,
+)
 
 if TYPE_CHECKING:
     from fhir_server.storage.base import Context
@@ -137,6 +148,28 @@ class ConceptRules:
     supplies. Subclasses set `self._properties = {}` (sid -> its property names)."""
 
     _properties: dict[int, frozenset[str]]
+    _store: Any  # the ResourceStore the concepts live beside (keeps the CodeSystem resource)
+
+    async def _ensure(self, ctx: Context) -> None:
+        """Create the backend's tables/collections and indexes (once)."""
+        raise NotImplementedError
+
+    async def _start_load(
+        self, ctx: Context, header: CodeSystemHeader, version: str, source: str
+    ) -> int:
+        """A new load (sid) of `header`, invisible to readers until `_finish_load`."""
+        raise NotImplementedError
+
+    async def _finish_load(
+        self, ctx: Context, url: str, version: str, sid: int, source: str
+    ) -> tuple[int, list[int]]:
+        """Make load `sid` visible, the previous load of the same origin gone (the swap)
+        and the cached expansions cleared; (its concept count, the dropped sids)."""
+        raise NotImplementedError
+
+    async def _drop_sids(self, ctx: Context, sids: list[int]) -> None:
+        """Delete loads `sids` and their concepts."""
+        raise NotImplementedError
 
     async def descendants(self, ctx: Context, system: SystemInfo, code: str) -> set[str]:
         raise NotImplementedError
@@ -151,6 +184,37 @@ class ConceptRules:
     async def _property_names(self, ctx: Context, system: SystemInfo) -> frozenset[str]:
         """The property names the concepts of `system` use (one read of storage)."""
         raise NotImplementedError
+
+    async def load_code_system(
+        self,
+        ctx: Context,
+        header: CodeSystemHeader,
+        concepts: Iterable[Concept] | AsyncIterable[Concept],
+        *,
+        progress: Progress | None = None,
+        source: str = "load",
+        keep_resource: bool = True,
+    ) -> LoadSummary:
+        """terminology.store.ConceptStore.load_code_system (the module docstring there)."""
+        if not header.url or not header.name:
+            raise TerminologyError(400, "required", "A code system needs a url and a name", "url")
+        await self._ensure(ctx)
+        started = time.perf_counter()
+        version = header.version or ""
+        sid = await self._start_load(ctx, header, version, source)
+        try:
+            _, designations = await self._write_concepts(ctx, sid, concepts, progress)
+        except BaseException:
+            await self._drop_sids(ctx, [sid])
+            raise
+        count, old = await self._finish_load(ctx, header.url, version, sid, source)
+        resource_id = ""
+        if keep_resource:
+            from terminology.resources import keep_code_system_resource
+
+            resource_id = await keep_code_system_resource(self._store, ctx, header, count)
+        return LoadSummary(header.url, header.version, count, designations,
+                           time.perf_counter() - started, bool(old), resource_id)  # fmt: skip
 
     async def _write_concepts(
         self,

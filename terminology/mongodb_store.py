@@ -29,8 +29,7 @@ walk the `parents` index a level per query (SQLite: one recursive statement).
 from __future__ import annotations
 
 import inspect
-import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -50,10 +49,7 @@ from terminology.regex_filter import select_rows
 from terminology.store import (
     ConceptDetail,
     Filter,
-    LoadSummary,
-    Progress,
     SystemInfo,
-    TerminologyError,
 )
 
 if TYPE_CHECKING:
@@ -161,45 +157,31 @@ class MongoConceptStore(MongoExpansions, ConceptRules):
 
     # -- loading ---------------------------------------------------------------
 
-    async def load_code_system(
-        self,
-        ctx: Context,
-        header: CodeSystemHeader,
-        concepts: Iterable[Concept] | AsyncIterable[Concept],
-        *,
-        progress: Progress | None = None,
-        source: str = "load",
-        keep_resource: bool = True,
-    ) -> LoadSummary:
-        if not header.url or not header.name:
-            raise TerminologyError(400, "required", "A code system needs a url and a name", "url")
-        await self._ensure(ctx)
-        started = time.perf_counter()
-        version = header.version or ""
+    async def _start_load(
+        self, ctx: Context, header: CodeSystemHeader, version: str, source: str
+    ) -> int:
         sid = await self._next_ids("sid")
         await self._db[SYSTEMS].insert_one({
             "_id": sid, "tenant": ctx.tenant, "url": header.url, "version": version,
             "state": "loading", "header": {f: getattr(header, f) for f in HEADER_FIELDS},
             "count": 0, "source": source, "loaded_at": utc_now(),
         })  # fmt: skip
+        return sid
+
+    async def _finish_load(
+        self, ctx: Context, url: str, version: str, sid: int, source: str
+    ) -> tuple[int, list[int]]:
         try:
-            _, designations = await self._write_concepts(ctx, sid, concepts, progress)
             count = await self._db[CONCEPTS].count_documents({"tenant": ctx.tenant, "sid": sid})
             # (a swap that fails, e.g. a write conflict with a concurrent load of the same
             # system, leaves the previous load in place and this one's concepts go)
-            old, eids = await self._swap(ctx, header.url, version, sid, source, count)
+            old, eids = await self._swap(ctx, url, version, sid, source, count)
         except BaseException:
             await self._drop_sids(ctx, [sid])
             raise
         await self._delete_members(ctx, eids)
         await self._drop_sids(ctx, old)
-        resource_id = ""
-        if keep_resource:
-            from terminology.resources import keep_code_system_resource
-
-            resource_id = await keep_code_system_resource(self._store, ctx, header, count)
-        return LoadSummary(header.url, header.version, count, designations,
-                           time.perf_counter() - started, bool(old), resource_id)  # fmt: skip
+        return count, old
 
     async def _swap(
         self, ctx: Context, url: str, version: str, sid: int, source: str, count: int

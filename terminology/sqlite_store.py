@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from search.fulltext import prepare
@@ -43,10 +42,7 @@ from terminology.store import (
     BATCH,
     ConceptDetail,
     Filter,
-    LoadSummary,
-    Progress,
     SystemInfo,
-    TerminologyError,
 )
 
 if TYPE_CHECKING:
@@ -187,22 +183,10 @@ class SQLiteConceptStore(ExpansionTables, ConceptRules):
 
     # -- loading ---------------------------------------------------------------
 
-    async def load_code_system(
-        self,
-        ctx: Context,
-        header: CodeSystemHeader,
-        concepts: Iterable[Concept] | AsyncIterable[Concept],
-        *,
-        progress: Progress | None = None,
-        source: str = "load",
-        keep_resource: bool = True,
-    ) -> LoadSummary:
-        if not header.url or not header.name:
-            raise TerminologyError(400, "required", "A code system needs a url and a name", "url")
-        await self._ensure(ctx)
-        started = time.perf_counter()
+    async def _start_load(
+        self, ctx: Context, header: CodeSystemHeader, version: str, source: str
+    ) -> int:
         header_json = json.dumps({f: getattr(header, f) for f in HEADER_FIELDS})
-        version = header.version or ""
         async with self._store.transaction(ctx) as txn:
             sid = txn.connection.execute(
                 "INSERT INTO term_systems (tenant, url, version, state, header, source, "
@@ -210,11 +194,11 @@ class SQLiteConceptStore(ExpansionTables, ConceptRules):
                 (ctx.tenant, header.url, version, header_json, source, utc_now()),
             ).lastrowid
         assert sid is not None
-        try:
-            count, designations = await self._write_concepts(ctx, sid, concepts, progress)
-        except BaseException:
-            await self._drop_sids(ctx, [sid])
-            raise
+        return sid
+
+    async def _finish_load(
+        self, ctx: Context, url: str, version: str, sid: int, source: str
+    ) -> tuple[int, list[int]]:
         async with self._store.transaction(ctx) as txn:
             conn = txn.connection
             (count,) = conn.execute("SELECT count(*) FROM term_concepts WHERE sid=?",
@@ -224,7 +208,7 @@ class SQLiteConceptStore(ExpansionTables, ConceptRules):
             # shipped release, nor another client's CodeSystem of the same url
             old = [row[0] for row in conn.execute(
                 "SELECT sid, source FROM term_systems WHERE tenant=? AND url=? AND version=? "
-                "AND sid<>?", (ctx.tenant, header.url, version, sid),
+                "AND sid<>?", (ctx.tenant, url, version, sid),
             ) if same_origin(row[1], source)]  # fmt: skip
             conn.execute("UPDATE term_systems SET state='ready', count=? WHERE sid=?",
                          (count, sid))  # fmt: skip
@@ -232,13 +216,7 @@ class SQLiteConceptStore(ExpansionTables, ConceptRules):
                          % ",".join("?" * len(old)), old)  # fmt: skip
             self._clear_expansions(conn, ctx.tenant)
         await self._drop_sids(ctx, old)
-        resource_id = ""
-        if keep_resource:
-            from terminology.resources import keep_code_system_resource
-
-            resource_id = await keep_code_system_resource(self._store, ctx, header, count)
-        return LoadSummary(header.url, header.version, count, designations,
-                           time.perf_counter() - started, bool(old), resource_id)  # fmt: skip
+        return count, old
 
     async def _write_batch(self, ctx: Context, sid: int, batch: list[Concept]) -> int:
         designations = 0
