@@ -506,3 +506,59 @@ async def test_a_second_process_waits_for_the_migration_lock(tmp_path: Path) -> 
         opener.kill()
     async with _client(path) as client:  # migrated once, by the other process
         await _searches_agree(client)
+
+
+def _code_system(n: int) -> dict[str, Any]:
+    """A small CodeSystem, as a terminology preload writes them first."""
+    return {
+        "resourceType": "CodeSystem", "id": f"cs{n}", "url": f"http://example.org/cs/{n}",
+        "version": "1.0.0", "name": f"LocalCodes{n}", "status": "active",
+        "content": "complete", "caseSensitive": True,
+        "concept": [{"code": f"c{k}", "display": f"Local code {k}"} for k in range(3)],
+    }  # fmt: skip
+
+
+async def test_clinical_bodies_written_after_a_terminology_preload_are_compressed(
+    tmp_path: Path,
+) -> None:
+    """The first dictionary is sampled from CodeSystems only; the Observations that follow
+    get one of their own and take a fraction of the bytes."""
+    import zlib
+
+    from fhir_server.storage import sqlite_bodies
+
+    path = tmp_path / "preload.db"
+    async with _client(path) as client:
+        for n in range(250):
+            await _put(client, _code_system(n))
+        for n in range(60):
+            await _put(client, _glucose(f"g{n}", str(90 + n)))
+        found = await _ids(client, "Observation", {"code": f"{LOINC}|2339-0", "_count": "100"})
+        assert found == {f"g{n}" for n in range(60)}
+        response = await client.get("Observation/g59")
+        assert response.status_code == 200
+        read = response.json()
+        read.pop("meta")
+        assert read == _glucose("g59", "149")
+    conn = sqlite3.connect(path)
+    try:
+        dictionaries = dict(conn.execute("SELECT id, dictionary FROM body_dictionaries"))
+        assert len(dictionaries) == 2
+        (code_systems_only,) = [d for d in dictionaries.values() if b"Observation" not in d]
+        bodies = [
+            bytes(body) for (body,) in conn.execute(
+                "SELECT body FROM resources WHERE type = 'Observation' AND id LIKE 'g%'"
+            )
+        ]  # fmt: skip
+    finally:
+        conn.close()
+    later = [b for b in bodies if dictionaries[int.from_bytes(b[2:10], "big")] != code_systems_only]
+    assert len(later) == 60 - sqlite_bodies._SAMPLES_PER_TYPE + 1
+    stored = sum(map(len, later)) / len(later)
+    with_code_systems = 0
+    for body in later:
+        inflater = zlib.decompressobj(-15, zdict=dictionaries[int.from_bytes(body[2:10], "big")])
+        plain = inflater.decompress(body[10:]) + inflater.flush()
+        deflater = zlib.compressobj(3, zlib.DEFLATED, -15, zdict=code_systems_only)
+        with_code_systems += len(deflater.compress(plain) + deflater.flush()) + 10
+    assert stored < 0.6 * with_code_systems / len(later), (stored, with_code_systems)
