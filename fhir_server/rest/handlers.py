@@ -6,9 +6,7 @@ that runs Bundle entries. Reads answer with the stored bytes as they are.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -342,7 +340,7 @@ class Handlers:
         params, ignored = _history_params(request)
         count, offset = views.history_paging(params)
         values = dict(params)
-        since = None if values.get("_since") is None else _history_since(values["_since"])
+        since = values.get("_since")
         anchor = views.history_anchor(values.get("_anchor"))
         versions, total = await self.store.history(
             self.ctx, resource_type, resource_id, since=since, count=count, offset=offset
@@ -400,35 +398,6 @@ def _ignored_warning(name: str) -> str:
     safe = safe.replace("\\", "\\\\").replace('"', '\\"')
     return (f'299 fhir-fusion "The history parameter \'{safe}\' is unknown and was ignored '
             '(send Prefer: handling=strict to have it refused)"')
-
-
-# R4 datatypes.html#instant: any number of fraction digits; an offset of at most 14:00
-_SINCE = re.compile(
-    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-](\d{2}):(\d{2}))"
-)
-
-
-def _history_since(value: str) -> str:
-    """`_since` as an instant with at most six fraction digits, the precision versions are
-    stored at. Digits past the sixth round up, not down: a version stored at .082812 is
-    before .0828125 and must not be in "versions created at or after" it (R4 http.html
-    #history). A malformed instant is left to the store, which says what one looks like."""
-    match = _SINCE.fullmatch(value.strip())
-    if match is None:
-        return value
-    moment, fraction, zone, hours, minutes = match.groups()
-    if hours is not None and (int(minutes) > 59 or (int(hours), int(minutes)) > (14, 0)):
-        raise invalid(f"_since has the time-zone offset {zone}; an R4 instant's offset is "
-                      "at most 14:00", "_since")
-    fraction = fraction or ""
-    try:
-        parsed = datetime.fromisoformat(f"{moment}.{fraction[:6].ljust(6, '0')}"
-                                        + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return value  # e.g. month 13: the store refuses it naming _since
-    if fraction[6:].strip("0"):
-        parsed += timedelta(microseconds=1)
-    return parsed.isoformat(timespec="microseconds")
 
 
 __all__ = ["Handlers"]

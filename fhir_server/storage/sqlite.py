@@ -806,15 +806,30 @@ class SQLiteStore:
 def _utc_instant(value: str) -> str:
     """A FHIR instant (_since, R4 http.html#history) as the store's fixed-width UTC text,
     for comparisons. An instant has seconds and a time zone (datatypes.html#instant);
-    without a zone the moment is unknown, so that is a 400 rather than a guess."""
+    without a zone the moment is unknown, so that is a 400 rather than a guess. An
+    instant may have any number of fraction digits; versions are stored to the
+    microsecond, so digits past the sixth round up, not down: a version stored at
+    .082812 is before .0828125 and is not "created at or after" it."""
     text = value.strip()
+    match = _INSTANT.fullmatch(text)
     parsed = None
-    if _INSTANT.fullmatch(text):
+    if match is not None:
+        moment, fraction, zone, hours, minutes = match.groups()
+        if hours is not None and (int(minutes) > 59 or (int(hours), int(minutes)) > (14, 0)):
+            raise FHIRError.simple(
+                400, "invalid", f"_since has the time-zone offset {zone}; an R4 instant's "
+                "offset is at most 14:00", "_since",
+            )  # fmt: skip
+        fraction = fraction or ""
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(
+                f"{moment}.{fraction[:6].ljust(6, '0')}{'+00:00' if zone == 'Z' else zone}"
+            )
         except ValueError:  # e.g. month 13: the pattern checks only the shape
             parsed = None
-    if parsed is None or parsed.tzinfo is None:
+        if parsed is not None and fraction[6:].strip("0"):
+            parsed += timedelta(microseconds=1)
+    if parsed is None:
         raise FHIRError.simple(
             400, "invalid",
             "_since must be a FHIR instant with a time zone such as 2024-03-01T10:00:00Z",
@@ -823,5 +838,7 @@ def _utc_instant(value: str) -> str:
     return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-# R4 instant: YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm)
-_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+# R4 instant: YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm), fraction of any length
+_INSTANT = re.compile(
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-](\d{2}):(\d{2}))"
+)
