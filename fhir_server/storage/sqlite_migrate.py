@@ -26,6 +26,8 @@ import fcntl
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conformance.definitions import RESOURCE_TYPES, search_parameters
@@ -46,6 +48,19 @@ _INTERNED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 _FTS_BATCH = 20_000
+
+
+@contextmanager
+def _step(conn: sqlite3.Connection) -> Iterator[None]:
+    """One step's write transaction: committed whole, or rolled back on any error (a
+    killed process leaves it uncommitted too), so the step is redone at the next open."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _exists(conn: sqlite3.Connection, name: str) -> bool:
@@ -71,8 +86,7 @@ def _create_statement(table: str) -> str:
 def _intern_table(conn: sqlite3.Connection, path: object, table: str) -> None:
     columns, systems = _INTERNED[table]
     began = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _step(conn):
         conn.execute(_create_statement("search_systems"))
         for column in systems:
             conn.execute(
@@ -92,10 +106,6 @@ def _intern_table(conn: sqlite3.Connection, path: object, table: str) -> None:
         ).rowcount
         conn.execute(f"DROP TABLE {table}")  # its (rid, param) index goes with it
         conn.execute(f"ALTER TABLE {new} RENAME TO {table}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     logger.info(
         "%s: %s rows of %s now hold system ids (%.1f s)",
         path, moved, table, time.monotonic() - began,
@@ -113,8 +123,7 @@ def _fulltext(conn: sqlite3.Connection, path: object) -> None:
     """The FTS5 table rebuilt contentless from its own stored text (no re-extraction, so
     it indexes exactly what it did)."""
     began = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _step(conn):
         conn.execute("DROP TABLE IF EXISTS search_fulltext_v2")
         conn.execute(
             sqlite_fulltext.FTS_TABLE.replace(
@@ -141,10 +150,6 @@ def _fulltext(conn: sqlite3.Connection, path: object) -> None:
             logger.info("%s: full-text index rebuilt contentless, %d of %d", path, done, total)
         conn.execute("DROP TABLE search_fulltext")
         conn.execute("ALTER TABLE search_fulltext_v2 RENAME TO search_fulltext")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     logger.info("%s: full-text index contentless (%.1f s)", path, time.monotonic() - began)
 
 
@@ -171,13 +176,8 @@ def _combo_rows(conn: sqlite3.Connection, path: object) -> bool:
     ]  # fmt: skip
     for table in tables:
         began = time.monotonic()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _step(conn):
             removed = conn.execute(f"DELETE FROM {table} WHERE param IN ({marks})", ids).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         logger.info(
             "%s: %s combo-* rows removed from %s (%.1f s)",
             path, removed, table, time.monotonic() - began,
@@ -219,8 +219,7 @@ def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
     state = _hull_state(conn)
     began = time.monotonic()
     removed = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _step(conn):
         if state == "complete":
             for key in _date_keys():
                 removed += conn.execute(
@@ -234,10 +233,6 @@ def _record_hull_state(conn: sqlite3.Connection, path: object) -> bool:
         conn.execute(
             "INSERT INTO search_index_state (name, value) VALUES ('date_hulls', ?)", (state,)
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     logger.info(
         "%s: date hull rows %s, %d of single values removed (%.1f s)",
         path, state, removed, time.monotonic() - began,
